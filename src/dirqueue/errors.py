@@ -1,0 +1,79 @@
+"""The exceptions dirqueue raises.
+
+Every error derives from :class:`DirQueueError`; the specific ones also derive from the
+builtin that fits them, so ``except ValueError`` and ``except OSError`` keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptJobError",
+    "DirQueueError",
+    "InvalidMetadataError",
+    "InvalidPriorityError",
+    "JobStateError",
+    "QueueIOError",
+]
+
+
+class DirQueueError(Exception):
+    """Base class of every error raised by dirqueue."""
+
+
+class InvalidMetadataError(DirQueueError, ValueError):
+    """A metadata name or value breaks the on-disk format's rules.
+
+    ``key`` is the offending metadata name.
+    """
+
+    def __init__(self, message: str, key: object = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class InvalidPriorityError(DirQueueError, ValueError):
+    """A priority outside 0..99, or not an integer. ``priority`` holds the value given."""
+
+    def __init__(self, message: str, priority: object = None) -> None:
+        super().__init__(message)
+        self.priority = priority
+
+
+class CorruptJobError(DirQueueError, ValueError):
+    """A job name or control file that cannot be parsed.
+
+    ``path`` is the file (or job id) that was rejected, when known.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class JobStateError(DirQueueError):
+    """An operation that the job's state does not allow.
+
+    For example ``finish()`` on a job that was only listed (read-only), or a job that was
+    already finished or returned. ``jobid`` names the job.
+    """
+
+    def __init__(self, message: str, jobid: str | None = None) -> None:
+        super().__init__(message)
+        self.jobid = jobid
+
+
+class QueueIOError(DirQueueError, OSError):
+    """A filesystem operation on the queue failed.
+
+    It carries the ``errno``, ``strerror`` and ``filename`` of the underlying
+    :class:`OSError`, and a message that says what dirqueue was doing. Whatever the
+    operation had written was removed before this was raised.
+    """
+
+    def __init__(self, action: str, err: OSError) -> None:
+        OSError.__init__(self, err.errno, err.strerror, err.filename)
+        self.action = action
+
+    def __str__(self) -> str:
+        where = f": {self.filename}" if self.filename else ""
+        return f"{self.action} failed: [Errno {self.errno}] {self.strerror}{where}"
