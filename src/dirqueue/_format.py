@@ -19,6 +19,7 @@ from .errors import CorruptJobError, InvalidMetadataError, InvalidPriorityError
 __all__ = [
     "CONTROL_FILE_MAX_BYTES",
     "DEFAULT_PRIORITY",
+    "METADATA_MAX_BYTES",
     "ControlFile",
     "Layout",
     "data_location",
@@ -36,6 +37,10 @@ DEFAULT_PRIORITY: Final = 50
 #: A control file larger than this is refused as corrupt instead of read into memory.
 #: Real ones are a few hundred bytes; the limit leaves room for generous metadata.
 CONTROL_FILE_MAX_BYTES: Final = 1 << 20
+#: The most metadata (names, values and their ``": "`` and newlines, in UTF-8) one job
+#: may carry: what is left of :data:`CONTROL_FILE_MAX_BYTES` after the system fields,
+#: whose QDFN path can be up to PATH_MAX (4096) bytes.
+METADATA_MAX_BYTES: Final = CONTROL_FILE_MAX_BYTES - 8192
 
 _TAG_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+_"
 _TAG_CHARS: Final = frozenset(_TAG_ALPHABET)
@@ -135,6 +140,7 @@ def validate_metadata(metadata: object) -> dict[str, str]:
             f"metadata must be a dict of str to str, not {type(metadata).__name__}"
         )
     checked: dict[str, str] = {}
+    total = 0
     for key, value in metadata.items():
         if not isinstance(key, str):
             raise InvalidMetadataError(
@@ -173,6 +179,15 @@ def validate_metadata(metadata: object) -> dict[str, str]:
             raise InvalidMetadataError(
                 f"metadata name {key!r} is reserved: 4-character names starting with 'Q'"
                 " are system fields; rename it",
+                key,
+            )
+        # Encoded size of the line "key: value\n"; checked as we go so that a huge
+        # dict fails at the item that crosses the limit.
+        total += len(key.encode("utf-8")) + len(value.encode("utf-8")) + 3
+        if total > METADATA_MAX_BYTES:
+            raise InvalidMetadataError(
+                f"metadata is over the {METADATA_MAX_BYTES}-byte limit at item {key!r}:"
+                " control files are kept small; put large values in the job's data",
                 key,
             )
         checked[key] = value
@@ -283,6 +298,10 @@ class Layout:
     DATA: Final = "data"
     ACTIVE: Final = "active"
     TMP: Final = "tmp"
+    #: Where corrupt jobs are moved aside, with a ``.reason`` file each. The Perl module
+    #: reads only the four directories above, so it ignores this one.
+    CORRUPT: Final = "corrupt"
+    REASON_SUFFIX: Final = ".reason"
     FANOUT_DIGITS: Final = "0123456789abcdef"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -296,6 +315,7 @@ class Layout:
         self.data_dir = os.path.join(self.dir, self.DATA)
         self.active_dir = os.path.join(self.dir, self.ACTIVE)
         self.tmp_dir = os.path.join(self.dir, self.TMP)
+        self.corrupt_dir = os.path.join(self.dir, self.CORRUPT)
 
     def queue_path(self, jobid: str, fanout: str | None = None) -> str:
         """``queue/NAME``, or ``queue/X/NAME`` with a fan-out digit."""
@@ -312,6 +332,19 @@ class Layout:
         """The two directories above job ``jobid``'s data file, outermost first."""
         c1, c2, _ = data_location(jobid)
         return os.path.join(self.data_dir, c1), os.path.join(self.data_dir, c1, c2)
+
+    def data_components(self, jobid: str) -> tuple[str, str, str, str]:
+        """``("data", C1, C2, BASE)``: the data file's path relative to ``DIR``, split.
+
+        Code that must not follow a symlink planted in the queue walks these one
+        directory at a time (see :func:`dirqueue._fs.open_dir_nofollow`).
+        """
+        c1, c2, base = data_location(jobid)
+        return self.DATA, c1, c2, base
+
+    def corrupt_path(self, name: str) -> str:
+        """``corrupt/NAME``: where a corrupt job's files are moved aside."""
+        return os.path.join(self.corrupt_dir, name)
 
     def active_path(self, jobid: str) -> str:
         """``active/NAME``: the lock of a job being worked on."""

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from typing import Final
 
 __all__ = [
     "LinkResult",
+    "NotRegularFileError",
     "create_exclusive",
+    "ensure_dir_nofollow",
+    "free_bytes",
     "fsync_dir",
     "link_verified",
     "makedirs",
+    "open_dir_nofollow",
+    "open_regular",
+    "read_limited",
     "unlink_quietly",
 ]
 
@@ -24,11 +31,48 @@ _CREATE_FLAGS: Final = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 )
 _DIR_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+# Reading a file inside the queue: never through a symlink at its own name, and never
+# blocking on a FIFO planted there (O_NONBLOCK does nothing to regular files).
+_READ_FLAGS: Final = (
+    os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 
 
-def create_exclusive(path: str, mode: int) -> int:
+class NotRegularFileError(OSError):
+    """A name in the queue that should be a plain file is a symlink, FIFO, directory..."""
+
+
+def open_regular(path: str, dir_fd: int | None = None) -> int:
+    """Open ``path`` for reading if it is a regular file, not a symlink; return the fd.
+
+    Raises :class:`NotRegularFileError` for anything else found at the name.
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise NotRegularFileError(errno.ELOOP, "is a symlink", path) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(errno.EINVAL, "is not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_limited(fd: int, limit: int) -> bytes:
+    """Read up to ``limit`` bytes from ``fd`` (then closed): a huge file cannot fill memory."""
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(limit)
+
+
+def create_exclusive(path: str, mode: int, *, dir_fd: int | None = None) -> int:
     """Create ``path`` with ``O_EXCL`` (never following a symlink) and return its fd."""
-    return os.open(path, _CREATE_FLAGS, mode)
+    return os.open(path, _CREATE_FLAGS, mode, dir_fd=dir_fd)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -46,6 +90,68 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_dir_nofollow(root: str, parts: tuple[str, ...] | list[str]) -> int:
+    """Open directory ``root/parts[0]/parts[1]/...`` and return its fd.
+
+    ``root`` (the queue directory, as the caller chose it) may be reached through
+    symlinks; no component in ``parts`` may be one. Another user of a shared queue could
+    otherwise plant ``data/C1 -> /somewhere`` and have a finishing worker unlink, or a
+    reader read, a file outside the queue. A symlink raises ``OSError`` (``ELOOP`` or
+    ``ENOTDIR``). Each step opens relative to the last, so swapping a directory for a
+    symlink between steps does not help either.
+    """
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in parts:
+            if not part or part in (".", "..") or "/" in part:
+                raise OSError(errno.EINVAL, "not a plain directory name", part)
+            next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def ensure_dir_nofollow(root: str, parts: tuple[str, ...] | list[str]) -> tuple[int, list[str]]:
+    """Like :func:`open_dir_nofollow`, creating missing directories on the way.
+
+    Returns the fd of the last directory and the paths of those created, outermost
+    first (each is durable only once its parent is fsynced). Racing creators are fine.
+    """
+    fd = os.open(root, _DIR_FLAGS)
+    created: list[str] = []
+    path = root
+    try:
+        for part in parts:
+            if not part or part in (".", "..") or "/" in part:
+                raise OSError(errno.EINVAL, "not a plain directory name", part)
+            path = os.path.join(path, part)
+            try:
+                next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(part, dir_fd=fd)
+                except FileExistsError:
+                    pass  # Another process made it; the open below checks what it is.
+                else:
+                    created.append(path)
+                next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, created
+
+
+def free_bytes(path: str) -> int:
+    """Bytes available to unprivileged users on the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def makedirs(path: str) -> list[str]:
@@ -80,29 +186,35 @@ class LinkResult:
     EXISTS: Final = "exists"
 
 
-def _same_file(src_stat: os.stat_result, target: str) -> bool:
+def _same_file(src_stat: os.stat_result, target: str, dir_fd: int | None = None) -> bool:
     try:
-        st = os.lstat(target)
+        st = os.lstat(target, dir_fd=dir_fd)
     except OSError:
         return False
     return st.st_ino == src_stat.st_ino and st.st_dev == src_stat.st_dev
 
 
-def link_verified(src: str, target: str, src_stat: os.stat_result | None = None) -> str:
+def link_verified(
+    src: str,
+    target: str,
+    src_stat: os.stat_result | None = None,
+    *,
+    dst_dir_fd: int | None = None,
+) -> str:
     """``link(src, target)``, confirming the outcome as NFS requires.
 
     Over NFS a retried ``link`` request can report ``EEXIST`` (or another error)
     although the first attempt succeeded and its reply was lost; the truth is in the
     inode. Returns :attr:`LinkResult.LINKED` when ``target`` is now ``src``,
     :attr:`LinkResult.EXISTS` when another file holds the name, and re-raises any other
-    failure.
+    failure. With ``dst_dir_fd``, ``target`` is a name in that directory.
     """
     try:
-        os.link(src, target)
+        os.link(src, target, dst_dir_fd=dst_dir_fd)
     except OSError as err:
         if src_stat is None:
             src_stat = os.lstat(src)
-        if _same_file(src_stat, target):
+        if _same_file(src_stat, target, dst_dir_fd):
             return LinkResult.LINKED
         if err.errno == errno.EEXIST:
             return LinkResult.EXISTS

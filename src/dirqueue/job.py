@@ -83,9 +83,11 @@ class Job:
         return self._data_path
 
     def get_data(self) -> bytes:
-        """The job's data, all of it."""
-        with open(self._data_path, "rb") as fh:
-            return fh.read()
+        """The job's data, all of it.
+
+        Raises :class:`CorruptJobError` rather than follow a symlink out of the queue.
+        """
+        return self._queue._read_data(self.jobid)
 
     def get_data_size_bytes(self) -> int:
         """The data's size in bytes, as recorded at submission."""

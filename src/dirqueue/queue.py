@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
+import itertools
 import os
 import random
 import socket
+import stat
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import IO, Any, Final, TypeVar, Union
 
 from . import _fs
@@ -30,9 +34,11 @@ from ._waiting import DirWatcher
 from .errors import CorruptJobError, DirQueueError, QueueIOError
 from .job import Job
 
-__all__ = ["DirQueue"]
+__all__ = ["BatchItem", "DirQueue"]
 
 Chunk = Union[str, bytes, bytearray, memoryview]
+#: One job for :meth:`DirQueue.enqueue_many`: its data, or its data and metadata.
+BatchItem = str | bytes | tuple[str | bytes, dict[str, str] | None]
 C = TypeVar("C")
 
 #: How many new names an enqueue tries when the one it made is taken.
@@ -64,6 +70,25 @@ class _Listing:
         return self.pos < len(self.entries)
 
 
+@dataclass
+class _Staged:
+    """A job being enqueued: what it has written so far, so a failure can undo it."""
+
+    jobid: str
+    secs: int
+    usecs: int
+    priority: int
+    meta: dict[str, str]
+    tmp_data: str
+    data_stat: os.stat_result | None = None
+    size: int = 0
+    data_linked: bool = False
+    tmp_ctrl: str = ""
+    queue_path: str = ""
+    new_dirs: list[str] = field(default_factory=list)
+    new_queue_dirs: list[str] = field(default_factory=list)
+
+
 #: What a pickup attempt returns when the job is no longer in the queue at all.
 _GONE: Final = object()
 
@@ -86,6 +111,10 @@ class DirQueue:
         broken and its job taken again.
     :param durable: fsync files and directories so that a returned enqueue survives
         power loss; ``False`` skips the fsyncs, like the Perl module.
+    :param min_free_bytes: refuse an enqueue (``QueueIOError``, errno ``ENOSPC``) that
+        would leave less than this many bytes free on the queue's filesystem; 0 checks
+        nothing. A full disk fails an enqueue cleanly either way; this keeps room for
+        the workers' own files.
     """
 
     def __init__(
@@ -99,6 +128,7 @@ class DirQueue:
         buf_size: int = 65536,
         active_file_lifetime: float = 600,
         durable: bool = True,
+        min_free_bytes: int = 0,
     ) -> None:
         if buf_size <= 0:
             raise ValueError(f"buf_size must be positive, not {buf_size}")
@@ -115,6 +145,9 @@ class DirQueue:
         self.buf_size = buf_size
         self.active_file_lifetime = active_file_lifetime
         self.durable = durable
+        if min_free_bytes < 0:
+            raise ValueError(f"min_free_bytes must be 0 or more, not {min_free_bytes}")
+        self.min_free_bytes = min_free_bytes
         self.hostname = socket.gethostname()
         self._listing: _Listing | None = None
         self._dirs_ready = False
@@ -128,9 +161,13 @@ class DirQueue:
         if self._dirs_ready:
             return
         layout = self.layout
+        created: list[str] = []
         try:
             for directory in (layout.queue_dir, layout.data_dir, layout.active_dir, layout.tmp_dir):
-                _fs.makedirs(directory)
+                created.extend(_fs.makedirs(directory))
+            if self.durable and created:
+                # A new queue's subdirectories must be on disk before any job in them.
+                self._fsync_all([], created)
         except OSError as err:
             raise QueueIOError(f"creating queue directory {self.dir!r}", err) from err
         self._dirs_ready = True
@@ -149,7 +186,7 @@ class DirQueue:
         elif not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"enqueue_string takes str or bytes, not {type(data).__name__}")
         payload = bytes(data)
-        return self._enqueue(lambda fd: _write_chunks(fd, [payload]), metadata, priority)
+        return self._enqueue(_writer(payload), metadata, priority, len(payload))
 
     def enqueue_file(
         self,
@@ -214,99 +251,242 @@ class DirQueue:
         """Enqueue the chunks of an iterable or generator (``str`` or ``bytes``)."""
         return self._enqueue(lambda fd: _write_chunks(fd, chunks), metadata, priority)
 
+    def enqueue_many(
+        self,
+        items: Iterable[BatchItem],
+        metadata: dict[str, str] | None = None,
+        priority: int = DEFAULT_PRIORITY,
+    ) -> list[str]:
+        """Enqueue several jobs at once; return their ids, in the order given.
+
+        Each item is the job's data (``str``, stored as UTF-8, or ``bytes``) or a
+        ``(data, metadata)`` pair whose metadata replaces ``metadata`` for that job. Each
+        job appears in the queue atomically, exactly as with :meth:`enqueue_string`, but
+        with ``durable=True`` the directories are fsynced once for the whole batch
+        instead of once per job. On return every job is durable; if the call raises,
+        none was enqueued (jobs already linked are taken out again, though a fast
+        worker may have picked one up meanwhile, as with a failed single enqueue).
+        """
+        jobs: list[tuple[Callable[[int], int], dict[str, str] | None, int]] = []
+        total = 0
+        for item in items:
+            if isinstance(item, tuple):
+                data, meta = item
+            else:
+                data, meta = item, metadata
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            elif not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(
+                    f"enqueue_many takes str or bytes items, not {type(data).__name__}"
+                )
+            payload = bytes(data)
+            total += len(payload)
+            jobs.append((_writer(payload), meta, priority))
+        if not jobs:
+            return []
+        return self._enqueue_all(jobs, total)
+
     def _enqueue(
         self,
         write_data: Callable[[int], int],
         metadata: dict[str, str] | None,
         priority: int,
+        size_hint: int = 0,
     ) -> str:
-        priority = validate_priority(priority)
-        meta = validate_metadata(metadata)
-        self._ensure_dirs()
-        layout = self.layout
-        pid = os.getpid()
-        jobid, secs, usecs = make_job_id(priority, self.hostname, pid)
-        tmp_data = tmp_ctrl = ""
-        linked: list[str] = []  # Targets we linked, to undo on failure.
-        action = "writing the job's data"
-        try:
-            # 1. The data, under a tmp name nobody reads.
-            for attempt in range(_NAME_ATTEMPTS):
-                try:
-                    fd = _fs.create_exclusive(layout.tmp_path(jobid + ".data"), self.data_file_mode)
-                    break
-                except FileExistsError:
-                    jobid, secs, usecs = self._new_name(priority, pid, attempt)
-            else:
-                raise DirQueueError(f"could not find a free job name in {layout.tmp_dir}")
-            tmp_data = layout.tmp_path(jobid + ".data")
-            try:
-                size = write_data(fd)
-                if self.durable:
-                    os.fsync(fd)
-                data_stat = os.fstat(fd)
-            finally:
-                os.close(fd)
+        return self._enqueue_all([(write_data, metadata, priority)], size_hint)[0]
 
-            # 2. Link data and control file under a name free in both data/ and queue/.
-            action = "linking the job into the queue"
-            fanout = random.choice(Layout.FANOUT_DIGITS) if self.queue_fanout else None
-            for attempt in range(_NAME_ATTEMPTS):
-                data_path = layout.data_path(jobid)
-                new_dirs = _fs.makedirs(os.path.dirname(data_path))
-                if _fs.link_verified(tmp_data, data_path, data_stat) == _fs.LinkResult.EXISTS:
-                    jobid, secs, usecs = self._new_name(priority, pid, attempt)
-                    continue
-                linked.append(data_path)
-                control = ControlFile(
-                    data_path=data_path,
-                    size_bytes=size,
-                    submitted_secs=secs,
-                    submitted_usecs=usecs,
-                    hostname=self.hostname,
-                    metadata=meta,
+    # Crash safety of an enqueue (durable=True): each step is on disk before the next
+    # step makes it reachable, so that whatever moment power fails, what a reader can
+    # find after reboot is a whole job or no job.
+    #   1. tmp/NAME.data is written and fsynced: the bytes are on disk before any name
+    #      outside tmp/ points at them.
+    #   2. It is linked to data/C1/C2/BASE; tmp/NAME.ctrl is written and fsynced.
+    #   3. data/C1/C2 is fsynced, and the parent of every directory made for it: the
+    #      data file's name is on disk before a control file that points at it can be.
+    #   4. tmp/NAME.ctrl is linked to queue/NAME: the job becomes visible, whole.
+    #   5. queue/ (or queue/X, and queue/ too if X was made) is fsynced: the job's name
+    #      survives power loss. Only now does the enqueue return.
+    #   6. The tmp names are unlinked and queue/'s mtime bumped. A crash here leaves
+    #      stray tmp files (removed by repair()), never a broken job.
+    # A crash before step 4 leaves no job: only tmp files and perhaps a data file no
+    # control file names, which repair() removes once they are old enough that no
+    # enqueue can still be working on them. A batch runs steps 1-2 for every job, step
+    # 3 once for all, step 4 for every job and step 5 once: the directory fsyncs are
+    # paid once per batch, the file fsyncs (1, 2) once per job.
+
+    def _enqueue_all(
+        self,
+        jobs: list[tuple[Callable[[int], int], dict[str, str] | None, int]],
+        size_hint: int,
+    ) -> list[str]:
+        checked = [
+            (write_data, validate_metadata(metadata), validate_priority(priority))
+            for write_data, metadata, priority in jobs
+        ]
+        self._ensure_dirs()
+        self._check_free_space(size_hint)
+        pid = os.getpid()
+        staged: list[_Staged] = []
+        action = ["writing the job's data"]
+        try:
+            # Steps 1-2.
+            for write_data, meta, priority in checked:
+                self._stage(staged, write_data, meta, priority, pid)
+            # Step 3, once for the batch.
+            action[0] = "making the job's data durable (fsync)"
+            if self.durable:
+                self._fsync_all(
+                    [os.path.dirname(self.layout.data_path(s.jobid)) for s in staged],
+                    [d for s in staged for d in s.new_dirs],
                 )
-                tmp_ctrl = self._write_tmp_control(jobid, control)
-                if self.durable:
-                    # The data file's name must be on disk before a control file
-                    # that points at it can be.
-                    self._fsync_dirs(os.path.dirname(data_path), new_dirs)
-                queue_path = layout.queue_path(jobid, fanout)
-                new_dirs = _fs.makedirs(os.path.dirname(queue_path)) if fanout else []
-                if _fs.link_verified(tmp_ctrl, queue_path) == _fs.LinkResult.EXISTS:
-                    _fs.unlink_quietly(data_path)
-                    linked.remove(data_path)
-                    _fs.unlink_quietly(tmp_ctrl)
-                    tmp_ctrl = ""
-                    jobid, secs, usecs = self._new_name(priority, pid, attempt)
-                    continue
-                linked.append(queue_path)
-                if self.durable:
-                    self._fsync_dirs(os.path.dirname(queue_path), new_dirs)
-                break
-            else:
-                raise DirQueueError(
-                    f"could not find a free job name in {layout.queue_dir} after"
-                    f" {_NAME_ATTEMPTS} tries: is the clock going backwards?"
+            # Step 4.
+            action[0] = "linking the job into the queue"
+            for st in staged:
+                self._publish(st, pid)
+            # Step 5, once for the batch.
+            action[0] = "making the job durable (fsync)"
+            if self.durable:
+                self._fsync_all(
+                    [os.path.dirname(s.queue_path) for s in staged],
+                    [d for s in staged for d in s.new_queue_dirs],
                 )
         except BaseException as err:
-            for path in (*linked, tmp_data, tmp_ctrl):
-                if path:
-                    try:
-                        _fs.unlink_quietly(path)
-                    except OSError:
-                        pass  # Best effort; `repair()` collects what is left.
+            self._roll_back(staged)
             if isinstance(err, OSError) and not isinstance(err, DirQueueError):
-                raise QueueIOError(action, err) from err
+                raise QueueIOError(action[0], err) from err
             raise
-        # The job is in the queue: the rest is tidying and a wake-up call.
-        for path in (tmp_data, tmp_ctrl):
-            try:
-                _fs.unlink_quietly(path)
-            except OSError:
-                pass
+        # Step 6: the jobs are in the queue; the rest is tidying and a wake-up call.
+        for st in staged:
+            for path in (st.tmp_data, st.tmp_ctrl):
+                try:
+                    _fs.unlink_quietly(path)
+                except OSError:
+                    pass  # A stray tmp file is harmless; repair() collects it.
         self._bump_queue_mtime()
-        return jobid
+        return [st.jobid for st in staged]
+
+    def _check_free_space(self, size_hint: int) -> None:
+        if self.min_free_bytes <= 0:
+            return
+        try:
+            free = _fs.free_bytes(self.dir)
+        except OSError as err:
+            raise QueueIOError("checking free space for the job", err) from err
+        if free - size_hint < self.min_free_bytes:
+            raise QueueIOError(
+                f"enqueueing {size_hint} bytes with {free} bytes free"
+                f" (min_free_bytes={self.min_free_bytes}): refused, nothing was written",
+                OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.dir),
+            )
+
+    def _stage(
+        self,
+        staged: list[_Staged],
+        write_data: Callable[[int], int],
+        meta: dict[str, str],
+        priority: int,
+        pid: int,
+    ) -> None:
+        """Steps 1-2 for one job: its data in data/, its control file in tmp/."""
+        layout = self.layout
+        jobid, secs, usecs = make_job_id(priority, self.hostname, pid)
+        for attempt in range(_NAME_ATTEMPTS):
+            try:
+                fd = _fs.create_exclusive(layout.tmp_path(jobid + ".data"), self.data_file_mode)
+                break
+            except FileExistsError:
+                jobid, secs, usecs = self._new_name(priority, pid, attempt)
+        else:
+            raise DirQueueError(f"could not find a free job name in {layout.tmp_dir}")
+        st = _Staged(jobid, secs, usecs, priority, meta, layout.tmp_path(jobid + ".data"))
+        staged.append(st)  # From here on a failure removes what this job left.
+        try:
+            st.size = write_data(fd)
+            if self.durable:
+                os.fsync(fd)
+            st.data_stat = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self._link_data(st, pid)
+
+    def _link_data(self, st: _Staged, pid: int) -> None:
+        """Link ``st``'s data under a name free in data/ and tmp/; write its control file."""
+        for attempt in range(_NAME_ATTEMPTS):
+            _, c1, c2, base = self.layout.data_components(st.jobid)
+            fd, created = _fs.ensure_dir_nofollow(self.dir, (Layout.DATA, c1, c2))
+            try:
+                result = _fs.link_verified(st.tmp_data, base, st.data_stat, dst_dir_fd=fd)
+            finally:
+                os.close(fd)
+            st.new_dirs.extend(created)
+            if result == _fs.LinkResult.LINKED:
+                st.data_linked = True
+                control = ControlFile(
+                    data_path=self.layout.data_path(st.jobid),
+                    size_bytes=st.size,
+                    submitted_secs=st.secs,
+                    submitted_usecs=st.usecs,
+                    hostname=self.hostname,
+                    metadata=st.meta,
+                )
+                try:
+                    st.tmp_ctrl = self._write_tmp_control(st.jobid, control)
+                    return
+                except FileExistsError:
+                    # A killed enqueue left a tmp file of this name: pick another.
+                    self._unlink_data(st.jobid)
+                    st.data_linked = False
+            st.jobid, st.secs, st.usecs = self._new_name(st.priority, pid, attempt)
+        raise DirQueueError(
+            f"could not find a free job name in {self.layout.data_dir} after"
+            f" {_NAME_ATTEMPTS} tries: is the clock going backwards?"
+        )
+
+    def _publish(self, st: _Staged, pid: int) -> None:
+        """Step 4 for one job: link its control file into queue/, renaming it on a clash."""
+        fanout = random.choice(Layout.FANOUT_DIGITS) if self.queue_fanout else None
+        parts = (Layout.QUEUE,) if fanout is None else (Layout.QUEUE, fanout)
+        for attempt in range(_NAME_ATTEMPTS):
+            fd, created = _fs.ensure_dir_nofollow(self.dir, parts)
+            try:
+                result = _fs.link_verified(st.tmp_ctrl, st.jobid, dst_dir_fd=fd)
+            finally:
+                os.close(fd)
+            st.new_queue_dirs.extend(created)
+            if result == _fs.LinkResult.LINKED:
+                st.queue_path = self.layout.queue_path(st.jobid, fanout)
+                return
+            # Another host made the same name in the same microsecond. Move our data to
+            # a new name and make that durable before its control file can point at it.
+            self._unlink_data(st.jobid)
+            st.data_linked = False
+            _fs.unlink_quietly(st.tmp_ctrl)
+            st.tmp_ctrl = ""
+            st.jobid, st.secs, st.usecs = self._new_name(st.priority, pid, attempt)
+            self._link_data(st, pid)
+            if self.durable:
+                self._fsync_all([os.path.dirname(self.layout.data_path(st.jobid))], st.new_dirs)
+        raise DirQueueError(
+            f"could not find a free job name in {self.layout.queue_dir} after"
+            f" {_NAME_ATTEMPTS} tries: is the clock going backwards?"
+        )
+
+    def _roll_back(self, staged: list[_Staged]) -> None:
+        # Control files first, so that no job is ever in the queue without its data.
+        # Best effort: whatever cannot be removed now, repair() collects later.
+        for st in reversed(staged):
+            if st.queue_path:
+                with contextlib.suppress(OSError):
+                    _fs.unlink_quietly(st.queue_path)
+        for st in staged:
+            if st.data_linked:
+                with contextlib.suppress(OSError):
+                    self._unlink_data(st.jobid)
+            for path in (st.tmp_data, st.tmp_ctrl):
+                if path:
+                    with contextlib.suppress(OSError):
+                        _fs.unlink_quietly(path)
 
     def _new_name(self, priority: int, pid: int, attempt: int) -> tuple[str, int, int]:
         # A clash means another process made the same name in the same microsecond;
@@ -329,11 +509,63 @@ class DirQueue:
         return path
 
     def _fsync_dirs(self, directory: str, created: list[str]) -> None:
-        # fsync the directory a name was linked into, and the parent of every directory
-        # made for it: a new directory is only durable once its parent names it.
-        todo = [directory, *(os.path.dirname(d) for d in created)]
+        self._fsync_all([directory], created)
+
+    def _fsync_all(self, directories: list[str], created: list[str]) -> None:
+        # fsync the directories names were linked into, and the parent of every
+        # directory made for them: a new directory is only durable once its parent
+        # names it. Each directory once, however many jobs were linked into it.
+        todo = [*directories, *(os.path.dirname(d) for d in created)]
         for path in dict.fromkeys(todo):
             _fs.fsync_dir(path)
+
+    def _data_dir_fd(self, jobid: str) -> tuple[int, str]:
+        """An fd of job ``jobid``'s data directory, reached without following symlinks."""
+        _, c1, c2, base = self.layout.data_components(jobid)
+        return _fs.open_dir_nofollow(self.dir, (Layout.DATA, c1, c2)), base
+
+    def _unlink_data(self, jobid: str) -> bool:
+        """Remove job ``jobid``'s data file; never through a symlinked directory."""
+        try:
+            fd, base = self._data_dir_fd(jobid)
+        except FileNotFoundError:
+            return False
+        try:
+            os.unlink(base, dir_fd=fd)
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def _open_data(self, jobid: str) -> int:
+        """Open job ``jobid``'s data file for reading; never through a symlink.
+
+        Raises :class:`CorruptJobError` if a symlink or something other than a regular
+        file is found on the way: the data path is never trusted to stay in the queue.
+        """
+        path = self.layout.data_path(jobid)
+        try:
+            fd, base = self._data_dir_fd(jobid)
+            try:
+                return _fs.open_regular(base, dir_fd=fd)
+            finally:
+                os.close(fd)
+        except _fs.NotRegularFileError as err:
+            raise CorruptJobError(
+                f"data file of job {jobid} {err.strerror}: refusing to read it", path
+            ) from None
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise CorruptJobError(
+                    f"a directory above the data file of job {jobid} is a symlink or not a"
+                    " directory: refusing to follow it out of the queue",
+                    path,
+                ) from None
+            raise
+
+    def _read_data(self, jobid: str) -> bytes:
+        return _fs.read_limited(self._open_data(jobid), -1)
 
     def _bump_queue_mtime(self) -> None:
         # Waiting dequeuers on every host watch queue/'s mtime (and inotify sees this).
@@ -353,7 +585,12 @@ class DirQueue:
                     name = entry.name
                     if is_job_name(name):
                         entries.append((name, None))
-                    elif len(name) == 1 and name in Layout.FANOUT_DIGITS and entry.is_dir():
+                    elif (
+                        len(name) == 1
+                        and name in Layout.FANOUT_DIGITS
+                        # A symlink here must not lead the scan (and finish()) elsewhere.
+                        and entry.is_dir(follow_symlinks=False)
+                    ):
                         # Fan-out subdirectories are read whatever our own setting, so
                         # queues written with and without fan-out are read alike.
                         try:
@@ -420,8 +657,23 @@ class DirQueue:
 
     def _try_pickup(self, name: str, fanout: str | None) -> Job | object | None:
         """The job if we took it, ``_GONE`` if it left the queue, None if it is locked."""
+        queue_path = self.layout.queue_path(name, fanout)
+        try:
+            lock_stat = self._lock_job(name, queue_path)
+            if not isinstance(lock_stat, os.stat_result):
+                return lock_stat
+            return self._open_locked_job(name, queue_path, lock_stat)
+        except OSError as err:
+            if isinstance(err, DirQueueError):
+                raise
+            raise QueueIOError(f"picking up job {name}", err) from err
+
+    def _lock_job(  # noqa: PLR0911, PLR0912 - one exit per outcome of the protocol's steps
+        self, name: str, queue_path: str
+    ) -> os.stat_result | object | None:
+        """Steps 1-4 of the pickup protocol: our lock's stat if job ``name`` is ours now,
+        else ``_GONE`` (it left the queue) or None (someone else holds it)."""
         layout = self.layout
-        queue_path = layout.queue_path(name, fanout)
         active_path = layout.active_path(name)
         if not os.path.lexists(queue_path):
             # Done by another worker since we listed it: a cheap check before the
@@ -440,6 +692,7 @@ class DirQueue:
             fd = _fs.create_exclusive(tmp_lock, self.queue_file_mode)
         except FileExistsError:
             return None
+        linked = False
         try:
             try:
                 _fs.write_all(fd, format_lock(self.hostname, pid))
@@ -448,6 +701,7 @@ class DirQueue:
                 os.close(fd)
             if not os.path.lexists(queue_path):
                 return _GONE
+            linked = True
             try:
                 os.link(tmp_lock, active_path)
             except OSError:
@@ -462,18 +716,38 @@ class DirQueue:
                 lock_stat.st_uid,
             ):
                 return None  # Another worker's lock.
+        except BaseException:
+            # A lock we may have linked but could not confirm would keep the job from
+            # every worker until we die: take it back if it is ours.
+            if linked:
+                with contextlib.suppress(OSError):
+                    self._unlock_if_ours(active_path, lock_stat)
+            raise
         finally:
-            _fs.unlink_quietly(tmp_lock)
-        # The job is ours; read it, unless it was finished in the meantime.
+            with contextlib.suppress(OSError):
+                _fs.unlink_quietly(tmp_lock)
+        return lock_stat
+
+    def _open_locked_job(self, name: str, queue_path: str, lock_stat: os.stat_result) -> object:
+        """Step 5: read the job we hold; move it aside if it is corrupt."""
+        active_path = self.layout.active_path(name)
         try:
             control = self._read_control(queue_path)
+            self._check_data(name, queue_path)
         except FileNotFoundError:
+            # Finished by another worker (whose lock we broke as stale) meanwhile.
             self._unlock_if_ours(active_path, lock_stat)
             return _GONE
         except CorruptJobError as err:
-            warnings.warn(f"dirqueue: skipping corrupt job {queue_path}: {err}", stacklevel=3)
-            self._unlock_if_ours(active_path, lock_stat)
-            return None
+            # Leaving it in place would make every worker meet it again, forever.
+            try:
+                aside = self._move_aside(name, queue_path, str(err))
+            finally:
+                self._unlock_if_ours(active_path, lock_stat)
+            warnings.warn(
+                f"dirqueue: moved corrupt job {name} aside to {aside}: {err}", stacklevel=5
+            )
+            return _GONE
         except BaseException:
             self._unlock_if_ours(active_path, lock_stat)
             raise
@@ -484,14 +758,85 @@ class DirQueue:
             control,
             self._resolve_data_path(name, control),
             active_host=self.hostname,
-            active_pid=pid,
+            active_pid=os.getpid(),
             lock_stat=lock_stat,
         )
 
+    def _check_data(self, jobid: str, queue_path: str) -> None:
+        """Raise :class:`CorruptJobError` unless job ``jobid``'s data file is in place."""
+        path = self.layout.data_path(jobid)
+        try:
+            fd, base = self._data_dir_fd(jobid)
+            try:
+                st = os.lstat(base, dir_fd=fd)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            if not os.path.lexists(queue_path):
+                raise  # The whole job is gone: finished, not corrupt.
+            raise CorruptJobError(
+                f"job {jobid} has a control file but no data file", path
+            ) from None
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise CorruptJobError(
+                    f"a directory above the data file of job {jobid} is a symlink or not"
+                    " a directory",
+                    path,
+                ) from None
+            raise
+        if not stat.S_ISREG(st.st_mode):
+            raise CorruptJobError(
+                f"the data file of job {jobid} is a symlink or not a regular file", path
+            )
+
+    def _move_aside(self, name: str, queue_path: str, reason: str) -> str:
+        """Move job ``name``'s control and data files to ``corrupt/``, with a reason file.
+
+        The caller holds the job's lock. Returns the control file's new path. Nothing is
+        deleted: an operator can read the reason, mend the job and put it back.
+        """
+        fd, _ = _fs.ensure_dir_nofollow(self.dir, (Layout.CORRUPT,))
+        try:
+            stem = name
+            for n in itertools.count(1):
+                try:
+                    rfd = _fs.create_exclusive(
+                        stem + Layout.REASON_SUFFIX, self.queue_file_mode, dir_fd=fd
+                    )
+                    break
+                except FileExistsError:
+                    stem = f"{name}.{n}"
+            # The reason goes first: a crash after it leaves a reason for nothing, never
+            # a moved job without one.
+            text = (
+                f"job: {name}\nfrom: {queue_path}\nreason: {reason}\n"
+                f"moved-by: {self.hostname} pid {os.getpid()}\n"
+                f"moved-at: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
+            )
+            try:
+                _fs.write_all(rfd, text.encode("utf-8", errors="replace"))
+            finally:
+                os.close(rfd)
+            os.rename(queue_path, stem, dst_dir_fd=fd)
+            try:
+                dfd, base = self._data_dir_fd(name)
+                try:
+                    os.rename(base, stem + ".data", src_dir_fd=dfd, dst_dir_fd=fd)
+                finally:
+                    os.close(dfd)
+            except OSError:
+                pass  # No data, or not reachable inside the queue: nothing of ours to keep.
+        finally:
+            os.close(fd)
+        return self.layout.corrupt_path(stem)
+
     def _read_control(self, queue_path: str) -> ControlFile:
-        fd = os.open(queue_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as fh:
-            raw = fh.read(CONTROL_FILE_MAX_BYTES + 1)
+        try:
+            fd = _fs.open_regular(queue_path)
+        except _fs.NotRegularFileError as err:
+            raise CorruptJobError(f"control file {err.strerror}", queue_path) from None
+        raw = _fs.read_limited(fd, CONTROL_FILE_MAX_BYTES + 1)
         return parse_control(raw, queue_path)
 
     def _resolve_data_path(self, jobid: str, control: ControlFile) -> str:
@@ -574,12 +919,44 @@ class DirQueue:
 
     def _finish(self, job: Job) -> None:
         assert job._lock_stat is not None
+        # The control file goes first: once it is gone the job is finished, and no
+        # reader can meet a control file whose data was already removed.
         try:
-            _fs.unlink_quietly(job.queue_path)
-            _fs.unlink_quietly(job.get_data_path())
+            try:
+                os.unlink(job.queue_path)
+            except FileNotFoundError:
+                if os.path.lexists(job.queue_path):
+                    raise  # Not gone at all: the job is still in the queue.
+        except OSError as err:
+            raise QueueIOError(f"finishing job {job.jobid} (still in the queue)", err) from err
+        failed: OSError | None = None
+        try:
+            self._unlink_data_refusing_symlinks(job.jobid)
+        except OSError as err:
+            failed = err
+        try:
             self._unlock_if_ours(self.layout.active_path(job.jobid), job._lock_stat)
         except OSError as err:
-            raise QueueIOError(f"finishing job {job.jobid}", err) from err
+            failed = failed or err
+        if failed is not None:
+            raise QueueIOError(
+                f"finishing job {job.jobid} (out of the queue; repair() removes what is"
+                " left of it)",
+                failed,
+            ) from failed
+
+    def _unlink_data_refusing_symlinks(self, jobid: str) -> bool:
+        try:
+            return self._unlink_data(jobid)
+        except OSError as err:
+            if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+        warnings.warn(
+            f"dirqueue: not removing the data of job {jobid}: a directory above it is a"
+            " symlink, which may lead out of the queue (see repair())",
+            stacklevel=4,
+        )
+        return False
 
     def _return(self, job: Job) -> None:
         assert job._lock_stat is not None
@@ -591,7 +968,7 @@ class DirQueue:
 
     def _touch_lock(self, job: Job) -> None:
         try:
-            os.utime(self.layout.active_path(job.jobid))
+            os.utime(self.layout.active_path(job.jobid), follow_symlinks=False)
         except OSError as err:
             raise QueueIOError(f"refreshing the lock of job {job.jobid}", err) from err
 
@@ -661,6 +1038,10 @@ class DirQueue:
         """Call ``visitor(context, job)`` for every job, as :meth:`jobs` lists them."""
         for job in self.jobs():
             visitor(context, job)
+
+
+def _writer(payload: bytes) -> Callable[[int], int]:
+    return lambda fd: _write_chunks(fd, [payload])
 
 
 def _write_chunks(fd: int, chunks: Iterable[Chunk]) -> int:
