@@ -33,6 +33,7 @@ from ._format import (
 from ._waiting import DirWatcher
 from .errors import CorruptJobError, DirQueueError, QueueIOError
 from .job import Job
+from .repair import DEFAULT_MIN_AGE, FindingKind, RepairReport, repair_queue
 
 __all__ = ["BatchItem", "DirQueue"]
 
@@ -738,6 +739,12 @@ class DirQueue:
             # Finished by another worker (whose lock we broke as stale) meanwhile.
             self._unlock_if_ours(active_path, lock_stat)
             return _GONE
+        except PermissionError as err:
+            # Not ours to read (a shared queue's modes are wrong): skip it, and let an
+            # operator's repair() move it aside; a worker must not die on it.
+            self._unlock_if_ours(active_path, lock_stat)
+            warnings.warn(f"dirqueue: skipping unreadable job {name}: {err}", stacklevel=5)
+            return None
         except CorruptJobError as err:
             # Leaving it in place would make every worker meet it again, forever.
             try:
@@ -857,6 +864,23 @@ class DirQueue:
         # same lock at once.
         if age <= lifetime + random.uniform(0, min(255.0, lifetime / 2)):
             return False
+        removed = self._remove_lock(name, active_path, lock)
+        if removed is None:
+            return True  # Someone else broke it; try to take the job ourselves.
+        if not removed:
+            return False
+        warnings.warn(
+            f"dirqueue: broke stale lock on {name} (worker {host}:{pid}, {age:.0f}s old)",
+            stacklevel=4,
+        )
+        return True
+
+    def _remove_lock(self, name: str, active_path: str, lock: os.stat_result) -> bool | None:
+        """Remove the lock ``lock`` (as judged) at ``active_path``.
+
+        True if removed; False if the lock there now is another (left in place); None if
+        no lock was there any more.
+        """
         # Move the lock aside rather than unlinking it, then check that what we moved
         # is the stale lock we judged: if another worker broke it and locked the job
         # anew in the meantime, put that fresh lock back.
@@ -864,24 +888,18 @@ class DirQueue:
         try:
             os.rename(active_path, aside)
         except FileNotFoundError:
-            return True  # Someone else broke it; try to take the job ourselves.
+            return None
         moved = os.lstat(aside)
         if (moved.st_ino, moved.st_dev, moved.st_mtime_ns) != (
             lock.st_ino,
             lock.st_dev,
             lock.st_mtime_ns,
         ):
-            try:
+            with contextlib.suppress(OSError):
                 os.link(aside, active_path)
-            except OSError:
-                pass
             _fs.unlink_quietly(aside)
             return False
         _fs.unlink_quietly(aside)
-        warnings.warn(
-            f"dirqueue: broke stale lock on {name} (worker {host}:{pid}, {age:.0f}s old)",
-            stacklevel=4,
-        )
         return True
 
     def _read_lock(self, active_path: str) -> tuple[str | None, int | None]:
@@ -971,6 +989,41 @@ class DirQueue:
             os.utime(self.layout.active_path(job.jobid), follow_symlinks=False)
         except OSError as err:
             raise QueueIOError(f"refreshing the lock of job {job.jobid}", err) from err
+
+    # -- checking and repairing ---------------------------------------------------------
+
+    def fsck(self, *, min_age: float = DEFAULT_MIN_AGE) -> RepairReport:
+        """Check the queue directory and report what :meth:`repair` would fix; change nothing."""
+        return repair_queue(self, dry_run=True, min_age=min_age)
+
+    def repair(self, *, dry_run: bool = False, min_age: float = DEFAULT_MIN_AGE) -> RepairReport:
+        """Find and fix what killed processes left behind; return what was found and done.
+
+        Removes tmp files, data files no control file names, and orphan locks once they
+        are ``min_age`` seconds old (younger ones may belong to an operation still
+        running), and the locks of workers on this host that are dead. Moves corrupt
+        or unreadable control files, and control files without data, to ``corrupt/``
+        with a ``.reason`` file; nothing corrupt is deleted. Safe to run while the
+        queue is in use. ``dry_run=True`` is :meth:`fsck`.
+        """
+        return repair_queue(self, dry_run=dry_run, min_age=min_age)
+
+    def _job_problem(self, name: str, queue_path: str) -> tuple[str, str] | None:
+        """``(finding kind, reason)`` if job ``name`` is broken; None if fine or gone."""
+        try:
+            self._read_control(queue_path)
+            self._check_data(name, queue_path)
+        except FileNotFoundError:
+            return None
+        except PermissionError as err:
+            return FindingKind.UNREADABLE_CONTROL, f"cannot be read: {err}"
+        except CorruptJobError as err:
+            if err.path == self.layout.data_path(name):
+                if os.path.lexists(err.path):
+                    return FindingKind.CORRUPT_CONTROL, str(err)
+                return FindingKind.MISSING_DATA, str(err)
+            return FindingKind.CORRUPT_CONTROL, str(err)
+        return None
 
     # -- waiting ----------------------------------------------------------------------
 
