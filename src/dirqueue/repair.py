@@ -159,13 +159,14 @@ class _Repairer:
     def note(self, kind: str, path: str, detail: str, action: str, fixed: bool) -> None:
         self.report.findings.append(Finding(kind, path, detail, action, fixed))
 
-    def age(self, st: os.stat_result) -> float:
-        # ctime moves on link(), so a data file linked a moment ago counts as new
-        # however old its contents are.
-        return self.now - max(st.st_mtime, st.st_ctime)
+    def age(self, st: os.stat_result, *, linked: bool = False) -> float:
+        # A data file's ctime moves when it is linked into data/, so one linked a
+        # moment ago counts as new however old its contents are. A tmp file or a lock
+        # is judged by its mtime: writes (and touch_active_lock) move it.
+        return self.now - (max(st.st_mtime, st.st_ctime) if linked else st.st_mtime)
 
-    def old_enough(self, st: os.stat_result) -> bool:
-        return self.age(st) >= self.min_age
+    def old_enough(self, st: os.stat_result, *, linked: bool = False) -> bool:
+        return self.age(st, linked=linked) >= self.min_age
 
     def remove(self, kind: str, path: str, detail: str) -> None:
         """Unlink ``path`` (a file or a symlink itself, never its target)."""
@@ -370,7 +371,9 @@ class _Repairer:
             return
         # Enqueues link the data before the control file: look again, and only take
         # what is old enough that no enqueue can still be on its way.
-        if any(self.q._locate(jobid) for jobid in owners) or not self.old_enough(st):
+        if any(self.q._locate(jobid) for jobid in owners) or not self.old_enough(
+            st, linked=True
+        ):
             return
         if not stat.S_ISREG(st.st_mode):
             self.note(FindingKind.STRAY, entry.path, "not a regular file", "left", False)
