@@ -6,6 +6,7 @@ Nothing here knows the queue's layout; :mod:`dirqueue._format` does.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -13,6 +14,7 @@ from typing import Final
 
 __all__ = [
     "LinkResult",
+    "close_dir",
     "NotRegularFileError",
     "create_exclusive",
     "ensure_dir_nofollow",
@@ -89,7 +91,7 @@ def fsync_dir(path: str) -> None:
     try:
         os.fsync(fd)
     finally:
-        os.close(fd)
+        close_dir(fd)
 
 
 def open_dir_nofollow(root: str, parts: tuple[str, ...] | list[str]) -> int:
@@ -108,10 +110,10 @@ def open_dir_nofollow(root: str, parts: tuple[str, ...] | list[str]) -> int:
             if not part or part in (".", "..") or "/" in part:
                 raise OSError(errno.EINVAL, "not a plain directory name", part)
             next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
-            os.close(fd)
+            close_dir(fd)
             fd = next_fd
     except BaseException:
-        os.close(fd)
+        close_dir(fd)
         raise
     return fd
 
@@ -140,12 +142,20 @@ def ensure_dir_nofollow(root: str, parts: tuple[str, ...] | list[str]) -> tuple[
                 else:
                     created.append(path)
                 next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
-            os.close(fd)
+            close_dir(fd)
             fd = next_fd
     except BaseException:
-        os.close(fd)
+        close_dir(fd)
         raise
     return fd, created
+
+
+def close_dir(fd: int) -> None:
+    """Close a directory fd opened for reading. Its close can report nothing worth
+    failing for (there is no data to flush), and Linux frees the fd even on error, so
+    an error here must not undo an operation that succeeded."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def free_bytes(path: str) -> int:

@@ -416,13 +416,14 @@ class DirQueue:
         for attempt in range(_NAME_ATTEMPTS):
             _, c1, c2, base = self.layout.data_components(st.jobid)
             fd, created = _fs.ensure_dir_nofollow(self.dir, (Layout.DATA, c1, c2))
+            st.new_dirs.extend(created)
             try:
                 result = _fs.link_verified(st.tmp_data, base, st.data_stat, dst_dir_fd=fd)
+                # Recorded at once, so a failure from here on undoes the link.
+                st.data_linked = result == _fs.LinkResult.LINKED
             finally:
-                os.close(fd)
-            st.new_dirs.extend(created)
-            if result == _fs.LinkResult.LINKED:
-                st.data_linked = True
+                _fs.close_dir(fd)
+            if st.data_linked:
                 control = ControlFile(
                     data_path=self.layout.data_path(st.jobid),
                     size_bytes=st.size,
@@ -450,13 +451,15 @@ class DirQueue:
         parts = (Layout.QUEUE,) if fanout is None else (Layout.QUEUE, fanout)
         for attempt in range(_NAME_ATTEMPTS):
             fd, created = _fs.ensure_dir_nofollow(self.dir, parts)
+            st.new_queue_dirs.extend(created)
             try:
                 result = _fs.link_verified(st.tmp_ctrl, st.jobid, dst_dir_fd=fd)
+                if result == _fs.LinkResult.LINKED:
+                    # Recorded at once: from here a failure must take the job out again.
+                    st.queue_path = self.layout.queue_path(st.jobid, fanout)
             finally:
-                os.close(fd)
-            st.new_queue_dirs.extend(created)
-            if result == _fs.LinkResult.LINKED:
-                st.queue_path = self.layout.queue_path(st.jobid, fanout)
+                _fs.close_dir(fd)
+            if st.queue_path:
                 return
             # Another host made the same name in the same microsecond. Move our data to
             # a new name and make that durable before its control file can point at it.
@@ -536,7 +539,7 @@ class DirQueue:
         except FileNotFoundError:
             return False
         finally:
-            os.close(fd)
+            _fs.close_dir(fd)
         return True
 
     def _open_data(self, jobid: str) -> int:
@@ -551,7 +554,7 @@ class DirQueue:
             try:
                 return _fs.open_regular(base, dir_fd=fd)
             finally:
-                os.close(fd)
+                _fs.close_dir(fd)
         except _fs.NotRegularFileError as err:
             raise CorruptJobError(
                 f"data file of job {jobid} {err.strerror}: refusing to read it", path
@@ -641,7 +644,10 @@ class DirQueue:
                 if isinstance(job, Job):
                     return job
             return None
-        listing = self._candidates()
+        try:
+            listing = self._candidates()
+        except OSError as err:
+            raise QueueIOError(f"listing the jobs in {self.layout.queue_dir}", err) from err
         entries = listing.entries
         for index in range(listing.pos, len(entries)):
             job = self._try_pickup(*entries[index])
@@ -710,7 +716,9 @@ class DirQueue:
             try:
                 target = os.lstat(active_path)
             except FileNotFoundError:
-                return None
+                if not os.path.lexists(active_path):
+                    return None
+                target = os.lstat(active_path)  # There after all (ESTALE recovery).
             if (target.st_ino, target.st_dev, target.st_uid) != (
                 lock_stat.st_ino,
                 lock_stat.st_dev,
@@ -777,10 +785,15 @@ class DirQueue:
             try:
                 st = os.lstat(base, dir_fd=fd)
             finally:
-                os.close(fd)
+                _fs.close_dir(fd)
         except FileNotFoundError:
             if not os.path.lexists(queue_path):
                 raise  # The whole job is gone: finished, not corrupt.
+            if os.path.lexists(path):
+                # A missing data file sends the job to corrupt/: be sure first. (An NFS
+                # client can report ENOENT for a file that is there, e.g. ESTALE
+                # recovery after the server restarted.)
+                raise OSError(errno.EAGAIN, "data file lookup failed, then found it", path)
             raise CorruptJobError(
                 f"job {jobid} has a control file but no data file", path
             ) from None
@@ -831,11 +844,11 @@ class DirQueue:
                 try:
                     os.rename(base, stem + ".data", src_dir_fd=dfd, dst_dir_fd=fd)
                 finally:
-                    os.close(dfd)
+                    _fs.close_dir(dfd)
             except OSError:
                 pass  # No data, or not reachable inside the queue: nothing of ours to keep.
         finally:
-            os.close(fd)
+            _fs.close_dir(fd)
         return self.layout.corrupt_path(stem)
 
     def _read_control(self, queue_path: str) -> ControlFile:
@@ -929,9 +942,17 @@ class DirQueue:
         try:
             current = os.lstat(active_path)
         except FileNotFoundError:
-            return
+            # Our lock is normally there, so this is rare: look again before leaving
+            # a lock that would keep the job from every worker until we die.
+            if not os.path.lexists(active_path):
+                return
+            current = os.lstat(active_path)
         if (current.st_ino, current.st_dev) == (lock_stat.st_ino, lock_stat.st_dev):
-            _fs.unlink_quietly(active_path)
+            try:
+                os.unlink(active_path)
+            except FileNotFoundError:
+                if os.path.lexists(active_path):
+                    raise  # Still there: the job is still ours, and still locked.
 
     # -- a job's end ------------------------------------------------------------------
 
