@@ -14,8 +14,8 @@ from typing import Final
 
 __all__ = [
     "LinkResult",
-    "close_dir",
     "NotRegularFileError",
+    "close_dir",
     "create_exclusive",
     "ensure_dir_nofollow",
     "free_bytes",

@@ -786,14 +786,16 @@ class DirQueue:
                 st = os.lstat(base, dir_fd=fd)
             finally:
                 _fs.close_dir(fd)
-        except FileNotFoundError:
+        except FileNotFoundError as err:
             if not os.path.lexists(queue_path):
                 raise  # The whole job is gone: finished, not corrupt.
             if os.path.lexists(path):
                 # A missing data file sends the job to corrupt/: be sure first. (An NFS
                 # client can report ENOENT for a file that is there, e.g. ESTALE
                 # recovery after the server restarted.)
-                raise OSError(errno.EAGAIN, "data file lookup failed, then found it", path)
+                raise OSError(
+                    errno.EAGAIN, "data file lookup failed, then found it", path
+                ) from err
             raise CorruptJobError(
                 f"job {jobid} has a control file but no data file", path
             ) from None
