@@ -198,7 +198,9 @@ class _Repairer:
 
     def check_tmp(self) -> None:
         for entry in self.entries(self.layout.tmp_dir):
-            st = entry.stat(follow_symlinks=False)
+            st = _lstat(entry)
+            if st is None:
+                continue
             if stat.S_ISLNK(st.st_mode):
                 self.remove(FindingKind.SYMLINK, entry.path, "symlink in tmp/")
             elif self.old_enough(st) or self._tmp_owner_dead(entry.name):
@@ -221,7 +223,9 @@ class _Repairer:
     def check_active(self) -> None:
         for entry in self.entries(self.layout.active_dir):
             path = entry.path
-            st = entry.stat(follow_symlinks=False)
+            st = _lstat(entry)
+            if st is None:
+                continue
             if stat.S_ISLNK(st.st_mode):
                 self.remove(FindingKind.SYMLINK, path, "symlink in active/")
                 continue
@@ -358,7 +362,9 @@ class _Repairer:
     def check_data_file(
         self, entry: os.DirEntry[str], c1: str, c2: str, live: set[str]
     ) -> None:
-        st = entry.stat(follow_symlinks=False)
+        st = _lstat(entry)
+        if st is None:
+            return
         if stat.S_ISLNK(st.st_mode):
             self.remove(FindingKind.SYMLINK, entry.path, "symlink in data/")
             return
@@ -379,6 +385,14 @@ class _Repairer:
             self.note(FindingKind.STRAY, entry.path, "not a regular file", "left", False)
             return
         self.remove(FindingKind.ORPHAN_DATA, entry.path, "no control file names this data file")
+
+
+def _lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
+    # The queue is in use while we look: whatever we listed may be gone by now.
+    try:
+        return entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def repair_queue(queue: DirQueue, *, dry_run: bool, min_age: float) -> RepairReport:
