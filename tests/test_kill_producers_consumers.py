@@ -160,11 +160,11 @@ def test_sigkilled_producers_and_consumers_lose_and_corrupt_nothing(  # noqa: PL
                 os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
                 if kill:
                     killed.add(pid)
-            for pid in pids:
+            for pid, role in pids.items():
                 _, status = os.waitpid(pid, 0)
                 live.remove(pid)
                 if pid not in killed:
-                    assert os.waitstatus_to_exitcode(status) == 0, f"{pids[pid]} {pid} crashed"
+                    assert os.waitstatus_to_exitcode(status) == 0, f"{role} {pid} crashed"
             # Between rounds nobody runs: every leftover is debris of a killed process.
             assert_no_half_jobs(DirQueue(qdir))
             for finding in DirQueue(qdir).repair(min_age=0).findings:
@@ -202,7 +202,7 @@ def test_sigkilled_producers_and_consumers_lose_and_corrupt_nothing(  # noqa: PL
         processors[jobid].append(os.getpid())
     lost = set(acked) - set(processors)
     assert not lost, f"{len(lost)} acknowledged jobs were never processed"
-    for jobid, by in processors.items():  # noqa: PLC0206 - both are used
+    for jobid, by in processors.items():
         # Per-consumer logs are not in time order across files, but only the last
         # processor may be one that was not killed: at most one unkilled processor.
         assert sum(1 for pid in by if pid not in killed) <= 1, f"{jobid} processed by {by}"
