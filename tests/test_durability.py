@@ -1,0 +1,172 @@
+"""Durability: the fsync order of an enqueue, and the batch API's cheaper fsyncs.
+
+Power loss cannot be simulated in a test, so these tests check the order of the
+calls that make an enqueue durable (each step is on disk before the next makes it
+reachable; see the comment above ``DirQueue._enqueue_all``), and count them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dirqueue import DirQueue, InvalidMetadataError
+from durability_checks import assert_no_half_jobs, assert_no_orphans
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@contextmanager
+def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
+    """Record fsync/link/unlink calls as ``(call, path relative to the queue)``."""
+    events: list[tuple[str, str]] = []
+    real = {name: getattr(os, name) for name in ("fsync", "link", "unlink", "open")}
+    fd_paths: dict[int, str] = {}
+    root = os.path.realpath(q.dir)
+
+    def rel(path: str) -> str:
+        path = os.path.realpath(path)
+        return "." if path == root else os.path.relpath(path, root)
+
+    def where(name: Any, dir_fd: int | None) -> str:
+        base = fd_paths.get(dir_fd, "?") if dir_fd is not None else ""
+        return os.path.join(base, name) if base else str(name)
+
+    def open_(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        fd: int = real["open"](path, flags, mode, dir_fd=dir_fd)
+        fd_paths[fd] = rel(where(path, dir_fd)) if dir_fd is None else os.path.normpath(
+            where(path, dir_fd))
+        return fd
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", fd_paths.get(fd, "?")))
+        real["fsync"](fd)
+
+    def link(src: str, dst: str, **kw: Any) -> None:
+        real["link"](src, dst, **kw)
+        target = os.path.normpath(where(dst, kw.get("dst_dir_fd")))
+        events.append(("link", target if kw.get("dst_dir_fd") is not None else rel(target)))
+
+    def unlink(path: str, **kw: Any) -> None:
+        real["unlink"](path, **kw)
+        events.append(("unlink", rel(path) if kw.get("dir_fd") is None else path))
+
+    patched: dict[str, Callable[..., Any]] = {
+        "fsync": fsync, "link": link, "unlink": unlink, "open": open_,
+    }
+    try:
+        for name, fn in patched.items():
+            setattr(os, name, fn)
+        yield events
+    finally:
+        for name, fn in real.items():
+            setattr(os, name, fn)
+
+
+def _data_rel(q: DirQueue, jobid: str) -> str:
+    return os.path.relpath(q.layout.data_path(jobid), q.dir)
+
+
+def test_enqueue_fsyncs_data_control_and_directories_before_unlinking_tmp(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    q.enqueue_string("warm up: the directories exist")
+    with recording(q) as events:
+        jobid = q.enqueue_string("payload")
+    data, data_dir = _data_rel(q, jobid), os.path.dirname(_data_rel(q, jobid))
+    expected = [
+        ("fsync", f"tmp/{jobid}.data"),     # 1. the bytes
+        ("link", data),                      # 2. linked into data/
+        ("fsync", f"tmp/{jobid}.ctrl"),      #    the control file's bytes
+        ("fsync", data_dir),                 # 3. the data file's name
+        ("link", f"queue/{jobid}"),          # 4. visible
+        ("fsync", "queue"),                  # 5. durable; only now...
+        ("unlink", f"tmp/{jobid}.data"),     # 6. ...are the tmp names removed
+        ("unlink", f"tmp/{jobid}.ctrl"),
+    ]
+    assert [(call, path.replace(os.sep, "/")) for call, path in events] == expected
+
+
+def test_a_new_queue_fsyncs_the_parents_of_the_directories_it_made(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    with recording(q) as events:
+        jobid = q.enqueue_string("payload")
+    fsynced = [path for call, path in events if call == "fsync"]
+    data_dir = os.path.dirname(_data_rel(q, jobid))
+    # queue/, data/ ... are named in the queue directory; data/C1 in data/, C2 in C1.
+    for needed in (".", "data", os.path.dirname(data_dir), data_dir, "queue"):
+        assert needed in fsynced, f"{needed} not fsynced: {fsynced}"
+    assert fsynced.index(data_dir) < fsynced.index("queue")
+
+
+def test_not_durable_enqueue_makes_no_fsync(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q", durable=False)
+    with recording(q) as events:
+        q.enqueue_string("payload")
+        q.enqueue_many(["a", "b"])
+    assert [e for e in events if e[0] == "fsync"] == []
+
+
+def test_batch_fsyncs_directories_once_for_all_jobs(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    q.enqueue_string("warm up")
+    n = 20
+    with recording(q) as single:
+        for i in range(n):
+            q.enqueue_string(f"job {i}")
+    with recording(q) as batch:
+        ids = q.enqueue_many([f"job {i}" for i in range(n)])
+    def dir_fsyncs(events: list[tuple[str, str]]) -> int:
+        return sum(1 for call, path in events if call == "fsync" and not path.startswith("tmp"))
+    def file_fsyncs(events: list[tuple[str, str]]) -> int:
+        return sum(1 for call, path in events if call == "fsync" and path.startswith("tmp"))
+    assert dir_fsyncs(single) == 2 * n
+    assert dir_fsyncs(batch) == 2  # One data directory (one producer's tag), one queue/.
+    assert file_fsyncs(batch) == file_fsyncs(single) == 2 * n
+    # And the order holds for the batch: every data file's name is durable before any
+    # control file is linked, and every control file is linked before queue/'s fsync.
+    ctrl_links = [i for i, (call, path) in enumerate(batch)
+                  if call == "link" and path.startswith("queue")]
+    data_dir_sync = next(i for i, (call, path) in enumerate(batch)
+                         if call == "fsync" and path.startswith("data"))
+    queue_sync = batch.index(("fsync", "queue"))
+    first_ctrl_link, last_ctrl_link = ctrl_links[0], ctrl_links[-1]
+    assert data_dir_sync < first_ctrl_link <= last_ctrl_link < queue_sync
+    assert len(ids) == len(set(ids)) == n
+
+
+def test_enqueue_many_keeps_order_data_and_metadata(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    ids = q.enqueue_many(
+        ["text", b"\x00bytes", ("own meta", {"k": "own"}), ("no meta", None)],
+        metadata={"k": "shared"},
+        priority=20,
+    )
+    assert ids == sorted(ids)  # Submission order is pickup order.
+    got = []
+    while (job := q.pickup_queued_job()) is not None:
+        got.append((job.jobid, job.get_data(), job.metadata, job.priority))
+        job.finish()
+    assert got == [
+        (ids[0], b"text", {"k": "shared"}, 20),
+        (ids[1], b"\x00bytes", {"k": "shared"}, 20),
+        (ids[2], b"own meta", {"k": "own"}, 20),
+        (ids[3], b"no meta", {}, 20),
+    ]
+    assert q.enqueue_many([]) == []
+    assert_no_orphans(q)
+
+
+def test_enqueue_many_refuses_the_whole_batch_before_writing(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    q.enqueue_string("there before")
+    with pytest.raises(InvalidMetadataError):
+        q.enqueue_many(["a", ("b", {"bad:name": "x"}), "c"])
+    with pytest.raises(TypeError):
+        q.enqueue_many(["a", 42])  # type: ignore[list-item]
+    assert list(assert_no_half_jobs(q).values()) == [b"there before"]
+    assert_no_orphans(q)
