@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,9 +73,7 @@ def _as_user(uid: int, body: Callable[[], None]) -> int:
                 body()
             code = 0
         except BaseException:
-            import traceback
-
-            traceback.print_exc()
+            traceback.print_exc()  # Reported through the exit code, and shown here.
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
