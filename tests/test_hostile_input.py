@@ -8,6 +8,7 @@ file outside the queue directory, must not hang, and must not fill memory.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -254,3 +255,31 @@ def test_worker_never_spins_on_a_corrupt_job(tmp_path: Path) -> None:
     assert len(caught) == 5  # Each met once, then gone from the queue.
     assert os.listdir(q.layout.queue_dir) == []
     assert len([n for n in os.listdir(q.layout.corrupt_dir) if n.endswith(".reason")]) == 5
+
+
+def test_fifo_planted_as_a_lock_does_not_hang_listing_or_pickup(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q", active_file_lifetime=0.01)
+    jobid = q.enqueue_string("x")
+    lock = q.layout.active_path(jobid)
+    os.mkfifo(lock)
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    listed = list(q.jobs())
+    assert [job.active_pid for job in listed] == [None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # The unreadable lock is broken as stale.
+        job = q.pickup_queued_job()
+    assert job is not None
+    job.finish()
+
+
+def test_pickup_by_id_does_not_follow_a_symlinked_fanout_directory(
+    tmp_path: Path, outside: Path
+) -> None:
+    q = _queue(tmp_path)
+    other = DirQueue(outside / "otherq")
+    jobid = other.enqueue_string("not yours")
+    q.enqueue_string("make the directories")
+    os.symlink(other.layout.queue_dir, os.path.join(q.layout.queue_dir, "a"))
+    assert q.pickup_queued_job(jobid) is None
+    assert os.path.exists(other.layout.queue_path(jobid))

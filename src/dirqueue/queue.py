@@ -660,7 +660,13 @@ class DirQueue:
     def _locate(self, jobid: str) -> list[tuple[str, str | None]]:
         spots: list[tuple[str, str | None]] = [(jobid, None)]
         spots.extend((jobid, digit) for digit in Layout.FANOUT_DIGITS)
-        return [s for s in spots if os.path.lexists(self.layout.queue_path(*s))]
+        return [
+            s
+            for s in spots
+            if os.path.lexists(self.layout.queue_path(*s))
+            # A fan-out directory that is a symlink leads out of the queue.
+            and (s[1] is None or not os.path.islink(os.path.dirname(self.layout.queue_path(*s))))
+        ]
 
     def _try_pickup(self, name: str, fanout: str | None) -> Job | object | None:
         """The job if we took it, ``_GONE`` if it left the queue, None if it is locked."""
@@ -919,11 +925,10 @@ class DirQueue:
 
     def _read_lock(self, active_path: str) -> tuple[str | None, int | None]:
         try:
-            fd = os.open(active_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = _fs.open_regular(active_path)  # A FIFO planted here must not hang us.
         except OSError:
             return None, None
-        with os.fdopen(fd, "rb") as fh:
-            return parse_lock(fh.read(4096))
+        return parse_lock(_fs.read_limited(fd, 4096))
 
     def _owner_is_dead(self, host: str | None, pid: int | None) -> bool:
         if host is not None and host != self.hostname:
