@@ -283,3 +283,20 @@ def test_pickup_by_id_does_not_follow_a_symlinked_fanout_directory(
     os.symlink(other.layout.queue_dir, os.path.join(q.layout.queue_dir, "a"))
     assert q.pickup_queued_job(jobid) is None
     assert os.path.exists(other.layout.queue_path(jobid))
+
+
+@pytest.mark.parametrize("sub", ["tmp", "active", "queue", "data"])
+def test_a_queue_subdirectory_swapped_for_a_symlink_is_refused(
+    tmp_path: Path, outside: Path, sub: str
+) -> None:
+    DirQueue(tmp_path / "q").enqueue_string("make the directories")
+    real = tmp_path / "q" / sub
+    os.rename(real, tmp_path / "aside")
+    os.symlink(outside, real)
+    before = sorted(os.listdir(outside))
+    q = DirQueue(tmp_path / "q")
+    with pytest.raises(OSError, match="symlink"):
+        q.enqueue_string("x")
+    with pytest.raises(OSError, match="symlink"):
+        q.pickup_queued_job()
+    assert sorted(os.listdir(outside)) == before

@@ -169,6 +169,15 @@ class DirQueue:
             if self.durable and created:
                 # A new queue's subdirectories must be on disk before any job in them.
                 self._fsync_all([], created)
+            for directory in (layout.queue_dir, layout.data_dir, layout.active_dir, layout.tmp_dir):
+                # In a queue shared by a group, another member could swap tmp/ or
+                # active/ for a symlink and have our files written elsewhere.
+                if os.path.islink(directory):
+                    raise OSError(
+                        errno.ELOOP,
+                        "is a symlink: a queue's subdirectories must be real directories",
+                        directory,
+                    )
         except OSError as err:
             raise QueueIOError(f"creating queue directory {self.dir!r}", err) from err
         self._dirs_ready = True

@@ -214,11 +214,12 @@ class _Repairer:
         # A pickup's tmp lock is NAME.TIME.HOST.PID.active: its owner is known.
         if not name.endswith(".active"):
             return False
-        parts = name[: -len(".active")].rsplit(".", 2)
-        if len(parts) != 3 or not parts[2].isdigit():
+        rest, _, pid_text = name[: -len(".active")].rpartition(".")
+        # The host name may itself hold dots: match ours as a whole.
+        if not pid_text.isdigit() or not rest.endswith("." + self.q.hostname):
             return False
-        host, pid = parts[1], int(parts[2])
-        return host == self.q.hostname and pid != os.getpid() and self.q._owner_is_dead(host, pid)
+        pid = int(pid_text)
+        return pid != os.getpid() and self.q._owner_is_dead(self.q.hostname, pid)
 
     def check_active(self) -> None:
         for entry in self.entries(self.layout.active_dir):
