@@ -20,6 +20,7 @@ from ._format import (
     Layout,
     format_lock,
     is_job_name,
+    lock_promises_heartbeat,
     make_job_id,
     parse_control,
     parse_lock,
@@ -86,6 +87,11 @@ class DirQueue:
         broken and its job taken again.
     :param durable: fsync files and directories so that a returned enqueue survives
         power loss; ``False`` skips the fsyncs, like the Perl module.
+    :param lock_heartbeat: while this process holds a job, a thread touches its lock
+        every ``active_file_lifetime / 4`` seconds, and the lock says so. A dequeuer on
+        any host may then break the lock once it has gone a whole lifetime untouched:
+        that is how jobs held by dead hosts are recovered. IPC::DirQueue's own locks
+        make no such promise and are broken only from their owner's host.
     """
 
     def __init__(
@@ -99,6 +105,7 @@ class DirQueue:
         buf_size: int = 65536,
         active_file_lifetime: float = 600,
         durable: bool = True,
+        lock_heartbeat: bool = True,
     ) -> None:
         if buf_size <= 0:
             raise ValueError(f"buf_size must be positive, not {buf_size}")
@@ -115,6 +122,7 @@ class DirQueue:
         self.buf_size = buf_size
         self.active_file_lifetime = active_file_lifetime
         self.durable = durable
+        self.lock_heartbeat = lock_heartbeat
         self.hostname = socket.gethostname()
         self._listing: _Listing | None = None
         self._dirs_ready = False
@@ -442,7 +450,7 @@ class DirQueue:
             return None
         try:
             try:
-                _fs.write_all(fd, format_lock(self.hostname, pid))
+                _fs.write_all(fd, format_lock(self.hostname, pid, self.lock_heartbeat))
                 lock_stat = os.fstat(fd)
             finally:
                 os.close(fd)
@@ -505,8 +513,9 @@ class DirQueue:
         lifetime = self.active_file_lifetime
         if age <= lifetime:
             return False
-        host, pid = self._read_lock(active_path)
-        if not self._owner_is_dead(host, pid):
+        raw = self._read_lock_file(active_path)
+        host, pid = parse_lock(raw)
+        if not (lock_promises_heartbeat(raw) or self._owner_is_dead(host, pid)):
             return False
         # A random grace (scaled to the lifetime) makes two dequeuers rarely break the
         # same lock at once.
@@ -539,13 +548,16 @@ class DirQueue:
         )
         return True
 
-    def _read_lock(self, active_path: str) -> tuple[str | None, int | None]:
+    def _read_lock_file(self, active_path: str) -> bytes:
         try:
             fd = os.open(active_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except OSError:
-            return None, None
+            return b""
         with os.fdopen(fd, "rb") as fh:
-            return parse_lock(fh.read(4096))
+            return fh.read(4096)
+
+    def _read_lock(self, active_path: str) -> tuple[str | None, int | None]:
+        return parse_lock(self._read_lock_file(active_path))
 
     def _owner_is_dead(self, host: str | None, pid: int | None) -> bool:
         if host is not None and host != self.hostname:
