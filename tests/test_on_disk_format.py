@@ -114,13 +114,18 @@ def test_enqueue_bumps_the_queue_directory_mtime(queue: DirQueue, qdir: Path) ->
     assert abs((qdir / "queue").stat().st_mtime - time.time()) < 5
 
 
-def test_pickup_writes_a_lock_naming_host_and_pid(queue: DirQueue, qdir: Path) -> None:
+@pytest.mark.parametrize(("heartbeat", "extra"), [(True, "heartbeat\n"), (False, "")])
+def test_pickup_writes_a_lock_naming_host_and_pid(
+    qdir: Path, heartbeat: bool, extra: str
+) -> None:
+    # IPC::DirQueue reads the first two lines; a third promises a heartbeat.
+    queue = DirQueue(qdir, lock_heartbeat=heartbeat)
     jobid = queue.enqueue_string("x")
     job = queue.pickup_queued_job()
     assert job is not None
     assert job.is_active
     lock = qdir / "active" / jobid
-    assert lock.read_bytes() == f"{socket.gethostname()}\n{os.getpid()}\n".encode()
+    assert lock.read_bytes() == f"{socket.gethostname()}\n{os.getpid()}\n{extra}".encode()
     assert os.listdir(qdir / "tmp") == []  # The tmp lock was unlinked after linking.
     job.finish()
     assert files_under(qdir) == []

@@ -58,8 +58,8 @@ def test_old_lock_of_a_dead_local_pid_is_broken_with_a_warning(qdir: Path, dead_
     assert job.jobid == jobid
     assert job.get_data() == b"the job"
     assert job.metadata == {"k": "v"}
-    # The lock is ours now.
-    assert lock.read_text() == f"{socket.gethostname()}\n{os.getpid()}\n"
+    # The lock is ours now (its first two lines are what IPC::DirQueue reads).
+    assert lock.read_text().startswith(f"{socket.gethostname()}\n{os.getpid()}\n")
     job.finish()
     assert not lock.exists()
     assert os.listdir(qdir / "tmp") == []  # The broken lock was not left aside.
@@ -173,3 +173,39 @@ def test_a_lock_younger_than_the_lifetime_is_never_broken_whatever_the_grace(
 def test_the_lifetime_must_be_positive(qdir: Path, lifetime: float) -> None:
     with pytest.raises(ValueError, match="active_file_lifetime"):
         DirQueue(qdir, active_file_lifetime=lifetime)
+
+
+def test_quiet_heartbeat_lock_from_another_host_is_broken(qdir: Path) -> None:
+    # Its owner promised to touch it every lifetime/4; a lifetime of silence means
+    # the owner (or its host) is dead, though we cannot see its processes.
+    queue, jobid = enqueue_one(qdir, lifetime=1)
+    plant_lock(qdir, jobid, "otherhost.example\n4242\nheartbeat\n", age=5)
+    with pytest.warns(UserWarning, match=rf"broke stale lock on {jobid}.*otherhost.example:4242"):
+        job = queue.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == jobid
+    job.finish()
+
+
+def test_fresh_heartbeat_lock_from_another_host_is_kept(qdir: Path) -> None:
+    queue, jobid = enqueue_one(qdir, lifetime=600)
+    content = "otherhost.example\n4242\nheartbeat\n"
+    lock = plant_lock(qdir, jobid, content, age=60)
+    assert queue.pickup_queued_job() is None
+    assert lock.read_text() == content
+
+
+def test_a_held_job_keeps_its_lock_fresh_while_its_process_lives(qdir: Path) -> None:
+    queue, jobid = enqueue_one(qdir, lifetime=0.4)
+    job = queue.pickup_queued_job()
+    assert job is not None
+    lock = qdir / "active" / jobid
+    old = time.time() - 100
+    os.utime(lock, (old, old))
+    deadline = time.monotonic() + 5
+    while lock.stat().st_mtime < time.time() - 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert lock.stat().st_mtime > time.time() - 1  # The heartbeat touched it.
+    other = DirQueue(qdir, active_file_lifetime=0.4)
+    assert other.pickup_queued_job() is None
+    job.finish()
