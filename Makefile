@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-multihost lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The multi-host tests on real GlusterFS and NFSv3 (needs root: network namespaces).
+MULTIHOST ?= ../shared/multihost
+test-multihost: $(STAMP)
+	$(MULTIHOST)/setup-gluster.sh
+	$(MULTIHOST)/setup-nfs-ganesha.sh
+	$(BIN)/python -m pytest -q tests/test_multihost.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

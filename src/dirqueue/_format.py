@@ -286,9 +286,16 @@ def parse_lock(raw: bytes) -> tuple[str | None, int | None]:
     return host, pid
 
 
-def format_lock(host: str, pid: int) -> bytes:
-    """An active lock file's contents."""
-    return f"{host}\n{pid}\n".encode()
+def format_lock(host: str, pid: int, heartbeat: bool = False) -> bytes:
+    """An active lock file's contents: ``HOST\nPID\n``, plus ``heartbeat\n`` when the
+    owner promises to keep the lock fresh (readers of the 1.x format read two lines)."""
+    return f"{host}\n{pid}\n{'heartbeat' + chr(10) if heartbeat else ''}".encode()
+
+
+def lock_promises_heartbeat(raw: bytes) -> bool:
+    """True if a lock file's third line is ``heartbeat`` (see :func:`format_lock`)."""
+    lines = raw.split(b"\n")
+    return len(lines) > 2 and lines[2].strip() == b"heartbeat"
 
 
 class Layout:

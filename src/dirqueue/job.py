@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ._format import ControlFile
+from ._heartbeat import Heartbeat
 from .errors import JobStateError
 
 if TYPE_CHECKING:
@@ -60,6 +61,11 @@ class Job:
         # The inode of the lock we linked; None for a read-only (listed) job.
         self._lock_stat = lock_stat
         self._state = "active" if lock_stat is not None else "listed"
+        self._heartbeat: Heartbeat | None = None
+        if lock_stat is not None and queue.lock_heartbeat:
+            self._heartbeat = Heartbeat(
+                queue.layout.active_path(jobid), queue.active_file_lifetime / 4
+            )
 
     # -- what the job holds ---------------------------------------------------------
 
@@ -130,14 +136,21 @@ class Job:
     def finish(self) -> None:
         """The job is done: remove it from the queue, its data, and the lock."""
         self._require_active("finish")
+        self._stop_heartbeat()
         self._queue._finish(self)
         self._state = "finished"
 
     def return_to_queue(self) -> None:
         """Give the job back, untouched, for any worker to pick up again."""
         self._require_active("return")
+        self._stop_heartbeat()
         self._queue._return(self)
         self._state = "returned"
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
 
     def __enter__(self) -> Job:
         self._require_active("use")

@@ -24,6 +24,7 @@ from ._format import (
     Layout,
     format_lock,
     is_job_name,
+    lock_promises_heartbeat,
     make_job_id,
     parse_control,
     parse_lock,
@@ -116,6 +117,11 @@ class DirQueue:
         would leave less than this many bytes free on the queue's filesystem; 0 checks
         nothing. A full disk fails an enqueue cleanly either way; this keeps room for
         the workers' own files.
+    :param lock_heartbeat: while this process holds a job, a thread touches its lock
+        every ``active_file_lifetime / 4`` seconds, and the lock says so. A dequeuer on
+        any host may then break the lock once it has gone a whole lifetime untouched:
+        that is how jobs held by dead hosts are recovered. IPC::DirQueue's own locks
+        make no such promise and are broken only from their owner's host.
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class DirQueue:
         active_file_lifetime: float = 600,
         durable: bool = True,
         min_free_bytes: int = 0,
+        lock_heartbeat: bool = True,
     ) -> None:
         if buf_size <= 0:
             raise ValueError(f"buf_size must be positive, not {buf_size}")
@@ -149,6 +156,7 @@ class DirQueue:
         if min_free_bytes < 0:
             raise ValueError(f"min_free_bytes must be 0 or more, not {min_free_bytes}")
         self.min_free_bytes = min_free_bytes
+        self.lock_heartbeat = lock_heartbeat
         self.hostname = socket.gethostname()
         self._listing: _Listing | None = None
         self._dirs_ready = False
@@ -528,7 +536,8 @@ class DirQueue:
         # fsync the directories names were linked into, and the parent of every
         # directory made for them: a new directory is only durable once its parent
         # names it. Each directory once, however many jobs were linked into it.
-        todo = [*directories, *(os.path.dirname(d) for d in created)]
+        # (A relative queue directory's top has the current directory as its parent.)
+        todo = [*directories, *(os.path.dirname(d) or "." for d in created)]
         for path in dict.fromkeys(todo):
             _fs.fsync_dir(path)
 
@@ -717,7 +726,7 @@ class DirQueue:
         linked = False
         try:
             try:
-                _fs.write_all(fd, format_lock(self.hostname, pid))
+                _fs.write_all(fd, format_lock(self.hostname, pid, self.lock_heartbeat))
                 lock_stat = os.fstat(fd)
             finally:
                 os.close(fd)
@@ -887,8 +896,9 @@ class DirQueue:
         lifetime = self.active_file_lifetime
         if age <= lifetime:
             return False
-        host, pid = self._read_lock(active_path)
-        if not self._owner_is_dead(host, pid):
+        raw = self._read_lock_file(active_path)
+        host, pid = parse_lock(raw)
+        if not (lock_promises_heartbeat(raw) or self._owner_is_dead(host, pid)):
             return False
         # A random grace (scaled to the lifetime) makes two dequeuers rarely break the
         # same lock at once.
@@ -932,12 +942,15 @@ class DirQueue:
         _fs.unlink_quietly(aside)
         return True
 
-    def _read_lock(self, active_path: str) -> tuple[str | None, int | None]:
+    def _read_lock_file(self, active_path: str) -> bytes:
         try:
             fd = _fs.open_regular(active_path)  # A FIFO planted here must not hang us.
         except OSError:
-            return None, None
-        return parse_lock(_fs.read_limited(fd, 4096))
+            return b""
+        return _fs.read_limited(fd, 4096)
+
+    def _read_lock(self, active_path: str) -> tuple[str | None, int | None]:
+        return parse_lock(self._read_lock_file(active_path))
 
     def _owner_is_dead(self, host: str | None, pid: int | None) -> bool:
         if host is not None and host != self.hostname:
