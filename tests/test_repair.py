@@ -194,3 +194,18 @@ def test_report_is_json_serialisable_and_printable(tmp_path: Path) -> None:
     assert data["findings"][0]["action"] == "would move to corrupt/"
     assert "missing-data" in str(report)
     assert "1 problems found" in str(report)
+
+
+def test_remote_heartbeat_lock_gone_quiet_is_removed(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q", active_file_lifetime=60)
+    quiet = q.enqueue_string("quiet")
+    beating = q.enqueue_string("beating")
+    for jobid in (quiet, beating):
+        Path(q.layout.active_path(jobid)).write_text("other-host\n4242\nheartbeat\n")
+    _age(q.layout.active_path(quiet), 120)  # Untouched for two lifetimes.
+    report = q.repair()
+    assert [(f.kind, f.path) for f in report.findings] == [
+        (FindingKind.DEAD_LOCK, q.layout.active_path(quiet))
+    ]
+    assert "heartbeat" in report.findings[0].detail
+    assert os.path.exists(q.layout.active_path(beating))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _fs
-from ._format import Layout, data_location, is_job_name, parse_lock
+from ._format import Layout, data_location, is_job_name, lock_promises_heartbeat, parse_lock
 from .errors import DirQueueError, QueueIOError
 
 if TYPE_CHECKING:
@@ -233,17 +233,21 @@ class _Repairer:
             if not is_job_name(entry.name):
                 self.note(FindingKind.STRAY, path, "not a job id; readers ignore it", "left", False)
                 continue
-            host, pid = self._read_lock(path)
+            raw = self.q._read_lock_file(path)
+            host, pid = parse_lock(raw)
             in_queue = bool(self.q._locate(entry.name))
+            why = f"worker {host}:{pid} is dead"
             if host in (None, self.q.hostname) and pid is not None and pid != os.getpid():
                 dead = self.q._owner_is_dead(host, pid)
+            elif lock_promises_heartbeat(raw):
+                # Its owner, on any host, promised to touch it well inside a lifetime.
+                dead = self.now - st.st_mtime > self.q.active_file_lifetime
+                why = f"worker {host}:{pid} stopped its heartbeat"
             else:
                 # Unreadable, another host's (whose processes we cannot see), or ours.
                 dead = pid is None and self.old_enough(st)
             if dead:
-                self.remove_lock(
-                    FindingKind.DEAD_LOCK, entry.name, st, f"worker {host}:{pid} is dead"
-                )
+                self.remove_lock(FindingKind.DEAD_LOCK, entry.name, st, why)
             elif not in_queue and self.old_enough(st):
                 self.remove_lock(
                     FindingKind.ORPHAN_LOCK,
@@ -251,13 +255,6 @@ class _Repairer:
                     st,
                     f"lock of {host}:{pid} for a job no longer in the queue",
                 )
-
-    def _read_lock(self, path: str) -> tuple[str | None, int | None]:
-        try:
-            fd = _fs.open_regular(path)
-        except OSError:
-            return None, None
-        return parse_lock(_fs.read_limited(fd, 4096))
 
     def remove_lock(self, kind: str, name: str, st: os.stat_result, detail: str) -> None:
         path = self.layout.active_path(name)
