@@ -325,3 +325,77 @@ def test_disk_full_while_writing_leaves_no_partial_job(tmp_path: Path,
     monkeypatch.undo()
     assert assert_no_half_jobs(q) == {}
     assert_no_orphans(q)
+
+
+class PickupCorrupt(Scenario):
+    """A pickup that meets a corrupt job and moves it aside, failing at each step."""
+
+    name = "pickup_corrupt"
+    CONTROL = b"QDSB: not a number\n"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.jobid = self.q.enqueue_string("evidence", priority=10)
+        Path(self.q.layout.queue_path(self.jobid)).write_bytes(self.CONTROL)
+        self.q = DirQueue(self.q.dir)
+
+    def run(self) -> Any:
+        return self.q.pickup_queued_job()
+
+
+def _corrupt_copies(q: DirQueue, jobid: str) -> dict[str, bytes]:
+    found = {}
+    if os.path.isdir(q.layout.corrupt_dir):
+        for name in os.listdir(q.layout.corrupt_dir):
+            if name.startswith(jobid):
+                found[name[len(jobid):]] = Path(q.layout.corrupt_dir, name).read_bytes()
+    return found
+
+
+@pytest.mark.parametrize("err", ERRNOS, ids=errno.errorcode.get)
+def test_fault_while_moving_a_corrupt_job_aside_loses_nothing(tmp_path: Path, err: int) -> None:
+    counter = Injector()
+    counting = PickupCorrupt(tmp_path / "count")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with counter.armed():
+            counting.run()
+    calls = list(counter.calls)
+    cases = 0
+    for index, name in enumerate(calls, start=1):
+        for after in (False, True) if name in MUTATING else (False,):
+            cases += 1
+            scenario = PickupCorrupt(tmp_path / f"{index}-{int(after)}")
+            injector = Injector(fail_at=index, err=err, after=after)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                raised: BaseException | None = None
+                with injector.armed():
+                    try:
+                        result = scenario.run()
+                    except Exception as exc:
+                        raised, result = exc, None
+            q = scenario.q
+            where = f"{os.strerror(err)} at call {index} ({name}, after={after})"
+            assert injector.fired == name, f"{where}: the operation is not deterministic"
+            assert raised is None or isinstance(raised, DirQueueError), where
+            # Whatever happened, the bystander is whole and nothing corrupt is served.
+            assert result is None or result.jobid == scenario.bystander, where
+            if isinstance(result, Job):
+                result.return_to_queue()
+            # Workers that come next finish moving it aside; repair collects the rest.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fresh = DirQueue(q.dir)
+                job = fresh.pickup_queued_job()
+                assert job is not None, where
+                assert job.jobid == scenario.bystander, where
+                job.return_to_queue()
+                q.repair(min_age=0)
+            copies = _corrupt_copies(q, scenario.jobid)
+            assert copies.get("") == scenario.CONTROL, f"{where}: control file lost: {copies}"
+            assert b"QDSB" in copies.get(".reason", b""), f"{where}: no reason: {copies}"
+            assert copies.get(".data") == b"evidence", f"{where}: data lost: {sorted(copies)}"
+            assert set(assert_no_half_jobs(q)) == {scenario.bystander}, where
+            assert_no_orphans(q)
+    print(f"pickup_corrupt {errno.errorcode[err]}: {len(calls)} calls, {cases} faults")

@@ -861,18 +861,39 @@ class DirQueue:
                 f"moved-at: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
             )
             try:
-                _fs.write_all(rfd, text.encode("utf-8", errors="replace"))
-            finally:
-                os.close(rfd)
-            os.rename(queue_path, stem, dst_dir_fd=fd)
+                try:
+                    _fs.write_all(rfd, text.encode("utf-8", errors="replace"))
+                finally:
+                    os.close(rfd)
+                try:
+                    os.rename(queue_path, stem, dst_dir_fd=fd)
+                except OSError:
+                    moved = not os.path.lexists(queue_path) and os.path.lexists(
+                        self.layout.corrupt_path(stem)
+                    )
+                    if not moved:
+                        raise
+                    # Done although it said otherwise (a lost reply over NFS): go on.
+            except BaseException:
+                # The job is still in the queue: take back the reason for a move that
+                # did not happen, so the next try uses this name again.
+                with contextlib.suppress(OSError):
+                    os.unlink(stem + Layout.REASON_SUFFIX, dir_fd=fd)
+                raise
+            # The job has left the queue. Its data follows; if that fails, repair()
+            # finds the data file without a control file and brings it here.
             try:
                 dfd, base = self._data_dir_fd(name)
-                try:
-                    os.rename(base, stem + ".data", src_dir_fd=dfd, dst_dir_fd=fd)
-                finally:
-                    _fs.close_dir(dfd)
-            except OSError:
-                pass  # No data, or not reachable inside the queue: nothing of ours to keep.
+            except OSError as err:
+                if err.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    raise
+                return self.layout.corrupt_path(stem)  # No data, or not in the queue.
+            try:
+                os.rename(base, stem + ".data", src_dir_fd=dfd, dst_dir_fd=fd)
+            except FileNotFoundError:
+                pass  # It had none.
+            finally:
+                _fs.close_dir(dfd)
         finally:
             _fs.close_dir(fd)
         return self.layout.corrupt_path(stem)

@@ -382,7 +382,39 @@ class _Repairer:
         if not stat.S_ISREG(st.st_mode):
             self.note(FindingKind.STRAY, entry.path, "not a regular file", "left", False)
             return
-        self.remove(FindingKind.ORPHAN_DATA, entry.path, "no control file names this data file")
+        detail = "no control file names this data file"
+        for jobid in owners:
+            stem = self._corrupt_stem_without_data(jobid)
+            if stem is not None:
+                # A corrupt job was moved aside but its data was left behind: reunite.
+                self.move(FindingKind.ORPHAN_DATA, entry.path, stem + ".data",
+                          detail + f"; its control file is in {stem}")
+                return
+        self.remove(FindingKind.ORPHAN_DATA, entry.path, detail)
+
+    def _corrupt_stem_without_data(self, jobid: str) -> str | None:
+        stem = self.layout.corrupt_path(jobid)
+        for n in range(1, 1000):
+            if not os.path.lexists(stem):
+                return None
+            if not os.path.lexists(stem + ".data"):
+                return stem
+            stem = self.layout.corrupt_path(f"{jobid}.{n}")
+        return None
+
+    def move(self, kind: str, path: str, target: str, detail: str) -> None:
+        """Rename ``path`` to ``target`` (in corrupt/), unless a file is there already."""
+        if self.dry_run:
+            self.note(kind, path, detail, f"would move to {target}", fixed=False)
+            return
+        try:
+            if os.path.lexists(target):
+                raise FileExistsError(target)
+            os.rename(path, target)
+        except OSError as err:
+            self.note(kind, path, detail, f"left: moving failed: {err}", fixed=False)
+            return
+        self.note(kind, path, detail, f"moved to {target}", fixed=True)
 
 
 def _lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
