@@ -209,3 +209,18 @@ def test_remote_heartbeat_lock_gone_quiet_is_removed(tmp_path: Path) -> None:
     ]
     assert "heartbeat" in report.findings[0].detail
     assert os.path.exists(q.layout.active_path(beating))
+
+
+def test_data_left_behind_by_a_half_done_move_aside_is_reunited(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    jobid = q.enqueue_string("evidence")
+    Path(q.layout.queue_path(jobid)).write_bytes(b"junk")
+    # As if a worker moved the control file aside and died before moving the data.
+    os.makedirs(q.layout.corrupt_dir)
+    os.rename(q.layout.queue_path(jobid), q.layout.corrupt_path(jobid))
+    Path(q.layout.corrupt_path(jobid) + ".reason").write_text("reason: junk\n")
+    report = q.repair(min_age=0)
+    assert [(f.kind, f.fixed) for f in report.findings] == [(FindingKind.ORPHAN_DATA, True)]
+    assert "moved to" in report.findings[0].action
+    assert Path(q.layout.corrupt_path(jobid) + ".data").read_bytes() == b"evidence"
+    assert_no_orphans(q)
