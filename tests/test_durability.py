@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dirqueue import DirQueue, InvalidMetadataError
+from dirqueue import DirQueue, DirQueueError, InvalidMetadataError
 from durability_checks import assert_no_half_jobs, assert_no_orphans
 
 pytestmark = pytest.mark.timeout(30)
@@ -79,10 +79,10 @@ def test_enqueue_fsyncs_data_control_and_directories_before_unlinking_tmp(tmp_pa
         jobid = q.enqueue_string("payload")
     data, data_dir = _data_rel(q, jobid), os.path.dirname(_data_rel(q, jobid))
     expected = [
-        ("fsync", f"tmp/{jobid}.data"),     # 1. the bytes
-        ("link", data),                      # 2. linked into data/
-        ("fsync", f"tmp/{jobid}.ctrl"),      #    the control file's bytes
-        ("fsync", data_dir),                 # 3. the data file's name
+        ("link", data),                      # 1. the data, linked into data/ (unread yet)
+        ("fsync", f"tmp/{jobid}.data"),     # 3. its bytes,
+        ("fsync", f"tmp/{jobid}.ctrl"),     #    the control file's bytes (written in 2),
+        ("fsync", data_dir),                 #    and the data file's name, on disk
         ("link", f"queue/{jobid}"),          # 4. visible
         ("fsync", "queue"),                  # 5. durable; only now...
         ("unlink", f"tmp/{jobid}.data"),     # 6. ...are the tmp names removed
@@ -127,15 +127,17 @@ def test_batch_fsyncs_directories_once_for_all_jobs(tmp_path: Path) -> None:
     assert dir_fsyncs(single) == 2 * n
     assert dir_fsyncs(batch) == 2  # One data directory (one producer's tag), one queue/.
     assert file_fsyncs(batch) == file_fsyncs(single) == 2 * n
-    # And the order holds for the batch: every data file's name is durable before any
-    # control file is linked, and every control file is linked before queue/'s fsync.
+    # And the order holds for the batch: every file and data file name is durable
+    # before any control file is linked, and every one is linked before queue/'s fsync.
     ctrl_links = [i for i, (call, path) in enumerate(batch)
                   if call == "link" and path.startswith("queue")]
     data_dir_sync = next(i for i, (call, path) in enumerate(batch)
                          if call == "fsync" and path.startswith("data"))
     queue_sync = batch.index(("fsync", "queue"))
     first_ctrl_link, last_ctrl_link = ctrl_links[0], ctrl_links[-1]
-    assert data_dir_sync < first_ctrl_link <= last_ctrl_link < queue_sync
+    last_file_sync = max(i for i, (call, path) in enumerate(batch)
+                         if call == "fsync" and path.startswith("tmp"))
+    assert last_file_sync < data_dir_sync < first_ctrl_link <= last_ctrl_link < queue_sync
     assert len(ids) == len(set(ids)) == n
 
 
@@ -169,4 +171,44 @@ def test_enqueue_many_refuses_the_whole_batch_before_writing(tmp_path: Path) -> 
     with pytest.raises(TypeError):
         q.enqueue_many(["a", 42])  # type: ignore[list-item]
     assert list(assert_no_half_jobs(q).values()) == [b"there before"]
+    assert_no_orphans(q)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_big_batch_keeps_few_files_open_and_leaks_none(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    q = DirQueue(tmp_path / "q")
+    q.enqueue_string("warm up")
+    before = _open_fds()
+    most = [0]
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        most[0] = max(most[0], _open_fds() - before)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ids = q.enqueue_many([f"job {i}" for i in range(150)])
+    assert len(ids) == 150
+    assert most[0] <= 2 * 64 + 2  # Two files per job, 64 jobs at a time, plus a dir.
+    assert _open_fds() == before
+    # A failing fsync half-way through the second chunk: nothing enqueued, nothing open.
+    calls = [0]
+
+    def failing_fsync(fd: int) -> None:
+        calls[0] += 1
+        if calls[0] == 140:
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(DirQueueError, match="fsync"):
+        q.enqueue_many([f"doomed {i}" for i in range(150)])
+    monkeypatch.undo()
+    assert _open_fds() == before
+    assert len(assert_no_half_jobs(q)) == 151
     assert_no_orphans(q)
