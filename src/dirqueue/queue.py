@@ -569,9 +569,6 @@ class DirQueue:
                     st.open_fds.pop(0)
                     os.close(fd)
 
-    def _fsync_dirs(self, directory: str, created: list[str]) -> None:
-        self._fsync_all([directory], created)
-
     def _fsync_all(self, directories: list[str], created: list[str]) -> None:
         # fsync the directories names were linked into, and the parent of every
         # directory made for them: a new directory is only durable once its parent

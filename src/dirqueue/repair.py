@@ -135,13 +135,14 @@ class RepairReport:
 
     def __str__(self) -> str:
         lines = [str(f) for f in self.findings]
-        verb = "found" if self.dry_run else "found and repaired"
-        fixed = sum(1 for f in self.problems if f.fixed)
-        lines.append(
-            f"{self.directory}: {self.jobs_checked} jobs checked, {len(self.problems)}"
-            f" problems {verb if fixed or self.dry_run else 'found'}"
-            + ("" if self.dry_run else f" ({fixed} fixed, {len(self.unfixed)} left)")
+        summary = (
+            f"{self.directory}: {self.jobs_checked} jobs checked,"
+            f" {len(self.problems)} problems found"
         )
+        if not self.dry_run:
+            fixed = len(self.problems) - len(self.unfixed)
+            summary += f", {fixed} fixed, {len(self.unfixed)} left"
+        lines.append(summary)
         return "\n".join(lines)
 
 
