@@ -821,7 +821,8 @@ class DirQueue:
             finally:
                 self._unlock_if_ours(active_path, lock_stat)
             warnings.warn(
-                f"dirqueue: moved corrupt job {name} aside to {aside}: {err}", stacklevel=5
+                f"dirqueue: skipping corrupt job {queue_path}, moved aside to {aside}: {err}",
+                stacklevel=5,
             )
             return _GONE
         except BaseException:
