@@ -7,6 +7,7 @@ file outside the queue directory, must not hang, and must not fill memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -300,3 +301,52 @@ def test_a_queue_subdirectory_swapped_for_a_symlink_is_refused(
     with pytest.raises(OSError, match="symlink"):
         q.pickup_queued_job()
     assert sorted(os.listdir(outside)) == before
+
+
+@pytest.mark.timeout(60)
+def test_racing_workers_move_each_corrupt_job_aside_once_and_lose_no_good_job(
+    tmp_path: Path,
+) -> None:
+    q = _queue(tmp_path)
+    good = set(q.enqueue_many([f"good {i}" for i in range(60)]))
+    bad = set()
+    for i in range(20):
+        jobid = q.enqueue_string(f"bad {i}")
+        Path(q.layout.queue_path(jobid)).write_bytes(b"garbage\n")
+        bad.add(jobid)
+    done_dir = tmp_path / "done"
+    done_dir.mkdir()
+    read_go, write_go = os.pipe()
+    pids = []
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                warnings.simplefilter("ignore")
+                os.read(read_go, 1)
+                worker = DirQueue(q.dir)
+                while (job := worker.pickup_queued_job()) is not None:
+                    (done_dir / f"{job.jobid}.{os.getpid()}").write_bytes(job.get_data())
+                    job.finish()
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    try:
+        os.write(write_go, b"xxx")
+        for pid in pids:
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError, ProcessLookupError):
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+    processed = [name.rsplit(".", 1)[0] for name in os.listdir(done_dir)]
+    assert sorted(processed) == sorted(good)  # Each good job exactly once.
+    moved = sorted(os.listdir(q.layout.corrupt_dir))
+    assert moved == sorted(
+        f"{jobid}{suffix}" for jobid in bad for suffix in ("", ".data", ".reason")
+    )  # Each bad job moved once, whole, with no second copy (NAME.1).
+    assert q.repair(min_age=0).clean
