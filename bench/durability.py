@@ -93,7 +93,7 @@ def main() -> None:
                 )
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "mode": label, "durable": durable, "batch": batch,
             "jobs_per_s": statistics.median(rates[label]),

@@ -63,7 +63,7 @@ def _producer(qdir: str, log: _Log, stop: list[bool]) -> None:
         if len(items) == 1:  # noqa: SIM108 - two protocols, side by side
             ids = [q.enqueue_string(*items[0])]
         else:
-            ids = q.enqueue_many(items)  # type: ignore[arg-type]
+            ids = q.enqueue_many(items)
         for jobid, payload in zip(ids, payloads, strict=True):
             log(f"ACK {jobid} {_sha(payload)}")
 
@@ -114,7 +114,7 @@ def _fork(role: str, qdir: str, logdir: Path, go: int) -> int:
 
 
 def _read_logs(logdir: Path) -> list[list[str]]:
-    lines = []
+    lines: list[list[str]] = []
     for path in sorted(logdir.glob("*.log")):
         text = path.read_text()
         # A line cut by SIGKILL has no newline: it was never written in full.
