@@ -224,3 +224,42 @@ def test_data_left_behind_by_a_half_done_move_aside_is_reunited(tmp_path: Path) 
     assert "moved to" in report.findings[0].action
     assert Path(q.layout.corrupt_path(jobid) + ".data").read_bytes() == b"evidence"
     assert_no_orphans(q)
+
+
+def test_fanout_queue_symlinks_and_strays_everywhere(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    q = DirQueue(tmp_path / "q", queue_fanout=True)
+    good = q.enqueue_string("good")
+    bad = q.enqueue_string("bad")
+    (bad_path,) = [p for p in Path(q.layout.queue_dir).rglob(bad)]
+    bad_path.write_bytes(b"junk")
+    links = [
+        os.path.join(q.layout.tmp_dir, "link"),
+        os.path.join(q.layout.data_dir, "z"),
+        os.path.join(os.path.dirname(q.layout.data_path(good)), "zz"),
+        os.path.join(q.layout.queue_dir, "link"),
+    ]
+    for link in links:
+        os.symlink(outside, link)
+    Path(q.layout.data_dir, "file-not-dir").write_text("x")
+    Path(q.layout.active_dir, "notes").write_text("x")
+    dry = q.fsck(min_age=0)
+    assert sorted(f.kind for f in dry.problems) == sorted(
+        [FindingKind.SYMLINK] * 4 + [FindingKind.CORRUPT_CONTROL]
+    )
+    assert all(os.path.islink(link) for link in links)  # A dry run changes nothing.
+    report = q.repair(min_age=0)
+    assert report.ok
+    assert sorted(f.kind for f in report.findings if f.fixed) == sorted(
+        [FindingKind.SYMLINK] * 4 + [FindingKind.CORRUPT_CONTROL]
+    )
+    assert not any(os.path.lexists(link) for link in links)
+    assert (outside / "keep").read_text() == "keep"  # Symlinks removed, never followed.
+    assert Path(q.layout.corrupt_path(bad)).read_bytes() == b"junk"
+    job = q.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == good
+    job.finish()
+    assert q.fsck(min_age=0).clean
