@@ -46,6 +46,9 @@ _MTIME_TRUST_AFTER: Final = 2.0
 #: for every pickup. The cost: a job of better priority that arrives meanwhile waits
 #: up to this long to jump the line.
 _RESCAN_INTERVAL: Final = 1.0
+#: How long a pickup waits for its new lock to come back when a stale-lock breaker has
+#: moved it aside to inspect it (see _lock_landed).
+_LOCK_IN_FLIGHT_WAIT: Final = 2.0
 
 
 class _Listing:
@@ -452,15 +455,7 @@ class DirQueue:
                 os.link(tmp_lock, active_path)
             except OSError:
                 pass  # Only the inode below says whether the lock is ours.
-            try:
-                target = os.lstat(active_path)
-            except FileNotFoundError:
-                return None
-            if (target.st_ino, target.st_dev, target.st_uid) != (
-                lock_stat.st_ino,
-                lock_stat.st_dev,
-                lock_stat.st_uid,
-            ):
+            if not self._lock_landed(tmp_lock, active_path, lock_stat):
                 return None  # Another worker's lock.
         finally:
             _fs.unlink_quietly(tmp_lock)
@@ -559,6 +554,33 @@ class DirQueue:
         except PermissionError:
             return False  # It exists, under another user.
         return False
+
+    def _lock_landed(self, tmp_lock: str, active_path: str, lock_stat: os.stat_result) -> bool:
+        """True if ``active_path`` is now our lock (the inode created as ``tmp_lock``)."""
+        # A dequeuer breaking the stale lock we replaced may move our new lock aside to
+        # check it (_break_if_stale), and puts it back at once. While active/NAME is not
+        # ours but our inode has a name besides tmp_lock, the lock is in flight: wait for
+        # it to land, rather than give up and leave the job locked in our name by nobody.
+        deadline = time.monotonic() + _LOCK_IN_FLIGHT_WAIT
+        while True:
+            try:
+                target = os.lstat(active_path)
+            except FileNotFoundError:
+                pass
+            else:
+                if (target.st_ino, target.st_dev, target.st_uid) == (
+                    lock_stat.st_ino,
+                    lock_stat.st_dev,
+                    lock_stat.st_uid,
+                ):
+                    return True
+            try:
+                in_flight = os.lstat(tmp_lock).st_nlink > 1
+            except FileNotFoundError:
+                return False
+            if not in_flight or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
 
     def _unlock_if_ours(self, active_path: str, lock_stat: os.stat_result) -> None:
         # Remove the lock only if it is still the file we linked: a lock broken as
