@@ -67,6 +67,11 @@ class _Listing:
         return self.pos < len(self.entries)
 
 
+def _unchanged(listing: _Listing, mtime_ns: int) -> bool:
+    """True if queue/, now at ``mtime_ns``, provably has not changed since ``listing``."""
+    return listing.mtime_ns == mtime_ns and listing.taken_at - mtime_ns / 1e9 > _MTIME_TRUST_AFTER
+
+
 #: What a pickup attempt returns when the job is no longer in the queue at all.
 _GONE: Final = object()
 
@@ -372,7 +377,7 @@ class DirQueue:
             random.shuffle(entries)
         return entries
 
-    def _candidates(self) -> _Listing:
+    def _candidates(self, *, rescan: bool = False) -> _Listing:
         """Waiting jobs to try, reusing the last listing while queue/ is unchanged."""
         try:
             mtime_ns = os.stat(self.layout.queue_dir).st_mtime_ns
@@ -380,15 +385,23 @@ class DirQueue:
             return _Listing(0, [], 0.0)
         now = time.time()
         cached = self._listing
-        if cached is not None:
-            unchanged = (
-                cached.mtime_ns == mtime_ns
-                and cached.taken_at - mtime_ns / 1e9 > _MTIME_TRUST_AFTER
+        if (
+            cached is not None
+            and not rescan
+            and (
+                _unchanged(cached, mtime_ns)
+                or (cached.remaining() and now - cached.taken_at < _RESCAN_INTERVAL)
             )
-            if unchanged or (cached.remaining() and now - cached.taken_at < _RESCAN_INTERVAL):
-                return cached
+        ):
+            return cached
         self._listing = _Listing(mtime_ns, self._scan(), now)
         return self._listing
+
+    def _listing_is_current(self, listing: _Listing) -> bool:
+        try:
+            return _unchanged(listing, os.stat(self.layout.queue_dir).st_mtime_ns)
+        except FileNotFoundError:
+            return False
 
     def pickup_queued_job(self, path: str | None = None) -> Job | None:
         """Take the next waiting job, or the one named by ``path``; None if there is none.
@@ -406,7 +419,16 @@ class DirQueue:
                 if isinstance(job, Job):
                     return job
             return None
+        reusable = self._listing
         listing = self._candidates()
+        job = self._pickup_from(listing)
+        if job is None and listing is reusable and not self._listing_is_current(listing):
+            # The listing was reused (see _RESCAN_INTERVAL) and jobs may have arrived
+            # since: look again before reporting that there is nothing to take.
+            job = self._pickup_from(self._candidates(rescan=True))
+        return job
+
+    def _pickup_from(self, listing: _Listing) -> Job | None:
         entries = listing.entries
         for index in range(listing.pos, len(entries)):
             job = self._try_pickup(*entries[index])
