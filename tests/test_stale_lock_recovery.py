@@ -173,3 +173,22 @@ def test_a_lock_younger_than_the_lifetime_is_never_broken_whatever_the_grace(
 def test_the_lifetime_must_be_positive(qdir: Path, lifetime: float) -> None:
     with pytest.raises(ValueError, match="active_file_lifetime"):
         DirQueue(qdir, active_file_lifetime=lifetime)
+
+
+@pytest.mark.parametrize("pid", [2**31, 2**63, 10**30])
+def test_a_lock_naming_an_impossible_pid_does_not_break_pickup(qdir: Path, pid: int) -> None:
+    """A corrupt lock (a pid no process can have) must not make every pickup crash."""
+    queue, jobid = enqueue_one(qdir, lifetime=1)
+    other = queue.enqueue_string("another job", priority=90)
+    content = f"{socket.gethostname()}\n{pid}\n"
+    plant_lock(qdir, jobid, content, age=0)
+    job = queue.pickup_queued_job()  # Fresh lock: skipped, the next job is taken.
+    assert job is not None
+    assert job.jobid == other
+    job.finish()
+    plant_lock(qdir, jobid, content, age=60)
+    with pytest.warns(UserWarning, match="broke stale lock"):
+        job = queue.pickup_queued_job()  # Stale, and its owner cannot exist.
+    assert job is not None
+    assert job.jobid == jobid
+    job.finish()
