@@ -571,8 +571,8 @@ class DirQueue:
             return True  # An unreadable lock names no live owner.
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
+        except (ProcessLookupError, OverflowError):
+            return True  # Gone, or a pid (from a corrupt lock) that no process can have.
         except PermissionError:
             return False  # It exists, under another user.
         return False
