@@ -484,6 +484,7 @@ class DirQueue:
         # The job is ours; read it, unless it was finished in the meantime.
         try:
             control = self._read_control(queue_path)
+            data_path = self._resolve_data_path(name, control)
         except FileNotFoundError:
             self._unlock_if_ours(active_path, lock_stat)
             return _GONE
@@ -499,7 +500,7 @@ class DirQueue:
             name,
             queue_path,
             control,
-            self._resolve_data_path(name, control),
+            data_path,
             active_host=self.hostname,
             active_pid=pid,
             lock_stat=lock_stat,
@@ -513,8 +514,13 @@ class DirQueue:
 
     def _resolve_data_path(self, jobid: str, control: ControlFile) -> str:
         # The job id alone says where the data is in *this* DIR; QDFN holds the
-        # submitter's view, which may be another mount point or a moved queue.
-        return self.layout.data_path(jobid)
+        # submitter's view, which may be another mount point or a moved queue. QDFN is
+        # not used as a fallback: whoever can write a control file could otherwise make
+        # a worker read, and finish() delete, any file the worker can reach.
+        local = self.layout.data_path(jobid)
+        if not os.path.isfile(local):
+            raise CorruptJobError(f"job {jobid} has no data file at {local!r}", local)
+        return local
 
     def _break_if_stale(self, name: str, active_path: str, lock: os.stat_result) -> bool:
         """True if the lock at ``active_path`` was stale and we removed it."""
@@ -685,10 +691,15 @@ class DirQueue:
             queue_path = layout.queue_path(name, fanout)
             try:
                 control = self._read_control(queue_path)
+                data_path = self._resolve_data_path(name, control)
             except FileNotFoundError:
                 continue
             except CorruptJobError as err:
-                warnings.warn(f"dirqueue: skipping corrupt job {queue_path}: {err}", stacklevel=2)
+                # A job finished while we looked loses its queue file, then its data.
+                if os.path.lexists(queue_path):
+                    warnings.warn(
+                        f"dirqueue: skipping corrupt job {queue_path}: {err}", stacklevel=2
+                    )
                 continue
             host, pid = self._read_lock(layout.active_path(name))
             yield Job(
@@ -696,7 +707,7 @@ class DirQueue:
                 name,
                 queue_path,
                 control,
-                self._resolve_data_path(name, control),
+                data_path,
                 active_host=host,
                 active_pid=pid,
             )
