@@ -197,7 +197,7 @@ def test_data_location_splits_off_the_last_two_characters(
 
 
 line_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\0")
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\n\0")
 )
 metadata_names = line_text.filter(
     lambda name: name != "" and ":" not in name and not (len(name) == 4 and name[0] == "Q")

@@ -4,6 +4,7 @@ refused before anything is written."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from dirqueue import DirQueue, DirQueueError, InvalidMetadataError
 
 # Text that may appear in a control file line: anything but newline, NUL and lone
 # surrogates (which have no UTF-8 form).
-line_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\0")
+line_chars = st.characters(exclude_categories=["Cs"], exclude_characters="\n\0")
 line_text = st.text(alphabet=line_chars)
 valid_names = line_text.filter(
     lambda name: name != "" and ":" not in name and not (len(name) == 4 and name[0] == "Q")
@@ -143,7 +144,7 @@ def test_each_metadata_rule_fails_the_whole_enqueue_in_every_form(
     source = tmp_path / "source"
     source.write_bytes(b"x")
     fh = source.open("rb")
-    forms = [
+    forms: list[Callable[[], str]] = [
         lambda: queue.enqueue_string("x", metadata),
         lambda: queue.enqueue_file(source, metadata),
         lambda: queue.enqueue_fh(fh, metadata),

@@ -7,6 +7,7 @@ DirQueue, reach the critical steps in a chosen order.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -20,13 +21,13 @@ from typing import Any
 
 import pytest
 
-import dirqueue.queue
 from _helpers import files_under
 from dirqueue import DirQueue, Job
 
 GATE_TIMEOUT = 5.0
 REAL_LINK = os.link
 REAL_RENAME = os.rename
+REAL_LSTAT = os.lstat
 
 
 def run_threads(targets: dict[str, Callable[[], Any]]) -> dict[str, Any]:
@@ -106,7 +107,7 @@ def test_two_pickups_linking_the_same_lock_exactly_one_wins(
             # ... and both have linked before either checks what it got.
             both_linked.wait()
 
-    monkeypatch.setattr(dirqueue.queue.os, "link", gated_link)
+    monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
     results = run_threads({name: q.pickup_queued_job for name, q in queues.items()})
     monkeypatch.undo()
 
@@ -142,9 +143,9 @@ def test_many_pickups_at_once_one_job_each(qdir: Path, monkeypatch: pytest.Monke
         start.wait()
         return queue.pickup_queued_job()
 
-    monkeypatch.setattr(dirqueue.queue.os, "link", gated_link)
+    monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
     queues = {f"R{i}": DirQueue(qdir) for i in range(racers)}
-    results = run_threads({name: lambda q=q: racer(q) for name, q in queues.items()})
+    results = run_threads({name: functools.partial(racer, q) for name, q in queues.items()})
     monkeypatch.undo()
 
     won = holders(results)
@@ -177,13 +178,13 @@ def test_a_pickup_that_loses_to_finish_takes_nothing(
             nonlocal job_a
             # Between B's check that queue/NAME exists and B's link, A takes and
             # finishes the job (A's own lock link goes through unpatched).
-            monkeypatch.setattr(dirqueue.queue.os, "link", REAL_LINK)
+            monkeypatch.setattr("dirqueue.queue.os.link", REAL_LINK)
             job_a = worker_a.pickup_queued_job()
             assert job_a is not None
             job_a.finish()
         REAL_LINK(src, dst, **kwargs)
 
-    monkeypatch.setattr(dirqueue.queue.os, "link", finish_first_then_link)
+    monkeypatch.setattr("dirqueue.queue.os.link", finish_first_then_link)
     assert worker_b.pickup_queued_job() is None
     monkeypatch.undo()
     assert job_a is not None
@@ -247,8 +248,8 @@ def test_stale_lock_race_late_breaker_finds_a_fresh_lock(
                 wait(a_done, "A's pickup")
         REAL_RENAME(src, dst, **kwargs)
 
-    monkeypatch.setattr(dirqueue.queue.random, "uniform", lambda lo, hi: lo)
-    monkeypatch.setattr(dirqueue.queue.os, "rename", gated_rename)
+    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
+    monkeypatch.setattr("dirqueue.queue.os.rename", gated_rename)
     results = run_breakers(queues, a_done)
     monkeypatch.undo()
 
@@ -288,9 +289,9 @@ def test_stale_lock_race_both_break_at_once(
             both_linking.wait()
         REAL_LINK(src, dst, **kwargs)
 
-    monkeypatch.setattr(dirqueue.queue.random, "uniform", lambda lo, hi: lo)
-    monkeypatch.setattr(dirqueue.queue.os, "rename", gated_rename)
-    monkeypatch.setattr(dirqueue.queue.os, "link", gated_link)
+    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
+    monkeypatch.setattr("dirqueue.queue.os.rename", gated_rename)
+    monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
     results = run_breakers(queues, threading.Event())
     monkeypatch.undo()
 
@@ -310,9 +311,11 @@ def test_stale_lock_race_breaker_moves_a_new_lock_before_its_owner_checks_it(
     one, and puts it back. A must still end up holding the job -- not leave it locked
     in A's name with nobody working on it."""
     queues, jobid = stale_job(qdir, dead_pid)
+    active_path = str(qdir / "active" / jobid)
     both_judged = threading.Barrier(2, timeout=GATE_TIMEOUT)
     a_linked = threading.Event()
     b_moved = threading.Event()
+    a_looked = threading.Event()
 
     def gated_rename(src: str, dst: str, **kwargs: Any) -> None:
         if not is_aside(dst):
@@ -324,22 +327,34 @@ def test_stale_lock_race_breaker_moves_a_new_lock_before_its_owner_checks_it(
             return
         wait(a_linked, "A's new lock")
         try:
-            REAL_RENAME(src, dst, **kwargs)
+            REAL_RENAME(src, dst, **kwargs)  # Moves A's new lock aside.
         finally:
             b_moved.set()
 
     def gated_link(src: str, dst: str, **kwargs: Any) -> None:
+        if me() == "B" and is_aside(src):
+            # B puts the lock back only after A has looked for it (and found nothing).
+            wait(a_looked, "A's check of its lock")
         REAL_LINK(src, dst, **kwargs)
-        if me() == "A" and "/active/" in dst:
+        if me() == "A" and dst == active_path:
             a_linked.set()
             wait(b_moved, "B's rename")
 
-    monkeypatch.setattr(dirqueue.queue.random, "uniform", lambda lo, hi: lo)
-    monkeypatch.setattr(dirqueue.queue.os, "rename", gated_rename)
-    monkeypatch.setattr(dirqueue.queue.os, "link", gated_link)
+    def gated_lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        try:
+            return REAL_LSTAT(path, *args, **kwargs)
+        finally:
+            if me() == "A" and b_moved.is_set() and os.fspath(path) == active_path:
+                a_looked.set()
+
+    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
+    monkeypatch.setattr("dirqueue.queue.os.rename", gated_rename)
+    monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
+    monkeypatch.setattr("dirqueue.queue.os.lstat", gated_lstat)
     results = run_breakers(queues, threading.Event())
     monkeypatch.undo()
 
+    assert a_looked.is_set()
     assert results["B"] is None
     (holder,) = holders(results)
     assert results["A"] is holder
