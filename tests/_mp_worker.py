@@ -15,6 +15,7 @@ Roles:
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -65,10 +66,15 @@ def hold(queue: DirQueue, sync: Path, name: str) -> None:
     tmp = sync / f"{name}.holding.tmp"
     tmp.write_text(job.jobid)
     os.replace(tmp, sync / f"{name}.holding")
-    time.sleep(600)
+    time.sleep(MAX_LIFETIME_SECONDS)
+
+
+#: However the test ends, no worker outlives this (SIGALRM's default action ends it).
+MAX_LIFETIME_SECONDS = 120
 
 
 def main(argv: list[str]) -> None:
+    signal.alarm(MAX_LIFETIME_SECONDS)
     role, qdir, sync_dir, name = argv[:4]
     sync = Path(sync_dir)
     if role == "producer":
