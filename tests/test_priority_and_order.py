@@ -277,3 +277,29 @@ def test_drain_loop_gets_every_job_while_another_worker_enqueues(qdir: Path) -> 
     assert got == [b"second 0", b"second 1", b"second 2"]
     for job in held:
         job.finish()
+
+
+def test_a_job_finished_while_the_queue_is_listed_is_skipped_quietly(qdir: Path) -> None:
+    lister = DirQueue(qdir)
+    worker = DirQueue(qdir)
+    ids = [lister.enqueue_string(str(i), priority=10 + i) for i in range(3)]
+    listing = lister.jobs()
+    first = next(listing)
+    assert first.jobid == ids[0]
+    # The second job is finished after the scan but before the listing reaches it.
+    job = worker.pickup_queued_job(ids[1])
+    assert job is not None
+    job.finish()
+    rest = [job.jobid for job in listing]  # Warnings are errors: none may be raised.
+    assert rest == [ids[2]]
+
+
+@pytest.mark.parametrize("buf_size", [0, -1])
+def test_buf_size_must_be_positive(qdir: Path, buf_size: int) -> None:
+    with pytest.raises(ValueError, match="buf_size"):
+        DirQueue(qdir, buf_size=buf_size)
+
+
+def test_an_empty_directory_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        DirQueue("")
