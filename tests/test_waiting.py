@@ -3,6 +3,8 @@ driven by a fake clock without real waiting."""
 
 from __future__ import annotations
 
+import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -188,3 +190,43 @@ def test_wakes_promptly_when_a_job_is_returned(qdir: Path) -> None:
     assert job.get_data() == b"bounced"
     assert woke - float(out.strip()) < 1.0
     job.finish()
+
+
+@pytest.mark.timeout(30)
+def test_waiting_works_in_a_process_with_many_open_files(qdir: Path) -> None:
+    """A long-running worker may hold more than FD_SETSIZE (1024) descriptors; the
+    waiter's own descriptor is then past what select() can watch."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"cannot open {wanted} files here (hard limit {hard})")
+    queue = DirQueue(qdir)
+    queue.enqueue_string("warm up")
+    warm = queue.pickup_queued_job()
+    assert warm is not None
+    warm.finish()
+    fds: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    try:
+        while len(fds) < 1100:
+            fds.append(os.open(os.devnull, os.O_RDONLY))
+        assert queue.wait_for_queued_job(timeout=0.3, poll_interval=0.1) is None
+        child = subprocess.Popen(
+            [sys.executable, "-c", ENQUEUER, str(qdir), "0.5"], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            job = queue.wait_for_queued_job(timeout=20, poll_interval=10)
+            woke = time.time()
+            out, _ = child.communicate(timeout=20)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert job is not None
+        assert job.get_data() == b"from another process"
+        assert woke - float(out.strip()) < 1.0
+        job.finish()
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
