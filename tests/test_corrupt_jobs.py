@@ -93,3 +93,28 @@ def test_stray_files_in_tmp_and_active_do_not_disturb_the_queue(
     assert job.jobid == jobid
     job.finish()
     assert queue.pickup_queued_job() is None
+
+
+@pytest.mark.timeout(10)  # A FIFO opened for reading without a writer blocks forever.
+@pytest.mark.parametrize("kind", ["symlink", "directory", "fifo"])
+def test_a_non_file_under_a_job_name_in_queue_is_skipped_not_fatal(
+    queue: DirQueue, qdir: Path, kind: str
+) -> None:
+    good = queue.enqueue_string("good", priority=20)
+    odd = qdir / "queue" / "10.20000101000000000000.BM"
+    if kind == "symlink":
+        target = qdir / "elsewhere"
+        target.write_text("QDFN: /etc/hostname\nQSTT: 1\n")
+        odd.symlink_to(target)
+    elif kind == "directory":
+        odd.mkdir()
+    else:
+        os.mkfifo(odd)
+    with pytest.warns(UserWarning, match=f"corrupt job .*{odd.name}"):
+        assert [job.jobid for job in queue.jobs()] == [good]
+    with pytest.warns(UserWarning, match=f"corrupt job .*{odd.name}"):
+        job = queue.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == good
+    job.finish()
+    assert os.listdir(qdir / "active") == []
