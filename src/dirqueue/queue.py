@@ -7,6 +7,7 @@ import io
 import os
 import random
 import socket
+import stat
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -507,7 +508,18 @@ class DirQueue:
         )
 
     def _read_control(self, queue_path: str) -> ControlFile:
-        fd = os.open(queue_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # Anything in queue/ may carry a job's name. A symlink must not redirect us, a
+        # FIFO must not block us (O_NONBLOCK), and only a regular file is a job.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(queue_path, flags)
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            raise CorruptJobError("control file is a symbolic link", queue_path) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CorruptJobError("control file is not a regular file", queue_path)
         with os.fdopen(fd, "rb") as fh:
             raw = fh.read(CONTROL_FILE_MAX_BYTES + 1)
         return parse_control(raw, queue_path)
