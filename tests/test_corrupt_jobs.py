@@ -118,3 +118,27 @@ def test_a_non_file_under_a_job_name_in_queue_is_skipped_not_fatal(
     assert job.jobid == good
     job.finish()
     assert os.listdir(qdir / "active") == []
+
+
+@pytest.mark.timeout(10)  # A FIFO opened for reading without a writer blocks forever.
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_non_file_lock_in_active_does_not_crash_or_hang_readers(
+    qdir: Path, kind: str
+) -> None:
+    queue = DirQueue(qdir, active_file_lifetime=1)
+    jobid = queue.enqueue_string("x")
+    odd = qdir / "active" / jobid
+    if kind == "directory":
+        odd.mkdir()
+    else:
+        os.mkfifo(odd)
+    (listed,) = queue.jobs()
+    assert (listed.active_host, listed.active_pid) == (None, None)
+    assert queue.pickup_queued_job() is None  # Locked, and not old enough to break.
+    if kind == "fifo":
+        # Old, and naming no owner: broken like any stale lock, without blocking.
+        os.utime(odd, (1, 1))
+        with pytest.warns(UserWarning, match="broke stale lock"):
+            job = queue.pickup_queued_job()
+        assert job is not None
+        job.finish()
