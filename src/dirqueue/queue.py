@@ -575,9 +575,14 @@ class DirQueue:
         return True
 
     def _read_lock(self, active_path: str) -> tuple[str | None, int | None]:
+        # As in _read_control: a FIFO must not block us, and only a regular file is read.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            fd = os.open(active_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(active_path, flags)
         except OSError:
+            return None, None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
             return None, None
         with os.fdopen(fd, "rb") as fh:
             return parse_lock(fh.read(4096))
