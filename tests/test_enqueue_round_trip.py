@@ -9,8 +9,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dirqueue import DirQueue
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def take_only_job(queue: DirQueue, jobid: str) -> bytes:
@@ -217,4 +227,26 @@ def test_metadata_and_priority_go_with_every_form(queue: DirQueue, tmp_path: Pat
         assert job.jobid == jobid
         assert job.priority == expected_priority
         assert job.metadata == meta
+        job.finish()
+
+
+chunks_strategy = st.lists(
+    st.one_of(st.binary(max_size=300), st.text(max_size=100).filter(_encodable)), max_size=12
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(chunks=chunks_strategy)
+def test_any_chunking_stores_the_concatenation(queue: DirQueue, chunks: list[str | bytes]) -> None:
+    expected = b"".join(c.encode("utf-8") if isinstance(c, str) else c for c in chunks)
+    feed = iter([*chunks, None])
+    by_sub = queue.enqueue_sub(lambda: next(feed))
+    by_iter = queue.enqueue_iter(chunks)
+    for jobid in (by_sub, by_iter):
+        job = queue.pickup_queued_job(jobid)
+        assert job is not None
+        assert job.get_data() == expected
+        assert job.get_data_size_bytes() == len(expected)
         job.finish()

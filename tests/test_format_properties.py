@@ -197,10 +197,10 @@ def test_data_location_splits_off_the_last_two_characters(
 
 
 line_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\0")
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\n\0")
 )
 metadata_names = line_text.filter(
-    lambda name: name != "" and ":" not in name and not (len(name) == 4 and name[0] == "Q")
+    lambda name: ":" not in name and not (len(name) == 4 and name[0] == "Q")
 )
 extra_system_keys = st.from_regex(r"Q[A-Z]{3}", fullmatch=True).filter(
     lambda key: key not in {"QDFN", "QDSB", "QSTT", "QSTM", "QSHN"}

@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -201,3 +202,47 @@ def test_a_collision_in_queue_but_not_data_is_also_renamed(
     assert squatter.read_bytes() == b"not ours"
     assert not (qdir / data_rel(taken)).exists()  # The first try's data was removed.
     assert (qdir / data_rel(jobid)).read_bytes() == b"mine"
+
+
+@pytest.mark.timeout(60)
+def test_threads_enqueueing_at_the_same_instant_all_get_distinct_names(
+    qdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads share a pid, so with a frozen clock every first try makes the same name:
+    every enqueue but one must go through the collision path, and none may overwrite
+    another's data or control file."""
+    frozen_ns = time.time_ns()
+    real = make_job_id
+
+    def frozen_clock_make_job_id(*args: object, **kwargs: object) -> tuple[str, int, int]:
+        if kwargs.get("collision_suffix") is None:
+            kwargs["now_ns"] = frozen_ns
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dirqueue.queue, "make_job_id", frozen_clock_make_job_id)
+    queue = DirQueue(qdir, durable=False)
+    start = threading.Barrier(6, timeout=10)
+    results: dict[int, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def enqueue_many(thread: int) -> None:
+        try:
+            start.wait()
+            results[thread] = [queue.enqueue_string(f"{thread}:{i}") for i in range(40)]
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=enqueue_many, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=50)
+    assert not errors, errors
+    jobids = [jobid for ids in results.values() for jobid in ids]
+    assert len(jobids) == len(set(jobids)) == 240
+    got = {}
+    while (job := queue.pickup_queued_job()) is not None:
+        got[job.jobid] = job.get_data().decode()
+        job.finish()
+    assert got == {jobid: f"{t}:{i}" for t, ids in results.items() for i, jobid in enumerate(ids)}
+    assert files_under(qdir) == []

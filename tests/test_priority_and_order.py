@@ -232,3 +232,74 @@ def test_entries_in_queue_that_are_not_jobs_are_ignored(queue: DirQueue, qdir: P
     (qdir / "queue" / ".hidden").write_text("not a job")
     assert [job.jobid for job in queue.jobs()] == [jobid]
     assert [job.jobid for job in drain(queue)] == [jobid]
+
+
+def test_pickup_finds_a_new_job_while_the_ones_it_listed_are_held(qdir: Path) -> None:
+    """None from pickup_queued_job means no job can be taken: it must not stop at the
+    end of a listing it reused while new jobs arrived."""
+    worker_1 = DirQueue(qdir)
+    worker_2 = DirQueue(qdir)
+    worker_1.enqueue_string("a")
+    worker_1.enqueue_string("b")
+    a = worker_1.pickup_queued_job()
+    b = worker_2.pickup_queued_job()
+    assert a is not None
+    assert b is not None
+    assert (a.get_data(), b.get_data()) == (b"a", b"b")
+    late = worker_2.enqueue_string("c")
+    c = worker_1.pickup_queued_job()
+    assert c is not None, "a waiting job was not seen"
+    assert c.jobid == late
+    for job in (a, b, c):
+        job.finish()
+
+
+def test_drain_loop_gets_every_job_while_another_worker_enqueues(qdir: Path) -> None:
+    worker = DirQueue(qdir)
+    producer = DirQueue(qdir)
+    held = []
+    for i in range(5):
+        producer.enqueue_string(f"first {i}")
+    first = worker.pickup_queued_job()
+    assert first is not None
+    held.append(first)
+    # Another worker holds the rest of what our listing saw ...
+    other = DirQueue(qdir)
+    while (job := other.pickup_queued_job()) is not None:
+        held.append(job)
+    # ... and more arrive: we must take them, not report an empty queue.
+    for i in range(3):
+        producer.enqueue_string(f"second {i}")
+    got = []
+    while (job := worker.pickup_queued_job()) is not None:
+        got.append(job.get_data())
+        job.finish()
+    assert got == [b"second 0", b"second 1", b"second 2"]
+    for job in held:
+        job.finish()
+
+
+def test_a_job_finished_while_the_queue_is_listed_is_skipped_quietly(qdir: Path) -> None:
+    lister = DirQueue(qdir)
+    worker = DirQueue(qdir)
+    ids = [lister.enqueue_string(str(i), priority=10 + i) for i in range(3)]
+    listing = lister.jobs()
+    first = next(listing)
+    assert first.jobid == ids[0]
+    # The second job is finished after the scan but before the listing reaches it.
+    job = worker.pickup_queued_job(ids[1])
+    assert job is not None
+    job.finish()
+    rest = [job.jobid for job in listing]  # Warnings are errors: none may be raised.
+    assert rest == [ids[2]]
+
+
+@pytest.mark.parametrize("buf_size", [0, -1])
+def test_buf_size_must_be_positive(qdir: Path, buf_size: int) -> None:
+    with pytest.raises(ValueError, match="buf_size"):
+        DirQueue(qdir, buf_size=buf_size)
+
+
+def test_an_empty_directory_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        DirQueue("")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import dirqueue.queue
 from dirqueue import DirQueue
 
 
@@ -132,13 +131,13 @@ def test_grace_delay_scales_with_the_lifetime(
         ranges.append((lo, hi))
         return hi  # The longest grace the queue allows.
 
-    monkeypatch.setattr(dirqueue.queue.random, "uniform", grace)
+    monkeypatch.setattr("dirqueue.queue.random.uniform", grace)
     lock = plant_lock(qdir, jobid, content, age=age)
     assert queue.pickup_queued_job() is None  # Still inside its grace.
     assert lock.exists()
     assert ranges == [(0, max_grace)]
 
-    monkeypatch.setattr(dirqueue.queue.random, "uniform", lambda lo, hi: lo)
+    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
     with pytest.warns(UserWarning, match="broke stale lock"):
         job = queue.pickup_queued_job()  # No grace: broken as soon as it is stale.
     assert job is not None
@@ -164,7 +163,7 @@ def test_a_lock_younger_than_the_lifetime_is_never_broken_whatever_the_grace(
     qdir: Path, dead_pid: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queue, jobid = enqueue_one(qdir, lifetime=10)
-    monkeypatch.setattr(dirqueue.queue.random, "uniform", lambda lo, hi: lo)
+    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
     plant_lock(qdir, jobid, f"{socket.gethostname()}\n{dead_pid}\n", age=8)
     assert queue.pickup_queued_job() is None
 
@@ -208,4 +207,23 @@ def test_a_held_job_keeps_its_lock_fresh_while_its_process_lives(qdir: Path) -> 
     assert lock.stat().st_mtime > time.time() - 1  # The heartbeat touched it.
     other = DirQueue(qdir, active_file_lifetime=0.4)
     assert other.pickup_queued_job() is None
+    job.finish()
+
+
+@pytest.mark.parametrize("pid", [2**31, 2**63, 10**30])
+def test_a_lock_naming_an_impossible_pid_does_not_break_pickup(qdir: Path, pid: int) -> None:
+    """A corrupt lock (a pid no process can have) must not make every pickup crash."""
+    queue, jobid = enqueue_one(qdir, lifetime=1)
+    other = queue.enqueue_string("another job", priority=90)
+    content = f"{socket.gethostname()}\n{pid}\n"
+    plant_lock(qdir, jobid, content, age=0)
+    job = queue.pickup_queued_job()  # Fresh lock: skipped, the next job is taken.
+    assert job is not None
+    assert job.jobid == other
+    job.finish()
+    plant_lock(qdir, jobid, content, age=60)
+    with pytest.warns(UserWarning, match="broke stale lock"):
+        job = queue.pickup_queued_job()  # Stale, and its owner cannot exist.
+    assert job is not None
+    assert job.jobid == jobid
     job.finish()

@@ -152,8 +152,6 @@ def validate_metadata(metadata: object) -> dict[str, str]:
                 " (convert numbers with str())",
                 key,
             )
-        if key == "":
-            raise InvalidMetadataError("metadata name is empty: give every item a name", key)
         for what, text in (("name", key), ("value", value)):
             if "\n" in text or "\0" in text:
                 raise InvalidMetadataError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import select
 import sys
@@ -84,8 +85,11 @@ class DirWatcher:
         if self._fd < 0:
             self._sleep(timeout)
             return False
-        ready, _, _ = select.select([self._fd], [], [], timeout)
-        if not ready:
+        # poll(), not select(): select() refuses descriptors past FD_SETSIZE (1024),
+        # which a long-running worker with many open files easily hands us.
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        if not poller.poll(math.ceil(timeout * 1000)):
             return False
         self._drain()
         return True

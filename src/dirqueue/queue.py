@@ -56,6 +56,9 @@ _MTIME_TRUST_AFTER: Final = 2.0
 #: for every pickup. The cost: a job of better priority that arrives meanwhile waits
 #: up to this long to jump the line.
 _RESCAN_INTERVAL: Final = 1.0
+#: How long a pickup waits for its new lock to come back when a stale-lock breaker has
+#: moved it aside to inspect it (see _lock_landed).
+_LOCK_IN_FLIGHT_WAIT: Final = 2.0
 
 
 class _Listing:
@@ -93,6 +96,11 @@ class _Staged:
     new_queue_dirs: list[str] = field(default_factory=list)
     #: Written files still open, to be fsynced together (durable mode).
     open_fds: list[int] = field(default_factory=list)
+
+
+def _unchanged(listing: _Listing, mtime_ns: int) -> bool:
+    """True if queue/, now at ``mtime_ns``, provably has not changed since ``listing``."""
+    return listing.mtime_ns == mtime_ns and listing.taken_at - mtime_ns / 1e9 > _MTIME_TRUST_AFTER
 
 
 #: What a pickup attempt returns when the job is no longer in the queue at all.
@@ -665,7 +673,7 @@ class DirQueue:
             random.shuffle(entries)
         return entries
 
-    def _candidates(self) -> _Listing:
+    def _candidates(self, *, rescan: bool = False) -> _Listing:
         """Waiting jobs to try, reusing the last listing while queue/ is unchanged."""
         try:
             mtime_ns = os.stat(self.layout.queue_dir).st_mtime_ns
@@ -673,15 +681,23 @@ class DirQueue:
             return _Listing(0, [], 0.0)
         now = time.time()
         cached = self._listing
-        if cached is not None:
-            unchanged = (
-                cached.mtime_ns == mtime_ns
-                and cached.taken_at - mtime_ns / 1e9 > _MTIME_TRUST_AFTER
+        if (
+            cached is not None
+            and not rescan
+            and (
+                _unchanged(cached, mtime_ns)
+                or (cached.remaining() and now - cached.taken_at < _RESCAN_INTERVAL)
             )
-            if unchanged or (cached.remaining() and now - cached.taken_at < _RESCAN_INTERVAL):
-                return cached
+        ):
+            return cached
         self._listing = _Listing(mtime_ns, self._scan(), now)
         return self._listing
+
+    def _listing_is_current(self, listing: _Listing) -> bool:
+        try:
+            return _unchanged(listing, os.stat(self.layout.queue_dir).st_mtime_ns)
+        except FileNotFoundError:
+            return False
 
     def pickup_queued_job(self, path: str | None = None) -> Job | None:
         """Take the next waiting job, or the one named by ``path``; None if there is none.
@@ -699,10 +715,22 @@ class DirQueue:
                 if isinstance(job, Job):
                     return job
             return None
+        reusable = self._listing
+        listing = self._list_candidates()
+        job = self._pickup_from(listing)
+        if job is None and listing is reusable and not self._listing_is_current(listing):
+            # The listing was reused (see _RESCAN_INTERVAL) and jobs may have arrived
+            # since: look again before reporting that there is nothing to take.
+            job = self._pickup_from(self._list_candidates(rescan=True))
+        return job
+
+    def _list_candidates(self, *, rescan: bool = False) -> _Listing:
         try:
-            listing = self._candidates()
+            return self._candidates(rescan=rescan)
         except OSError as err:
             raise QueueIOError(f"listing the jobs in {self.layout.queue_dir}", err) from err
+
+    def _pickup_from(self, listing: _Listing) -> Job | None:
         entries = listing.entries
         for index in range(listing.pos, len(entries)):
             job = self._try_pickup(*entries[index])
@@ -774,17 +802,7 @@ class DirQueue:
                 os.link(tmp_lock, active_path)
             except OSError:
                 pass  # Only the inode below says whether the lock is ours.
-            try:
-                target = os.lstat(active_path)
-            except FileNotFoundError:
-                if not os.path.lexists(active_path):
-                    return None
-                target = os.lstat(active_path)  # There after all (ESTALE recovery).
-            if (target.st_ino, target.st_dev, target.st_uid) != (
-                lock_stat.st_ino,
-                lock_stat.st_dev,
-                lock_stat.st_uid,
-            ):
+            if not self._lock_landed(tmp_lock, active_path, lock_stat):
                 return None  # Another worker's lock.
         except BaseException:
             # A lock we may have linked but could not confirm would keep the job from
@@ -804,6 +822,7 @@ class DirQueue:
         try:
             control = self._read_control(queue_path)
             self._check_data(name, queue_path)
+            data_path = self.layout.data_path(name)
         except FileNotFoundError:
             # Finished by another worker (whose lock we broke as stale) meanwhile.
             self._unlock_if_ours(active_path, lock_stat)
@@ -833,7 +852,7 @@ class DirQueue:
             name,
             queue_path,
             control,
-            self._resolve_data_path(name, control),
+            data_path,
             active_host=self.hostname,
             active_pid=os.getpid(),
             lock_stat=lock_stat,
@@ -946,8 +965,13 @@ class DirQueue:
 
     def _resolve_data_path(self, jobid: str, control: ControlFile) -> str:
         # The job id alone says where the data is in *this* DIR; QDFN holds the
-        # submitter's view, which may be another mount point or a moved queue.
-        return self.layout.data_path(jobid)
+        # submitter's view, which may be another mount point or a moved queue. QDFN is
+        # not used as a fallback: whoever can write a control file could otherwise make
+        # a worker read, and finish() delete, any file the worker can reach.
+        local = self.layout.data_path(jobid)
+        if not os.path.isfile(local):
+            raise CorruptJobError(f"job {jobid} has no data file at {local!r}", local)
+        return local
 
     def _break_if_stale(self, name: str, active_path: str, lock: os.stat_result) -> bool:
         """True if the lock at ``active_path`` was stale and we removed it."""
@@ -1018,11 +1042,38 @@ class DirQueue:
             return True  # An unreadable lock names no live owner.
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
+        except (ProcessLookupError, OverflowError):
+            return True  # Gone, or a pid (from a corrupt lock) that no process can have.
         except PermissionError:
             return False  # It exists, under another user.
         return False
+
+    def _lock_landed(self, tmp_lock: str, active_path: str, lock_stat: os.stat_result) -> bool:
+        """True if ``active_path`` is now our lock (the inode created as ``tmp_lock``)."""
+        # A dequeuer breaking the stale lock we replaced may move our new lock aside to
+        # check it (_break_if_stale), and puts it back at once. While active/NAME is not
+        # ours but our inode has a name besides tmp_lock, the lock is in flight: wait for
+        # it to land, rather than give up and leave the job locked in our name by nobody.
+        deadline = time.monotonic() + _LOCK_IN_FLIGHT_WAIT
+        while True:
+            try:
+                target = os.lstat(active_path)
+            except FileNotFoundError:
+                pass
+            else:
+                if (target.st_ino, target.st_dev, target.st_uid) == (
+                    lock_stat.st_ino,
+                    lock_stat.st_dev,
+                    lock_stat.st_uid,
+                ):
+                    return True
+            try:
+                in_flight = os.lstat(tmp_lock).st_nlink > 1
+            except FileNotFoundError:
+                return False
+            if not in_flight or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
 
     def _unlock_if_ours(self, active_path: str, lock_stat: os.stat_result) -> None:
         # Remove the lock only if it is still the file we linked: a lock broken as
@@ -1180,10 +1231,15 @@ class DirQueue:
             queue_path = layout.queue_path(name, fanout)
             try:
                 control = self._read_control(queue_path)
+                data_path = self._resolve_data_path(name, control)
             except FileNotFoundError:
                 continue
             except CorruptJobError as err:
-                warnings.warn(f"dirqueue: skipping corrupt job {queue_path}: {err}", stacklevel=2)
+                # A job finished while we looked loses its queue file, then its data.
+                if os.path.lexists(queue_path):
+                    warnings.warn(
+                        f"dirqueue: skipping corrupt job {queue_path}: {err}", stacklevel=2
+                    )
                 continue
             host, pid = self._read_lock(layout.active_path(name))
             yield Job(
@@ -1191,7 +1247,7 @@ class DirQueue:
                 name,
                 queue_path,
                 control,
-                self._resolve_data_path(name, control),
+                data_path,
                 active_host=host,
                 active_pid=pid,
             )
