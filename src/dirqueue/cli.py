@@ -9,6 +9,7 @@ one line on stderr and an exit status: 2 for a usage error, 1 for a failure, 3 w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -757,7 +758,10 @@ def main(
     err = stderr if stderr is not None else sys.stderr
     parser = build_parser(prog)
     try:
-        args = parser.parse_args(argv)
+        # argparse prints help and errors on sys.stdout/sys.stderr; send them where
+        # the caller asked.
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     sub_prog = prog if prog.startswith("dq-") else f"{prog} {args.subcommand}"
