@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dirqueue import DirQueue, FailedStore, Job, Worker, cli, list_jobs, queue_stats
 from dirqueue.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,7 @@ def sections(name: str) -> str:
         for match in heading.finditer(text):
             level = len(match.group(1))
             rest = text[match.end():]
-            end = re.search(r"^#{1,%d} " % level, rest, re.MULTILINE)
+            end = re.search(rf"^#{{1,{level}}} ", rest, re.MULTILINE)
             found.append(rest[: end.start()] if end else rest)
     return "\n".join(found)
 
@@ -56,9 +57,12 @@ def test_every_subcommand_has_a_section_with_all_its_options(name: str) -> None:
     missing = []
     for action in subparsers()[name]._actions:
         for option in action.option_strings:
-            if option.startswith("--") and option not in ("--help", "--dir", "--fanout"):
-                if not re.search(re.escape(option) + r"\b", text):
-                    missing.append(option)
+            if (
+                option.startswith("--")
+                and option not in ("--help", "--dir", "--fanout")
+                and not re.search(re.escape(option) + r"\b", text)
+            ):
+                missing.append(option)
         if not action.option_strings and action.dest not in ("help",):
             metavar = str(action.metavar or action.dest.upper()).split()[0]
             if metavar not in text:
@@ -80,9 +84,6 @@ def test_perl_tool_names_are_documented() -> None:
 
 
 def test_json_keys_are_documented(tmp_path: Path) -> None:
-    from dirqueue import DirQueue, FailedStore, Worker, list_jobs, queue_stats
-    from dirqueue.job import Job
-
     q = DirQueue(tmp_path / "q")
     q.enqueue_string("x", {"k": "v"})
     q.enqueue_string("y")
@@ -101,8 +102,6 @@ def test_json_keys_are_documented(tmp_path: Path) -> None:
 
 
 def test_exit_codes_are_documented() -> None:
-    from dirqueue import cli
-
     text = sections("list") + all_docs()
     for code in (cli.EXIT_OK, cli.EXIT_FAILURE, cli.EXIT_USAGE, cli.EXIT_NO_JOB):
         assert re.search(rf"^\| {code} \|", text, re.MULTILINE), f"exit status {code}"
