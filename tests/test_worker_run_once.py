@@ -221,3 +221,16 @@ def test_invalid_settings_are_refused(tmp_path: Path) -> None:
         Worker(q, boom, max_attempts=0)
     with pytest.raises(ValueError, match="poll_interval"):
         Worker(q, boom, poll_interval=0)
+
+
+@pytest.mark.filterwarnings("ignore:dirqueue. skipping corrupt job")
+def test_until_empty_gives_up_on_a_job_that_no_pickup_takes(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    q.enqueue_string("x")
+    (job,) = q.jobs()
+    Path(job.queue_path).write_text("not a control file\n")  # Corrupt: never picked up.
+    clock = FakeClock()
+    report = Worker(q, boom, until_empty=True, clock=clock, sleep=clock.sleep).run()
+    assert report.stop_reason == "queue empty"
+    assert 3 <= clock.now - 1000.0 <= 4
+    assert report.jobs == 0

@@ -317,8 +317,11 @@ def cmd_deque(ctx: _Context) -> int:
         idle_timeout=args.wait or None,
     )
     with worker.signal_handlers():
-        result = worker.run_once(timeout=args.wait)
-    if result.outcome is Outcome.IDLE:
+        # Short steps while waiting, so that a signal ends the wait promptly.
+        result = worker.run_once()
+        while result.outcome is Outcome.IDLE and not worker.stopping:
+            result = worker.run_once()
+    if result.outcome in (Outcome.IDLE, Outcome.STOPPED):
         ctx.say(f"no job waiting in {queue.dir}")
         return EXIT_NO_JOB
     return _report_step(ctx, result, args.max_attempts)

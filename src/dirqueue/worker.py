@@ -67,6 +67,9 @@ DEFAULT_MAX_ATTEMPTS: Final = 3
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 #: How long a command gets to exit after SIGTERM before it is killed.
 _COMMAND_KILL_GRACE: Final = 5.0
+#: How long ``until_empty`` waits for unlocked jobs that pickups do not take (the
+#: pickup's listing is reused for about a second) before it calls the queue empty.
+_UNSEEN_JOB_PATIENCE: Final = 3.0
 #: How much of a failed command's stderr the failed-job record keeps.
 _STDERR_TAIL: Final = 4096
 
@@ -263,6 +266,7 @@ class Worker:
         self._signals = 0
         self._in_handler = False
         self._last_activity = clock()
+        self._unseen_since: float | None = None
 
     # -- stopping --------------------------------------------------------------------
 
@@ -316,12 +320,10 @@ class Worker:
             if self._budget is not None:
                 self._budget.release()
             if self.until_empty:
-                if waiting_job_ids(self.queue):
-                    # A job is waiting that this pickup did not see (returned after a
-                    # failure since our last look at the queue): not empty yet.
-                    self._sleep(min(self.poll_interval, 0.05))
-                else:
+                if self._looks_empty():
                     self.request_stop("queue empty")
+                else:
+                    self._sleep(min(self.poll_interval, 0.05))
             elif (
                 self.idle_timeout is not None
                 and self._clock() - self._last_activity >= self.idle_timeout
@@ -329,12 +331,27 @@ class Worker:
                 self.request_stop("idle timeout")
             self.report.counts[Outcome.IDLE.value] += 1
             return StepResult(Outcome.IDLE)
+        self._unseen_since = None
         result = self.process(job)
         self._last_activity = self._clock()
         self.report.counts[result.outcome.value] += 1
         if self.on_result is not None:
             self.on_result(result)
         return result
+
+    def _looks_empty(self) -> bool:
+        """True when no job waits that this worker could take (for ``until_empty``)."""
+        if not waiting_job_ids(self.queue):
+            self._unseen_since = None
+            return True
+        # Unlocked jobs are there that the pickup did not take: most likely returned
+        # after a failure since the pickup last listed the queue, which it will see on
+        # its next listing. But a job that no pickup will ever take (a corrupt control
+        # file) must not keep us waiting forever.
+        now = self._clock()
+        if self._unseen_since is None:
+            self._unseen_since = now
+        return now - self._unseen_since > _UNSEEN_JOB_PATIENCE
 
     def _take(self, timeout: float | None) -> Job | None:
         if timeout is None:
