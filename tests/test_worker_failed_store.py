@@ -120,3 +120,34 @@ def test_attempt_count_survives_a_perl_style_reader(tmp_path: Path) -> None:
         "QDFN", "QDSB", "QSTT", "QSTM", "QSHN", ATTEMPTS_KEY, "a",
     ]
     job.return_to_queue()
+
+
+def test_two_processes_requeueing_at_once_requeue_the_job_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Force the interleaving: both requeuers have looked the job up before either
+    # claims it (the claim is a rename, which only one of them can win).
+    q = DirQueue(tmp_path / "q")
+    jobid = fail_one(q)
+    first, second = FailedStore(q), FailedStore(DirQueue(tmp_path / "q"))
+    real_rename = os.rename
+    second_result: list[object] = []
+
+    def rename_with_rival(src: str, dst: str) -> None:
+        if ".requeue." in dst and not second_result:
+            monkeypatch.setattr(os, "rename", real_rename)
+            # The rival gets in just before our claim.
+            try:
+                second_result.append(second.requeue(jobid))
+            except NoSuchFailedJobError as err:
+                second_result.append(err)
+            real_rename(src, dst)  # Ours: the entry is gone by now.
+            return
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename_with_rival)
+    with pytest.raises(NoSuchFailedJobError):
+        first.requeue(jobid)
+    assert second_result == [jobid]
+    assert [j.jobid for j in q.jobs()] == [jobid]
+    assert FailedStore(q).count() == 0

@@ -339,12 +339,13 @@ class Layout:
         """One file of a failed job: ``FAILED_CONTROL``, ``FAILED_DATA`` or ``FAILED_ERROR``."""
         return os.path.join(self.failed_dir, jobid, which)
 
-    def failed_staging_dir(self, jobid: str, purpose: str, pid: int) -> str:
-        """``failed/.NAME.PURPOSE.PID``: a failed job's directory while it is moved.
+    def failed_staging_dir(self, jobid: str, purpose: str, token: str) -> str:
+        """``failed/.NAME.PURPOSE.TOKEN``: a failed job's directory while it is moved.
 
         Dot names are never listed, so a half-built or half-removed entry is invisible.
+        ``TOKEN`` (pid and time) keeps two movers, even threads of one process, apart.
         """
-        return os.path.join(self.failed_dir, f".{jobid}.{purpose}.{pid}")
+        return os.path.join(self.failed_dir, f".{jobid}.{purpose}.{token}")
 
     def jobid_from_path(self, path: str) -> str:
         """The job id named by a queue path or given as a bare id."""

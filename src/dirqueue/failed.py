@@ -29,6 +29,7 @@ import os
 import random
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -233,10 +234,9 @@ class FailedStore:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-        staging = layout.failed_staging_dir(jobid, "new", os.getpid())
+        staging = layout.failed_staging_dir(jobid, "new", _token())
         try:
             _fs.makedirs(layout.failed_dir)
-            shutil.rmtree(staging, ignore_errors=True)  # Left by a crash of ours.
             os.mkdir(staging)
             try:
                 _write_file(
@@ -355,7 +355,7 @@ class FailedStore:
             raise NoSuchFailedJobError(
                 f"{jobid!r} is not a job id: copy one from 'dq list --failed'", jobid
             )
-        claimed = self.layout.failed_staging_dir(jobid, purpose, os.getpid())
+        claimed = self.layout.failed_staging_dir(jobid, purpose, _token())
         try:
             os.rename(self.layout.failed_job_dir(jobid), claimed)
         except FileNotFoundError:
@@ -481,3 +481,7 @@ def _as_float(value: object) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return 0.0
+
+
+def _token() -> str:
+    return f"{os.getpid()}.{time.time_ns()}.{threading.get_ident()}"
