@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from dirqueue import DirQueue, FailedStore, Job, Worker
-from dirqueue.cli import EXIT_FAILURE, EXIT_NO_JOB, EXIT_OK, EXIT_USAGE, main, parse_age
+from dirqueue.cli import (
+    EXIT_FAILURE,
+    EXIT_NO_JOB,
+    EXIT_OK,
+    EXIT_USAGE,
+    main,
+    parse_age,
+    perl_arguments,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -311,6 +319,16 @@ def test_requeue_and_purge_failed_jobs(tmp_path: Path) -> None:
     assert f"no failed job {ids[0]}" in err
 
 
+def test_perl_style_single_dash_options_are_converted() -> None:
+    assert perl_arguments(["-dir", "q", "-njobs", "3", "cat", "-n"]) == [
+        "--dir", "q", "--njobs", "3", "cat", "-n",
+    ]
+    assert perl_arguments(["-dir=q", "-count"]) == ["--dir=q", "--count"]
+    assert perl_arguments(["-dir", "q", "--", "cat", "-dir"]) == [
+        "--dir", "q", "--", "cat", "-dir",
+    ]
+
+
 def test_parse_age_units() -> None:
     assert parse_age("90") == 90
     assert parse_age("15m") == 900
@@ -372,9 +390,13 @@ def test_perl_tool_names_accept_the_perl_options(tmp_path: Path, files: list[str
     assert run("dq-list", "--dir", q).returncode == 0
     deque = run("dq-deque", "--dir", q, "cat")
     assert (deque.returncode, deque.stdout) == (0, "line 0\n")
-    served = run("dq-server", "--njobs", "2", "--dir", q, "cat")
+    served = run("dq-server", "--njobs", "1", "--dir", q, "cat")
     assert served.returncode == 0, served.stderr
-    assert served.stdout.startswith("line 1\nline 2\n")
+    assert served.stdout.startswith("line 1\n")
+    # Getopt::Long also takes one dash, as old scripts may have it.
+    served = run("dq-server", "-njobs", "1", "-dir", q, "cat")
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.startswith("line 2\n")
     assert list(DirQueue(q).jobs()) == []
     bad = run("dq-list")
     assert bad.returncode == 2

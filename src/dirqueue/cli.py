@@ -790,9 +790,33 @@ def run() -> NoReturn:
     sys.exit(main())
 
 
+#: The Perl tools' options. Their Getopt::Long also takes them with one dash.
+_PERL_OPTIONS: Final = ("dir", "njobs", "count", "fanout")
+
+
+def perl_arguments(argv: Sequence[str]) -> list[str]:
+    """``-dir Q`` and ``-dir=Q`` (Getopt::Long style) as ``--dir Q``, up to the command."""
+    converted = []
+    for index, arg in enumerate(argv):
+        name = arg[1:].split("=", 1)[0]
+        if arg.startswith("-") and not arg.startswith("--") and name in _PERL_OPTIONS:
+            converted.append("-" + arg)
+        elif arg == "--" or not arg.startswith("-"):
+            # Past the options: the rest (a file list, or the command) is as given,
+            # apart from the values of options we just converted.
+            if index and converted and converted[-1] in ("--dir", "--njobs"):
+                converted.append(arg)
+                continue
+            converted.extend(argv[index:])
+            break
+        else:
+            converted.append(arg)
+    return converted
+
+
 def _alias(subcommand: str) -> NoReturn:
     prog = f"dq-{subcommand}"
-    sys.exit(main([subcommand, *sys.argv[1:]], prog=prog))
+    sys.exit(main([subcommand, *perl_arguments(sys.argv[1:])], prog=prog))
 
 
 def perl_submit() -> NoReturn:
