@@ -319,6 +319,17 @@ def test_requeue_and_purge_failed_jobs(tmp_path: Path) -> None:
     assert f"no failed job {ids[0]}" in err
 
 
+def test_library_errors_are_one_line_and_exit_1(tmp_path: Path, files: list[str]) -> None:
+    code, _, err = dq("stats", "--dir", "")
+    assert code == EXIT_FAILURE
+    assert err.startswith("dq stats: queue directory must not be empty")
+    code, _, err = dq("submit", "--dir", str(tmp_path / "q"), "--meta", "QABC=1", files[0])
+    assert code == EXIT_FAILURE
+    assert "reserved" in err
+    assert err.count("\n") == 1
+    assert list(DirQueue(tmp_path / "q").jobs()) == []
+
+
 def test_perl_style_single_dash_options_are_converted() -> None:
     assert perl_arguments(["-dir", "q", "-njobs", "3", "cat", "-n"]) == [
         "--dir", "q", "--njobs", "3", "cat", "-n",

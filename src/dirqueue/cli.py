@@ -775,7 +775,9 @@ def main(
     except UsageError as error:
         err.write(f"{sub_prog}: {error} (see '{sub_prog} --help')\n")
         return EXIT_USAGE
-    except (DirQueueError, OSError) as error:
+    except (DirQueueError, OSError, ValueError) as error:
+        # Library errors say what was wrong and what to do; ValueError is what the
+        # API raises for a bad setting (such as an empty --dir).
         err.write(f"{sub_prog}: {error}\n")
         return EXIT_FAILURE
     except KeyboardInterrupt:
