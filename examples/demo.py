@@ -1,80 +1,178 @@
-"""A persistent worker drains jobs that other processes submit.
+"""make demo: dirqueue's processing server, end to end, with the real ``dq`` command.
 
-Three producer processes enqueue jobs with metadata and priorities; two worker
-processes, each keeping a cache warm across jobs, drain the queue. The summary shows
-how many jobs each worker did, that priorities were honoured, and the throughput.
+1. Five processes submit 300 jobs (and 2 poisoned ones) at once with ``dq submit``.
+2. ``dq stats`` shows the queue.
+3. A few jobs are run the spooler way, one process per job (``dq deque``), which
+   rebuilds the handler's table of primes every time.
+4. ``dq server --workers 2 --handler demo_handler:handle --until-empty`` runs the rest
+   in two persistent workers that build the table once each.
+5. A summary: jobs per worker, throughput, the failure policy at work (the poisoned
+   jobs end in failed/ after 3 attempts), and ``dq stats`` after.
+
+Run with ``--keep`` to keep the queue directory for a look around.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import collections
 import os
+import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from pathlib import Path
 
-from dirqueue import DirQueue
-
-PRODUCERS = 3
-JOBS_PER_PRODUCER = 100
-
-
-def produce(qdir: str, n: int) -> None:
-    q = DirQueue(qdir)
-    for i in range(n):
-        priority = 10 if i % 10 == 0 else 50
-        q.enqueue_string(f"{n * 7 + i}", {"producer": str(os.getpid()), "i": str(i)}, priority)
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+DQ = str(BIN / "dq")
+SUBMITTERS = 4
+JOBS = 300
+POISONED = 2
+COLD_JOBS = 4
 
 
-def consume(qdir: str, results: mp.Queue) -> None:  # type: ignore[type-arg]
-    q = DirQueue(qdir)
-    cache: dict[int, int] = {}  # Warm across jobs: the point of a persistent worker.
-    hits = done = 0
-    order: list[int] = []
-    while True:
-        job = q.wait_for_queued_job(timeout=1.0, poll_interval=0.2)
-        if job is None:
-            break
-        with job:
-            key = int(job.get_data()) % 25
-            if key in cache:
-                hits += 1
-            else:
-                cache[key] = sum(range(200_000 + key))  # The expensive warm-up.
-            order.append(job.priority)
-            done += 1
-    results.put((os.getpid(), done, hits, order))
+def dq(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own dq, our own arguments
+        [DQ, *args], text=True, capture_output=True, check=True, timeout=300, **kwargs  # type: ignore[call-overload]
+    )
+
+
+def heading(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def indent(text: str) -> str:
+    return "".join(f"   {line}\n" for line in text.splitlines())
+
+
+def make_inputs(inputs: Path) -> tuple[list[str], list[str]]:
+    rng = random.Random(42)
+    files: list[str] = []
+    for i in range(JOBS):
+        path = inputs / f"job{i:03d}.txt"
+        path.write_text(" ".join(str(rng.randrange(6_000_000)) for _ in range(200)))
+        files.append(str(path))
+    poisoned: list[str] = []
+    for i in range(POISONED):
+        path = inputs / f"poison{i}.txt"
+        path.write_text("12 -7 99")  # -7 is outside the table: the handler raises
+        poisoned.append(str(path))
+    return files, poisoned
+
+
+def submit_concurrently(qdir: Path, files: list[str], poisoned: list[str]) -> bool:
+    heading(
+        f"{SUBMITTERS + 1} processes run 'dq submit' at once"
+        f" ({JOBS} jobs, and {POISONED} poisoned ones at priority 90)"
+    )
+    batches = [
+        ["--meta", f"batch={n}", *files[n - 1 :: SUBMITTERS]] for n in range(1, SUBMITTERS + 1)
+    ]
+    batches.append(["--priority", "90", "--meta", "batch=poison", *poisoned])
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(  # noqa: S603
+            [DQ, "submit", "--dir", str(qdir), *batch],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for batch in batches
+    ]
+    submitted: list[str] = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            print(err, file=sys.stderr)
+            return False
+        submitted.extend(out.split())
+        print(f"   {err.strip().splitlines()[-1]}")
+    print(
+        f"   {len(submitted)} job ids, {len(set(submitted))} distinct,"
+        f" in {time.monotonic() - started:.2f}s"
+    )
+    return True
+
+
+def run_cold(qdir: Path, env: dict[str, str]) -> float:
+    heading(f"the spooler way: one process per job, 'dq deque' x {COLD_JOBS}")
+    started = time.monotonic()
+    for _ in range(COLD_JOBS):
+        subprocess.run(  # noqa: S603
+            [DQ, "deque", "--dir", str(qdir), "--", sys.executable, str(HERE / "demo_handler.py")],
+            env=env, check=False, timeout=120, capture_output=True,
+        )
+    cold = (time.monotonic() - started) / COLD_JOBS
+    print(f"   {cold * 1000:.0f} ms per job: each process rebuilds the table of primes")
+    return cold
+
+
+def run_server(qdir: Path, env: dict[str, str]) -> float | None:
+    heading("the server way: dq server --workers 2 --handler demo_handler:handle --until-empty")
+    started = time.monotonic()
+    server = subprocess.run(  # noqa: S603
+        [DQ, "server", "--dir", str(qdir), "--workers", "2", "--until-empty",
+         "--poll-interval", "0.2", "--handler", "demo_handler:handle"],
+        cwd=HERE, env=env, text=True, stdout=subprocess.PIPE, check=False, timeout=300,
+    )
+    elapsed = time.monotonic() - started
+    print(indent(server.stdout), end="")
+    return elapsed if server.returncode == 0 else None
+
+
+def summarize(results: Path, cold: float, elapsed: float) -> None:
+    heading("summary")
+    per_worker: collections.Counter[str] = collections.Counter()
+    for path in results.iterdir():
+        if path.name != "cache-loads.log":
+            per_worker[path.read_text().split()[0]] += 1
+    loads = (results / "cache-loads.log").read_text().splitlines()
+    server_loads = len(loads) - COLD_JOBS
+    served = sum(per_worker.values()) - COLD_JOBS
+    workers = {pid: n for pid, n in per_worker.items() if n > 1}
+    listing = ", ".join(f"pid {pid}: {n}" for pid, n in sorted(workers.items()))
+    print(f"   jobs per worker:    {listing}"
+          f" (and {len(per_worker) - len(workers)} single-job processes: 1 each)")
+    print(f"   server throughput:  {served / elapsed:.0f} jobs/s over {elapsed:.2f}s,"
+          f" {elapsed / max(served, 1) * 1000:.1f} ms per job")
+    print(f"   one process per job: {1 / cold:.1f} jobs/s ({cold * 1000:.0f} ms per job)")
+    print(f"   table of primes built {server_loads} times by the server"
+          f" (once per worker) for {served} jobs")
+    done_once = sum(per_worker.values())
+    print(f"   every job done exactly once: {done_once == JOBS}"
+          f" ({done_once} result files for {JOBS} good jobs)")
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        qdir = os.path.join(tmp, "queue")
-        start = time.perf_counter()
-        producers = [mp.Process(target=produce, args=(qdir, JOBS_PER_PRODUCER)) for _ in range(PRODUCERS)]
-        for p in producers:
-            p.start()
-        for p in producers:
-            p.join()
-        submitted = time.perf_counter()
-        total = PRODUCERS * JOBS_PER_PRODUCER
-        print(f"submitted {total} jobs from {PRODUCERS} processes in {submitted - start:.2f}s")
-        results: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-        workers = [mp.Process(target=consume, args=(qdir, results)) for _ in range(2)]
-        for w in workers:
-            w.start()
-        rows = [results.get(timeout=120) for _ in workers]
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - submitted
-        done = sum(r[1] for r in rows)
-        for pid, n, hits, order in rows:
-            firsts = Counter(order[:10])
-            print(f"worker {pid}: {n} jobs, cache hits {hits}, first ten priorities {dict(firsts)}")
-        print(f"done {done}/{total} jobs in {elapsed:.2f}s ({done / elapsed:.0f} jobs/s)")
-        left = list(DirQueue(qdir).jobs())
-        print(f"left in queue: {len(left)}")
-        return 0 if done == total and not left else 1
+    keep = "--keep" in sys.argv
+    base = Path(tempfile.mkdtemp(prefix="dirqueue-demo-"))
+    qdir = base / "queue"
+    inputs = base / "inputs"
+    results = base / "results"
+    inputs.mkdir()
+    results.mkdir()
+    env = {**os.environ, "DEMO_RESULTS": str(results)}
+    try:
+        files, poisoned = make_inputs(inputs)
+        if not submit_concurrently(qdir, files, poisoned):
+            return 1
+        heading("dq stats (before)")
+        print(indent(dq("stats", "--dir", str(qdir)).stdout), end="")
+        cold = run_cold(qdir, env)
+        elapsed = run_server(qdir, env)
+        if elapsed is None:
+            return 1
+        summarize(results, cold, elapsed)
+        heading("dq list --failed (the poisoned jobs, after 3 attempts each)")
+        print(indent(dq("list", "--dir", str(qdir), "--failed").stdout), end="")
+        heading("dq stats (after)")
+        print(indent(dq("stats", "--dir", str(qdir)).stdout), end="")
+    finally:
+        if keep:
+            print(f"\nqueue kept in {qdir}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

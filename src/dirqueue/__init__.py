@@ -13,19 +13,46 @@ from .errors import (
     JobStateError,
     QueueIOError,
 )
+from .failed import FailedJob, FailedStore, NoSuchFailedJobError
 from .job import Job
 from .queue import DirQueue
+from .stats import QueueNotFoundError, QueueStats, list_jobs, queue_stats
+from .worker import (
+    CommandFailedError,
+    CommandHandler,
+    JobInterrupted,
+    Outcome,
+    StepResult,
+    Worker,
+    WorkerReport,
+    run_workers,
+)
 
 __all__ = [
+    "CommandFailedError",
+    "CommandHandler",
     "CorruptJobError",
     "DirQueue",
     "DirQueueError",
+    "FailedJob",
+    "FailedStore",
     "InvalidMetadataError",
     "InvalidPriorityError",
     "Job",
+    "JobInterrupted",
     "JobStateError",
+    "NoSuchFailedJobError",
+    "Outcome",
     "QueueIOError",
+    "QueueNotFoundError",
+    "QueueStats",
+    "StepResult",
+    "Worker",
+    "WorkerReport",
     "__version__",
+    "list_jobs",
+    "queue_stats",
+    "run_workers",
 ]
 
 __version__ = "0.1.0"

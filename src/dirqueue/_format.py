@@ -307,6 +307,9 @@ class Layout:
     #: reads only the four directories above, so it ignores this one.
     CORRUPT: Final = "corrupt"
     REASON_SUFFIX: Final = ".reason"
+    #: Jobs that failed ``max_attempts`` times (dirqueue only; the Perl module never
+    #: looks here). One directory per job: see :meth:`failed_job_dir`.
+    FAILED: Final = "failed"
     FANOUT_DIGITS: Final = "0123456789abcdef"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -321,6 +324,7 @@ class Layout:
         self.active_dir = os.path.join(self.dir, self.ACTIVE)
         self.tmp_dir = os.path.join(self.dir, self.TMP)
         self.corrupt_dir = os.path.join(self.dir, self.CORRUPT)
+        self.failed_dir = os.path.join(self.dir, self.FAILED)
 
     def queue_path(self, jobid: str, fanout: str | None = None) -> str:
         """``queue/NAME``, or ``queue/X/NAME`` with a fan-out digit."""
@@ -358,6 +362,28 @@ class Layout:
     def tmp_path(self, name: str) -> str:
         """A file under ``tmp/``."""
         return os.path.join(self.tmp_dir, name)
+
+    # -- the failed-job store (dirqueue's own; see failed.py) ---------------------------
+
+    FAILED_CONTROL: Final = "control"
+    FAILED_DATA: Final = "data"
+    FAILED_ERROR: Final = "error.json"
+
+    def failed_job_dir(self, jobid: str) -> str:
+        """``failed/NAME/``: a failed job's control file, data and error record."""
+        return os.path.join(self.failed_dir, jobid)
+
+    def failed_file(self, jobid: str, which: str) -> str:
+        """One file of a failed job: ``FAILED_CONTROL``, ``FAILED_DATA`` or ``FAILED_ERROR``."""
+        return os.path.join(self.failed_dir, jobid, which)
+
+    def failed_staging_dir(self, jobid: str, purpose: str, token: str) -> str:
+        """``failed/.NAME.PURPOSE.TOKEN``: a failed job's directory while it is moved.
+
+        Dot names are never listed, so a half-built or half-removed entry is invisible.
+        ``TOKEN`` (pid and time) keeps two movers, even threads of one process, apart.
+        """
+        return os.path.join(self.failed_dir, f".{jobid}.{purpose}.{token}")
 
     def jobid_from_path(self, path: str) -> str:
         """The job id named by a queue path or given as a bare id."""

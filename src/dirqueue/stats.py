@@ -1,0 +1,197 @@
+"""What is in a queue: each job's state, and the counts ``dq stats`` prints.
+
+A job is *queued* (waiting, no lock), *active* (locked by a live worker) or *stale*
+(locked, but the lock looks abandoned: its owner is a dead process on this host, or the
+lock has not been refreshed for ``active_file_lifetime`` seconds). Stale jobs are taken
+again by the next worker that meets them; listing them shows who left them behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from ._format import Layout, is_job_name
+from .errors import DirQueueError
+from .failed import FailedStore, attempts_of
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .queue import DirQueue
+
+__all__ = [
+    "JobInfo",
+    "QueueNotFoundError",
+    "QueueStats",
+    "list_jobs",
+    "queue_stats",
+    "require_queue",
+    "waiting_job_ids",
+]
+
+JobState = Literal["queued", "active", "stale"]
+STATES: Final = ("queued", "active", "stale")
+
+
+class QueueNotFoundError(DirQueueError, FileNotFoundError):
+    """The queue directory does not exist (or holds no ``queue/``). ``filename`` is it."""
+
+    def __init__(self, directory: str) -> None:
+        FileNotFoundError.__init__(
+            self,
+            errno.ENOENT,
+            f"no queue at {directory!r}: check the path given with --dir"
+            " (a queue is created by its first submission)",
+            directory,
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def require_queue(queue: DirQueue) -> None:
+    """Raise :class:`QueueNotFoundError` unless ``queue``'s directory exists.
+
+    Reading a missing queue would otherwise look like reading an empty one, and a typo
+    in a path would go unnoticed.
+    """
+    if not os.path.isdir(queue.dir):
+        raise QueueNotFoundError(queue.dir)
+
+
+def waiting_job_ids(queue: DirQueue) -> list[str]:
+    """Ids of the jobs in ``queue/`` that no worker has locked (names only; cheap).
+
+    Unlike a pickup, this reads the directories afresh every time, so a worker can
+    tell "nothing is waiting" from "nothing I could take just now".
+    """
+    layout = queue.layout
+    names: set[str] = set()
+    try:
+        with os.scandir(layout.queue_dir) as it:
+            for entry in it:
+                if is_job_name(entry.name):
+                    names.add(entry.name)
+                elif entry.name in Layout.FANOUT_DIGITS and entry.is_dir():
+                    with contextlib.suppress(FileNotFoundError), os.scandir(entry.path) as sub:
+                        names.update(e.name for e in sub if is_job_name(e.name))
+    except FileNotFoundError:
+        return []
+    if names:
+        with contextlib.suppress(FileNotFoundError), os.scandir(layout.active_dir) as it:
+            names.difference_update(e.name for e in it)
+    return sorted(names)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job as ``dq list`` shows it."""
+
+    job: Job
+    state: JobState
+    attempts: int
+    #: Seconds since submission.
+    age: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form used by ``dq list --json``."""
+        job = self.job
+        worker = None
+        if job.active_pid is not None or job.active_host is not None:
+            worker = {"host": job.active_host, "pid": job.active_pid}
+        return {
+            "id": job.jobid,
+            "state": self.state,
+            "priority": job.priority,
+            "size": job.get_data_size_bytes(),
+            "submitted": job.get_time_submitted_secs() + job.get_time_submitted_usecs() / 1e6,
+            "submitted_host": job.get_hostname_submitted(),
+            "worker": worker,
+            "attempts": self.attempts,
+            "metadata": dict(job.metadata),
+        }
+
+
+def _lock_state(queue: DirQueue, job: Job, now: float, hostname: str) -> JobState:
+    try:
+        lock = os.stat(queue.layout.active_path(job.jobid))
+    except FileNotFoundError:
+        return "queued"
+    if now - lock.st_mtime > queue.active_file_lifetime:
+        return "stale"
+    host, pid = job.active_host, job.active_pid
+    if host == hostname and pid is not None and pid > 0:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "stale"
+        except PermissionError:
+            pass  # Alive, under another user.
+    return "active"
+
+
+def list_jobs(queue: DirQueue, *, now: float | None = None) -> Iterator[JobInfo]:
+    """Every job in the queue with its state, in pickup order."""
+    if now is None:
+        now = time.time()
+    hostname = socket.gethostname()
+    for job in queue.jobs():
+        submitted = job.get_time_submitted_secs() + job.get_time_submitted_usecs() / 1e6
+        yield JobInfo(
+            job=job,
+            state=_lock_state(queue, job, now, hostname),
+            attempts=attempts_of(job.control),
+            age=max(0.0, now - submitted),
+        )
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Counts of a queue's jobs by state, and how long the oldest has waited."""
+
+    queued: int
+    active: int
+    stale: int
+    failed: int
+    #: Seconds the oldest queued (not active) job has waited; None when none waits.
+    oldest_waiting_age: float | None
+
+    @property
+    def total(self) -> int:
+        """Jobs in the queue (queued, active and stale; not failed)."""
+        return self.queued + self.active + self.stale
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form used by ``dq stats --json``."""
+        return {
+            "queued": self.queued,
+            "active": self.active,
+            "stale": self.stale,
+            "failed": self.failed,
+            "oldest_waiting_age": self.oldest_waiting_age,
+        }
+
+
+def queue_stats(queue: DirQueue, *, now: float | None = None) -> QueueStats:
+    """Count ``queue``'s jobs by state (one pass over ``queue/`` and ``active/``)."""
+    if now is None:
+        now = time.time()
+    counts = dict.fromkeys(STATES, 0)
+    oldest: float | None = None
+    for info in list_jobs(queue, now=now):
+        counts[info.state] += 1
+        if info.state == "queued" and (oldest is None or info.age > oldest):
+            oldest = info.age
+    return QueueStats(
+        queued=counts["queued"],
+        active=counts["active"],
+        stale=counts["stale"],
+        failed=FailedStore(queue).count(),
+        oldest_waiting_age=oldest,
+    )

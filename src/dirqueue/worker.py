@@ -1,0 +1,759 @@
+"""The worker: a persistent process that runs a handler on job after job.
+
+:class:`Worker` takes one step at a time (:meth:`Worker.run_once`), which tests drive
+directly with their own clock and sleep; :meth:`Worker.run` loops until a limit or a
+signal says stop. :func:`run_workers` runs N of them as forked processes under a
+supervisor. :class:`CommandHandler` makes a shell command a handler, for ``dq server``
+and ``dq deque``.
+
+Failure policy: a handler that raises has its job returned to the queue with its
+attempt count raised by one (see :mod:`dirqueue.failed` for where the count lives);
+the attempt that reaches ``max_attempts`` moves the job to ``DIR/failed/`` instead,
+with its last error. A job is finished only when the handler returns normally.
+
+Signals: the first SIGTERM or SIGINT asks the worker to stop taking jobs; the job in
+hand runs to its end. A second one interrupts the handler (a command gets SIGTERM) and
+returns the job to the queue at once, without counting an attempt. Either way the
+worker exits normally and leaves no lock behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import importlib
+import json
+import multiprocessing
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from .errors import DirQueueError
+from .failed import FailedStore, attempts_of, record_attempts
+from .stats import waiting_job_ids
+
+if TYPE_CHECKING:
+    from .job import Job
+    from .queue import DirQueue
+
+__all__ = [
+    "CommandFailedError",
+    "CommandHandler",
+    "Handler",
+    "JobInterrupted",
+    "Outcome",
+    "StepResult",
+    "Worker",
+    "WorkerReport",
+    "load_handler",
+    "run_workers",
+]
+
+Handler = Callable[["Job"], object]
+"""What a worker runs on each job: ``handler(job)``; returning finishes the job."""
+
+DEFAULT_MAX_ATTEMPTS: Final = 3
+_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+#: How long a command gets to exit after SIGTERM before it is killed.
+_COMMAND_KILL_GRACE: Final = 5.0
+#: How long ``until_empty`` waits for unlocked jobs that pickups do not take (the
+#: pickup's listing is reused for about a second) before it calls the queue empty.
+_UNSEEN_JOB_PATIENCE: Final = 3.0
+#: How much of a failed command's stderr the failed-job record keeps.
+_STDERR_TAIL: Final = 4096
+
+
+class Outcome(str, enum.Enum):
+    """What one :meth:`Worker.run_once` step did."""
+
+    FINISHED = "finished"
+    """The handler returned; the job is done and gone."""
+    RETRIED = "retried"
+    """The handler failed; the job went back to the queue for another attempt."""
+    FAILED = "failed"
+    """The handler failed for the ``max_attempts``-th time; the job is in ``failed/``."""
+    RETURNED = "returned"
+    """A second stop signal interrupted the handler; the job went back untouched."""
+    IDLE = "idle"
+    """No job was waiting."""
+    STOPPED = "stopped"
+    """The worker is stopping (a signal, or a limit was reached); nothing was taken."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The result of one :meth:`Worker.run_once` step."""
+
+    outcome: Outcome
+    jobid: str | None = None
+    #: The attempt this was (1 for a job's first run).
+    attempt: int = 0
+    #: The error, one line, when the handler failed.
+    error: str | None = None
+    #: Seconds the handler ran.
+    seconds: float = 0.0
+
+
+@dataclass
+class WorkerReport:
+    """What a worker did: jobs by outcome, and why it stopped."""
+
+    pid: int = field(default_factory=os.getpid)
+    counts: Counter[str] = field(default_factory=Counter)
+    stop_reason: str = ""
+    exit_code: int = 0
+
+    @property
+    def jobs(self) -> int:
+        """Jobs taken (finished, retried, failed or returned)."""
+        return sum(self.counts[o.value] for o in _JOB_OUTCOMES)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form used in ``dq server --json`` summaries."""
+        return {
+            "pid": self.pid,
+            "jobs": self.jobs,
+            **{o.value: self.counts[o.value] for o in _JOB_OUTCOMES},
+            "stop_reason": self.stop_reason,
+            "exit_code": self.exit_code,
+        }
+
+
+_JOB_OUTCOMES: Final = (Outcome.FINISHED, Outcome.RETRIED, Outcome.FAILED, Outcome.RETURNED)
+
+
+class JobInterrupted(BaseException):
+    """Raised inside a running handler by a second stop signal.
+
+    A ``BaseException``, like :class:`KeyboardInterrupt`, so that handlers' ``except
+    Exception`` blocks let it through.
+    """
+
+
+class JobBudget(Protocol):
+    """A count of jobs still allowed (``njobs``), shared by the workers that use it."""
+
+    def reserve(self) -> bool:
+        """Take one job's allowance; False when none is left."""
+
+    def release(self) -> None:
+        """Give back an allowance that was not used (no job was found)."""
+
+
+class _LocalBudget:
+    def __init__(self, njobs: int) -> None:
+        self.left = njobs
+
+    def reserve(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+    def release(self) -> None:
+        self.left += 1
+
+
+class _Heartbeat:
+    """Touches a job's lock every ``interval`` seconds while its handler runs.
+
+    A worker that stopped touching its lock for ``active_file_lifetime`` would look
+    dead to workers on other hosts, which cannot check its pid; they would take the job
+    over while it still runs.
+    """
+
+    def __init__(self, job: Job, interval: float) -> None:
+        self._job = job
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"dirqueue-heartbeat-{job.jobid}", daemon=True
+        )
+        self.beats = 0
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self._interval):
+            try:
+                self._job.touch_active_lock()
+            except (DirQueueError, OSError):
+                # Finished meanwhile, or a filesystem hiccup: the next beat tries again,
+                # and the main thread learns of real trouble when it ends the job.
+                continue
+            self.beats += 1
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Join before the job is ended, so no touch lands on a finished job's lock.
+        self._stopped.set()
+        self._thread.join()
+
+
+class Worker:
+    """Runs ``handler(job)`` on job after job from ``queue``.
+
+    :param queue: the queue to take jobs from.
+    :param handler: called with each job (active, held by this process); returning
+        finishes the job, raising follows the failure policy.
+    :param max_attempts: failed attempts, counted across all workers and hosts, after
+        which a job moves to ``failed/``.
+    :param njobs: stop after taking this many jobs (None: no limit).
+    :param until_empty: stop as soon as no job is waiting.
+    :param idle_timeout: stop after this many seconds without a job.
+    :param poll_interval: how often a waiting worker looks for jobs from other hosts
+        (local submissions wake it at once).
+    :param heartbeat_interval: how often a running job's lock is refreshed; default a
+        quarter of the queue's ``active_file_lifetime``.
+    :param on_result: called with every step's :class:`StepResult` that took a job.
+    :param clock: monotonic time, injectable for tests.
+    :param sleep: how to sleep, injectable for tests (a custom one turns off inotify).
+    :param budget: a shared ``njobs`` allowance (used by :func:`run_workers`).
+    """
+
+    def __init__(
+        self,
+        queue: DirQueue,
+        handler: Handler,
+        *,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        njobs: int | None = None,
+        until_empty: bool = False,
+        idle_timeout: float | None = None,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float | None = None,
+        on_result: Callable[[StepResult], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        budget: JobBudget | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be 1 or more, not {max_attempts}")
+        if njobs is not None and njobs < 0:
+            raise ValueError(f"njobs must be 0 or more, not {njobs}")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, not {poll_interval}")
+        self.queue = queue
+        self.handler = handler
+        self.max_attempts = max_attempts
+        self.until_empty = until_empty
+        self.idle_timeout = idle_timeout
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = (
+            heartbeat_interval if heartbeat_interval else queue.active_file_lifetime / 4
+        )
+        self.on_result = on_result
+        self.failed = FailedStore(queue)
+        self._clock = clock
+        self._sleep = sleep
+        self._budget: JobBudget | None = budget
+        if self._budget is None and njobs:
+            self._budget = _LocalBudget(njobs)
+        self.report = WorkerReport()
+        self._stop_reason = ""
+        self._signals = 0
+        self._in_handler = False
+        self._last_activity = clock()
+        self._unseen_since: float | None = None
+
+    # -- stopping --------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker takes no more jobs."""
+        return bool(self._stop_reason)
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Take no more jobs; the job in hand (if any) runs to its end."""
+        if not self._stop_reason:
+            self._stop_reason = reason
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Flags only, except for the one thing a flag cannot do: stop a handler that
+        # is running Python code in this thread, when asked a second time.
+        self._signals += 1
+        self.request_stop(f"signal {signal.Signals(signum).name}")
+        if self._signals >= 2 and self._in_handler:
+            raise JobInterrupted(f"second {signal.Signals(signum).name} while a job ran")
+
+    @contextlib.contextmanager
+    def signal_handlers(self) -> Iterator[None]:
+        """Within the block, SIGTERM and SIGINT stop the worker as described above."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- one step --------------------------------------------------------------------
+
+    def run_once(self, timeout: float | None = None) -> StepResult:
+        """Take one job and run the handler on it, or wait up to ``timeout`` for one.
+
+        ``timeout`` defaults to ``poll_interval`` (0 with ``until_empty``), so a
+        waiting worker comes back often to see whether it should stop.
+        """
+        if not self._stop_reason and self._budget is not None and not self._budget.reserve():
+            self.request_stop("njobs reached")
+        if self._stop_reason:
+            return StepResult(Outcome.STOPPED)
+        try:
+            job = self._take(timeout)
+        except BaseException:
+            if self._budget is not None:
+                self._budget.release()
+            raise
+        if job is None:
+            if self._budget is not None:
+                self._budget.release()
+            if self.until_empty:
+                if self._looks_empty():
+                    self.request_stop("queue empty")
+                else:
+                    self._sleep(min(self.poll_interval, 0.05))
+            elif (
+                self.idle_timeout is not None
+                and self._clock() - self._last_activity >= self.idle_timeout
+            ):
+                self.request_stop("idle timeout")
+            self.report.counts[Outcome.IDLE.value] += 1
+            return StepResult(Outcome.IDLE)
+        self._unseen_since = None
+        result = self.process(job)
+        self._last_activity = self._clock()
+        self.report.counts[result.outcome.value] += 1
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
+    def _looks_empty(self) -> bool:
+        """True when no job waits that this worker could take (for ``until_empty``)."""
+        if not waiting_job_ids(self.queue):
+            self._unseen_since = None
+            return True
+        # Unlocked jobs are there that the pickup did not take: most likely returned
+        # after a failure since the pickup last listed the queue, which it will see on
+        # its next listing. But a job that no pickup will ever take (a corrupt control
+        # file) must not keep us waiting forever.
+        now = self._clock()
+        if self._unseen_since is None:
+            self._unseen_since = now
+        return now - self._unseen_since > _UNSEEN_JOB_PATIENCE
+
+    def _take(self, timeout: float | None) -> Job | None:
+        if timeout is None:
+            timeout = 0.0 if self.until_empty else self.poll_interval
+        if self.idle_timeout is not None:
+            idle_left = self.idle_timeout - (self._clock() - self._last_activity)
+            timeout = max(0.0, min(timeout, idle_left))
+        if timeout <= 0:
+            return self.queue.pickup_queued_job()
+        return self.queue.wait_for_queued_job(
+            timeout=timeout,
+            poll_interval=min(self.poll_interval, timeout),
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+
+    def process(self, job: Job) -> StepResult:
+        """Run the handler on ``job`` (held by this process) and apply the policy."""
+        attempt = attempts_of(job.control) + 1
+        started = self._clock()
+        try:
+            try:
+                with _Heartbeat(job, self.heartbeat_interval):
+                    self._in_handler = True
+                    try:
+                        self.handler(job)
+                    finally:
+                        self._in_handler = False
+            except JobInterrupted:
+                if job.is_active:
+                    job.return_to_queue()
+                return StepResult(
+                    Outcome.RETURNED, job.jobid, attempt, seconds=self._clock() - started
+                )
+            except Exception as err:  # Any handler failure is the job's failure.
+                return self._failed(job, attempt, err, started)
+        except BaseException:
+            # KeyboardInterrupt, SystemExit from the handler, or worse: never leave
+            # the job locked.
+            if job.is_active:
+                job.return_to_queue()
+            raise
+        if job.is_active:
+            job.finish()
+        return StepResult(Outcome.FINISHED, job.jobid, attempt, seconds=self._clock() - started)
+
+    def _failed(self, job: Job, attempt: int, err: Exception, started: float) -> StepResult:
+        error = _one_line(err)
+        detail = getattr(err, "detail", None) or "".join(traceback.format_exception(err))
+        seconds = self._clock() - started
+        if not job.is_active:
+            # The handler ended the job itself, then raised: nothing left to decide.
+            return StepResult(Outcome.FINISHED, job.jobid, attempt, error, seconds)
+        if attempt >= self.max_attempts:
+            self.failed.add(job, error, attempts=attempt, detail=str(detail))
+            return StepResult(Outcome.FAILED, job.jobid, attempt, error, seconds)
+        try:
+            record_attempts(job, attempt)
+        finally:
+            job.return_to_queue()
+        return StepResult(Outcome.RETRIED, job.jobid, attempt, error, seconds)
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self) -> WorkerReport:
+        """Take jobs until a limit is reached or a signal asks to stop; report counts.
+
+        Installs the SIGTERM/SIGINT handlers when called in the main thread.
+        """
+        handlers = (
+            self.signal_handlers()
+            if threading.current_thread() is threading.main_thread()
+            else contextlib.nullcontext()
+        )
+        with handlers:
+            while self.run_once().outcome is not Outcome.STOPPED:
+                pass
+        self.report.stop_reason = self._stop_reason
+        return self.report
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    name = type(err).__name__
+    if isinstance(err, CommandFailedError):
+        return first
+    return f"{name}: {first}" if first else name
+
+
+# -- commands as handlers -----------------------------------------------------------
+
+
+class CommandFailedError(DirQueueError):
+    """A job's command exited non-zero (or was killed by a signal).
+
+    ``returncode`` is its exit status (negative: the signal); ``detail`` the end of
+    what it wrote to stderr.
+    """
+
+    def __init__(self, argv: Sequence[str], returncode: int, detail: str = "") -> None:
+        if returncode < 0:
+            how = f"was killed by {_signal_name(-returncode)}"
+        else:
+            how = f"exited {returncode}"
+        super().__init__(f"command {_shell_words(argv)} {how}")
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.detail = detail
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _shell_words(argv: Sequence[str]) -> str:
+    text = shlex.join(argv)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+_ENV_NAME_RE: Final = re.compile(r"[^A-Za-z0-9_]")
+
+
+def job_environment(job: Job, attempt: int) -> dict[str, str]:
+    """The environment variables a job's command gets (besides the worker's own).
+
+    ``DQ_JOBID``, ``DQ_DIR``, ``DQ_DATA``, ``DQ_ATTEMPT``, ``DQ_METADATA`` (all
+    metadata as a JSON object) and ``DQ_META_<NAME>`` per item (the name upper-cased,
+    characters other than letters, digits and ``_`` turned into ``_``).
+    """
+    env = {
+        "DQ_JOBID": job.jobid,
+        "DQ_DIR": job._queue.dir,
+        "DQ_DATA": job.get_data_path(),
+        "DQ_ATTEMPT": str(attempt),
+        "DQ_METADATA": json.dumps(job.metadata, ensure_ascii=False, sort_keys=True),
+    }
+    for key, value in job.metadata.items():
+        env["DQ_META_" + _ENV_NAME_RE.sub("_", key).upper()] = value
+    return env
+
+
+class CommandHandler:
+    """A handler that runs ``argv + [data path]`` for each job.
+
+    The command runs in its own session, so a Ctrl-C at the terminal reaches the worker
+    (which lets the job finish) and not the command. Its stdout is the worker's; its
+    stderr is passed through and the last few KB kept for the failed-job record. Exit
+    status 0 finishes the job; anything else raises :class:`CommandFailedError`.
+    """
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        if not argv:
+            raise ValueError("a command handler needs a command to run")
+        self.argv = list(argv)
+
+    def __repr__(self) -> str:
+        return f"CommandHandler({self.argv!r})"
+
+    def __call__(self, job: Job) -> None:
+        attempt = attempts_of(job.control) + 1
+        argv = [*self.argv, job.get_data_path()]
+        env = {**os.environ, **job_environment(job, attempt)}
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - running the user's command is the point
+                argv, env=env, stderr=subprocess.PIPE, start_new_session=True
+            )
+        except OSError as err:
+            raise CommandFailedError(argv, 127, str(err)) from err
+        tail = bytearray()
+        pump = threading.Thread(target=_pump_stderr, args=(proc.stderr, tail), daemon=True)
+        pump.start()
+        try:
+            returncode = proc.wait()
+        finally:
+            if proc.poll() is None:
+                # Interrupted (a second stop signal): stop the command too.
+                _terminate(proc)
+            pump.join(timeout=_COMMAND_KILL_GRACE)
+        if returncode != 0:
+            raise CommandFailedError(argv, returncode, tail.decode("utf-8", errors="replace"))
+
+
+def _pump_stderr(stream: Any, tail: bytearray) -> None:
+    out = getattr(sys.stderr, "buffer", None)
+    with stream:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            if out is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    out.write(chunk)
+                    out.flush()
+            tail.extend(chunk)
+            del tail[:-_STDERR_TAIL]
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=_COMMAND_KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def load_handler(spec: str) -> Handler:
+    """Import ``MODULE:FUNCTION`` (``FUNCTION`` may be dotted) and return the callable.
+
+    The current directory is searched first, as ``python -m`` does, so a handler
+    module next to the queue is found without installing it.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(
+            f"handler {spec!r} is not MODULE:FUNCTION: write it like 'mypkg.tasks:handle'"
+        )
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"cannot import handler module {module_name!r} ({err}): check the name and"
+            " that it is importable from the current directory or the installed packages"
+        ) from err
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(
+                f"module {module_name!r} has no {attr!r}: check the function name"
+            ) from None
+    if not callable(obj):
+        raise ValueError(f"handler {spec!r} is a {type(obj).__name__}, not a function")
+    handler: Handler = obj
+    return handler
+
+
+# -- many workers --------------------------------------------------------------------
+
+#: Per-worker counters shared with the supervisor, in this order, then a stop reason.
+_SHARED_OUTCOMES: Final = _JOB_OUTCOMES
+_SLOT_WIDTH: Final = len(_SHARED_OUTCOMES) + 1
+_STOP_REASONS: Final = ("", "queue empty", "njobs reached", "idle timeout", "signal")
+
+
+def _reason_code(reason: str) -> int:
+    for code, text in enumerate(_STOP_REASONS):
+        if text and reason.startswith(text):
+            return code
+    return 0
+
+
+class _SharedBudget:
+    """An ``njobs`` allowance in shared memory, for forked workers."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def reserve(self) -> bool:
+        with self._value.get_lock():
+            if self._value.value <= 0:
+                return False
+            self._value.value -= 1
+            return True
+
+    def release(self) -> None:
+        with self._value.get_lock():
+            self._value.value += 1
+
+
+@dataclass
+class _ChildSpec:
+    """What a forked worker needs: its slot in the shared counters, and its worker."""
+
+    index: int
+    queue: DirQueue
+    handler: Handler
+    shared: Any
+    budget: JobBudget | None
+    options: dict[str, Any]
+
+
+@dataclass
+class _Child:
+    index: int
+    process: Any
+    report: WorkerReport
+
+
+def run_workers(
+    queue: DirQueue,
+    handler: Handler,
+    workers: int,
+    *,
+    njobs: int | None = None,
+    on_progress: Callable[[int, list[WorkerReport]], None] | None = None,
+    progress_interval: float = 0.2,
+    **worker_options: Any,
+) -> list[WorkerReport]:
+    """Run ``workers`` forked worker processes until each stops; report each one's counts.
+
+    Each worker is a persistent process with its own copy of ``handler`` (imported
+    once, before the fork) and its own warm caches. The supervisor forwards SIGTERM
+    and SIGINT to every worker (a second signal reaches them a second time), restarts
+    none, and calls ``on_progress(jobs_done, reports)`` every ``progress_interval``
+    seconds. ``njobs`` is a total shared by all workers. Other options go to
+    :class:`Worker`.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be 1 or more, not {workers}")
+    ctx = multiprocessing.get_context("fork")
+    shared = ctx.RawArray("q", workers * _SLOT_WIDTH)
+    budget = _SharedBudget(ctx.Value("q", njobs)) if njobs else None
+    children: list[_Child] = []
+    pending: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        pending.append(signum)  # The supervising loop forwards it.
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in _STOP_SIGNALS}
+    try:
+        for index in range(workers):
+            spec = _ChildSpec(index, queue, handler, shared, budget, dict(worker_options))
+            process = ctx.Process(target=_child_main, args=(spec,), name=f"dq-worker-{index + 1}")
+            process.start()
+            pid = int(process.pid or 0)
+            # Its own process group, so a Ctrl-C at the terminal reaches only the
+            # supervisor, which forwards it once (the child does the same itself).
+            with contextlib.suppress(OSError):
+                os.setpgid(pid, pid)
+            children.append(_Child(index, process, WorkerReport(pid=pid)))
+        _supervise(children, shared, pending, on_progress, progress_interval)
+    finally:
+        for child in children:
+            if child.process.is_alive():
+                # Only on an error of our own: make sure no worker outlives us.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.process.pid, signal.SIGTERM)
+            child.process.join()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    _collect(children, shared)
+    for child in children:
+        child.report.exit_code = child.process.exitcode or 0
+        if child.report.exit_code != 0:
+            child.report.stop_reason = f"exit code {child.report.exit_code}"
+    return [c.report for c in children]
+
+
+def _supervise(
+    children: list[_Child],
+    shared: Any,
+    pending: list[int],
+    on_progress: Callable[[int, list[WorkerReport]], None] | None,
+    interval: float,
+) -> None:
+    while True:
+        while pending:
+            signum = pending.pop(0)
+            for child in children:
+                if child.process.is_alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.process.pid, signum)
+        _collect(children, shared)
+        if on_progress is not None:
+            on_progress(sum(c.report.jobs for c in children), [c.report for c in children])
+        alive = [c for c in children if c.process.is_alive()]
+        if not alive:
+            return
+        alive[0].process.join(interval)
+
+
+def _collect(children: list[_Child], shared: Any) -> None:
+    for child in children:
+        base = child.index * _SLOT_WIDTH
+        for offset, outcome in enumerate(_SHARED_OUTCOMES):
+            child.report.counts[outcome.value] = shared[base + offset]
+        child.report.stop_reason = _STOP_REASONS[shared[base + len(_SHARED_OUTCOMES)]]
+
+
+def _child_main(spec: _ChildSpec) -> None:
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    base = spec.index * _SLOT_WIDTH
+    slots = {o: base + i for i, o in enumerate(_SHARED_OUTCOMES)}
+    user_callback = spec.options.pop("on_result", None)
+    shared = spec.shared
+
+    def on_result(result: StepResult) -> None:
+        slot = slots.get(result.outcome)
+        if slot is not None:
+            shared[slot] += 1  # Only this process writes its own slots.
+        if user_callback is not None:
+            user_callback(result)
+
+    worker = Worker(
+        spec.queue, spec.handler, budget=spec.budget, on_result=on_result, **spec.options
+    )
+    report = worker.run()
+    shared[base + len(_SHARED_OUTCOMES)] = _reason_code(report.stop_reason)
