@@ -16,6 +16,7 @@ from .errors import (
 from .failed import FailedJob, FailedStore, NoSuchFailedJobError
 from .job import Job
 from .queue import DirQueue
+from .repair import Finding, FindingKind, RepairReport
 from .stats import QueueNotFoundError, QueueStats, list_jobs, queue_stats
 from .worker import (
     CommandFailedError,
@@ -36,6 +37,8 @@ __all__ = [
     "DirQueueError",
     "FailedJob",
     "FailedStore",
+    "Finding",
+    "FindingKind",
     "InvalidMetadataError",
     "InvalidPriorityError",
     "Job",
@@ -46,6 +49,7 @@ __all__ = [
     "QueueIOError",
     "QueueNotFoundError",
     "QueueStats",
+    "RepairReport",
     "StepResult",
     "Worker",
     "WorkerReport",
