@@ -11,43 +11,17 @@ bench/results/ records the machine, filesystem and figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
+# bench/ is on sys.path when a script here runs.
+from _common import describe, machine, print_table, write_results
+
 from dirqueue import DirQueue
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def _machine(directory: str) -> dict[str, Any]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    fstype = subprocess.run(
-        ["/usr/bin/stat", "-f", "-c", "%T", directory], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    device = subprocess.run(
-        ["/bin/df", "--output=source", directory], capture_output=True, text=True, check=False
-    ).stdout.split()[-1:]
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "filesystem": fstype,
-        "device": device[0] if device else "unknown",
-    }
 
 
 def _run(root: str, name: str, jobs: int, size: int, *, durable: bool, batch: int) -> float:
@@ -101,24 +75,24 @@ def main() -> None:
         }
         for label, durable, batch in modes
     ]
-    machine = _machine(args.dir or tempfile.gettempdir())
+    m = machine(args.dir or tempfile.gettempdir())
     base = rows[1]["jobs_per_s"]
-    print(f"{args.jobs} jobs of {args.size} bytes; {machine['cpus']} CPUs ({machine['cpu']}),"
-          f" {machine['filesystem']} on {machine['device']}, Python {machine['python']}")
-    print(f"{'mode':<34} {'enqueues/s':>11} {'vs durable':>11}  {'min-max of runs':>15}")
-    for row in rows:
-        runs = row["runs"]
-        print(f"{row['mode']:<34} {row['jobs_per_s']:>11.0f} {row['jobs_per_s'] / base:>10.1f}x"
-              f"  {min(runs):>7}-{max(runs):<7}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"durability-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.write_text(json.dumps({
-        "command": "bench/durability.py " + " ".join(
-            f"--{k} {v}" for k, v in vars(args).items() if v is not None),
-        "jobs": args.jobs, "size": args.size, "machine": machine, "results": rows,
-    }, indent=2) + "\n")
-    print(f"wrote {out}")
-
+    print(f"{args.jobs} jobs of {args.size} bytes; {describe(m)}")
+    print_table(
+        ["mode", "enqueues/s", "vs durable", "min-max of runs"],
+        [
+            [
+                row["mode"],
+                f"{row['jobs_per_s']:.0f}",
+                f"{row['jobs_per_s'] / base:.1f}x",
+                f"{min(row['runs'])}-{max(row['runs'])}",
+            ]
+            for row in rows
+        ],
+    )
+    write_results(
+        "durability", {"jobs": args.jobs, "size": args.size, "machine": m, "results": rows}
+    )
 
 if __name__ == "__main__":
     main()

@@ -2,21 +2,28 @@
 
 Fills a queue with N jobs (non-durable enqueues, to fill quickly), then times
 pickup+finish of a sample of jobs, ordered and unordered, and one listing.
-Prints a table and writes JSON to bench/results/pickup_scale.json.
+Each measurement runs in a fresh process, whose peak memory (max RSS) is reported too.
+Prints a table and writes JSON to bench/results/.
 
-    python bench/pickup_scale.py [--sizes 1000,10000,100000] [--sample 2000]
+    .venv/bin/python bench/pickup_scale.py [--sizes 1000,10000,100000] [--sample 2000]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import multiprocessing as mp
 import os
-import platform
+import resource
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+# bench/ is on sys.path when a script here runs.
+from _common import describe, machine, print_table, write_results
 
 from dirqueue import DirQueue
 
@@ -49,51 +56,90 @@ def drain_sample(qdir: str, sample: int, ordered: bool) -> tuple[float, float, b
     return first_time, sample / (time.perf_counter() - start), in_order
 
 
+def _in_child(fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
+    """Run ``fn(*args)`` in a fresh process; its result and its peak RSS in KiB."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(_measured, fn, *args).result(timeout=3600)
+
+
+def _measured(fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
+    result = fn(*args)
+    return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _list_all(qdir: str) -> tuple[float, int]:
+    q = DirQueue(qdir)
+    start = time.perf_counter()
+    listed = sum(1 for _ in q.jobs())
+    return time.perf_counter() - start, listed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--sample", type=int, default=2000)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pickup_scale.json"))
+    parser.add_argument("--dir", help="where to make the queues (default: a temp dir)")
     args = parser.parse_args()
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
-        tmp = tempfile.mkdtemp(prefix="dq-bench-")
+        tmp = tempfile.mkdtemp(prefix="dq-bench-", dir=args.dir)
         try:
             qdir = os.path.join(tmp, "q")
             fill_s = fill(qdir, n)
             os.sync()  # Let writeback of the fill settle so it is not timed as pickups.
             time.sleep(1)
-            q = DirQueue(qdir)
-            start = time.perf_counter()
-            listed = sum(1 for _ in q.jobs())
-            list_s = time.perf_counter() - start
+            (list_s, listed), list_rss = _in_child(_list_all, qdir)
             sample = min(args.sample, n // 3)
-            first_o, rate_o, in_order = drain_sample(qdir, sample, ordered=True)
-            first_u, rate_u, _ = drain_sample(qdir, sample, ordered=False)
+            (first_o, rate_o, in_order), rss_o = _in_child(drain_sample, qdir, sample, True)
+            (first_u, rate_u, _), rss_u = _in_child(drain_sample, qdir, sample, False)
             rows.append(
                 {
                     "queued": n,
                     "enqueue_per_s_nondurable": round(n / fill_s),
                     "list_all_s": round(list_s, 3),
                     "listed": listed,
+                    "list_all_max_rss_mib": round(list_rss / 1024, 1),
                     "ordered_first_pickup_ms": round(first_o * 1000, 1),
                     "ordered_pickups_per_s": round(rate_o),
                     "ordered_in_order": in_order,
+                    "ordered_max_rss_mib": round(rss_o / 1024, 1),
                     "unordered_first_pickup_ms": round(first_u * 1000, 1),
                     "unordered_pickups_per_s": round(rate_u),
+                    "unordered_max_rss_mib": round(rss_u / 1024, 1),
                 }
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    header = ["queued", "enqueue/s", "list all (s)", "ordered 1st (ms)", "ordered pickup+finish/s", "unordered 1st (ms)", "unordered pickup+finish/s"]
-    print(" | ".join(header))
-    for r in rows:
-        print(" | ".join(str(v) for v in (r["queued"], r["enqueue_per_s_nondurable"], r["list_all_s"], r["ordered_first_pickup_ms"], r["ordered_pickups_per_s"], r["unordered_first_pickup_ms"], r["unordered_pickups_per_s"])))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
-    with open(args.out, "w") as fh:
-        json.dump({"machine": machine, "sample": args.sample, "rows": rows}, fh, indent=2)
-    print(f"wrote {args.out}")
+    m = machine(args.dir or tempfile.gettempdir())
+    print(f"pickup+finish of {args.sample} jobs from a queue of N; {describe(m)}")
+    print_table(
+        [
+            "queued",
+            "enqueue/s",
+            "list all",
+            "ordered: 1st pickup",
+            "pickup+finish/s",
+            "max RSS",
+            "unordered: 1st pickup",
+            "pickup+finish/s",
+            "max RSS",
+        ],
+        [
+            [
+                r["queued"],
+                r["enqueue_per_s_nondurable"],
+                f"{r['list_all_s']} s",
+                f"{r['ordered_first_pickup_ms']} ms",
+                r["ordered_pickups_per_s"],
+                f"{r['ordered_max_rss_mib']} MiB",
+                f"{r['unordered_first_pickup_ms']} ms",
+                r["unordered_pickups_per_s"],
+                f"{r['unordered_max_rss_mib']} MiB",
+            ]
+            for r in rows
+        ],
+    )
+    write_results("pickup_scale", {"sample": args.sample, "machine": m, "rows": rows})
     return 0 if all(r["ordered_in_order"] for r in rows) else 1
 
 

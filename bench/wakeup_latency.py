@@ -6,29 +6,29 @@ job (reported by the waiter through a pipe). Runs ROUNDS rounds, with inotify (t
 default on Linux) and with inotify disabled (pure polling, as on a network
 filesystem's other hosts). Prints a table and writes JSON to bench/results/.
 
-    python bench/wakeup_latency.py [--rounds 20] [--poll-interval 1.0]
+    .venv/bin/python bench/wakeup_latency.py [--rounds 20] [--poll-interval 1.0]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
 
+# bench/ is on sys.path when a script here runs.
+from _common import describe, machine, print_table, write_results
+
+import dirqueue._waiting as waiting
 from dirqueue import DirQueue
 
 
 def waiter(qdir: str, poll_interval: float, inotify: bool, rounds: int, conn: Connection) -> None:
     if not inotify:
-        import dirqueue._waiting as waiting
-
         waiting._LIBC = None  # type: ignore[misc]  # Pure polling for this process.
     q = DirQueue(qdir)
     conn.send("ready")
@@ -60,9 +60,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--poll-interval", type=float, default=1.0)
-    parser.add_argument(
-        "--out", default=os.path.join(os.path.dirname(__file__), "results", "wakeup_latency.json")
-    )
     args = parser.parse_args()
     rows = []
     for inotify in (True, False):
@@ -77,17 +74,16 @@ def main() -> int:
                 "rounds": len(delays),
             }
         )
-    print(f"{'wake by':<16} {'poll interval':>13} {'median':>10} {'max':>10}")
-    for r in rows:
-        print(
-            f"{r['wake_by']:<16} {r['poll_interval_s']:>12}s"
-            f" {r['median_ms']:>8}ms {r['max_ms']:>8}ms"
-        )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
-    with open(args.out, "w") as fh:
-        json.dump({"machine": machine, "rows": rows}, fh, indent=2)
-    print(f"wrote {args.out}")
+    m = machine(tempfile.gettempdir())
+    print(f"{args.rounds} wake-ups each; {describe(m)}")
+    print_table(
+        ["wake by", "poll interval", "median", "max"],
+        [
+            [r["wake_by"], f"{r['poll_interval_s']} s", f"{r['median_ms']} ms", f"{r['max_ms']} ms"]
+            for r in rows
+        ],
+    )
+    write_results("wakeup_latency", {"machine": m, "rows": rows})
     return 0
 
 

@@ -9,6 +9,7 @@ Without those mounts these tests are skipped.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -74,10 +75,8 @@ class Hosts:
     def kill_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             proc.communicate(timeout=10)  # Reaps it and closes its pipes.
 
 
@@ -101,7 +100,7 @@ def test_two_hosts_share_a_queue_and_every_job_is_done_once(hosts: Hosts, tmp_pa
     logs = [tmp_path / f"done-{n}-{k}.txt" for n in (1, 2) for k in range(2)]
     consumers = [
         hosts.start(n, "consume", hosts.qdir(n), str(log), str(stop))
-        for log, n in zip(logs, (1, 1, 2, 2))
+        for log, n in zip(logs, (1, 1, 2, 2), strict=False)
     ]
     producers = [hosts.start(n, "produce", hosts.qdir(n), "150", f"h{n}") for n in (1, 2)]
     for proc in producers:

@@ -225,6 +225,22 @@ def _int_field(value: str, key: str, where: str | None) -> int:
         ) from None
 
 
+def _set_system_field(ctrl: ControlFile, key: str, value: str, where: str | None) -> None:
+    """Store one ``Q...`` line of a control file in ``ctrl``."""
+    if key == QDFN:
+        ctrl.data_path = value
+    elif key == QDSB:
+        ctrl.size_bytes = _int_field(value, key, where)
+    elif key == QSTT:
+        ctrl.submitted_secs = _int_field(value, key, where)
+    elif key == QSTM:
+        ctrl.submitted_usecs = _int_field(value, key, where)
+    elif key == QSHN:
+        ctrl.hostname = value
+    else:
+        ctrl.extra_system[key] = value
+
+
 def parse_control(raw: bytes, where: str | None = None) -> ControlFile:
     """Parse a control file's bytes; raise :class:`CorruptJobError` if it is not one.
 
@@ -249,19 +265,8 @@ def parse_control(raw: bytes, where: str | None = None) -> ControlFile:
             # The Perl module skips lines without ": "; so do we.
             continue
         if _SYSTEM_KEY_RE.fullmatch(key):
-            if key == QDFN:
-                ctrl.data_path = value
-            elif key == QDSB:
-                ctrl.size_bytes = _int_field(value, key, where)
-            elif key == QSTT:
-                ctrl.submitted_secs = _int_field(value, key, where)
-                seen_time = True
-            elif key == QSTM:
-                ctrl.submitted_usecs = _int_field(value, key, where)
-            elif key == QSHN:
-                ctrl.hostname = value
-            else:
-                ctrl.extra_system[key] = value
+            _set_system_field(ctrl, key, value, where)
+            seen_time = seen_time or key == QSTT
         else:
             ctrl.metadata[key] = value
     if ctrl.data_path is None:

@@ -1,43 +1,110 @@
-"""Keeping an active job's lock fresh from a background thread.
+"""Keeping active jobs' locks fresh from one background thread per process.
 
 A lock that says ``heartbeat`` promises that its owner touches it well inside the
 lock lifetime for as long as the owner lives. That promise is what lets a dequeuer on
 *another* host, which cannot ask the kernel whether the owner's process exists, tell a
 dead owner from a busy one: a heartbeat lock that has gone quiet for a whole lifetime
 belongs to a dead process (or a dead host).
+
+One thread serves every job the process holds. A thread per job would cost a thread
+start and join on each pickup and finish, which is most of the time of a pickup on a
+local disk.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 
 __all__ = ["Heartbeat"]
+
+#: The shortest interval between two touches of one lock.
+_MIN_INTERVAL = 0.05
 
 
 class Heartbeat:
     """Touches ``path`` every ``interval`` seconds until stopped or the file is gone."""
 
-    def __init__(self, path: str, interval: float) -> None:
-        self._path = path
-        self._interval = max(0.05, interval)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"dirqueue-heartbeat {os.path.basename(path)}", daemon=True
-        )
-        self._thread.start()
+    __slots__ = ("interval", "next_due", "path")
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                os.utime(self._path)
-            except FileNotFoundError:
-                return  # The lock was removed (finished, returned, or broken).
-            except OSError:
-                continue  # A passing network-filesystem error: try again next beat.
+    def __init__(self, path: str, interval: float) -> None:
+        self.path = path
+        self.interval = max(_MIN_INTERVAL, interval)
+        self.next_due = time.monotonic() + self.interval
+        _beater().add(self)
 
     def stop(self) -> None:
-        """Stop touching the lock; returns once the thread has ended."""
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+        """Stop touching the lock. Once this returns, no touch of it is under way."""
+        _beater().remove(self)
+
+
+class _Beater:
+    """The thread that touches every registered lock when it is due."""
+
+    def __init__(self) -> None:
+        # Touches happen with the lock held, so remove() waits out one under way.
+        self._cond = threading.Condition(threading.Lock())
+        self._beats: set[Heartbeat] = set()
+        self._thread: threading.Thread | None = None
+        #: When the thread will next look on its own (inf: when woken).
+        self._wake_at = float("inf")
+
+    def add(self, beat: Heartbeat) -> None:
+        with self._cond:
+            self._beats.add(beat)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="dirqueue-heartbeat", daemon=True
+                )
+                self._thread.start()
+            elif beat.next_due < self._wake_at:
+                # Most jobs are added after the thread's next look is due anyway: no
+                # need to wake it (a context switch on every pickup).
+                self._cond.notify()
+
+    def remove(self, beat: Heartbeat) -> None:
+        with self._cond:
+            self._beats.discard(beat)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._beats:
+                    self._wake_at = float("inf")
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                first = min(beat.next_due for beat in self._beats)
+                if first > now:
+                    self._wake_at = first
+                    self._cond.wait(first - now)
+                    continue
+                for beat in [b for b in self._beats if b.next_due <= now]:
+                    beat.next_due = now + beat.interval
+                    try:
+                        os.utime(beat.path)
+                    except FileNotFoundError:
+                        # The lock was removed (finished, returned, or broken as stale).
+                        self._beats.discard(beat)
+                    except OSError:
+                        pass  # A passing network-filesystem error: try again next beat.
+
+
+_state: dict[str, _Beater] = {}
+
+
+def _beater() -> _Beater:
+    beater = _state.get("beater")
+    if beater is None:
+        beater = _state.setdefault("beater", _Beater())
+    return beater
+
+
+def _forget_after_fork() -> None:
+    # A child holds none of its parent's jobs, and the parent's thread (and perhaps
+    # its lock, if the fork came mid-touch) did not come along.
+    _state.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

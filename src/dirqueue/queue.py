@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Final, TypeVar, Union
+from typing import IO, Any, Final, TypeVar
 
 from . import _fs
 from ._format import (
@@ -32,13 +32,13 @@ from ._format import (
     validate_priority,
 )
 from ._waiting import DirWatcher
-from .errors import CorruptJobError, DirQueueError, QueueIOError
+from .errors import CorruptJobError, DirQueueError, JobStateError, QueueIOError
 from .job import Job
 from .repair import DEFAULT_MIN_AGE, FindingKind, RepairReport, repair_queue
 
 __all__ = ["BatchItem", "DirQueue"]
 
-Chunk = Union[str, bytes, bytearray, memoryview]
+Chunk = str | bytes | bytearray | memoryview
 #: One job for :meth:`DirQueue.enqueue_many`: its data, or its data and metadata.
 BatchItem = str | bytes | tuple[str | bytes, dict[str, str] | None]
 C = TypeVar("C")
@@ -64,7 +64,7 @@ _LOCK_IN_FLIGHT_WAIT: Final = 2.0
 class _Listing:
     """A sorted snapshot of the waiting job names, reused while ``queue/`` is unchanged."""
 
-    __slots__ = ("mtime_ns", "entries", "taken_at", "pos")
+    __slots__ = ("entries", "mtime_ns", "pos", "taken_at")
 
     def __init__(self, mtime_ns: int, entries: list[tuple[str, str | None]], taken_at: float):
         self.mtime_ns = mtime_ns
@@ -154,7 +154,8 @@ class DirQueue:
             raise ValueError(f"buf_size must be positive, not {buf_size}")
         if active_file_lifetime <= 0:
             raise ValueError(
-                f"active_file_lifetime must be a positive number of seconds, not {active_file_lifetime}"
+                "active_file_lifetime must be a positive number of seconds,"
+                f" not {active_file_lifetime}"
             )
         self.layout = Layout(dir)
         self.dir = self.layout.dir
@@ -397,10 +398,9 @@ class DirQueue:
         # Step 6: the jobs are in the queue; the rest is tidying and a wake-up call.
         for st in staged:
             for path in (st.tmp_data, st.tmp_ctrl):
-                try:
+                # A stray tmp file is harmless; repair() collects it.
+                with contextlib.suppress(OSError):
                     _fs.unlink_quietly(path)
-                except OSError:
-                    pass  # A stray tmp file is harmless; repair() collects it.
         self._bump_queue_mtime()
         return [st.jobid for st in staged]
 
@@ -636,10 +636,9 @@ class DirQueue:
 
     def _bump_queue_mtime(self) -> None:
         # Waiting dequeuers on every host watch queue/'s mtime (and inotify sees this).
-        try:
+        # Not ours (another user's queue)? The new entry changed it anyway.
+        with contextlib.suppress(OSError):
             os.utime(self.layout.queue_dir)
-        except OSError:
-            pass  # Not ours (another user's queue): the new entry changed it anyway.
 
     # -- picking up -------------------------------------------------------------------
 
@@ -764,7 +763,7 @@ class DirQueue:
                 raise
             raise QueueIOError(f"picking up job {name}", err) from err
 
-    def _lock_job(  # noqa: PLR0911, PLR0912 - one exit per outcome of the protocol's steps
+    def _lock_job(
         self, name: str, queue_path: str
     ) -> os.stat_result | object | None:
         """Steps 1-4 of the pickup protocol: our lock's stat if job ``name`` is ours now,
@@ -798,10 +797,9 @@ class DirQueue:
             if not os.path.lexists(queue_path):
                 return _GONE
             linked = True
-            try:
+            # Whatever link() says, only the inode says whether the lock is ours.
+            with contextlib.suppress(OSError):
                 os.link(tmp_lock, active_path)
-            except OSError:
-                pass  # Only the inode below says whether the lock is ours.
             if not self._lock_landed(tmp_lock, active_path, lock_stat):
                 return None  # Another worker's lock.
         except BaseException:
@@ -1096,7 +1094,8 @@ class DirQueue:
     # -- a job's end ------------------------------------------------------------------
 
     def _finish(self, job: Job) -> None:
-        assert job._lock_stat is not None
+        if job._lock_stat is None:
+            raise JobStateError(f"job {job.jobid} is not held by this process: nothing to finish")
         # The control file goes first: once it is gone the job is finished, and no
         # reader can meet a control file whose data was already removed.
         try:
@@ -1137,7 +1136,8 @@ class DirQueue:
         return False
 
     def _return(self, job: Job) -> None:
-        assert job._lock_stat is not None
+        if job._lock_stat is None:
+            raise JobStateError(f"job {job.jobid} is not held by this process: nothing to return")
         try:
             self._unlock_if_ours(self.layout.active_path(job.jobid), job._lock_stat)
         except OSError as err:
@@ -1268,14 +1268,14 @@ def _write_chunks(fd: int, chunks: Iterable[Chunk]) -> int:
     buffer = io.BytesIO()
     for chunk in chunks:
         if isinstance(chunk, str):
-            chunk = chunk.encode("utf-8")
-        elif not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"data chunks must be str or bytes, not {type(chunk).__name__}"
-            )
-        if not chunk:
+            raw: bytes | bytearray | memoryview = chunk.encode("utf-8")
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            raw = chunk
+        else:
+            raise TypeError(f"data chunks must be str or bytes, not {type(chunk).__name__}")
+        if not raw:
             continue
-        buffer.write(chunk)
+        buffer.write(raw)
         if buffer.tell() >= 1 << 16:
             _fs.write_all(fd, buffer.getvalue())
             total += buffer.tell()
