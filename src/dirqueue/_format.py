@@ -91,6 +91,11 @@ def make_job_id(
     return jobid, secs, usecs
 
 
+#: ``match_job_name(name)`` is truthy when ``name`` is shaped like a job id: the bare
+#: regex method, for loops over a whole queue directory where a call costs.
+match_job_name: Final = _JOB_ID_RE.fullmatch
+
+
 def is_job_name(name: str) -> bool:
     """True when ``name`` is shaped like a job id (what a reader picks up)."""
     return _JOB_ID_RE.fullmatch(name) is not None
