@@ -65,11 +65,14 @@ def make_inputs(inputs: Path) -> tuple[list[str], list[str]]:
 def submit_concurrently(qdir: Path, files: list[str], poisoned: list[str]) -> bool:
     heading(
         f"{SUBMITTERS + 1} processes run 'dq submit' at once"
-        f" ({JOBS} jobs, and {POISONED} poisoned ones at priority 90)"
+        f" ({JOBS} jobs, a quarter of them urgent at priority 10,"
+        f" and {POISONED} poisoned ones at priority 90)"
     )
     batches = [
-        ["--meta", f"batch={n}", *files[n - 1 :: SUBMITTERS]] for n in range(1, SUBMITTERS + 1)
+        ["--meta", f"batch={n}", *files[n - 1 :: SUBMITTERS]] for n in range(1, SUBMITTERS)
     ]
+    urgent = files[SUBMITTERS - 1 :: SUBMITTERS]
+    batches.append(["--priority", "10", "--meta", "batch=urgent", *urgent])
     batches.append(["--priority", "90", "--meta", "batch=poison", *poisoned])
     started = time.monotonic()
     procs = [
@@ -123,9 +126,12 @@ def run_server(qdir: Path, env: dict[str, str]) -> float | None:
 def summarize(results: Path, cold: float, elapsed: float) -> None:
     heading("summary")
     per_worker: collections.Counter[str] = collections.Counter()
+    started: list[tuple[int, str, str]] = []  # (start time, priority, pid)
     for path in results.iterdir():
         if path.name != "cache-loads.log":
-            per_worker[path.read_text().split()[0]] += 1
+            pid, _, started_ns = path.read_text().split()
+            per_worker[pid] += 1
+            started.append((int(started_ns), path.name[:2], pid))
     loads = (results / "cache-loads.log").read_text().splitlines()
     server_loads = len(loads) - COLD_JOBS
     served = sum(per_worker.values()) - COLD_JOBS
@@ -138,6 +144,13 @@ def summarize(results: Path, cold: float, elapsed: float) -> None:
     print(f"   one process per job: {1 / cold:.1f} jobs/s ({cold * 1000:.0f} ms per job)")
     print(f"   table of primes built {server_loads} times by the server"
           f" (once per worker) for {served} jobs")
+    # Order: the server's jobs by the time their handler started.
+    by_server = [prio for _, prio, pid in sorted(started) if pid in workers]
+    urgent = by_server.count("10")
+    last_urgent = max((i + 1 for i, prio in enumerate(by_server) if prio == "10"), default=0)
+    print(f"   order:              {urgent} priority-10 jobs (submitted alongside the rest)"
+          f" started {'first' if last_urgent == urgent else 'mostly first'}:"
+          f" the last as job {last_urgent} of {len(by_server)}")
     done_once = sum(per_worker.values())
     print(f"   every job done exactly once: {done_once == JOBS}"
           f" ({done_once} result files for {JOBS} good jobs)")

@@ -55,23 +55,25 @@ def count_primes(data: bytes) -> int:
     return sum(bisect.bisect_right(table, n) for n in numbers)
 
 
-def _record(jobid: str, primes: int) -> None:
+def _record(jobid: str, primes: int, started_ns: int) -> None:
     results = os.environ.get("DEMO_RESULTS")
     if results:
         with open(os.path.join(results, jobid), "x") as out:
-            out.write(f"{os.getpid()} {primes}\n")
+            out.write(f"{os.getpid()} {primes} {started_ns}\n")
 
 
 def handle(job: Job) -> None:
     """The ``dq server --handler`` entry point."""
-    _record(job.jobid, count_primes(job.get_data()))
+    started_ns = time.time_ns()
+    _record(job.jobid, count_primes(job.get_data()), started_ns)
 
 
 def main(argv: list[str]) -> int:
     """The one-process-per-job way: ``python demo_handler.py DATAFILE`` (as dq deque runs it)."""
+    started_ns = time.time_ns()
     with open(argv[-1], "rb") as fh:
         primes = count_primes(fh.read())
-    _record(os.environ["DQ_JOBID"], primes)
+    _record(os.environ["DQ_JOBID"], primes, started_ns)
     return 0
 
 
