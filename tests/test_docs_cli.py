@@ -96,6 +96,9 @@ def test_json_keys_are_documented(tmp_path: Path) -> None:
     keys |= set(next(iter(list_jobs(q))).as_dict())
     keys |= set(next(iter(FailedStore(q).jobs())).as_dict())
     keys |= set(Worker(q, boom).report.as_dict())
+    Path(q.layout.tmp_dir, "left.ctrl").write_text("debris")
+    report = q.fsck(min_age=0)
+    keys |= set(report.to_dict()) | set(report.findings[0].to_dict())
     text = all_docs()
     missing = sorted(k for k in keys if f'"{k}"' not in text)
     assert not missing, f"JSON keys not documented: {missing}"

@@ -22,6 +22,7 @@ from . import __version__
 from .errors import DirQueueError
 from .failed import FailedJob, FailedStore
 from .queue import DirQueue
+from .repair import DEFAULT_MIN_AGE, RepairReport
 from .stats import JobInfo, list_jobs, queue_stats, require_queue
 from .worker import (
     DEFAULT_MAX_ATTEMPTS,
@@ -601,6 +602,45 @@ def cmd_purge(ctx: _Context) -> int:
     return EXIT_OK
 
 
+def cmd_fsck(ctx: _Context) -> int:
+    args = ctx.args
+    queue = ctx.queue()
+    require_queue(queue)
+    check = queue.repair if args.repair else queue.fsck
+    report = check(min_age=args.min_age)
+    if args.json:
+        _print_json(report.to_dict(), ctx.out)
+    else:
+        _print_report(ctx, report)
+    return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def _print_report(ctx: _Context, report: RepairReport) -> None:
+    if report.findings:
+        rows = [["problem", "path", "what is wrong", "action"]]
+        rows.extend(
+            [f.kind, os.path.relpath(f.path, report.directory), f.detail, f.action]
+            for f in report.findings
+        )
+        ctx.out.write(_table(rows) + "\n")
+    problems, unfixed = len(report.problems), len(report.unfixed)
+    summary = (
+        f"{report.jobs_checked} job{'' if report.jobs_checked == 1 else 's'} checked,"
+        f" {problems} problem{'' if problems == 1 else 's'} found"
+    )
+    if not problems:
+        ctx.out.write(summary + "\n")
+    elif report.dry_run:
+        ctx.out.write(summary + ", nothing changed\n")
+        ctx.say("run 'dq fsck --repair' to fix them (corrupt jobs are moved aside,"
+                " never deleted)")
+    else:
+        ctx.out.write(f"{summary}, {problems - unfixed} fixed\n")
+        if unfixed:
+            ctx.say(f"{unfixed} problem{'' if unfixed == 1 else 's'} could not be fixed:"
+                    " see the action column")
+
+
 # -- the parser ----------------------------------------------------------------------
 
 _EPILOGS: Final = {
@@ -615,6 +655,10 @@ _EPILOGS: Final = {
     "stats": "example:\n  dq stats --dir /var/spool/q --json",
     "requeue": "examples:\n  dq requeue --dir /var/spool/q --failed\n  dq requeue --dir Q JOBID",
     "purge": "example:\n  dq purge --dir /var/spool/q --failed --older-than 7d",
+    "fsck": (
+        "examples:\n  dq fsck --dir /var/spool/q\n"
+        "  dq fsck --dir /var/spool/q --repair --min-age 10m"
+    ),
 }
 
 _HELP: Final = {
@@ -625,6 +669,7 @@ _HELP: Final = {
     "stats": "count queued, active, stale and failed jobs",
     "requeue": "put failed jobs back in the queue",
     "purge": "delete failed jobs",
+    "fsck": "check a queue for what crashed processes left behind; --repair fixes it",
 }
 
 
@@ -705,6 +750,19 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:
     )
     p.add_argument("jobids", nargs="*", metavar="JOBID", help="only these failed jobs")
     p.set_defaults(func=cmd_purge)
+
+    p = add("fsck")
+    p.add_argument(
+        "--repair", action="store_true",
+        help="fix what is found (default: report only, change nothing)",
+    )
+    p.add_argument(
+        "--min-age", type=_seconds_or_zero, default=DEFAULT_MIN_AGE, metavar="AGE",
+        help="leave debris younger than this alone: a live process may own it"
+        f" (default {DEFAULT_MIN_AGE / 3600:g}h; 10m, 2h, or seconds)",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_fsck)
     return parser
 
 
