@@ -156,21 +156,32 @@ def test_keyboard_interrupt_in_handler_returns_the_job_and_propagates(tmp_path: 
     assert attempts_of(job.control) == 0
 
 
-def test_heartbeat_keeps_a_long_jobs_lock_fresh(tmp_path: Path) -> None:
-    q = DirQueue(tmp_path / "q", active_file_lifetime=0.4)
+@pytest.mark.parametrize("promise", [True, False], ids=["heartbeat-lock", "plain-lock"])
+def test_heartbeat_keeps_a_long_jobs_lock_fresh(tmp_path: Path, promise: bool) -> None:
+    # With lock_heartbeat=False the lock makes no promise, but the worker still keeps
+    # it fresh: a long job must not look like a dead worker's to anyone.
+    q = DirQueue(tmp_path / "q", active_file_lifetime=0.4, lock_heartbeat=promise)
     q.enqueue_string("x")
     mtimes: list[float] = []
+    rivals: list[Job | None] = []
 
     def slow(job: Job) -> None:
         lock = q.layout.active_path(job.jobid)
         for _ in range(6):
             time.sleep(0.1)
             mtimes.append(os.stat(lock).st_mtime)
+        # Well past the lifetime, a worker on another host (which cannot see our pid,
+        # and goes by the heartbeat alone) must not take it.
+        rival = DirQueue(tmp_path / "q", active_file_lifetime=0.4)
+        rival.hostname = "another-host.example"
+        rivals.append(rival.pickup_queued_job())
 
     assert Worker(q, slow).run_once().outcome is Outcome.FINISHED
     # The lock (lifetime 0.4 s, beat every 0.1 s) was touched while the job ran.
     assert len(set(mtimes)) >= 3
     assert max(mtimes) - min(mtimes) >= 0.2
+    assert rivals == [None]
+    assert os.listdir(tmp_path / "q" / "active") == []
 
 
 def test_first_signal_lets_the_job_finish_then_stops(tmp_path: Path) -> None:

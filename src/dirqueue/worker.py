@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from ._heartbeat import Heartbeat
 from .errors import DirQueueError
 from .failed import FailedStore, attempts_of, record_attempts
 from .stats import waiting_job_ids
@@ -165,43 +166,6 @@ class _LocalBudget:
         self.left += 1
 
 
-class _Heartbeat:
-    """Touches a job's lock every ``interval`` seconds while its handler runs.
-
-    A worker that stopped touching its lock for ``active_file_lifetime`` would look
-    dead to workers on other hosts, which cannot check its pid; they would take the job
-    over while it still runs.
-    """
-
-    def __init__(self, job: Job, interval: float) -> None:
-        self._job = job
-        self._interval = interval
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, name=f"dirqueue-heartbeat-{job.jobid}", daemon=True
-        )
-        self.beats = 0
-
-    def _beat(self) -> None:
-        while not self._stopped.wait(self._interval):
-            try:
-                self._job.touch_active_lock()
-            except (DirQueueError, OSError):
-                # Finished meanwhile, or a filesystem hiccup: the next beat tries again,
-                # and the main thread learns of real trouble when it ends the job.
-                continue
-            self.beats += 1
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # Join before the job is ended, so no touch lands on a finished job's lock.
-        self._stopped.set()
-        self._thread.join()
-
-
 class Worker:
     """Runs ``handler(job)`` on job after job from ``queue``.
 
@@ -215,8 +179,6 @@ class Worker:
     :param idle_timeout: stop after this many seconds without a job.
     :param poll_interval: how often a waiting worker looks for jobs from other hosts
         (local submissions wake it at once).
-    :param heartbeat_interval: how often a running job's lock is refreshed; default a
-        quarter of the queue's ``active_file_lifetime``.
     :param on_result: called with every step's :class:`StepResult` that took a job.
     :param clock: monotonic time, injectable for tests.
     :param sleep: how to sleep, injectable for tests (a custom one turns off inotify).
@@ -233,7 +195,6 @@ class Worker:
         until_empty: bool = False,
         idle_timeout: float | None = None,
         poll_interval: float = 1.0,
-        heartbeat_interval: float | None = None,
         on_result: Callable[[StepResult], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -251,9 +212,6 @@ class Worker:
         self.until_empty = until_empty
         self.idle_timeout = idle_timeout
         self.poll_interval = poll_interval
-        self.heartbeat_interval = (
-            heartbeat_interval if heartbeat_interval else queue.active_file_lifetime / 4
-        )
         self.on_result = on_result
         self.failed = FailedStore(queue)
         self._clock = clock
@@ -374,12 +332,23 @@ class Worker:
         started = self._clock()
         try:
             try:
-                with _Heartbeat(job, self.heartbeat_interval):
-                    self._in_handler = True
-                    try:
-                        self.handler(job)
-                    finally:
-                        self._in_handler = False
+                # A held job's lock is kept fresh by the queue's heartbeat thread
+                # (DirQueue(lock_heartbeat=True), the default). With that turned off,
+                # a long job still must not look abandoned: touch it all the same,
+                # without the lock's promise.
+                beat = None
+                if not self.queue.lock_heartbeat:
+                    beat = Heartbeat(
+                        self.queue.layout.active_path(job.jobid),
+                        self.queue.active_file_lifetime / 4,
+                    )
+                self._in_handler = True
+                try:
+                    self.handler(job)
+                finally:
+                    self._in_handler = False
+                    if beat is not None:
+                        beat.stop()
             except JobInterrupted:
                 if job.is_active:
                     job.return_to_queue()
