@@ -16,4 +16,3 @@ run "echo urgent | dq submit --dir spool --priority 10 -"
 run dq list --dir spool
 run dq server --dir spool --until-empty -- wc -c
 run dq stats --dir spool
-run dq fsck --dir spool
