@@ -1,6 +1,6 @@
 """Pickups racing for one job, with the interleavings forced rather than hoped for.
 
-``os.link`` and ``os.rename`` as seen by ``dirqueue.queue`` are patched with gates
+``os.link`` and ``os.unlink`` as seen by ``dirqueue.queue`` are patched with gates
 (barriers and events) so that two dequeuers, each in its own thread with its own
 DirQueue, reach the critical steps in a chosen order.
 """
@@ -26,8 +26,6 @@ from dirqueue import DirQueue, Job
 
 GATE_TIMEOUT = 5.0
 REAL_LINK = os.link
-REAL_RENAME = os.rename
-REAL_LSTAT = os.lstat
 
 
 def run_threads(targets: dict[str, Callable[[], Any]]) -> dict[str, Any]:
@@ -227,32 +225,40 @@ def run_breakers(queues: dict[str, DirQueue], a_done: threading.Event) -> dict[s
     return results
 
 
-def is_aside(dst: str) -> bool:
-    return dst.endswith(".broken")
+def is_token(dst: str) -> bool:
+    return dst.endswith(".breaking")
+
+
+def plant_token(qdir: Path, jobid: str, age: float) -> Path:
+    token = qdir / "tmp" / f"{jobid}.breaking"
+    token.write_text("a breaker\n")
+    os.utime(token, (time.time() - age,) * 2)
+    return token
 
 
 @pytest.mark.timeout(30)
 def test_stale_lock_race_late_breaker_finds_a_fresh_lock(
     qdir: Path, monkeypatch: pytest.MonkeyPatch, dead_pid: int
 ) -> None:
-    """Both judge the lock stale; A breaks it and takes the job; only then does B move
-    the lock aside -- A's fresh one. B must put it back and take nothing."""
+    """Both judge the lock stale; A breaks it and takes the job; only then does B take
+    the breaker's token and look again: the lock is A's fresh one, which B leaves."""
     queues, jobid = stale_job(qdir, dead_pid)
     both_judged = threading.Barrier(2, timeout=GATE_TIMEOUT)
     a_done = threading.Event()
 
-    def gated_rename(src: str, dst: str, **kwargs: Any) -> None:
-        if is_aside(dst):
+    def gated_link(src: str, dst: str, **kwargs: Any) -> None:
+        if is_token(dst):
             both_judged.wait()
             if me() == "B":
                 wait(a_done, "A's pickup")
-        REAL_RENAME(src, dst, **kwargs)
+        REAL_LINK(src, dst, **kwargs)
 
     monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
-    monkeypatch.setattr("dirqueue.queue.os.rename", gated_rename)
+    monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
     results = run_breakers(queues, a_done)
     monkeypatch.undo()
 
+    assert results["B"] is None
     (holder,) = holders(results)
     assert results["A"] is holder
     assert holder.jobid == jobid
@@ -265,32 +271,23 @@ def test_stale_lock_race_late_breaker_finds_a_fresh_lock(
 def test_stale_lock_race_both_break_at_once(
     qdir: Path, monkeypatch: pytest.MonkeyPatch, dead_pid: int
 ) -> None:
-    """A moves the stale lock aside first, B finds it gone: both go on to lock the job,
-    and link at the same moment. One gets it."""
+    """A and B reach for the breaker's token at the same moment: one gets it and takes
+    the job, the other finds the token held and leaves the job alone."""
     queues, jobid = stale_job(qdir, dead_pid)
-    both_judged = threading.Barrier(2, timeout=GATE_TIMEOUT)
-    a_renamed = threading.Event()
     both_linking = threading.Barrier(2, timeout=GATE_TIMEOUT)
-
-    def gated_rename(src: str, dst: str, **kwargs: Any) -> None:
-        if not is_aside(dst):
-            REAL_RENAME(src, dst, **kwargs)
-            return
-        both_judged.wait()
-        if me() == "B":
-            wait(a_renamed, "A's rename")
-        try:
-            REAL_RENAME(src, dst, **kwargs)
-        finally:
-            a_renamed.set()
+    both_tried = threading.Barrier(2, timeout=GATE_TIMEOUT)
 
     def gated_link(src: str, dst: str, **kwargs: Any) -> None:
-        if "/active/" in dst and src.endswith(".active"):
-            both_linking.wait()
-        REAL_LINK(src, dst, **kwargs)
+        if not is_token(dst):
+            REAL_LINK(src, dst, **kwargs)
+            return
+        both_linking.wait()
+        try:
+            REAL_LINK(src, dst, **kwargs)
+        finally:
+            both_tried.wait()  # Neither lets go of the token before both have tried.
 
     monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
-    monkeypatch.setattr("dirqueue.queue.os.rename", gated_rename)
     monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
     results = run_breakers(queues, threading.Event())
     monkeypatch.undo()
@@ -303,101 +300,65 @@ def test_stale_lock_race_both_break_at_once(
 
 
 @pytest.mark.timeout(30)
-def test_stale_lock_race_breaker_moves_a_new_lock_before_its_owner_checks_it(
-    qdir: Path, monkeypatch: pytest.MonkeyPatch, dead_pid: int
-) -> None:
-    """A breaks the stale lock and links its own; before A confirms that link, B (who
-    also judged the old lock stale) moves A's new lock aside, sees it is not the stale
-    one, and puts it back. A must still end up holding the job -- not leave it locked
-    in A's name with nobody working on it."""
-    queues, jobid = stale_job(qdir, dead_pid)
-    active_path = str(qdir / "active" / jobid)
-    both_judged = threading.Barrier(2, timeout=GATE_TIMEOUT)
-    a_linked = threading.Event()
-    b_moved = threading.Event()
-    a_looked = threading.Event()
-
-    def gated_rename(src: str, dst: str, **kwargs: Any) -> None:
-        if not is_aside(dst):
-            REAL_RENAME(src, dst, **kwargs)
-            return
-        both_judged.wait()
-        if me() == "A":
-            REAL_RENAME(src, dst, **kwargs)
-            return
-        wait(a_linked, "A's new lock")
-        try:
-            REAL_RENAME(src, dst, **kwargs)  # Moves A's new lock aside.
-        finally:
-            b_moved.set()
-
-    def gated_link(src: str, dst: str, **kwargs: Any) -> None:
-        if me() == "B" and is_aside(src):
-            # B puts the lock back only after A has looked for it (and found nothing).
-            wait(a_looked, "A's check of its lock")
-        REAL_LINK(src, dst, **kwargs)
-        if me() == "A" and dst == active_path:
-            a_linked.set()
-            wait(b_moved, "B's rename")
-
-    def gated_lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
-        try:
-            return REAL_LSTAT(path, *args, **kwargs)
-        finally:
-            if me() == "A" and b_moved.is_set() and os.fspath(path) == active_path:
-                a_looked.set()
-
-    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
-    monkeypatch.setattr("dirqueue.queue.os.rename", gated_rename)
-    monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
-    monkeypatch.setattr("dirqueue.queue.os.lstat", gated_lstat)
-    results = run_breakers(queues, threading.Event())
-    monkeypatch.undo()
-
-    assert a_looked.is_set()
-    assert results["B"] is None
-    (holder,) = holders(results)
-    assert results["A"] is holder
-    assert holder.jobid == jobid
-    assert_held_by(qdir, holder)
-    holder.finish()
-    assert files_under(qdir) == []
-
-
-@pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="known race, not fixed: while a stale-lock breaker holds a fresh lock aside"
-    " (_break_if_stale renames it to check its inode, then links it back), a third"
-    " dequeuer finds no lock and takes the job; the link back then fails and the first"
-    " holder's lock is dropped. Closing it needs a breaker mutex, not a small fix.",
-)
 def test_stale_lock_race_third_dequeuer_in_the_breakers_window(
     qdir: Path, monkeypatch: pytest.MonkeyPatch, dead_pid: int
 ) -> None:
-    queues, jobid = stale_job(qdir, dead_pid)
-    queues["C"] = DirQueue(qdir, active_file_lifetime=1)
-    both_judged = threading.Barrier(2, timeout=GATE_TIMEOUT)
-    a_done = threading.Event()
+    """A holds the token, has checked the stale lock and is about to unlink it, when C
+    comes for the job; then, after A's unlink, C tries again while A is locking it.
+    There is never a moment when the job looks free to C but is someone else's: one
+    of them holds it, and the other holds nothing."""
+    queue_a = DirQueue(qdir, active_file_lifetime=1)
+    queue_c = DirQueue(qdir, active_file_lifetime=1)
+    jobid = queue_a.enqueue_string("abandoned")
+    lock = qdir / "active" / jobid
+    lock.write_text(f"{socket.gethostname()}\n{dead_pid}\n")
+    os.utime(lock, (time.time() - 3600,) * 2)
+    active_path = str(lock)
     c_results: list[Job | None] = []
+    real_unlink = os.unlink
 
-    def gated_rename(src: str, dst: str, **kwargs: Any) -> None:
-        if not is_aside(dst):
-            REAL_RENAME(src, dst, **kwargs)
+    def gated_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if me() == "A" and os.fspath(path) == active_path and not c_results:
+            c_results.append(queue_c.pickup_queued_job())  # In A's window: held token.
+            real_unlink(path, *args, **kwargs)
+            c_results.append(queue_c.pickup_queued_job())  # Unlocked: a fair race.
             return
-        both_judged.wait()
-        if me() == "A":
-            REAL_RENAME(src, dst, **kwargs)
-            return
-        wait(a_done, "A's pickup")
-        REAL_RENAME(src, dst, **kwargs)  # B moves A's fresh lock aside ...
-        c_results.append(queues["C"].pickup_queued_job())  # ... and C walks in.
+        real_unlink(path, *args, **kwargs)
 
     monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
-    monkeypatch.setattr("dirqueue.queue.os.rename", gated_rename)
-    results = run_breakers({"A": queues["A"], "B": queues["B"]}, a_done)
+    monkeypatch.setattr("dirqueue.queue.os.unlink", gated_unlink)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = run_threads({"A": queue_a.pickup_queued_job})
     monkeypatch.undo()
 
-    assert results["B"] is None
-    held = holders({**results, "C": c_results[0]})
+    assert c_results[0] is None  # The token was A's: C left the stale lock alone.
+    held = holders({"A": results["A"], "C": c_results[1]})
     assert len(held) == 1, f"{len(held)} dequeuers hold job {jobid}"
+    (holder,) = held
+    assert_held_by(qdir, holder)
+    holder.finish()
+    assert files_under(qdir) == []
+
+
+def test_a_fresh_breaker_token_makes_others_leave_the_stale_lock(
+    qdir: Path, dead_pid: int
+) -> None:
+    queues, jobid = stale_job(qdir, dead_pid)
+    token = plant_token(qdir, jobid, age=0)
+    assert queues["A"].pickup_queued_job() is None
+    assert (qdir / "active" / jobid).exists()
+    assert token.exists()  # Someone else's: not ours to remove.
+
+
+def test_a_dead_breakers_token_does_not_block_recovery(qdir: Path, dead_pid: int) -> None:
+    queues, jobid = stale_job(qdir, dead_pid)
+    plant_token(qdir, jobid, age=120)  # Its breaker died mid-break, long ago.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        job = queues["A"].pickup_queued_job()
+    assert job is not None
+    assert job.jobid == jobid
+    assert_held_by(qdir, job)  # The old token was cleared, and ours let go.
+    job.finish()
+    assert files_under(qdir) == []

@@ -317,6 +317,8 @@ class Layout:
     #: reads only the four directories above, so it ignores this one.
     CORRUPT: Final = "corrupt"
     REASON_SUFFIX: Final = ".reason"
+    #: The stale-lock breaker's token in ``tmp/`` (see :meth:`breaker_token_path`).
+    BREAKER_SUFFIX: Final = ".breaking"
     #: Jobs that failed ``max_attempts`` times (dirqueue only; the Perl module never
     #: looks here). One directory per job: see :meth:`failed_job_dir`.
     FAILED: Final = "failed"
@@ -372,6 +374,11 @@ class Layout:
     def tmp_path(self, name: str) -> str:
         """A file under ``tmp/``."""
         return os.path.join(self.tmp_dir, name)
+
+    def breaker_token_path(self, jobid: str) -> str:
+        """``tmp/NAME.breaking``: held by whoever is breaking job NAME's stale lock
+        (dirqueue only; the Perl module never reads tmp/)."""
+        return os.path.join(self.tmp_dir, jobid + self.BREAKER_SUFFIX)
 
     # -- the failed-job store (dirqueue's own; see failed.py) ---------------------------
 

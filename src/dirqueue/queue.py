@@ -57,9 +57,9 @@ _MTIME_TRUST_AFTER: Final = 2.0
 #: for every pickup. The cost: a job of better priority that arrives meanwhile waits
 #: up to this long to jump the line.
 _RESCAN_INTERVAL: Final = 1.0
-#: How long a pickup waits for its new lock to come back when a stale-lock breaker has
-#: moved it aside to inspect it (see _lock_landed).
-_LOCK_IN_FLIGHT_WAIT: Final = 2.0
+#: A stale-lock breaker's token (see _remove_lock) older than this belongs to a breaker
+#: that died: breaking takes milliseconds.
+_BREAK_TOKEN_STALE: Final = 30.0
 
 
 class _Listing:
@@ -811,7 +811,7 @@ class DirQueue:
             # Whatever link() says, only the inode says whether the lock is ours.
             with contextlib.suppress(OSError):
                 os.link(tmp_lock, active_path)
-            if not self._lock_landed(tmp_lock, active_path, lock_stat):
+            if not self._lock_landed(active_path, lock_stat):
                 return None  # Another worker's lock.
         except BaseException:
             # A lock we may have linked but could not confirm would keep the job from
@@ -1010,29 +1010,78 @@ class DirQueue:
     def _remove_lock(self, name: str, active_path: str, lock: os.stat_result) -> bool | None:
         """Remove the lock ``lock`` (as judged) at ``active_path``.
 
-        True if removed; False if the lock there now is another (left in place); None if
-        no lock was there any more.
+        True if removed; False if the lock there now is another, or another dequeuer is
+        breaking it (left in place either way); None if no lock was there any more.
         """
-        # Move the lock aside rather than unlinking it, then check that what we moved
-        # is the stale lock we judged: if another worker broke it and locked the job
-        # anew in the meantime, put that fresh lock back.
-        aside = self.layout.tmp_path(f"{name}.{time.time_ns()}.{os.getpid()}.broken")
-        try:
-            os.rename(active_path, aside)
-        except FileNotFoundError:
-            return None
-        moved = os.lstat(aside)
-        if (moved.st_ino, moved.st_dev, moved.st_mtime_ns) != (
-            lock.st_ino,
-            lock.st_dev,
-            lock.st_mtime_ns,
-        ):
-            with contextlib.suppress(OSError):
-                os.link(aside, active_path)
-            _fs.unlink_quietly(aside)
+        # Breakers of one job take turns: each holds a token, tmp/NAME.breaking, while
+        # it checks that the lock is still the one it judged stale and unlinks it. A
+        # lock is only ever removed by its owner or by the token's holder, so nothing
+        # can put a fresh lock in its place between the check and the unlink -- unless
+        # the owner, judged dead, was alive and ends the job at that very moment, or a
+        # breaker stalls for longer than _BREAK_TOKEN_STALE between the two steps.
+        # (Moving the lock aside to check it, instead, leaves the job unlocked for a
+        # moment while the lock is away, and a third dequeuer can take it then.)
+        token = self._take_break_token(name)
+        if token is None:
             return False
-        _fs.unlink_quietly(aside)
-        return True
+        try:
+            try:
+                current = os.lstat(active_path)
+            except FileNotFoundError:
+                return None
+            if (current.st_ino, current.st_dev, current.st_mtime_ns) != (
+                lock.st_ino,
+                lock.st_dev,
+                lock.st_mtime_ns,
+            ):
+                return False  # Broken and re-taken (or touched) since we judged it.
+            try:
+                os.unlink(active_path)
+            except FileNotFoundError:
+                return None
+            return True
+        finally:
+            self._drop_break_token(token)
+
+    def _take_break_token(self, name: str) -> tuple[str, os.stat_result] | None:
+        """Hold job ``name``'s breaker token: its path and our inode, or None if taken."""
+        path = self.layout.breaker_token_path(name)
+        mine = self.layout.tmp_path(
+            f"{name}.{time.time_ns()}.{self.hostname}.{os.getpid()}.breaker"
+        )
+        fd = _fs.create_exclusive(mine, self.queue_file_mode)
+        try:
+            ours = os.fstat(fd)
+        finally:
+            os.close(fd)
+        try:
+            for _ in range(2):
+                # As with locks, link() is atomic on NFS too, and only the inode says
+                # whether it worked.
+                with contextlib.suppress(OSError):
+                    os.link(mine, path)
+                try:
+                    there = os.lstat(path)
+                except FileNotFoundError:
+                    continue
+                if (there.st_ino, there.st_dev) == (ours.st_ino, ours.st_dev):
+                    return path, ours
+                if time.time() - there.st_mtime <= _BREAK_TOKEN_STALE:
+                    return None  # Another dequeuer is breaking this lock right now.
+                # Left by a breaker that died: clear it, and try once more.
+                with contextlib.suppress(OSError):
+                    _fs.unlink_quietly(path)
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                _fs.unlink_quietly(mine)
+
+    def _drop_break_token(self, token: tuple[str, os.stat_result]) -> None:
+        path, ours = token
+        with contextlib.suppress(OSError):
+            there = os.lstat(path)
+            if (there.st_ino, there.st_dev) == (ours.st_ino, ours.st_dev):
+                os.unlink(path)
 
     def _read_lock_file(self, active_path: str) -> bytes:
         try:
@@ -1057,32 +1106,22 @@ class DirQueue:
             return False  # It exists, under another user.
         return False
 
-    def _lock_landed(self, tmp_lock: str, active_path: str, lock_stat: os.stat_result) -> bool:
-        """True if ``active_path`` is now our lock (the inode created as ``tmp_lock``)."""
-        # A dequeuer breaking the stale lock we replaced may move our new lock aside to
-        # check it (_break_if_stale), and puts it back at once. While active/NAME is not
-        # ours but our inode has a name besides tmp_lock, the lock is in flight: wait for
-        # it to land, rather than give up and leave the job locked in our name by nobody.
-        deadline = time.monotonic() + _LOCK_IN_FLIGHT_WAIT
-        while True:
-            try:
-                target = os.lstat(active_path)
-            except FileNotFoundError:
-                pass
-            else:
-                if (target.st_ino, target.st_dev, target.st_uid) == (
-                    lock_stat.st_ino,
-                    lock_stat.st_dev,
-                    lock_stat.st_uid,
-                ):
-                    return True
-            try:
-                in_flight = os.lstat(tmp_lock).st_nlink > 1
-            except FileNotFoundError:
+    def _lock_landed(self, active_path: str, lock_stat: os.stat_result) -> bool:
+        """True if ``active_path`` is now our lock (the inode we created)."""
+        try:
+            target = os.lstat(active_path)
+        except FileNotFoundError:
+            # Look twice before concluding that no lock landed: a lock of ours left
+            # behind would keep the job from every worker. (An NFS client can report
+            # ENOENT for a name that is there, e.g. in ESTALE recovery.)
+            if not os.path.lexists(active_path):
                 return False
-            if not in_flight or time.monotonic() >= deadline:
-                return False
-            time.sleep(0.001)
+            target = os.lstat(active_path)
+        return (target.st_ino, target.st_dev, target.st_uid) == (
+            lock_stat.st_ino,
+            lock_stat.st_dev,
+            lock_stat.st_uid,
+        )
 
     def _unlock_if_ours(self, active_path: str, lock_stat: os.stat_result) -> None:
         # Remove the lock only if it is still the file we linked: a lock broken as

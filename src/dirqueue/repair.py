@@ -268,7 +268,10 @@ class _Repairer:
             self.note(kind, path, detail, f"left: removing failed: {err}", fixed=False)
             return
         if removed is False:
-            self.note(kind, path, detail, "left: a worker re-took the job meanwhile", False)
+            self.note(
+                kind, path, detail, "left: another worker took the job or is breaking the lock",
+                False,
+            )
         else:
             self.note(kind, path, detail, "removed", fixed=True)
 
