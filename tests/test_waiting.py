@@ -3,8 +3,10 @@ driven by a fake clock without real waiting."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import signal
 import subprocess
 import sys
 import textwrap
@@ -230,3 +232,57 @@ def test_waiting_works_in_a_process_with_many_open_files(qdir: Path) -> None:
         for fd in fds:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_waiter_keeps_one_watch_open_across_waits_and_forks(qdir: Path) -> None:
+    """Closing an inotify descriptor costs the kernel ~10 ms, so a worker waiting job
+    after job keeps one open; a forked child makes its own and still wakes at once."""
+    queue = DirQueue(qdir)
+    assert queue.wait_for_queued_job(timeout=0.01) is None
+    before = open_fds()
+    for _ in range(20):
+        assert queue.wait_for_queued_job(timeout=0.01) is None
+    assert open_fds() == before  # One descriptor, reused, not one per wait.
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # The child: wait for a job the parent enqueues, report the delay.
+        code = 1
+        try:
+            os.close(read_end)
+            job = queue.wait_for_queued_job(timeout=20, poll_interval=10)
+            got = time.time()
+            if job is not None and job.get_data() == b"for the child":
+                job.finish()
+                os.write(write_end, f"{got}\n".encode())
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    status = None
+    try:
+        time.sleep(0.5)  # Let the child settle into waiting.
+        sent = time.time()
+        DirQueue(qdir).enqueue_string("for the child")
+        with os.fdopen(read_end) as pipe:
+            reported = pipe.read()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if status is None:  # Something failed first: never leave the child behind.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert float(reported) - sent < 1.0  # inotify, not the 10 s poll.
+    # The parent's own watcher still works after the child has come and gone.
+    DirQueue(qdir).enqueue_string("for the parent")
+    job = queue.wait_for_queued_job(timeout=5, poll_interval=10)
+    assert job is not None
+    assert job.get_data() == b"for the parent"
+    job.finish()

@@ -12,6 +12,7 @@ import socket
 import stat
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Final, TypeVar
@@ -173,6 +174,10 @@ class DirQueue:
         self.lock_heartbeat = lock_heartbeat
         self.hostname = socket.gethostname()
         self._listing: _Listing | None = None
+        # The inotify watcher of wait_for_queued_job, kept open between calls: closing
+        # one costs the kernel about 10 ms, which every wake-up would otherwise pay.
+        self._watcher: DirWatcher | None = None
+        self._watcher_pid = 0
         self._dirs_ready = False
 
     def __repr__(self) -> str:
@@ -1255,18 +1260,44 @@ class DirQueue:
             raise ValueError(f"poll_interval must be positive, not {poll_interval}")
         self._ensure_dirs()
         deadline = None if timeout is None else clock() + timeout
-        with DirWatcher([self.layout.queue_dir, self.layout.active_dir], sleep=sleep) as watcher:
-            while True:
-                job = self.pickup_queued_job()
-                if job is not None:
-                    return job
-                pause = poll_interval
-                if deadline is not None:
-                    remaining = deadline - clock()
-                    if remaining <= 0:
-                        return None
-                    pause = min(pause, remaining)
-                watcher.wait(pause)
+        if sleep is not time.sleep:
+            # A test drives time: a watcher of its own, which only sleeps.
+            with DirWatcher([], sleep=sleep) as sleeper:
+                return self._wait_loop(sleeper, deadline, poll_interval, clock)
+        return self._wait_loop(self._shared_watcher(), deadline, poll_interval, clock)
+
+    def _wait_loop(
+        self,
+        watcher: DirWatcher,
+        deadline: float | None,
+        poll_interval: float,
+        clock: Callable[[], float],
+    ) -> Job | None:
+        while True:
+            job = self.pickup_queued_job()
+            if job is not None:
+                return job
+            pause = poll_interval
+            if deadline is not None:
+                remaining = deadline - clock()
+                if remaining <= 0:
+                    return None
+                pause = min(pause, remaining)
+            watcher.wait(pause)
+
+    def _shared_watcher(self) -> DirWatcher:
+        """This process's watcher of queue/ and active/, made on first use."""
+        watcher = self._watcher
+        if watcher is not None and self._watcher_pid == os.getpid():
+            return watcher
+        if watcher is not None:
+            # Inherited across fork(): the parent's. Closing our copy of the descriptor
+            # is cheap (the parent still holds it) and leaves the parent's events alone.
+            watcher.close()
+        watcher = DirWatcher([self.layout.queue_dir, self.layout.active_dir])
+        self._watcher, self._watcher_pid = watcher, os.getpid()
+        weakref.finalize(self, watcher.close)
+        return watcher
 
     # -- listing ----------------------------------------------------------------------
 
