@@ -61,6 +61,26 @@ def wait(event: threading.Event, what: str) -> None:
     assert event.wait(GATE_TIMEOUT), f"{me()} waited in vain for {what}"
 
 
+class FirstCalls:
+    """Tells whether this is the calling thread's first call through a gate.
+
+    A racer may legitimately link again (a breaker that finds the token already gone
+    retries, a pickup moves on to the next job); a gate that waits for a partner on
+    every call would then wait for one that never comes. Gates hold only each racer's
+    first call and let retries through.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def first(self) -> bool:
+        with self._lock:
+            new = me() not in self._seen
+            self._seen.add(me())
+            return new
+
+
 def holders(results: dict[str, Any]) -> list[Job]:
     jobs = [r for r in results.values() if r is not None]
     assert all(isinstance(job, Job) for job in jobs)
@@ -89,9 +109,10 @@ def test_two_pickups_linking_the_same_lock_exactly_one_wins(
     both_ready = threading.Barrier(2, timeout=GATE_TIMEOUT)
     first_linked = threading.Event()
     both_linked = threading.Barrier(2, timeout=GATE_TIMEOUT)
+    calls = FirstCalls()
 
     def gated_link(src: str, dst: str, **kwargs: Any) -> None:
-        if "/active/" not in dst:
+        if "/active/" not in dst or not calls.first():
             REAL_LINK(src, dst, **kwargs)
             return
         # Both have written a tmp lock and seen the job still queued ...
@@ -126,14 +147,10 @@ def test_many_pickups_at_once_one_job_each(qdir: Path, monkeypatch: pytest.Monke
     racers = 8
     start = threading.Barrier(racers, timeout=GATE_TIMEOUT)
     first_link = threading.Barrier(racers, timeout=GATE_TIMEOUT)
-    seen: set[str] = set()
-    lock = threading.Lock()
+    calls = FirstCalls()
 
     def gated_link(src: str, dst: str, **kwargs: Any) -> None:
-        with lock:
-            first = me() not in seen
-            seen.add(me())
-        if first:
+        if calls.first():
             first_link.wait()  # Every racer links its first lock at the same moment.
         REAL_LINK(src, dst, **kwargs)
 
@@ -245,9 +262,10 @@ def test_stale_lock_race_late_breaker_finds_a_fresh_lock(
     queues, jobid = stale_job(qdir, dead_pid)
     both_judged = threading.Barrier(2, timeout=GATE_TIMEOUT)
     a_done = threading.Event()
+    calls = FirstCalls()
 
     def gated_link(src: str, dst: str, **kwargs: Any) -> None:
-        if is_token(dst):
+        if is_token(dst) and calls.first():
             both_judged.wait()
             if me() == "B":
                 wait(a_done, "A's pickup")
@@ -276,9 +294,12 @@ def test_stale_lock_race_both_break_at_once(
     queues, jobid = stale_job(qdir, dead_pid)
     both_linking = threading.Barrier(2, timeout=GATE_TIMEOUT)
     both_tried = threading.Barrier(2, timeout=GATE_TIMEOUT)
+    calls = FirstCalls()
 
     def gated_link(src: str, dst: str, **kwargs: Any) -> None:
-        if not is_token(dst):
+        if not is_token(dst) or not calls.first():
+            # A loser that finds the winner's token already dropped links again: that
+            # retry goes straight through (it then sees the winner's fresh lock).
             REAL_LINK(src, dst, **kwargs)
             return
         both_linking.wait()
