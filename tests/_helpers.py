@@ -17,3 +17,9 @@ def files_under(directory: str | os.PathLike[str]) -> list[str]:
         for name in files:
             found.append(os.path.relpath(os.path.join(root, name), directory))
     return sorted(found)
+
+
+def lock_without_owner_line(text: str) -> str:
+    """A lock file's text without dirqueue's ``owner ...`` line: what the Perl module
+    reads (host, pid) and the heartbeat promise."""
+    return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("owner "))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import files_under
+from _helpers import files_under, lock_without_owner_line
 from dirqueue import DirQueue
 
 REAL_LINK = os.link
@@ -47,12 +47,14 @@ def test_pickup_keeps_a_lock_link_that_reported_failure_but_happened(
     queue: DirQueue, qdir: Path, monkeypatch: pytest.MonkeyPatch, err: int
 ) -> None:
     jobid = queue.enqueue_string("x")
-    monkeypatch.setattr("dirqueue.queue.os.link", link_then_fail(err))
+    monkeypatch.setattr("dirqueue._lock.os.link", link_then_fail(err))
     job = queue.pickup_queued_job()
     monkeypatch.undo()
     assert job is not None
     assert job.jobid == jobid
-    assert (qdir / "active" / jobid).read_text() == f"{queue.hostname}\n{os.getpid()}\nheartbeat\n"
+    assert lock_without_owner_line((qdir / "active" / jobid).read_text()) == (
+        f"{queue.hostname}\n{os.getpid()}\nheartbeat\n"
+    )
     assert os.listdir(qdir / "tmp") == []
     job.finish()
     assert files_under(qdir) == []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import dirqueue.queue
+import dirqueue._enqueue
 from _helpers import files_under
 from dirqueue import DirQueue
 from dirqueue._format import host_tag, make_job_id
@@ -119,14 +119,17 @@ def test_enqueue_bumps_the_queue_directory_mtime(queue: DirQueue, qdir: Path) ->
 def test_pickup_writes_a_lock_naming_host_and_pid(
     qdir: Path, heartbeat: bool, extra: str
 ) -> None:
-    # IPC::DirQueue reads the first two lines; a third promises a heartbeat.
+    # IPC::DirQueue reads the first two lines; a third promises a heartbeat, and the
+    # last tells who the owner is beyond host and pid (boot, pid namespace, start).
     queue = DirQueue(qdir, lock_heartbeat=heartbeat)
     jobid = queue.enqueue_string("x")
     job = queue.pickup_queued_job()
     assert job is not None
     assert job.is_active
     lock = qdir / "active" / jobid
-    assert lock.read_bytes() == f"{socket.gethostname()}\n{os.getpid()}\n{extra}".encode()
+    *lines, owner = lock.read_text().splitlines(keepends=True)
+    assert "".join(lines) == f"{socket.gethostname()}\n{os.getpid()}\n{extra}"
+    assert re.fullmatch(r"owner boot=[0-9a-f-]{36} pidns=\d+ start=\d+\n", owner), owner
     assert os.listdir(qdir / "tmp") == []  # The tmp lock was unlinked after linking.
     job.finish()
     assert files_under(qdir) == []
@@ -157,7 +160,7 @@ def test_a_name_collision_gets_a_pid_and_random_suffix(
             kwargs["now_ns"] = frozen_ns  # Every first try makes the same name.
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dirqueue.queue, "make_job_id", frozen_clock_make_job_id)
+    monkeypatch.setattr(dirqueue._enqueue, "make_job_id", frozen_clock_make_job_id)
     first = queue.enqueue_string("first")
     second = queue.enqueue_string("second")
     third = queue.enqueue_string("third")
@@ -192,7 +195,7 @@ def test_a_collision_in_queue_but_not_data_is_also_renamed(
             kwargs["now_ns"] = frozen_ns
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dirqueue.queue, "make_job_id", frozen_clock_make_job_id)
+    monkeypatch.setattr(dirqueue._enqueue, "make_job_id", frozen_clock_make_job_id)
     taken = real(50, socket.gethostname(), os.getpid(), now_ns=frozen_ns)[0]
     (qdir / "queue").mkdir(parents=True)
     squatter = qdir / "queue" / taken
@@ -219,7 +222,7 @@ def test_threads_enqueueing_at_the_same_instant_all_get_distinct_names(
             kwargs["now_ns"] = frozen_ns
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dirqueue.queue, "make_job_id", frozen_clock_make_job_id)
+    monkeypatch.setattr(dirqueue._enqueue, "make_job_id", frozen_clock_make_job_id)
     queue = DirQueue(qdir, durable=False)
     start = threading.Barrier(6, timeout=10)
     results: dict[int, list[str]] = {}

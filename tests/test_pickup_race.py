@@ -91,8 +91,8 @@ def assert_held_by(qdir: Path, job: Job) -> None:
     """The one lock in active/ is ``job``'s, and nothing is left in tmp/."""
     assert os.listdir(qdir / "active") == [job.jobid]
     lock = os.lstat(qdir / "active" / job.jobid)
-    assert job._lock_stat is not None
-    assert (lock.st_ino, lock.st_dev) == (job._lock_stat.st_ino, job._lock_stat.st_dev)
+    assert job._held is not None
+    assert (lock.st_ino, lock.st_dev) == (job._held.stat.st_ino, job._held.stat.st_dev)
     assert os.listdir(qdir / "tmp") == []
 
 
@@ -126,7 +126,7 @@ def test_two_pickups_linking_the_same_lock_exactly_one_wins(
             # ... and both have linked before either checks what it got.
             both_linked.wait()
 
-    monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
+    monkeypatch.setattr("dirqueue._lock.os.link", gated_link)
     results = run_threads({name: q.pickup_queued_job for name, q in queues.items()})
     monkeypatch.undo()
 
@@ -158,7 +158,7 @@ def test_many_pickups_at_once_one_job_each(qdir: Path, monkeypatch: pytest.Monke
         start.wait()
         return queue.pickup_queued_job()
 
-    monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
+    monkeypatch.setattr("dirqueue._lock.os.link", gated_link)
     queues = {f"R{i}": DirQueue(qdir) for i in range(racers)}
     results = run_threads({name: functools.partial(racer, q) for name, q in queues.items()})
     monkeypatch.undo()
@@ -193,13 +193,13 @@ def test_a_pickup_that_loses_to_finish_takes_nothing(
             nonlocal job_a
             # Between B's check that queue/NAME exists and B's link, A takes and
             # finishes the job (A's own lock link goes through unpatched).
-            monkeypatch.setattr("dirqueue.queue.os.link", REAL_LINK)
+            monkeypatch.setattr("dirqueue._lock.os.link", REAL_LINK)
             job_a = worker_a.pickup_queued_job()
             assert job_a is not None
             job_a.finish()
         REAL_LINK(src, dst, **kwargs)
 
-    monkeypatch.setattr("dirqueue.queue.os.link", finish_first_then_link)
+    monkeypatch.setattr("dirqueue._lock.os.link", finish_first_then_link)
     assert worker_b.pickup_queued_job() is None
     monkeypatch.undo()
     assert job_a is not None
@@ -271,8 +271,8 @@ def test_stale_lock_race_late_breaker_finds_a_fresh_lock(
                 wait(a_done, "A's pickup")
         REAL_LINK(src, dst, **kwargs)
 
-    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
-    monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
+    monkeypatch.setattr("dirqueue._lock.random.uniform", lambda lo, hi: lo)
+    monkeypatch.setattr("dirqueue._lock.os.link", gated_link)
     results = run_breakers(queues, a_done)
     monkeypatch.undo()
 
@@ -308,8 +308,8 @@ def test_stale_lock_race_both_break_at_once(
         finally:
             both_tried.wait()  # Neither lets go of the token before both have tried.
 
-    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
-    monkeypatch.setattr("dirqueue.queue.os.link", gated_link)
+    monkeypatch.setattr("dirqueue._lock.random.uniform", lambda lo, hi: lo)
+    monkeypatch.setattr("dirqueue._lock.os.link", gated_link)
     results = run_breakers(queues, threading.Event())
     monkeypatch.undo()
 
@@ -346,8 +346,8 @@ def test_stale_lock_race_third_dequeuer_in_the_breakers_window(
             return
         real_unlink(path, *args, **kwargs)
 
-    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
-    monkeypatch.setattr("dirqueue.queue.os.unlink", gated_unlink)
+    monkeypatch.setattr("dirqueue._lock.random.uniform", lambda lo, hi: lo)
+    monkeypatch.setattr("dirqueue._lock.os.unlink", gated_unlink)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = run_threads({"A": queue_a.pickup_queued_job})

@@ -71,7 +71,7 @@ def test_a_new_urgent_job_overtakes_waiting_ones(
     newcomer.return_to_queue()
     # A running worker reuses its listing for up to _RESCAN_INTERVAL seconds (a
     # documented trade-off); once that has passed, it sees the urgent job next.
-    monkeypatch.setattr("dirqueue.queue._RESCAN_INTERVAL", 0.0)
+    monkeypatch.setattr("dirqueue._pickup.RESCAN_INTERVAL", 0.0)
     assert [job.data for job in drain(queue)] == [b"urgent", b"normal 1", b"normal 2"]
 
 

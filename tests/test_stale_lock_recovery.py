@@ -131,13 +131,13 @@ def test_grace_delay_scales_with_the_lifetime(
         ranges.append((lo, hi))
         return hi  # The longest grace the queue allows.
 
-    monkeypatch.setattr("dirqueue.queue.random.uniform", grace)
+    monkeypatch.setattr("dirqueue._lock.random.uniform", grace)
     lock = plant_lock(qdir, jobid, content, age=age)
     assert queue.pickup_queued_job() is None  # Still inside its grace.
     assert lock.exists()
     assert ranges == [(0, max_grace)]
 
-    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
+    monkeypatch.setattr("dirqueue._lock.random.uniform", lambda lo, hi: lo)
     with pytest.warns(UserWarning, match="broke stale lock"):
         job = queue.pickup_queued_job()  # No grace: broken as soon as it is stale.
     assert job is not None
@@ -163,7 +163,7 @@ def test_a_lock_younger_than_the_lifetime_is_never_broken_whatever_the_grace(
     qdir: Path, dead_pid: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queue, jobid = enqueue_one(qdir, lifetime=10)
-    monkeypatch.setattr("dirqueue.queue.random.uniform", lambda lo, hi: lo)
+    monkeypatch.setattr("dirqueue._lock.random.uniform", lambda lo, hi: lo)
     plant_lock(qdir, jobid, f"{socket.gethostname()}\n{dead_pid}\n", age=8)
     assert queue.pickup_queued_job() is None
 

@@ -29,16 +29,24 @@ def plant_lock(q: DirQueue, jobid: str, pid: int, age: float = 0.0) -> None:
 
 
 def test_states_queued_active_and_stale(tmp_path: Path) -> None:
+    # "stale" means exactly what the next pickup breaks (tests/test_lock_views_agree.py
+    # checks every kind of lock); the others say in their note why not yet.
     q = DirQueue(tmp_path / "q", active_file_lifetime=60)
-    queued, live, dead, old = (q.enqueue_string(str(i)) for i in range(4))
+    queued, live, dead, dead_old, slow = (q.enqueue_string(str(i)) for i in range(5))
     plant_lock(q, live, os.getpid())
-    plant_lock(q, dead, dead_pid())
-    plant_lock(q, old, os.getpid(), age=120)  # Alive, but not refreshed for too long.
-    states = {info.job.jobid: info.state for info in list_jobs(q)}
-    assert states == {queued: "queued", live: "active", dead: "stale", old: "stale"}
+    plant_lock(q, dead, dead_pid())  # Dead, but the lifetime has not passed.
+    plant_lock(q, dead_old, dead_pid(), age=120)
+    plant_lock(q, slow, os.getpid(), age=120)  # Alive, not refreshed: the Perl rule keeps it.
+    infos = {info.job.jobid: info for info in list_jobs(q)}
+    states = {jobid: info.state for jobid, info in infos.items()}
+    assert states == {
+        queued: "queued", live: "active", dead: "active", dead_old: "stale", slow: "active"
+    }
+    assert "dead" in infos[dead].note
+    assert "next worker" in infos[dead_old].note
     stats = queue_stats(q)
-    assert (stats.queued, stats.active, stats.stale, stats.failed) == (1, 1, 2, 0)
-    assert stats.total == 4
+    assert (stats.queued, stats.active, stats.stale, stats.failed) == (1, 3, 1, 0)
+    assert stats.total == 5
     assert waiting_job_ids(q) == [queued]
 
 

@@ -1,14 +1,12 @@
-"""The IPC::DirQueue 1.x on-disk format: job names, paths and control files.
+"""The IPC::DirQueue 1.x on-disk format: job names, control files and lock files.
 
-This module is the one place that knows how a queue directory is laid out. Everything
-else asks it for a path or hands it bytes to parse; nothing else spells a path by hand.
-See ``shared/FORMAT.md`` for the format itself.
+This module builds and parses the contents of the queue's files; :mod:`dirqueue._layout`
+holds every path and file name. See ``docs/format.md`` for the format itself.
 """
 
 from __future__ import annotations
 
 import binascii
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -21,13 +19,16 @@ __all__ = [
     "DEFAULT_PRIORITY",
     "METADATA_MAX_BYTES",
     "ControlFile",
-    "Layout",
+    "LockInfo",
     "data_location",
+    "format_lock",
     "host_tag",
     "is_job_name",
     "make_job_id",
     "parse_control",
     "parse_job_id",
+    "parse_lock",
+    "parse_lock_file",
     "validate_metadata",
     "validate_priority",
 ]
@@ -281,9 +282,31 @@ def parse_control(raw: bytes, where: str | None = None) -> ControlFile:
     return ctrl
 
 
-def parse_lock(raw: bytes) -> tuple[str | None, int | None]:
-    """``(host, pid)`` from an active lock file's ``HOST\\nPID\\n``; None where unreadable."""
-    lines = raw.decode("utf-8", errors="replace").split("\n")
+@dataclass(frozen=True)
+class LockInfo:
+    """What an active lock file says about its owner.
+
+    The Perl module writes and reads ``HOST\nPID\n``. dirqueue adds lines the Perl
+    module never reads: ``heartbeat`` (the owner touches the lock well inside the
+    lifetime while it lives) and ``owner boot=... pidns=... start=...`` (what proves
+    the owner dead on its own host; see :mod:`dirqueue._identity`).
+    """
+
+    host: str | None = None
+    pid: int | None = None
+    heartbeat: bool = False
+    boot: str | None = None
+    pidns: str | None = None
+    start: int | None = None
+
+
+_OWNER_PREFIX: Final = "owner "
+_LOCK_READ_MAX: Final = 4096
+
+
+def parse_lock_file(raw: bytes) -> LockInfo:
+    """Parse an active lock file; anything unreadable is left None (never raises)."""
+    lines = raw[:_LOCK_READ_MAX].decode("utf-8", errors="replace").split("\n")
     host = lines[0] if lines and lines[0] else None
     pid: int | None = None
     if len(lines) > 1:
@@ -291,117 +314,53 @@ def parse_lock(raw: bytes) -> tuple[str | None, int | None]:
             pid = int(lines[1].strip())
         except ValueError:
             pid = None
-    return host, pid
+    heartbeat = False
+    owner: dict[str, str] = {}
+    for line in lines[2:]:
+        if line.strip() == "heartbeat":
+            heartbeat = True
+        elif line.startswith(_OWNER_PREFIX):
+            for word in line[len(_OWNER_PREFIX) :].split():
+                key, _, value = word.partition("=")
+                owner[key] = value
+    start: int | None = None
+    if owner.get("start", "").isdigit():
+        start = int(owner["start"])
+    return LockInfo(
+        host=host,
+        pid=pid,
+        heartbeat=heartbeat,
+        boot=owner.get("boot") or None,
+        pidns=owner.get("pidns") or None,
+        start=start,
+    )
 
 
-def format_lock(host: str, pid: int, heartbeat: bool = False) -> bytes:
-    """An active lock file's contents: ``HOST\nPID\n``, plus ``heartbeat\n`` when the
-    owner promises to keep the lock fresh (readers of the 1.x format read two lines)."""
-    return f"{host}\n{pid}\n{'heartbeat' + chr(10) if heartbeat else ''}".encode()
+def parse_lock(raw: bytes) -> tuple[str | None, int | None]:
+    """``(host, pid)`` from an active lock file's first two lines; None where unreadable."""
+    info = parse_lock_file(raw)
+    return info.host, info.pid
 
 
-def lock_promises_heartbeat(raw: bytes) -> bool:
-    """True if a lock file's third line is ``heartbeat`` (see :func:`format_lock`)."""
-    lines = raw.split(b"\n")
-    return len(lines) > 2 and lines[2].strip() == b"heartbeat"
-
-
-class Layout:
-    """The paths of one queue directory. The only code that joins queue paths."""
-
-    QUEUE: Final = "queue"
-    DATA: Final = "data"
-    ACTIVE: Final = "active"
-    TMP: Final = "tmp"
-    #: Where corrupt jobs are moved aside, with a ``.reason`` file each. The Perl module
-    #: reads only the four directories above, so it ignores this one.
-    CORRUPT: Final = "corrupt"
-    REASON_SUFFIX: Final = ".reason"
-    #: The stale-lock breaker's token in ``tmp/`` (see :meth:`breaker_token_path`).
-    BREAKER_SUFFIX: Final = ".breaking"
-    #: Jobs that failed ``max_attempts`` times (dirqueue only; the Perl module never
-    #: looks here). One directory per job: see :meth:`failed_job_dir`.
-    FAILED: Final = "failed"
-    FANOUT_DIGITS: Final = "0123456789abcdef"
-
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        text = os.fspath(directory)
-        if not text:
-            raise ValueError("queue directory must not be empty: pass a path such as 'spool/q'")
-        # "DIR as given" goes into QDFN, so keep relative paths relative; drop only a
-        # trailing slash, which would double up in the paths we write.
-        self.dir = text.rstrip("/") or "/"
-        self.queue_dir = os.path.join(self.dir, self.QUEUE)
-        self.data_dir = os.path.join(self.dir, self.DATA)
-        self.active_dir = os.path.join(self.dir, self.ACTIVE)
-        self.tmp_dir = os.path.join(self.dir, self.TMP)
-        self.corrupt_dir = os.path.join(self.dir, self.CORRUPT)
-        self.failed_dir = os.path.join(self.dir, self.FAILED)
-
-    def queue_path(self, jobid: str, fanout: str | None = None) -> str:
-        """``queue/NAME``, or ``queue/X/NAME`` with a fan-out digit."""
-        if fanout is None:
-            return os.path.join(self.queue_dir, jobid)
-        return os.path.join(self.queue_dir, fanout, jobid)
-
-    def data_path(self, jobid: str) -> str:
-        """``data/C1/C2/BASE``, found from the job id alone."""
-        c1, c2, base = data_location(jobid)
-        return os.path.join(self.data_dir, c1, c2, base)
-
-    def data_subdirs(self, jobid: str) -> tuple[str, str]:
-        """The two directories above job ``jobid``'s data file, outermost first."""
-        c1, c2, _ = data_location(jobid)
-        return os.path.join(self.data_dir, c1), os.path.join(self.data_dir, c1, c2)
-
-    def data_components(self, jobid: str) -> tuple[str, str, str, str]:
-        """``("data", C1, C2, BASE)``: the data file's path relative to ``DIR``, split.
-
-        Code that must not follow a symlink planted in the queue walks these one
-        directory at a time (see :func:`dirqueue._fs.open_dir_nofollow`).
-        """
-        c1, c2, base = data_location(jobid)
-        return self.DATA, c1, c2, base
-
-    def corrupt_path(self, name: str) -> str:
-        """``corrupt/NAME``: where a corrupt job's files are moved aside."""
-        return os.path.join(self.corrupt_dir, name)
-
-    def active_path(self, jobid: str) -> str:
-        """``active/NAME``: the lock of a job being worked on."""
-        return os.path.join(self.active_dir, jobid)
-
-    def tmp_path(self, name: str) -> str:
-        """A file under ``tmp/``."""
-        return os.path.join(self.tmp_dir, name)
-
-    def breaker_token_path(self, jobid: str) -> str:
-        """``tmp/NAME.breaking``: held by whoever is breaking job NAME's stale lock
-        (dirqueue only; the Perl module never reads tmp/)."""
-        return os.path.join(self.tmp_dir, jobid + self.BREAKER_SUFFIX)
-
-    # -- the failed-job store (dirqueue's own; see failed.py) ---------------------------
-
-    FAILED_CONTROL: Final = "control"
-    FAILED_DATA: Final = "data"
-    FAILED_ERROR: Final = "error.json"
-
-    def failed_job_dir(self, jobid: str) -> str:
-        """``failed/NAME/``: a failed job's control file, data and error record."""
-        return os.path.join(self.failed_dir, jobid)
-
-    def failed_file(self, jobid: str, which: str) -> str:
-        """One file of a failed job: ``FAILED_CONTROL``, ``FAILED_DATA`` or ``FAILED_ERROR``."""
-        return os.path.join(self.failed_dir, jobid, which)
-
-    def failed_staging_dir(self, jobid: str, purpose: str, token: str) -> str:
-        """``failed/.NAME.PURPOSE.TOKEN``: a failed job's directory while it is moved.
-
-        Dot names are never listed, so a half-built or half-removed entry is invisible.
-        ``TOKEN`` (pid and time) keeps two movers, even threads of one process, apart.
-        """
-        return os.path.join(self.failed_dir, f".{jobid}.{purpose}.{token}")
-
-    def jobid_from_path(self, path: str) -> str:
-        """The job id named by a queue path or given as a bare id."""
-        return os.path.basename(path.rstrip("/"))
+def format_lock(
+    host: str,
+    pid: int,
+    heartbeat: bool = False,
+    *,
+    boot: str | None = None,
+    pidns: str | None = None,
+    start: int | None = None,
+) -> bytes:
+    """An active lock file's contents (see :class:`LockInfo`): ``HOST\nPID\n``, then
+    ``heartbeat\n`` if promised, then the owner line if anything is known of it."""
+    text = f"{host}\n{pid}\n"
+    if heartbeat:
+        text += "heartbeat\n"
+    words = [
+        f"{key}={value}"
+        for key, value in (("boot", boot), ("pidns", pidns), ("start", start))
+        if value is not None
+    ]
+    if words:
+        text += _OWNER_PREFIX + " ".join(words) + "\n"
+    return text.encode("utf-8", errors="replace")

@@ -7,6 +7,7 @@ Nothing here knows the queue's layout; :mod:`dirqueue._format` does.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import os
 import stat
@@ -25,6 +26,7 @@ __all__ = [
     "open_dir_nofollow",
     "open_regular",
     "read_limited",
+    "same_file",
     "unlink_quietly",
 ]
 
@@ -38,6 +40,8 @@ _CREATE_FLAGS: Final = (
 )
 _DIR_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+#: Opening a directory by a name relative to a directory fd, never through a symlink.
+DIR_NOFOLLOW_FLAGS: Final = _DIR_FLAGS | _NOFOLLOW
 # Reading a file inside the queue: never through a symlink at its own name, and never
 # blocking on a FIFO planted there (O_NONBLOCK does nothing to regular files).
 _READ_FLAGS: Final = (
@@ -59,6 +63,9 @@ def open_regular(path: str, dir_fd: int | None = None) -> int:
     except OSError as err:
         if err.errno == errno.ELOOP:
             raise NotRegularFileError(errno.ELOOP, "is a symlink", path) from None
+        if err.errno in (errno.ENXIO, errno.EOPNOTSUPP, errno.ENODEV):
+            # A UNIX socket (ENXIO), or a device node, planted at the name.
+            raise NotRegularFileError(err.errno, "is not a regular file", path) from None
         raise
     try:
         st = os.fstat(fd)
@@ -193,19 +200,25 @@ def makedirs(path: str) -> list[str]:
     return created
 
 
-class LinkResult:
+class LinkResult(enum.Enum):
     """What :func:`link_verified` found."""
 
-    LINKED: Final = "linked"
-    EXISTS: Final = "exists"
+    LINKED = "linked"
+    EXISTS = "exists"
 
 
-def _same_file(src_stat: os.stat_result, target: str, dir_fd: int | None = None) -> bool:
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    """True if two stats are of one file (device and inode): the only identity that
+    holds over NFS, where a name can be replaced between two looks."""
+    return a.st_ino == b.st_ino and a.st_dev == b.st_dev
+
+
+def _is_at(src_stat: os.stat_result, target: str, dir_fd: int | None = None) -> bool:
     try:
         st = os.lstat(target, dir_fd=dir_fd)
     except OSError:
         return False
-    return st.st_ino == src_stat.st_ino and st.st_dev == src_stat.st_dev
+    return same_file(st, src_stat)
 
 
 def link_verified(
@@ -214,7 +227,7 @@ def link_verified(
     src_stat: os.stat_result | None = None,
     *,
     dst_dir_fd: int | None = None,
-) -> str:
+) -> LinkResult:
     """``link(src, target)``, confirming the outcome as NFS requires.
 
     Over NFS a retried ``link`` request can report ``EEXIST`` (or another error)
@@ -228,7 +241,7 @@ def link_verified(
     except OSError as err:
         if src_stat is None:
             src_stat = os.lstat(src)
-        if _same_file(src_stat, target, dst_dir_fd):
+        if _is_at(src_stat, target, dst_dir_fd):
             return LinkResult.LINKED
         if err.errno == errno.EEXIST:
             return LinkResult.EXISTS

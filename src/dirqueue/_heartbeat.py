@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 __all__ = ["Heartbeat"]
 
@@ -24,12 +25,13 @@ _MIN_INTERVAL = 0.05
 
 
 class Heartbeat:
-    """Touches ``path`` every ``interval`` seconds until stopped or the file is gone."""
+    """Calls ``touch()`` every ``interval`` seconds until stopped or ``touch`` returns
+    False (the lock is gone, or no longer ours: never touch someone else's)."""
 
-    __slots__ = ("interval", "next_due", "path")
+    __slots__ = ("interval", "next_due", "touch")
 
-    def __init__(self, path: str, interval: float) -> None:
-        self.path = path
+    def __init__(self, touch: Callable[[], bool], interval: float) -> None:
+        self.touch = touch
         self.interval = max(_MIN_INTERVAL, interval)
         self.next_due = time.monotonic() + self.interval
         _beater().add(self)
@@ -83,10 +85,10 @@ class _Beater:
                 for beat in [b for b in self._beats if b.next_due <= now]:
                     beat.next_due = now + beat.interval
                     try:
-                        os.utime(beat.path)
-                    except FileNotFoundError:
-                        # The lock was removed (finished, returned, or broken as stale).
-                        self._beats.discard(beat)
+                        if not beat.touch():
+                            # The lock was removed (finished, returned, or broken as
+                            # stale and perhaps re-taken by another worker).
+                            self._beats.discard(beat)
                     except OSError:
                         pass  # A passing network-filesystem error: try again next beat.
 

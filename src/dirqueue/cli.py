@@ -368,7 +368,7 @@ def cmd_server(ctx: _Context) -> int:
     args = ctx.args
     handler = _server_handler(ctx)
     queue = ctx.queue()
-    queue._ensure_dirs()  # A server may start before the first submission.
+    queue.create()  # A server may start before the first submission.
     njobs = args.njobs or None
     total = queue_stats(queue).queued if args.until_empty else 0
     if njobs and args.until_empty:

@@ -11,6 +11,7 @@ __all__ = [
     "DirQueueError",
     "InvalidMetadataError",
     "InvalidPriorityError",
+    "JobLostError",
     "JobStateError",
     "QueueIOError",
 ]
@@ -66,8 +67,10 @@ class QueueIOError(DirQueueError, OSError):
     """A filesystem operation on the queue failed.
 
     It carries the ``errno``, ``strerror`` and ``filename`` of the underlying
-    :class:`OSError`, and a message that says what dirqueue was doing. Whatever the
-    operation had written was removed before this was raised.
+    :class:`OSError`, and a message that says what dirqueue was doing. A failed enqueue
+    has removed whatever it had written; a failed finish says in its message whether
+    the job is still in the queue, and leaves any remains (a data file, a lock) for
+    :meth:`DirQueue.repair` to collect.
     """
 
     def __init__(self, action: str, err: OSError) -> None:
@@ -77,3 +80,17 @@ class QueueIOError(DirQueueError, OSError):
     def __str__(self) -> str:
         where = f": {self.filename}" if self.filename else ""
         return f"{self.action} failed: [Errno {self.errno}] {self.strerror}{where}"
+
+
+class JobLostError(JobStateError):
+    """The job's lock was broken while this process held it, and another worker took
+    it: this process must not finish, return or update it.
+
+    It happens when a worker stalls (stopped, swapped out, a frozen mount) for longer
+    than ``active_file_lifetime``, so that its lock looked abandoned. ``jobid`` names
+    the job and ``taken_by`` the new holder (``"HOST:PID"``) when it could be read.
+    """
+
+    def __init__(self, message: str, jobid: str | None = None, taken_by: str | None = None):
+        super().__init__(message, jobid)
+        self.taken_by = taken_by

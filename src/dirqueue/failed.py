@@ -9,14 +9,20 @@ a system field (``Q`` + three capitals) so that no one's metadata can collide wi
 (the format forbids such metadata names) and Python code sees it in
 ``Job.control.extra_system``, not in ``Job.metadata``. The control file is replaced
 atomically (written in ``tmp/``, fsynced, renamed over ``queue/NAME``) while the
-worker holds the job's lock, so a reader sees the old file or the new one, never half.
+worker holds the job's lock (:meth:`Job.update_control`), so a reader sees the old file
+or the new one, never half.
 
 **Failed jobs** live in ``DIR/failed/NAME/``, a directory the Perl module never reads:
 ``control`` (the control file, with the final count), ``data`` (a hard link to the
 data, or a copy) and ``error.json`` (the last error, the attempts, when and where).
 Each entry is built under a dot name and renamed into place, so a listing never sees
 half of one; requeueing and purging first rename the entry to a dot name, so two
-processes never requeue the same job twice.
+processes never requeue the same job twice. A requeue goes through the one way into the
+queue (:mod:`dirqueue._enqueue`), so a requeued job is as durable as a new one.
+
+The failed store works in ``failed/`` through descriptors opened without following
+symlinks, and keeps a job's data only if it is a regular file in the queue: another
+user of a shared queue must not be able to have a worker copy a private file there.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ import dataclasses
 import errno
 import json
 import os
-import random
 import shutil
 import socket
 import threading
@@ -35,8 +40,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _fs
-from ._format import CONTROL_FILE_MAX_BYTES, ControlFile, Layout, is_job_name, parse_control
+from . import _enqueue, _fs
+from ._format import CONTROL_FILE_MAX_BYTES, ControlFile, is_job_name, parse_control
+from ._jobfiles import create_control
+from ._layout import Layout
 from .errors import CorruptJobError, DirQueueError, JobStateError, QueueIOError
 
 if TYPE_CHECKING:
@@ -73,66 +80,33 @@ def attempts_of(control: ControlFile) -> int:
         return 0  # Garbled by hand: count afresh rather than refuse the job.
 
 
-def _write_file(path: str, data: bytes, mode: int, durable: bool) -> os.stat_result:
+def _write_new(path: str, data: bytes, mode: int, durable: bool) -> None:
+    """Write a new file (``O_EXCL``, never through a symlink)."""
     fd = _fs.create_exclusive(path, mode)
     try:
         _fs.write_all(fd, data)
         if durable:
             os.fsync(fd)
-        return os.fstat(fd)
     finally:
         os.close(fd)
-
-
-def _lock_is_ours(job: Job) -> bool:
-    lock = job._lock_stat
-    if lock is None or not job.is_active:
-        return False
-    try:
-        current = os.lstat(job._queue.layout.active_path(job.jobid))
-    except FileNotFoundError:
-        return False
-    return (current.st_ino, current.st_dev) == (lock.st_ino, lock.st_dev)
 
 
 def record_attempts(job: Job, attempts: int) -> None:
     """Store ``attempts`` in the control file of ``job``, which this process holds.
 
-    The new control file replaces the old with one ``rename``, under the job's lock.
+    The new control file replaces the old with one ``rename``, under the job's lock
+    (:meth:`Job.update_control`); :class:`JobLostError` if the lock was lost.
     """
     if not job.is_active:
         raise JobStateError(
             f"cannot record attempts of job {job.jobid}: it is not held by this process",
             job.jobid,
         )
-    queue = job._queue
-    control = dataclasses.replace(
-        job.control, extra_system={**job.control.extra_system, ATTEMPTS_KEY: str(attempts)}
+    job.update_control(
+        dataclasses.replace(
+            job.control, extra_system={**job.control.extra_system, ATTEMPTS_KEY: str(attempts)}
+        )
     )
-    tmp = queue.layout.tmp_path(f"{job.jobid}.{time.time_ns()}.{os.getpid()}.attempts")
-    try:
-        written = _write_file(tmp, control.to_bytes(), queue.queue_file_mode, queue.durable)
-        # A lock broken as stale means another worker may be finishing the job: then
-        # a rename would bring a finished job back to life.
-        if not _lock_is_ours(job) or not os.path.lexists(job.queue_path):
-            raise JobStateError(
-                f"job {job.jobid} is no longer ours (its lock was broken): not updating it",
-                job.jobid,
-            )
-        try:
-            os.rename(tmp, job.queue_path)
-        except FileNotFoundError:
-            # Over NFS a retried rename reports ENOENT although the first one worked.
-            st = os.lstat(job.queue_path)
-            if (st.st_ino, st.st_dev) != (written.st_ino, written.st_dev):
-                raise
-        if queue.durable:
-            _fs.fsync_dir(os.path.dirname(job.queue_path))
-    except OSError as err:
-        raise QueueIOError(f"recording the attempts of job {job.jobid}", err) from err
-    finally:
-        _fs.unlink_quietly(tmp)
-    job._control = control
 
 
 @dataclass(frozen=True)
@@ -175,8 +149,7 @@ class FailedJob:
 
     def get_data(self) -> bytes:
         """The job's data."""
-        with open(self.data_path, "rb") as fh:
-            return fh.read()
+        return _fs.read_limited(_fs.open_regular(self.data_path), -1)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form used by ``dq list --failed --json``."""
@@ -201,6 +174,7 @@ class FailedStore:
 
     def __init__(self, queue: DirQueue) -> None:
         self.queue = queue
+        self.config = queue.config
         self.layout: Layout = queue.layout
 
     def __repr__(self) -> str:
@@ -220,7 +194,7 @@ class FailedStore:
                 job.jobid,
             )
         layout = self.layout
-        queue = self.queue
+        config = self.config
         jobid = job.jobid
         control = dataclasses.replace(
             job.control, extra_system={**job.control.extra_system, ATTEMPTS_KEY: str(attempts)}
@@ -236,23 +210,21 @@ class FailedStore:
         }
         staging = layout.failed_staging_dir(jobid, "new", _token())
         try:
-            _fs.makedirs(layout.failed_dir)
+            # failed/ itself must not be a symlink leading the job's files elsewhere.
+            _fs.close_dir(_fs.ensure_dir_nofollow(config.dir, (Layout.FAILED,))[0])
             os.mkdir(staging)
             try:
-                _write_file(
-                    os.path.join(staging, Layout.FAILED_CONTROL),
-                    control.to_bytes(),
-                    queue.queue_file_mode,
-                    queue.durable,
+                create_control(config, os.path.join(staging, Layout.FAILED_CONTROL), control)
+                record["data_kept"] = self._keep_data(
+                    job, os.path.join(staging, Layout.FAILED_DATA)
                 )
-                self._keep_data(job.get_data_path(), os.path.join(staging, Layout.FAILED_DATA))
-                _write_file(
+                _write_new(
                     os.path.join(staging, Layout.FAILED_ERROR),
                     (json.dumps(record, indent=1) + "\n").encode(),
-                    queue.queue_file_mode,
-                    queue.durable,
+                    config.queue_file_mode,
+                    config.durable,
                 )
-                if queue.durable:
+                if config.durable:
                     _fs.fsync_dir(staging)
                 target = layout.failed_job_dir(jobid)
                 try:
@@ -266,29 +238,47 @@ class FailedStore:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            if queue.durable:
+            if config.durable:
                 _fs.fsync_dir(layout.failed_dir)
         except OSError as err:
             raise QueueIOError(f"moving job {jobid} to {layout.failed_dir}", err) from err
         job.finish()
         return self.get(jobid)
 
-    def _keep_data(self, source: str, target: str) -> None:
+    def _keep_data(self, job: Job, target: str) -> bool:
+        """Keep ``job``'s data at ``target``: a hard link to it, or a copy. False (and
+        an empty file) if there is no data to keep, or what is at its name is not a
+        regular file of the queue (a symlink planted there is never followed)."""
+        config = self.config
         try:
-            os.link(source, target)
+            source = job.open_data()
         except FileNotFoundError:
-            # The data file has gone (removed by hand): keep an empty one, so the
-            # entry is still complete and requeueable.
-            _write_file(target, b"", self.queue.data_file_mode, self.queue.durable)
-        except OSError:
-            # No hard links here (some FUSE and SMB mounts): copy instead.
-            shutil.copyfile(source, target)
-            if self.queue.durable:
-                fd = os.open(target, os.O_RDONLY)
-                try:
+            source = None  # Removed by hand: keep an empty one, still requeueable.
+        except CorruptJobError:
+            source = None
+        if source is None:
+            _write_new(target, b"", config.data_file_mode, config.durable)
+            return False
+        with source:
+            opened = os.fstat(source.fileno())
+            try:
+                # Linked by name, never following a symlink; then checked to be the
+                # very file we opened (the name may have been swapped meanwhile).
+                os.link(job.get_data_path(), target, follow_symlinks=False)
+                if _fs.same_file(os.lstat(target), opened):
+                    return True
+                os.unlink(target)
+            except OSError:
+                pass  # No hard links here (some FUSE and SMB mounts): copy instead.
+            fd = _fs.create_exclusive(target, config.data_file_mode)
+            try:
+                while chunk := source.read(1 << 16):
+                    _fs.write_all(fd, chunk)
+                if config.durable:
                     os.fsync(fd)
-                finally:
-                    os.close(fd)
+            finally:
+                os.close(fd)
+        return True
 
     # -- reading ---------------------------------------------------------------------
 
@@ -301,12 +291,12 @@ class FailedStore:
 
     def _read(self, jobid: str) -> FailedJob:
         layout = self.layout
-        with open(layout.failed_file(jobid, Layout.FAILED_CONTROL), "rb") as fh:
-            control = parse_control(fh.read(CONTROL_FILE_MAX_BYTES + 1), jobid)
+        control = parse_control(
+            _read_regular(layout.failed_file(jobid, Layout.FAILED_CONTROL)), jobid
+        )
         record: dict[str, Any]
         try:
-            with open(layout.failed_file(jobid, Layout.FAILED_ERROR), "rb") as fh:
-                loaded = json.loads(fh.read())
+            loaded = json.loads(_read_regular(layout.failed_file(jobid, Layout.FAILED_ERROR)))
             record = loaded if isinstance(loaded, dict) else {}
         except (OSError, ValueError):
             record = {}
@@ -381,53 +371,29 @@ class FailedStore:
         linked back to ``data/`` and its control file into ``queue/``, each with the
         enqueue protocol's verified link.
         """
-        queue = self.queue
-        layout = self.layout
+        config = self.config
         claimed = self._claim(jobid, "requeue")
-        restore = True
-        linked: list[str] = []
-        tmp_ctrl = layout.tmp_path(f"{jobid}.{time.time_ns()}.{os.getpid()}.requeue")
         try:
-            with open(os.path.join(claimed, Layout.FAILED_CONTROL), "rb") as fh:
-                control = parse_control(fh.read(CONTROL_FILE_MAX_BYTES + 1), jobid)
-            extra = {k: v for k, v in control.extra_system.items() if k != ATTEMPTS_KEY}
-            data_path = layout.data_path(jobid)
-            control = dataclasses.replace(control, extra_system=extra, data_path=data_path)
-            for directory in (layout.queue_dir, layout.tmp_dir, os.path.dirname(data_path)):
-                _fs.makedirs(directory)
-            kept = os.path.join(claimed, Layout.FAILED_DATA)
-            if _fs.link_verified(kept, data_path) == _fs.LinkResult.EXISTS:
-                raise DirQueueError(
-                    f"job {jobid} already has data in {layout.data_dir}: it was requeued"
-                    " already; leaving the failed copy in place"
+            try:
+                control = parse_control(
+                    _read_regular(os.path.join(claimed, Layout.FAILED_CONTROL)), jobid
                 )
-            linked.append(data_path)
-            written = _write_file(
-                tmp_ctrl, control.to_bytes(), queue.queue_file_mode, queue.durable
-            )
-            fanout = random.choice(Layout.FANOUT_DIGITS) if queue.queue_fanout else None
-            queue_path = layout.queue_path(jobid, fanout)
-            if fanout:
-                _fs.makedirs(os.path.dirname(queue_path))
-            if _fs.link_verified(tmp_ctrl, queue_path, written) == _fs.LinkResult.EXISTS:
-                raise DirQueueError(
-                    f"job {jobid} is already in {layout.queue_dir}: leaving the failed copy"
+                extra = {k: v for k, v in control.extra_system.items() if k != ATTEMPTS_KEY}
+                control = dataclasses.replace(control, extra_system=extra)
+                self.queue.create()
+                _enqueue.requeue(
+                    config, jobid, control, os.path.join(claimed, Layout.FAILED_DATA)
                 )
-            linked.append(queue_path)
-            restore = False
-        except OSError as err:
-            raise QueueIOError(f"requeueing failed job {jobid}", err) from err
-        finally:
-            _fs.unlink_quietly(tmp_ctrl)
-            if restore:
-                for path in linked:
-                    _fs.unlink_quietly(path)
-                # If this fails the entry stays under its dot name; nothing is lost.
-                with contextlib.suppress(OSError):
-                    os.rename(claimed, layout.failed_job_dir(jobid))
+            except OSError as err:
+                if isinstance(err, DirQueueError):
+                    raise
+                raise QueueIOError(f"requeueing failed job {jobid}", err) from err
+        except BaseException:
+            # If this fails the entry stays under its dot name; nothing is lost.
+            with contextlib.suppress(OSError):
+                os.rename(claimed, self.layout.failed_job_dir(jobid))
+            raise
         shutil.rmtree(claimed, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.utime(layout.queue_dir)  # Wake waiting workers, as an enqueue does.
         return jobid
 
     def requeue_all(self) -> list[str]:
@@ -481,6 +447,12 @@ def _as_float(value: object) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     return 0.0
+
+
+def _read_regular(path: str) -> bytes:
+    """A failed-store file's bytes (at most a control file's limit), never through a
+    symlink or from a FIFO."""
+    return _fs.read_limited(_fs.open_regular(path), CONTROL_FILE_MAX_BYTES + 1)
 
 
 def _token() -> str:

@@ -1,17 +1,31 @@
-"""A job: its data file, metadata and submission details, and what a worker does with it."""
+"""A job: its data file, metadata and submission details, and what a worker does with
+it (finish it, return it to the queue, keep its lock fresh).
+
+A job's files are removed only by the holder of its lock, and only after checking that
+the lock is still its own: a worker that stalled past ``active_file_lifetime`` may have
+had its lock broken and the job taken by another worker, and must then leave the job
+alone (:class:`JobLostError`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
 import os
+import warnings
+from collections.abc import Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import BinaryIO
 
-from ._format import ControlFile
+from . import _fs, _lock
+from ._config import QueueConfig
+from ._enqueue import bump_queue_mtime
+from ._format import ControlFile, parse_lock_file
 from ._heartbeat import Heartbeat
-from .errors import JobStateError
-
-if TYPE_CHECKING:
-    from .queue import DirQueue
+from ._jobfiles import create_control, open_data, read_data, unlink_data
+from ._judge import read_lock_file
+from .errors import JobLostError, JobStateError, QueueIOError
 
 __all__ = ["Job"]
 
@@ -40,7 +54,7 @@ class Job:
 
     def __init__(
         self,
-        queue: DirQueue,
+        config: QueueConfig,
         jobid: str,
         queue_path: str,
         control: ControlFile,
@@ -48,9 +62,9 @@ class Job:
         *,
         active_host: str | None = None,
         active_pid: int | None = None,
-        lock_stat: os.stat_result | None = None,
+        held: _lock.HeldLock | None = None,
     ) -> None:
-        self._queue = queue
+        self._config = config
         self.jobid = jobid
         self.queue_path = queue_path
         self.metadata = control.metadata
@@ -58,13 +72,13 @@ class Job:
         self.active_pid = active_pid
         self._control = control
         self._data_path = data_path
-        # The inode of the lock we linked; None for a read-only (listed) job.
-        self._lock_stat = lock_stat
-        self._state = "active" if lock_stat is not None else "listed"
+        # Our lock; None for a read-only (listed) job.
+        self._held = held
+        self._state = "active" if held is not None else "listed"
         self._heartbeat: Heartbeat | None = None
-        if lock_stat is not None and queue.lock_heartbeat:
+        if held is not None and config.lock_heartbeat:
             self._heartbeat = Heartbeat(
-                queue.layout.active_path(jobid), queue.active_file_lifetime / 4
+                lambda: _lock.touch(config, held), config.active_file_lifetime / 4
             )
 
     # -- what the job holds ---------------------------------------------------------
@@ -84,16 +98,30 @@ class Job:
         """The parsed control file, system fields included."""
         return self._control
 
+    @property
+    def queue_dir(self) -> str:
+        """The directory of the queue the job belongs to, as the queue was given it."""
+        return self._config.dir
+
     def get_data_path(self) -> str:
         """The data file's path in this queue directory (found from the job id)."""
         return self._data_path
 
     def get_data(self) -> bytes:
-        """The job's data, all of it.
+        """The job's data, all of it (never more than its recorded size).
 
-        Raises :class:`CorruptJobError` rather than follow a symlink out of the queue.
+        Raises :class:`CorruptJobError` rather than follow a symlink out of the queue,
+        or read a data file that is not the size its control file records.
         """
-        return self._queue._read_data(self.jobid)
+        return read_data(self._config, self.jobid, self._control.size_bytes)
+
+    def open_data(self) -> BinaryIO:
+        """The job's data as a binary file object, for data too big to read whole.
+
+        Opened without following symlinks; raises :class:`CorruptJobError` for anything
+        that is not a regular file in the queue.
+        """
+        return os.fdopen(open_data(self._config, self.jobid), "rb")
 
     def get_data_size_bytes(self) -> int:
         """The data's size in bytes, as recorded at submission."""
@@ -115,8 +143,8 @@ class Job:
 
     # -- what a worker does ---------------------------------------------------------
 
-    def _require_active(self, action: str) -> os.stat_result:
-        if self._lock_stat is None:
+    def _require_active(self, action: str) -> _lock.HeldLock:
+        if self._held is None:
             raise JobStateError(
                 f"cannot {action} job {self.jobid}: it was listed, not picked up;"
                 " use DirQueue.pickup_queued_job() to take it",
@@ -126,31 +154,174 @@ class Job:
             raise JobStateError(
                 f"cannot {action} job {self.jobid}: it was already {self._state}", self.jobid
             )
-        return self._lock_stat
+        return self._held
+
+    def _require_ours(self, action: str) -> _lock.HeldLock:
+        """Our lock, checked not to have been taken over by another worker.
+
+        (A lock that is simply gone, removed by an earlier attempt of ours that then
+        failed, leaves the job to us: no one else holds it.)
+        """
+        held = self._require_active(action)
+        try:
+            standing = _lock.standing(self._config, held)
+        except OSError as err:
+            raise QueueIOError(f"checking the lock of job {self.jobid}", err) from err
+        if standing is _lock.Standing.TAKEN:
+            self._stop_heartbeat()
+            self._state = "lost"
+            owner = parse_lock_file(read_lock_file(self._config, self.jobid))
+            taken_by = f"{owner.host}:{owner.pid}" if owner.host is not None else None
+            raise JobLostError(
+                f"cannot {action} job {self.jobid}: its lock was broken while this process"
+                " held it (stalled for longer than active_file_lifetime?)"
+                + (f" and it was taken over by {taken_by}" if taken_by else "")
+                + "; the job was left to its new holder",
+                self.jobid,
+                taken_by,
+            )
+        return held
 
     def touch_active_lock(self) -> None:
-        """Refresh the lock's mtime, so a long job is not taken for a dead worker's."""
-        self._require_active("touch the lock of")
-        self._queue._touch_lock(self)
+        """Refresh the lock's mtime, so a long job is not taken for a dead worker's.
+
+        Raises :class:`JobLostError` if the lock is no longer ours.
+        """
+        held = self._require_active("touch the lock of")
+        try:
+            touched = _lock.touch(self._config, held)
+        except OSError as err:
+            raise QueueIOError(f"refreshing the lock of job {self.jobid}", err) from err
+        if not touched:
+            self._require_ours("touch the lock of")
+
+    @contextlib.contextmanager
+    def kept_fresh(self) -> Iterator[None]:
+        """Keep the lock fresh while inside the block, even with
+        ``DirQueue(lock_heartbeat=False)`` (then without the lock's heartbeat promise),
+        so a long job is never taken for a dead worker's. A no-op when the queue's
+        heartbeat already does it."""
+        held = self._require_active("keep fresh the lock of")
+        config = self._config
+        if config.lock_heartbeat:
+            yield
+            return
+        beat = Heartbeat(lambda: _lock.touch(config, held), config.active_file_lifetime / 4)
+        try:
+            yield
+        finally:
+            beat.stop()
 
     def finish(self) -> None:
-        """The job is done: remove it from the queue, its data, and the lock."""
-        self._require_active("finish")
+        """The job is done: remove it from the queue, its data, and the lock.
+
+        Raises :class:`JobLostError` (and removes nothing) if another worker took the
+        job over after this process's lock was broken.
+        """
+        held = self._require_ours("finish")
         self._stop_heartbeat()
-        self._queue._finish(self)
+        jobid = self.jobid
+        # The control file goes first: once it is gone the job is finished, and no
+        # reader can meet a control file whose data was already removed.
+        try:
+            try:
+                os.unlink(self.queue_path)
+            except FileNotFoundError:
+                if os.path.lexists(self.queue_path):
+                    raise  # Not gone at all: the job is still in the queue.
+        except OSError as err:
+            self._restart_heartbeat()
+            raise QueueIOError(f"finishing job {jobid} (still in the queue)", err) from err
+        failed: OSError | None = None
+        try:
+            unlink_data(self._config, jobid)
+        except OSError as err:
+            if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                failed = err
+            else:
+                warnings.warn(
+                    f"dirqueue: not removing the data of job {jobid}: a directory above it"
+                    " is a symlink, which may lead out of the queue (see repair())",
+                    stacklevel=2,
+                )
+        try:
+            _lock.release(self._config, held)
+        except OSError as err:
+            failed = failed or err
+        if failed is not None:
+            # Still ours, and active: finish() may be called again to complete it.
+            self._restart_heartbeat()
+            raise QueueIOError(
+                f"finishing job {jobid} (out of the queue; finish() again, or repair(),"
+                " removes what is left of it)",
+                failed,
+            ) from failed
         self._state = "finished"
 
     def return_to_queue(self) -> None:
-        """Give the job back, untouched, for any worker to pick up again."""
-        self._require_active("return")
+        """Give the job back, untouched, for any worker to pick up again.
+
+        Raises :class:`JobLostError` if another worker holds the job now.
+        """
+        held = self._require_ours("return")
         self._stop_heartbeat()
-        self._queue._return(self)
+        try:
+            _lock.release(self._config, held)
+        except OSError as err:
+            raise QueueIOError(f"returning job {self.jobid} to the queue", err) from err
         self._state = "returned"
+        bump_queue_mtime(self._config)
+
+    def update_control(self, control: ControlFile) -> None:
+        """Replace the job's control file with ``control`` (its system fields and
+        metadata), atomically: written in ``tmp/``, then renamed over ``queue/NAME``.
+
+        Only while this process holds the job; :class:`JobLostError` if it lost it.
+        """
+        self._require_ours("update")
+        config = self._config
+        layout = config.layout
+        control = dataclasses.replace(control, data_path=self._control.data_path)
+        tmp = layout.tmp_path(layout.tmp_rewrite_name(self.jobid, os.getpid(), "attempts"))
+        try:
+            written, _ = create_control(config, tmp, control)
+            # Checked again just before the rename: a lock broken meanwhile means another
+            # worker may be finishing the job, and a rename would bring it back to life.
+            self._require_ours("update")
+            if not os.path.lexists(self.queue_path):
+                raise JobStateError(
+                    f"job {self.jobid} is no longer in the queue: not updating it", self.jobid
+                )
+            try:
+                os.rename(tmp, self.queue_path)
+            except FileNotFoundError:
+                # Over NFS a retried rename reports ENOENT although the first one worked.
+                if not _fs.same_file(os.lstat(self.queue_path), written):
+                    raise
+            if config.durable:
+                _fs.fsync_dir(os.path.dirname(self.queue_path))
+        except OSError as err:
+            if isinstance(err, QueueIOError):
+                raise
+            raise QueueIOError(f"updating the control file of job {self.jobid}", err) from err
+        finally:
+            with contextlib.suppress(OSError):
+                _fs.unlink_quietly(tmp)
+        self._control = control
+        self.metadata = control.metadata
 
     def _stop_heartbeat(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
+
+    def _restart_heartbeat(self) -> None:
+        held = self._held
+        config = self._config
+        if held is not None and config.lock_heartbeat and self._heartbeat is None:
+            self._heartbeat = Heartbeat(
+                lambda: _lock.touch(config, held), config.active_file_lifetime / 4
+            )
 
     def __enter__(self) -> Job:
         self._require_active("use")

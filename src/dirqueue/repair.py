@@ -8,25 +8,36 @@ with ``dry_run=False`` removes it. Corrupt jobs are never deleted: they are move
 ``corrupt/`` with a ``.reason`` file, as a worker that meets one does.
 
 Everything removed is first judged old enough (``min_age``) that no live process can
-still be using it, so a repair may run while producers and workers are busy.
+still be using it, so a repair may run while producers and workers are busy. Locks are
+judged by the one rule pickup uses (:mod:`dirqueue._judge`).
+
+A repair may run as root, or as another user, on a queue that members of a group can
+write: every directory is opened without following symlinks and worked on through its
+descriptor, so a subdirectory swapped for a symlink can never lead a removal outside
+the queue.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import errno
 import os
 import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from . import _fs
-from ._format import Layout, data_location, is_job_name, lock_promises_heartbeat, parse_lock
-from .errors import DirQueueError, QueueIOError
-
-if TYPE_CHECKING:
-    from .queue import DirQueue
+from . import _fs, _lock
+from ._config import QueueConfig
+from ._format import data_location, is_job_name
+from ._identity import owner_is_dead
+from ._jobfiles import check_data, move_aside, read_control
+from ._judge import Verdict, judge
+from ._layout import Layout, TmpLockName
+from ._scanner import QueueEntry, locate, scan
+from .errors import CorruptJobError, DirQueueError, QueueIOError
 
 __all__ = ["DEFAULT_MIN_AGE", "Finding", "FindingKind", "RepairReport", "repair_queue"]
 
@@ -36,36 +47,42 @@ __all__ = ["DEFAULT_MIN_AGE", "Finding", "FindingKind", "RepairReport", "repair_
 DEFAULT_MIN_AGE: Final = 3600.0
 
 
-class FindingKind:
-    """What a :class:`Finding` is about."""
+class FindingKind(str, enum.Enum):
+    """What a :class:`Finding` is about (a ``str``: it compares equal to its value)."""
 
     #: A file in ``tmp/`` left by a killed enqueue or pickup.
-    TMP_LEFTOVER: Final = "tmp-leftover"
+    TMP_LEFTOVER = "tmp-leftover"
     #: A data file that no control file names (an enqueue killed before it finished,
     #: or a finish that could not remove it).
-    ORPHAN_DATA: Final = "orphan-data"
+    ORPHAN_DATA = "orphan-data"
     #: A control file whose data file is missing.
-    MISSING_DATA: Final = "missing-data"
+    MISSING_DATA = "missing-data"
     #: A control file that cannot be parsed, or is not a regular file.
-    CORRUPT_CONTROL: Final = "corrupt-control"
+    CORRUPT_CONTROL = "corrupt-control"
     #: A control file this process may not read.
-    UNREADABLE_CONTROL: Final = "unreadable-control"
-    #: A lock in ``active/`` whose worker (on this host) is dead.
-    DEAD_LOCK: Final = "dead-lock"
+    UNREADABLE_CONTROL = "unreadable-control"
+    #: A lock in ``active/`` whose worker is provably dead or whose heartbeat went quiet.
+    DEAD_LOCK = "dead-lock"
     #: A lock in ``active/`` for a job that is no longer in the queue.
-    ORPHAN_LOCK: Final = "orphan-lock"
+    ORPHAN_LOCK = "orphan-lock"
     #: A symlink where the queue holds only files and directories.
-    SYMLINK: Final = "symlink"
+    SYMLINK = "symlink"
+    #: Something other than a file where a lock or job file should be (a directory,
+    #: socket, FIFO...): moved aside to ``corrupt/``.
+    NOT_A_FILE = "not-a-file"
     #: A name a reader ignores (not a job id), left alone.
-    STRAY: Final = "stray"
+    STRAY = "stray"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
 class Finding:
     """One problem found in the queue directory, and what was done about it."""
 
-    kind: str
-    """One of the :class:`FindingKind` values."""
+    kind: FindingKind
+    """What the finding is about."""
     path: str
     """The file concerned."""
     detail: str
@@ -79,7 +96,7 @@ class Finding:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
-            "kind": self.kind,
+            "kind": self.kind.value,
             "path": self.path,
             "detail": self.detail,
             "action": self.action,
@@ -147,17 +164,17 @@ class RepairReport:
 
 
 class _Repairer:
-    def __init__(self, queue: DirQueue, *, dry_run: bool, min_age: float) -> None:
-        self.q = queue
-        self.layout: Layout = queue.layout
+    def __init__(self, config: QueueConfig, *, dry_run: bool, min_age: float) -> None:
+        self.config = config
+        self.layout: Layout = config.layout
         self.dry_run = dry_run
         self.min_age = min_age
         self.now = time.time()
-        self.report = RepairReport(queue.dir, dry_run)
+        self.report = RepairReport(config.dir, dry_run)
 
     # -- helpers ----------------------------------------------------------------------
 
-    def note(self, kind: str, path: str, detail: str, action: str, fixed: bool) -> None:
+    def note(self, kind: FindingKind, path: str, detail: str, action: str, fixed: bool) -> None:
         self.report.findings.append(Finding(kind, path, detail, action, fixed))
 
     def age(self, st: os.stat_result, *, linked: bool = False) -> float:
@@ -169,24 +186,106 @@ class _Repairer:
     def old_enough(self, st: os.stat_result, *, linked: bool = False) -> bool:
         return self.age(st, linked=linked) >= self.min_age
 
-    def remove(self, kind: str, path: str, detail: str) -> None:
-        """Unlink ``path`` (a file or a symlink itself, never its target)."""
+    @contextlib.contextmanager
+    def directory(self, *parts: str) -> Iterator[tuple[int, list[str]] | None]:
+        """``(fd, names)`` of ``DIR/parts...``, reached without following symlinks.
+
+        A symlink in place of the directory is reported (and, for ``tmp/`` and
+        ``active/``, whose contents are only ever transient, removed); None then.
+        """
+        try:
+            fd = _fs.open_dir_nofollow(self.config.dir, parts)
+        except FileNotFoundError:
+            yield None
+            return
+        except OSError as err:
+            if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            self._not_a_directory(parts)
+            yield None
+            return
+        try:
+            yield fd, os.listdir(fd)
+        finally:
+            _fs.close_dir(fd)
+
+    def _not_a_directory(self, parts: tuple[str, ...]) -> None:
+        path = self.layout.path(*parts)
+        if not os.path.islink(path):
+            self.note(FindingKind.STRAY, path, "not a directory", "left", fixed=False)
+        elif parts in ((Layout.TMP,), (Layout.ACTIVE,)):
+            self.remove_at(
+                FindingKind.SYMLINK,
+                parts[:-1],
+                parts[-1],
+                path,
+                f"{parts[-1]}/ is a symlink: it would lead removals out of the queue",
+            )
+        else:
+            self.note(
+                FindingKind.SYMLINK,
+                path,
+                "a symlink in place of a queue directory: replace it with the real directory",
+                "left",
+                fixed=False,
+            )
+
+    def remove_at(
+        self, kind: FindingKind, parts: tuple[str, ...], name: str, path: str, detail: str
+    ) -> None:
+        """Unlink ``name`` in ``DIR/parts...`` (a file, or a symlink itself)."""
         if self.dry_run:
             self.note(kind, path, detail, "would remove", fixed=False)
             return
         try:
-            _fs.unlink_quietly(path)
+            fd = _fs.open_dir_nofollow(self.config.dir, parts)
+            try:
+                os.unlink(name, dir_fd=fd)
+            finally:
+                _fs.close_dir(fd)
+        except FileNotFoundError:
+            pass  # Gone meanwhile: what we wanted.
         except OSError as err:
             self.note(kind, path, detail, f"left: removing failed: {err}", fixed=False)
             return
         self.note(kind, path, detail, "removed", fixed=True)
 
-    def entries(self, directory: str) -> Iterator[os.DirEntry[str]]:
-        try:
-            with os.scandir(directory) as it:
-                yield from list(it)
-        except FileNotFoundError:
+    def move_to_corrupt(
+        self, kind: FindingKind, parts: tuple[str, ...], name: str, target: str, detail: str
+    ) -> None:
+        """Rename ``name`` in ``DIR/parts...`` to ``corrupt/TARGET``, unless taken."""
+        path = self.layout.path(*parts, name)
+        shown = self.layout.corrupt_path(target)
+        if self.dry_run:
+            self.note(kind, path, detail, f"would move to {shown}", fixed=False)
             return
+        try:
+            cfd, _ = _fs.ensure_dir_nofollow(self.config.dir, (Layout.CORRUPT,))
+            try:
+                fd = _fs.open_dir_nofollow(self.config.dir, parts)
+                try:
+                    try:
+                        os.lstat(target, dir_fd=cfd)
+                    except FileNotFoundError:
+                        pass
+                    else:
+                        raise FileExistsError(errno.EEXIST, "already taken", shown)
+                    os.rename(name, target, src_dir_fd=fd, dst_dir_fd=cfd)
+                finally:
+                    _fs.close_dir(fd)
+            finally:
+                _fs.close_dir(cfd)
+        except OSError as err:
+            self.note(kind, path, detail, f"left: moving failed: {err}", fixed=False)
+            return
+        self.note(kind, path, detail, f"moved to {shown}", fixed=True)
+
+    def free_corrupt_name(self, name: str, suffix: str = "") -> str:
+        """A name in ``corrupt/`` not yet taken: ``NAME``, ``NAME.1``, ..."""
+        n = 0
+        while os.path.lexists(self.layout.corrupt_path(Layout.corrupt_stem(name, n) + suffix)):
+            n += 1
+        return Layout.corrupt_stem(name, n) + suffix
 
     # -- the passes -------------------------------------------------------------------
 
@@ -198,72 +297,92 @@ class _Repairer:
         return self.report
 
     def check_tmp(self) -> None:
-        for entry in self.entries(self.layout.tmp_dir):
-            st = _lstat(entry)
-            if st is None:
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                self.remove(FindingKind.SYMLINK, entry.path, "symlink in tmp/")
-            elif self.old_enough(st) or self._tmp_owner_dead(entry.name):
-                self.remove(
-                    FindingKind.TMP_LEFTOVER,
-                    entry.path,
-                    f"left by a process that died ({self.age(st):.0f}s old)",
-                )
+        parts = (Layout.TMP,)
+        with self.directory(*parts) as listing:
+            if listing is None:
+                return
+            fd, names = listing
+            for name in names:
+                st = _lstat_at(name, fd)
+                if st is None:
+                    continue
+                path = self.layout.tmp_path(name)
+                if stat.S_ISLNK(st.st_mode):
+                    self.remove_at(FindingKind.SYMLINK, parts, name, path, "symlink in tmp/")
+                elif stat.S_ISDIR(st.st_mode):
+                    self.note(FindingKind.STRAY, path, "a directory in tmp/", "left", False)
+                elif self.old_enough(st) or self._tmp_owner_dead(name):
+                    self.remove_at(
+                        FindingKind.TMP_LEFTOVER,
+                        parts,
+                        name,
+                        path,
+                        f"left by a process that died ({self.age(st):.0f}s old)",
+                    )
 
     def _tmp_owner_dead(self, name: str) -> bool:
-        # A pickup's tmp lock is NAME.TIME.HOST.PID.active: its owner is known.
-        if not name.endswith(".active"):
+        # A pickup's tmp lock names its owner; only a provably dead one lets us take
+        # it before min_age.
+        host = self.config.hostname
+        pid = TmpLockName.owner(name, host)
+        if pid is None or pid == os.getpid():
             return False
-        rest, _, pid_text = name[: -len(".active")].rpartition(".")
-        # The host name may itself hold dots: match ours as a whole.
-        if not pid_text.isdigit() or not rest.endswith("." + self.q.hostname):
-            return False
-        pid = int(pid_text)
-        return pid != os.getpid() and self.q._owner_is_dead(self.q.hostname, pid)
+        return owner_is_dead(host, pid, None, None, None, my_host=host)
 
     def check_active(self) -> None:
-        for entry in self.entries(self.layout.active_dir):
-            path = entry.path
-            st = _lstat(entry)
-            if st is None:
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                self.remove(FindingKind.SYMLINK, path, "symlink in active/")
-                continue
-            if not is_job_name(entry.name):
-                self.note(FindingKind.STRAY, path, "not a job id; readers ignore it", "left", False)
-                continue
-            raw = self.q._read_lock_file(path)
-            host, pid = parse_lock(raw)
-            in_queue = bool(self.q._locate(entry.name))
-            why = f"worker {host}:{pid} is dead"
-            if host in (None, self.q.hostname) and pid is not None and pid != os.getpid():
-                dead = self.q._owner_is_dead(host, pid)
-            elif lock_promises_heartbeat(raw):
-                # Its owner, on any host, promised to touch it well inside a lifetime.
-                dead = self.now - st.st_mtime > self.q.active_file_lifetime
-                why = f"worker {host}:{pid} stopped its heartbeat"
-            else:
-                # Unreadable, another host's (whose processes we cannot see), or ours.
-                dead = pid is None and self.old_enough(st)
-            if dead:
-                self.remove_lock(FindingKind.DEAD_LOCK, entry.name, st, why)
-            elif not in_queue and self.old_enough(st):
-                self.remove_lock(
-                    FindingKind.ORPHAN_LOCK,
-                    entry.name,
-                    st,
-                    f"lock of {host}:{pid} for a job no longer in the queue",
-                )
+        parts = (Layout.ACTIVE,)
+        with self.directory(*parts) as listing:
+            if listing is None:
+                return
+            fd, names = listing
+            for name in names:
+                st = _lstat_at(name, fd)
+                if st is not None:
+                    self.check_lock(fd, name, st)
 
-    def remove_lock(self, kind: str, name: str, st: os.stat_result, detail: str) -> None:
+    def check_lock(self, fd: int, name: str, st: os.stat_result) -> None:
+        parts = (Layout.ACTIVE,)
+        path = self.layout.active_path(name)
+        if stat.S_ISLNK(st.st_mode):
+            self.remove_at(FindingKind.SYMLINK, parts, name, path, "symlink in active/")
+            return
+        if not is_job_name(name):
+            self.note(FindingKind.STRAY, path, "not a job id; readers ignore it", "left", False)
+            return
+        raw = b""
+        if stat.S_ISREG(st.st_mode):
+            with contextlib.suppress(OSError):
+                raw = _fs.read_limited(_fs.open_regular(name, dir_fd=fd), 4096)
+        judged = judge(self.config, st, raw, self.now)
+        if judged.verdict is Verdict.NOT_A_LOCK:
+            # Pickups skip the job while it is there; unlink cannot remove a directory.
+            self.move_to_corrupt(
+                FindingKind.NOT_A_FILE,
+                parts,
+                name,
+                self.free_corrupt_name(name, ".lock"),
+                "not a lock file (a directory, socket or FIFO): it keeps the job from"
+                " every worker",
+            )
+            return
+        if judged.removable:
+            self.remove_lock(FindingKind.DEAD_LOCK, name, st, judged.reason)
+        elif not locate(self.layout, name) and self.old_enough(st):
+            owner = judged.owner
+            self.remove_lock(
+                FindingKind.ORPHAN_LOCK,
+                name,
+                st,
+                f"lock of {owner.host}:{owner.pid} for a job no longer in the queue",
+            )
+
+    def remove_lock(self, kind: FindingKind, name: str, st: os.stat_result, detail: str) -> None:
         path = self.layout.active_path(name)
         if self.dry_run:
             self.note(kind, path, detail, "would remove", fixed=False)
             return
         try:
-            removed = self.q._remove_lock(name, path, st)
+            removed = _lock.remove_judged(self.config, name, st)
         except OSError as err:
             self.note(kind, path, detail, f"left: removing failed: {err}", fixed=False)
             return
@@ -278,32 +397,46 @@ class _Repairer:
     def check_queue(self) -> set[str]:
         """Check every control file; return the names of the jobs in the queue."""
         live: set[str] = set()
-        queue_dir = self.layout.queue_dir
-        for entry in self.entries(queue_dir):
-            if is_job_name(entry.name):
-                self.check_job(entry.name, None, live)
-            elif (
-                len(entry.name) == 1
-                and entry.name in Layout.FANOUT_DIGITS
-                and entry.is_dir(follow_symlinks=False)
-            ):
-                for sub in self.entries(entry.path):
-                    if is_job_name(sub.name):
-                        self.check_job(sub.name, entry.name, live)
-                    else:
-                        self.note(FindingKind.STRAY, sub.path, "not a job id", "left", False)
-            elif entry.is_symlink():
-                self.remove(FindingKind.SYMLINK, entry.path, "symlink in queue/")
+        others: list[tuple[str, str | None]] = []
+        try:
+            entries = scan(self.layout, on_other=lambda name, fanout: others.append((name, fanout)))
+        except OSError as err:
+            if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            self._not_a_directory((Layout.QUEUE,))
+            return live
+        for name, fanout in others:
+            parts = Layout.queue_parts(fanout)
+            path = self.layout.path(*parts, name)
+            if os.path.islink(path):
+                self.remove_at(FindingKind.SYMLINK, parts, name, path, "symlink in queue/")
             else:
-                self.note(
-                    FindingKind.STRAY, entry.path, "not a job id; readers ignore it", "left", False
-                )
+                detail = "not a job id; readers ignore it" if fanout is None else "not a job id"
+                self.note(FindingKind.STRAY, path, detail, "left", False)
+        for entry in entries:
+            self.check_job(entry, live)
         return live
 
-    def check_job(self, name: str, fanout: str | None, live: set[str]) -> None:
-        queue_path = self.layout.queue_path(name, fanout)
+    def job_problem(self, name: str, queue_path: str) -> tuple[FindingKind, str] | None:
+        """``(finding kind, reason)`` if job ``name`` is broken; None if fine or gone."""
+        try:
+            control = read_control(queue_path)
+            check_data(self.config, name, queue_path, control)
+        except FileNotFoundError:
+            return None
+        except PermissionError as err:
+            return FindingKind.UNREADABLE_CONTROL, f"cannot be read: {err}"
+        except CorruptJobError as err:
+            if err.path == self.layout.data_path(name) and not os.path.lexists(err.path):
+                return FindingKind.MISSING_DATA, str(err)
+            return FindingKind.CORRUPT_CONTROL, str(err)
+        return None
+
+    def check_job(self, entry: QueueEntry, live: set[str]) -> None:
+        name = entry.name
+        queue_path = self.layout.queue_path(name, entry.fanout)
         self.report.jobs_checked += 1
-        problem = self.q._job_problem(name, queue_path)
+        problem = self.job_problem(name, queue_path)
         if problem is None:
             live.add(name)
             return
@@ -315,128 +448,143 @@ class _Repairer:
         # Move it aside under the job's lock, as a worker would, so that a worker that
         # holds the job (and is about to finish it) is never disturbed.
         try:
-            lock = self.q._lock_job(name, queue_path)
+            held = _lock.take(self.config, name, queue_path)
         except OSError as err:
             self.note(kind, queue_path, reason, f"left: locking failed: {err}", fixed=False)
             live.add(name)
             return
-        if not isinstance(lock, os.stat_result):
-            if lock is None:
+        if isinstance(held, _lock.Refused):
+            if held is _lock.Refused.HELD:
                 self.note(kind, queue_path, reason, "left: a worker holds it", fixed=False)
                 live.add(name)
             return
-        active_path = self.layout.active_path(name)
         try:
-            problem = self.q._job_problem(name, queue_path)  # Again, now that we hold it.
+            problem = self.job_problem(name, queue_path)  # Again, now that we hold it.
             if problem is None:
                 live.add(name)
                 return
             kind, reason = problem
-            aside = self.q._move_aside(name, queue_path, reason)
+            aside = move_aside(self.config, name, queue_path, reason)
         except OSError as err:
             self.note(kind, queue_path, reason, f"left: moving failed: {err}", fixed=False)
             live.add(name)
             return
         finally:
             with contextlib.suppress(OSError):
-                self.q._unlock_if_ours(active_path, lock)
+                _lock.release(self.config, held)
         self.note(kind, queue_path, reason, f"moved to {aside}", fixed=True)
 
     def check_data(self, live: set[str]) -> None:
-        data_dir = self.layout.data_dir
-        for c1 in self.entries(data_dir):
-            if c1.is_symlink():
-                self.remove(FindingKind.SYMLINK, c1.path, "symlink in data/")
-                continue
-            if not c1.is_dir(follow_symlinks=False):
-                self.note(FindingKind.STRAY, c1.path, "not a data directory", "left", False)
-                continue
-            for c2 in self.entries(c1.path):
-                if c2.is_symlink():
-                    self.remove(FindingKind.SYMLINK, c2.path, "symlink in data/")
-                    continue
-                if not c2.is_dir(follow_symlinks=False):
-                    self.note(FindingKind.STRAY, c2.path, "not a data directory", "left", False)
-                    continue
-                for entry in self.entries(c2.path):
-                    self.check_data_file(entry, c1.name, c2.name, live)
+        with self.directory(Layout.DATA) as top:
+            if top is None:
+                return
+            fd, c1_names = top
+            for c1 in c1_names:
+                for c2 in self._data_subdirs(fd, (Layout.DATA,), c1):
+                    with self.directory(Layout.DATA, c1, c2) as inner:
+                        if inner is None:
+                            continue
+                        dfd, names = inner
+                        for name in names:
+                            self.check_data_file(dfd, name, c1, c2, live)
 
-    def check_data_file(
-        self, entry: os.DirEntry[str], c1: str, c2: str, live: set[str]
-    ) -> None:
-        st = _lstat(entry)
+    def _data_subdirs(self, fd: int, parts: tuple[str, ...], c1: str) -> list[str]:
+        """The data directories under ``data/C1``, reporting what is not one."""
+        path = self.layout.path(*parts, c1)
+        st = _lstat_at(c1, fd)
+        if st is None:
+            return []
+        if stat.S_ISLNK(st.st_mode):
+            self.remove_at(FindingKind.SYMLINK, parts, c1, path, "symlink in data/")
+            return []
+        if not stat.S_ISDIR(st.st_mode):
+            self.note(FindingKind.STRAY, path, "not a data directory", "left", False)
+            return []
+        found: list[str] = []
+        with self.directory(*parts, c1) as listing:
+            if listing is None:
+                return []
+            c1fd, names = listing
+            for c2 in names:
+                sub = _lstat_at(c2, c1fd)
+                sub_path = os.path.join(path, c2)
+                if sub is None:
+                    continue
+                if stat.S_ISLNK(sub.st_mode):
+                    self.remove_at(
+                        FindingKind.SYMLINK, (*parts, c1), c2, sub_path, "symlink in data/"
+                    )
+                elif not stat.S_ISDIR(sub.st_mode):
+                    self.note(FindingKind.STRAY, sub_path, "not a data directory", "left", False)
+                else:
+                    found.append(c2)
+        return found
+
+    def check_data_file(self, fd: int, name: str, c1: str, c2: str, live: set[str]) -> None:
+        parts = (Layout.DATA, c1, c2)
+        path = self.layout.path(*parts, name)
+        st = _lstat_at(name, fd)
         if st is None:
             return
         if stat.S_ISLNK(st.st_mode):
-            self.remove(FindingKind.SYMLINK, entry.path, "symlink in data/")
+            self.remove_at(FindingKind.SYMLINK, parts, name, path, "symlink in data/")
             return
         owners = [
             jobid
-            for jobid in (entry.name + c1 + c2, entry.name)
-            if is_job_name(jobid) and data_location(jobid) == (c1, c2, entry.name)
+            for jobid in (name + c1 + c2, name)
+            if is_job_name(jobid) and data_location(jobid) == (c1, c2, name)
         ]
         if any(jobid in live for jobid in owners):
             return
         # Enqueues link the data before the control file: look again, and only take
         # what is old enough that no enqueue can still be on its way.
-        if any(self.q._locate(jobid) for jobid in owners) or not self.old_enough(
+        if any(locate(self.layout, jobid) for jobid in owners) or not self.old_enough(
             st, linked=True
         ):
             return
         if not stat.S_ISREG(st.st_mode):
-            self.note(FindingKind.STRAY, entry.path, "not a regular file", "left", False)
+            self.note(FindingKind.STRAY, path, "not a regular file", "left", False)
             return
         detail = "no control file names this data file"
         for jobid in owners:
             stem = self._corrupt_stem_without_data(jobid)
             if stem is not None:
                 # A corrupt job was moved aside but its data was left behind: reunite.
-                self.move(FindingKind.ORPHAN_DATA, entry.path, stem + ".data",
-                          detail + f"; its control file is in {stem}")
+                self.move_to_corrupt(
+                    FindingKind.ORPHAN_DATA,
+                    parts,
+                    name,
+                    Layout.corrupt_data_name(stem),
+                    detail + f"; its control file is in {self.layout.corrupt_path(stem)}",
+                )
                 return
-        self.remove(FindingKind.ORPHAN_DATA, entry.path, detail)
+        self.remove_at(FindingKind.ORPHAN_DATA, parts, name, path, detail)
 
     def _corrupt_stem_without_data(self, jobid: str) -> str | None:
-        stem = self.layout.corrupt_path(jobid)
-        for n in range(1, 1000):
-            if not os.path.lexists(stem):
+        for n in range(1000):
+            stem = Layout.corrupt_stem(jobid, n)
+            if not os.path.lexists(self.layout.corrupt_path(stem)):
                 return None
-            if not os.path.lexists(stem + ".data"):
+            if not os.path.lexists(self.layout.corrupt_path(Layout.corrupt_data_name(stem))):
                 return stem
-            stem = self.layout.corrupt_path(f"{jobid}.{n}")
         return None
 
-    def move(self, kind: str, path: str, target: str, detail: str) -> None:
-        """Rename ``path`` to ``target`` (in corrupt/), unless a file is there already."""
-        if self.dry_run:
-            self.note(kind, path, detail, f"would move to {target}", fixed=False)
-            return
-        try:
-            if os.path.lexists(target):
-                raise FileExistsError(target)
-            os.rename(path, target)
-        except OSError as err:
-            self.note(kind, path, detail, f"left: moving failed: {err}", fixed=False)
-            return
-        self.note(kind, path, detail, f"moved to {target}", fixed=True)
 
-
-def _lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
+def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
     # The queue is in use while we look: whatever we listed may be gone by now.
     try:
-        return entry.stat(follow_symlinks=False)
+        return os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
 
 
-def repair_queue(queue: DirQueue, *, dry_run: bool, min_age: float) -> RepairReport:
-    """Check (and unless ``dry_run``, repair) ``queue``'s directory; see the module doc."""
+def repair_queue(config: QueueConfig, *, dry_run: bool, min_age: float) -> RepairReport:
+    """Check (and unless ``dry_run``, repair) a queue's directory; see the module doc."""
     if min_age < 0:
         raise ValueError(f"min_age must be 0 or more seconds, not {min_age}")
     try:
-        return _Repairer(queue, dry_run=dry_run, min_age=min_age).run()
+        return _Repairer(config, dry_run=dry_run, min_age=min_age).run()
     except DirQueueError:
         raise
     except OSError as err:
-        raise QueueIOError(f"checking queue {queue.dir!r}", err) from err
-
+        raise QueueIOError(f"checking queue {config.dir!r}", err) from err

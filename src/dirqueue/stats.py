@@ -1,9 +1,10 @@
 """What is in a queue: each job's state, and the counts ``dq stats`` prints.
 
-A job is *queued* (waiting, no lock), *active* (locked by a live worker) or *stale*
-(locked, but the lock looks abandoned: its owner is a dead process on this host, or the
-lock has not been refreshed for ``active_file_lifetime`` seconds). Stale jobs are taken
-again by the next worker that meets them; listing them shows who left them behind.
+A job is *queued* (waiting, no lock), *active* (locked) or *stale* (locked, and the
+lock is one the next worker breaks: the same rule, :func:`dirqueue._judge.judge`,
+decides both). An active job whose lock will not be broken although it looks old (a
+Perl worker's on another host), or whose owner is dead but not yet past the lifetime,
+says so in :attr:`JobInfo.note`.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ._format import Layout, is_job_name
+from ._judge import Verdict, judge_lock
+from ._scanner import scan
 from .errors import DirQueueError
 from .failed import FailedStore, attempts_of
 
@@ -72,20 +73,10 @@ def waiting_job_ids(queue: DirQueue) -> list[str]:
     tell "nothing is waiting" from "nothing I could take just now".
     """
     layout = queue.layout
-    names: set[str] = set()
-    try:
-        with os.scandir(layout.queue_dir) as it:
-            for entry in it:
-                if is_job_name(entry.name):
-                    names.add(entry.name)
-                elif entry.name in Layout.FANOUT_DIGITS and entry.is_dir():
-                    with contextlib.suppress(FileNotFoundError), os.scandir(entry.path) as sub:
-                        names.update(e.name for e in sub if is_job_name(e.name))
-    except FileNotFoundError:
-        return []
+    names = {entry.name for entry in scan(layout, ordered=False)}
     if names:
-        with contextlib.suppress(FileNotFoundError), os.scandir(layout.active_dir) as it:
-            names.difference_update(e.name for e in it)
+        with contextlib.suppress(FileNotFoundError):
+            names.difference_update(os.listdir(layout.active_dir))
     return sorted(names)
 
 
@@ -98,6 +89,9 @@ class JobInfo:
     attempts: int
     #: Seconds since submission.
     age: float
+    #: Why an old lock is not stale, or when a dead worker's job is taken again;
+    #: empty when there is nothing to say.
+    note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form used by ``dq list --json``."""
@@ -115,39 +109,40 @@ class JobInfo:
             "worker": worker,
             "attempts": self.attempts,
             "metadata": dict(job.metadata),
+            "note": self.note,
         }
 
 
-def _lock_state(queue: DirQueue, job: Job, now: float, hostname: str) -> JobState:
-    try:
-        lock = os.stat(queue.layout.active_path(job.jobid))
-    except FileNotFoundError:
-        return "queued"
-    if now - lock.st_mtime > queue.active_file_lifetime:
-        return "stale"
-    host, pid = job.active_host, job.active_pid
-    if host == hostname and pid is not None and pid > 0:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return "stale"
-        except PermissionError:
-            pass  # Alive, under another user.
-    return "active"
+def _lock_state(queue: DirQueue, job: Job, now: float) -> tuple[JobState, str]:
+    judged = judge_lock(queue.config, job.jobid, now)
+    if judged is None:
+        return "queued", ""
+    if judged.breakable:
+        return "stale", f"{judged.reason}: the next worker takes it"
+    if judged.verdict is Verdict.FOREIGN:
+        return "active", judged.reason
+    if judged.verdict is Verdict.DEAD:
+        return "active", (
+            f"{judged.reason}: taken again after the lock's lifetime, or by dq fsck --repair"
+        )
+    if judged.verdict is Verdict.NOT_A_LOCK:
+        return "active", "active/ holds something that is not a lock: run dq fsck --repair"
+    return "active", ""
 
 
 def list_jobs(queue: DirQueue, *, now: float | None = None) -> Iterator[JobInfo]:
     """Every job in the queue with its state, in pickup order."""
     if now is None:
         now = time.time()
-    hostname = socket.gethostname()
     for job in queue.jobs():
         submitted = job.get_time_submitted_secs() + job.get_time_submitted_usecs() / 1e6
+        state, note = _lock_state(queue, job, now)
         yield JobInfo(
             job=job,
-            state=_lock_state(queue, job, now, hostname),
+            state=state,
             attempts=attempts_of(job.control),
             age=max(0.0, now - submitted),
+            note=note,
         )
 
 

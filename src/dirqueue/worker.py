@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ._heartbeat import Heartbeat
 from .errors import DirQueueError
 from .failed import FailedStore, attempts_of, record_attempts
 from .stats import waiting_job_ids
@@ -334,21 +333,14 @@ class Worker:
             try:
                 # A held job's lock is kept fresh by the queue's heartbeat thread
                 # (DirQueue(lock_heartbeat=True), the default). With that turned off,
-                # a long job still must not look abandoned: touch it all the same,
-                # without the lock's promise.
-                beat = None
-                if not self.queue.lock_heartbeat:
-                    beat = Heartbeat(
-                        self.queue.layout.active_path(job.jobid),
-                        self.queue.active_file_lifetime / 4,
-                    )
+                # a long job still must not look abandoned: it is touched all the
+                # same, without the lock's promise.
                 self._in_handler = True
                 try:
-                    self.handler(job)
+                    with job.kept_fresh():
+                        self.handler(job)
                 finally:
                     self._in_handler = False
-                    if beat is not None:
-                        beat.stop()
             except JobInterrupted:
                 if job.is_active:
                     job.return_to_queue()
@@ -456,7 +448,7 @@ def job_environment(job: Job, attempt: int) -> dict[str, str]:
     """
     env = {
         "DQ_JOBID": job.jobid,
-        "DQ_DIR": job._queue.dir,
+        "DQ_DIR": job.queue_dir,
         "DQ_DATA": job.get_data_path(),
         "DQ_ATTEMPT": str(attempt),
         "DQ_METADATA": json.dumps(job.metadata, ensure_ascii=False, sort_keys=True),

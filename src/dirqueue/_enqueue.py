@@ -1,0 +1,504 @@
+"""The one way into the queue: writing a job's files and linking them in, crash-safely.
+
+Used by every ``DirQueue.enqueue_*`` method and by ``FailedStore.requeue``, so a
+requeued job is exactly as durable, and as careful with symlinks, as a new one.
+
+Crash safety (``durable=True``): each step is on disk before the next step makes it
+reachable, so that whatever moment power fails, what a reader can find after reboot is
+a whole job or no job.
+
+1. ``tmp/NAME.data`` is written (or, for a requeue, linked to the kept data) and linked
+   to ``data/C1/C2/BASE``. (No reader looks at a data file that no control file
+   names, so its bytes need not be on disk yet: after a crash here it is an orphan,
+   which repair removes.)
+2. ``tmp/NAME.ctrl`` is written.
+3. Both files are fsynced, then ``data/C1/C2`` and the parent of every directory made
+   for it: the job's bytes, its control file and its data file's name are all on disk
+   before the control file can be reached from ``queue/``.
+4. ``tmp/NAME.ctrl`` is linked to ``queue/NAME``: the job becomes visible, whole.
+5. ``queue/`` (or ``queue/X``, and ``queue/`` too if X was made) is fsynced: the job's
+   name survives power loss. Only now does the enqueue return.
+6. The tmp names are unlinked and ``queue/``'s mtime bumped. A crash here leaves stray
+   tmp files (removed by repair), never a broken job.
+
+A crash before step 4 leaves no job: only tmp files and perhaps a data file no control
+file names, which repair removes once they are old enough that no enqueue can still be
+working on them. A batch runs steps 1-2 for every job, step 3 once for all (its files
+fsynced one after another: on a journalling filesystem the first fsync commits the
+journal for all of them), step 4 for every job and step 5 once. Files stay open from
+step 1 to step 3, at most :data:`_SYNC_CHUNK` jobs' worth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from . import _fs
+from ._config import QueueConfig
+from ._format import ControlFile, make_job_id, validate_metadata, validate_priority
+from ._jobfiles import create_control, unlink_data
+from ._layout import Layout
+from .errors import DirQueueError, QueueIOError
+
+__all__ = ["Chunk", "DataWriter", "bump_queue_mtime", "enqueue", "ensure_queue_dirs", "requeue"]
+
+Chunk = str | bytes | bytearray | memoryview
+#: Writes a job's data to the fd it is given and returns the byte count.
+DataWriter = Callable[[int], int]
+
+#: A batch keeps at most this many jobs' files open, waiting to be fsynced together.
+_SYNC_CHUNK: Final = 64
+#: How many new names an enqueue tries when the one it made is taken.
+_NAME_ATTEMPTS: Final = 10
+#: Chunks are gathered into writes of this size...
+_WRITE_SIZE: Final = 1 << 16
+#: ... or written after this many seconds, whichever comes first: a slow stream keeps
+#: its tmp file's mtime fresh, so repair never takes it for a dead enqueue's leftover.
+_WRITE_EVERY: Final = 1.0
+
+
+@dataclass
+class _Staged:
+    """A job being enqueued: what it has written so far, so a failure can undo it."""
+
+    jobid: str
+    secs: int
+    usecs: int
+    priority: int
+    meta: dict[str, str]
+    tmp_data: str
+    #: A requeued job keeps its id: a clash is an error, not a reason to rename it.
+    fixed_name: bool = False
+    #: The control file to write (a requeue brings its own); made from the rest if None.
+    control: ControlFile | None = None
+    data_stat: os.stat_result | None = None
+    size: int = 0
+    data_linked: bool = False
+    tmp_ctrl: str = ""
+    queue_path: str = ""
+    new_dirs: list[str] = field(default_factory=list)
+    new_queue_dirs: list[str] = field(default_factory=list)
+    #: Written files still open, to be fsynced together (durable mode).
+    open_fds: list[int] = field(default_factory=list)
+
+
+def ensure_queue_dirs(config: QueueConfig) -> None:
+    """Create the queue directory and its four subdirectories if missing.
+
+    Raises :class:`QueueIOError` if one of the subdirectories is a symlink: in a queue
+    shared by a group, another member could otherwise swap ``tmp/`` or ``active/`` for
+    a symlink and have our files written elsewhere.
+    """
+    layout = config.layout
+    try:
+        created = _fs.makedirs(layout.dir)
+        fd = _fs.open_dir_nofollow(layout.dir, ())
+        try:
+            for name in Layout.SUBDIRS:
+                try:
+                    os.mkdir(name, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                else:
+                    created.append(layout.path(name))
+                sub = os.open(name, _fs.DIR_NOFOLLOW_FLAGS, dir_fd=fd)
+                _fs.close_dir(sub)
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise OSError(
+                    errno.ELOOP,
+                    "is a symlink or not a directory: a queue's subdirectories must be"
+                    " real directories (run 'dq fsck --repair')",
+                    layout.path(name),
+                ) from None
+            raise
+        finally:
+            _fs.close_dir(fd)
+        if config.durable and created:
+            # A new queue's subdirectories must be on disk before any job in them.
+            _fsync_parents([], created)
+    except OSError as err:
+        raise QueueIOError(f"creating queue directory {layout.dir!r}", err) from err
+
+
+def enqueue(
+    config: QueueConfig,
+    jobs: list[tuple[DataWriter, dict[str, str] | None, int]],
+    size_hint: int,
+    prepare: Callable[[], None],
+) -> list[str]:
+    """Enqueue ``(write_data, metadata, priority)`` jobs as one batch; return their ids.
+
+    Validates everything first, then calls ``prepare()`` (which makes the queue's
+    directories); on any failure, takes out what it had done and raises.
+    """
+    checked = [
+        (write_data, validate_metadata(metadata), validate_priority(priority))
+        for write_data, metadata, priority in jobs
+    ]
+    prepare()
+    _check_free_space(config, size_hint)
+    pid = os.getpid()
+    staged: list[_Staged] = []
+    return _run(config, staged, lambda: _stage_all(config, staged, checked, pid), pid)
+
+
+def requeue(config: QueueConfig, jobid: str, control: ControlFile, kept_data: str) -> str:
+    """Put job ``jobid`` back in the queue under its own id, with ``control`` (its
+    ``QDFN`` rewritten here) and the data file at ``kept_data``, which stays where it is.
+
+    Raises :class:`DirQueueError` if a job of that id is already in the queue.
+    """
+    pid = os.getpid()
+    layout = config.layout
+    staged: list[_Staged] = []
+
+    def stage() -> None:
+        tmp_data = layout.tmp_path(layout.tmp_data_name(jobid))
+        st = _Staged(
+            jobid,
+            control.submitted_secs,
+            control.submitted_usecs,
+            int(jobid[:2]),
+            control.metadata,
+            tmp_data,
+            fixed_name=True,
+            control=control,
+        )
+        _link_or_copy(config, kept_data, tmp_data, st)
+        staged.append(st)
+        _link_data(config, st, pid)
+
+    return _run(config, staged, stage, pid)[0]
+
+
+def _link_or_copy(config: QueueConfig, source: str, tmp_data: str, st: _Staged) -> None:
+    try:
+        os.link(source, tmp_data, follow_symlinks=False)
+    except FileExistsError:
+        raise DirQueueError(
+            f"job {st.jobid} is being requeued by another process already"
+        ) from None
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # No hard links here (some FUSE and SMB mounts): copy, never through a symlink.
+        src = _fs.open_regular(source)
+        with os.fdopen(src, "rb") as fh:
+            fd = _fs.create_exclusive(tmp_data, config.data_file_mode)
+            st.open_fds.append(fd)
+            while chunk := fh.read(_WRITE_SIZE):
+                _fs.write_all(fd, chunk)
+    st.data_stat = os.lstat(tmp_data)
+    st.size = st.data_stat.st_size
+
+
+def _stage_all(
+    config: QueueConfig,
+    staged: list[_Staged],
+    checked: list[tuple[DataWriter, dict[str, str], int]],
+    pid: int,
+) -> None:
+    for write_data, meta, priority in checked:
+        _stage(config, staged, write_data, meta, priority, pid=pid)
+        if len(staged) % _SYNC_CHUNK == 0:
+            try:
+                _sync_files(staged[-_SYNC_CHUNK:])  # Bounded open files.
+            except OSError as err:
+                raise QueueIOError("making the job durable (fsync)", err) from err
+
+
+def _run(
+    config: QueueConfig, staged: list[_Staged], stage: Callable[[], None], pid: int
+) -> list[str]:
+    action = "writing the job's data"
+    try:
+        # Steps 1-2.
+        stage()
+        # Step 3, once for the batch.
+        action = "making the job durable (fsync)"
+        if config.durable:
+            _sync_files(staged)
+            _fsync_parents(
+                [os.path.dirname(config.layout.data_path(s.jobid)) for s in staged],
+                [d for s in staged for d in s.new_dirs],
+            )
+        # Step 4.
+        action = "linking the job into the queue"
+        for st in staged:
+            _publish(config, st, pid)
+        # Step 5, once for the batch.
+        action = "making the job durable (fsync)"
+        if config.durable:
+            _fsync_parents(
+                [os.path.dirname(s.queue_path) for s in staged],
+                [d for s in staged for d in s.new_queue_dirs],
+            )
+    except BaseException as err:
+        _roll_back(config, staged)
+        if isinstance(err, OSError) and not isinstance(err, DirQueueError):
+            raise QueueIOError(action, err) from err
+        raise
+    # Step 6: the jobs are in the queue; the rest is tidying and a wake-up call.
+    for st in staged:
+        for path in (st.tmp_data, st.tmp_ctrl):
+            # A stray tmp file is harmless; repair() collects it.
+            with contextlib.suppress(OSError):
+                _fs.unlink_quietly(path)
+    bump_queue_mtime(config)
+    return [st.jobid for st in staged]
+
+
+def _check_free_space(config: QueueConfig, size_hint: int) -> None:
+    if config.min_free_bytes <= 0:
+        return
+    try:
+        free = _fs.free_bytes(config.dir)
+    except OSError as err:
+        raise QueueIOError("checking free space for the job", err) from err
+    if free - size_hint < config.min_free_bytes:
+        raise QueueIOError(
+            f"enqueueing {size_hint} bytes with {free} bytes free"
+            f" (min_free_bytes={config.min_free_bytes}): refused, nothing was written",
+            OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), config.dir),
+        )
+
+
+def _stage(
+    config: QueueConfig,
+    staged: list[_Staged],
+    write_data: DataWriter,
+    meta: dict[str, str],
+    priority: int,
+    *,
+    pid: int,
+) -> None:
+    """Steps 1-2 for one job: its data in data/, its control file in tmp/.
+
+    With ``durable``, both files are left open in ``staged[-1].open_fds`` for step 3.
+    """
+    layout = config.layout
+    jobid, secs, usecs = make_job_id(priority, config.hostname, pid)
+    for attempt in range(_NAME_ATTEMPTS):
+        try:
+            fd = _fs.create_exclusive(
+                layout.tmp_path(layout.tmp_data_name(jobid)), config.data_file_mode
+            )
+            break
+        except FileExistsError:
+            jobid, secs, usecs = _new_name(config, priority, pid, attempt)
+    else:
+        raise DirQueueError(f"could not find a free job name in {layout.tmp_dir}")
+    st = _Staged(jobid, secs, usecs, priority, meta, layout.tmp_path(layout.tmp_data_name(jobid)))
+    staged.append(st)  # From here on a failure removes what this job left.
+    try:
+        st.size = write_data(fd)
+        st.data_stat = os.fstat(fd)
+    finally:
+        if config.durable:
+            st.open_fds.append(fd)  # fsynced with the others before step 4
+        else:
+            os.close(fd)
+    _link_data(config, st, pid)
+
+
+def _link_data(config: QueueConfig, st: _Staged, pid: int) -> None:
+    """Link ``st``'s data under a name free in data/ and tmp/; write its control file."""
+    layout = config.layout
+    for attempt in range(_NAME_ATTEMPTS):
+        parts, base = Layout.data_parts(st.jobid)
+        fd, created = _fs.ensure_dir_nofollow(config.dir, parts)
+        st.new_dirs.extend(created)
+        try:
+            result = _fs.link_verified(st.tmp_data, base, st.data_stat, dst_dir_fd=fd)
+            # Recorded at once, so a failure from here on undoes the link.
+            st.data_linked = result is _fs.LinkResult.LINKED
+        finally:
+            _fs.close_dir(fd)
+        if st.data_linked:
+            try:
+                _write_tmp_control(config, st)
+                return
+            except FileExistsError:
+                if st.fixed_name:
+                    raise
+                # A killed enqueue left a tmp file of this name: pick another.
+                unlink_data(config, st.jobid)
+                st.data_linked = False
+        elif st.fixed_name:
+            raise DirQueueError(
+                f"job {st.jobid} already has data in {layout.data_dir}: it was requeued"
+                " already; leaving the failed copy in place"
+            )
+        st.jobid, st.secs, st.usecs = _new_name(config, st.priority, pid, attempt)
+    raise DirQueueError(
+        f"could not find a free job name in {layout.data_dir} after"
+        f" {_NAME_ATTEMPTS} tries: is the clock going backwards?"
+    )
+
+
+def _write_tmp_control(config: QueueConfig, st: _Staged) -> None:
+    layout = config.layout
+    data_path = layout.data_path(st.jobid)
+    if st.control is not None:
+        control = ControlFile(
+            data_path=data_path,
+            size_bytes=st.size,
+            submitted_secs=st.control.submitted_secs,
+            submitted_usecs=st.control.submitted_usecs,
+            hostname=st.control.hostname,
+            metadata=st.control.metadata,
+            extra_system=st.control.extra_system,
+        )
+    else:
+        control = ControlFile(
+            data_path=data_path,
+            size_bytes=st.size,
+            submitted_secs=st.secs,
+            submitted_usecs=st.usecs,
+            hostname=config.hostname,
+            metadata=st.meta,
+        )
+    path = layout.tmp_path(layout.tmp_control_name(st.jobid))
+    _, fd = create_control(config, path, control, keep_open=config.durable)
+    st.tmp_ctrl = path
+    if fd is not None:
+        st.open_fds.append(fd)  # fsynced with the others before step 4
+
+
+def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
+    """Step 4 for one job: link its control file into queue/, renaming it on a clash."""
+    layout = config.layout
+    fanout = random.choice(Layout.FANOUT_DIGITS) if config.queue_fanout else None
+    for attempt in range(_NAME_ATTEMPTS):
+        fd, created = _fs.ensure_dir_nofollow(config.dir, Layout.queue_parts(fanout))
+        st.new_queue_dirs.extend(created)
+        try:
+            result = _fs.link_verified(st.tmp_ctrl, st.jobid, dst_dir_fd=fd)
+            if result is _fs.LinkResult.LINKED:
+                # Recorded at once: from here a failure must take the job out again.
+                st.queue_path = layout.queue_path(st.jobid, fanout)
+        finally:
+            _fs.close_dir(fd)
+        if st.queue_path:
+            return
+        if st.fixed_name:
+            raise DirQueueError(
+                f"job {st.jobid} is already in {layout.queue_dir}: leaving the failed copy"
+            )
+        # Another host made the same name in the same microsecond. Move our data to a
+        # new name and make that durable before its control file can point at it.
+        unlink_data(config, st.jobid)
+        st.data_linked = False
+        _fs.unlink_quietly(st.tmp_ctrl)
+        st.tmp_ctrl = ""
+        st.jobid, st.secs, st.usecs = _new_name(config, st.priority, pid, attempt)
+        _link_data(config, st, pid)
+        if config.durable:
+            _sync_files([st])
+            _fsync_parents([os.path.dirname(layout.data_path(st.jobid))], st.new_dirs)
+    raise DirQueueError(
+        f"could not find a free job name in {layout.queue_dir} after"
+        f" {_NAME_ATTEMPTS} tries: is the clock going backwards?"
+    )
+
+
+def _roll_back(config: QueueConfig, staged: list[_Staged]) -> None:
+    # Control files first, so that no job is ever in the queue without its data.
+    # Best effort: whatever cannot be removed now, repair() collects later.
+    for st in staged:
+        for fd in st.open_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        st.open_fds.clear()
+    for st in reversed(staged):
+        if st.queue_path:
+            with contextlib.suppress(OSError):
+                _fs.unlink_quietly(st.queue_path)
+    for st in staged:
+        if st.data_linked:
+            with contextlib.suppress(OSError):
+                unlink_data(config, st.jobid)
+        for path in (st.tmp_data, st.tmp_ctrl):
+            if path:
+                with contextlib.suppress(OSError):
+                    _fs.unlink_quietly(path)
+
+
+def _new_name(config: QueueConfig, priority: int, pid: int, attempt: int) -> tuple[str, int, int]:
+    # A clash means another process made the same name in the same microsecond; back
+    # off a little and add the pid and a random number, as the Perl module does.
+    time.sleep(random.uniform(0, 0.001 * (attempt + 1)))
+    return make_job_id(
+        priority, config.hostname, pid, collision_suffix=random.randint(0, 65535)
+    )
+
+
+def _sync_files(staged: list[_Staged]) -> None:
+    """fsync and close the files of ``staged`` that are still open."""
+    # Written first and synced together: on a journalling filesystem the first fsync
+    # commits the journal for all of them, and the rest find little to do.
+    for st in staged:
+        while st.open_fds:
+            fd = st.open_fds[0]
+            try:
+                os.fsync(fd)
+            finally:
+                st.open_fds.pop(0)
+                os.close(fd)
+
+
+def _fsync_parents(directories: list[str], created: list[str]) -> None:
+    # fsync the directories names were linked into, and the parent of every directory
+    # made for them: a new directory is only durable once its parent names it. Each
+    # directory once, however many jobs were linked into it. (A relative queue
+    # directory's top has the current directory as its parent.)
+    todo = [*directories, *(os.path.dirname(d) or "." for d in created)]
+    for path in dict.fromkeys(todo):
+        _fs.fsync_dir(path)
+
+
+def bump_queue_mtime(config: QueueConfig) -> None:
+    """Touch ``queue/``: waiting dequeuers on every host watch its mtime (and inotify
+    sees the touch). Not ours (another user's queue)? The new entry changed it anyway."""
+    with contextlib.suppress(OSError):
+        os.utime(config.layout.queue_dir)
+
+
+def write_chunks(fd: int, chunks: Iterable[Chunk]) -> int:
+    """Write str (as UTF-8) or bytes chunks to ``fd``; return the byte count."""
+    total = 0
+    buffer = io.BytesIO()
+    last_write = time.monotonic()
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            raw: bytes | bytearray | memoryview = chunk.encode("utf-8")
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            raw = chunk
+        else:
+            raise TypeError(f"data chunks must be str or bytes, not {type(chunk).__name__}")
+        if not raw:
+            continue
+        buffer.write(raw)
+        if buffer.tell() >= _WRITE_SIZE or time.monotonic() - last_write >= _WRITE_EVERY:
+            _fs.write_all(fd, buffer.getvalue())
+            total += buffer.tell()
+            buffer = io.BytesIO()
+            last_write = time.monotonic()
+    if buffer.tell():
+        _fs.write_all(fd, buffer.getvalue())
+        total += buffer.tell()
+    return total
+
+
+def writer(payload: bytes) -> DataWriter:
+    """A :data:`DataWriter` of one ``bytes`` payload."""
+    return lambda fd: write_chunks(fd, [payload])

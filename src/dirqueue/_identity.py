@@ -1,0 +1,138 @@
+"""Who owns a lock, and whether that owner is provably gone.
+
+A lock names its owner's host and pid (the Perl module's two lines). On their own they
+prove little: two containers can share a host name, a pid namespace hides processes
+that are alive, and pids are reused. dirqueue's own locks therefore add an ``owner``
+line (see :func:`dirqueue._format.format_lock`) with the boot id, the pid namespace and
+the owner's start time, which the Perl module ignores. A process is judged dead only on
+proof: same host name, same boot, same pid namespace, and no process with that pid and
+start time. Without that line (a Perl lock) the Perl module's own rule applies: same
+host name and ``kill(pid, 0)`` fails.
+
+This module answers the question; :mod:`dirqueue._judge` decides what a lock's age and
+heartbeat make of the answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+from dataclasses import dataclass
+
+__all__ = ["ProcessIdentity", "owner_is_dead", "process_start_time", "this_process"]
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """What tells one process from another across hosts, containers and pid reuse.
+
+    Any field may be None where the system does not tell (not Linux, no ``/proc``).
+    """
+
+    host: str
+    pid: int
+    #: ``/proc/sys/kernel/random/boot_id``: differs between machines and between boots.
+    boot: str | None
+    #: The pid namespace's inode (``/proc/self/ns/pid``): pids mean nothing outside it.
+    pidns: str | None
+    #: The process's start time in clock ticks since boot (``/proc/PID/stat`` field
+    #: 22): a reused pid has another.
+    start: int | None
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _boot_id() -> str | None:
+    return _read_text("/proc/sys/kernel/random/boot_id")
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return None
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` (clock ticks since boot), or None if unknown."""
+    text = _read_text(f"/proc/{pid}/stat")
+    if text is None:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last.
+    fields = text[text.rfind(")") + 2 :].split()
+    with contextlib.suppress(IndexError, ValueError):
+        return int(fields[19])
+    return None
+
+
+_cache: dict[int, ProcessIdentity] = {}
+
+
+def this_process() -> ProcessIdentity:
+    """This process's identity (cached per pid, so a forked child gets its own)."""
+    pid = os.getpid()
+    me = _cache.get(pid)
+    if me is None:
+        _cache.clear()
+        me = ProcessIdentity(
+            host=socket.gethostname(),
+            pid=pid,
+            boot=_boot_id(),
+            pidns=_pid_namespace(),
+            start=process_start_time(pid),
+        )
+        _cache[pid] = me
+    return me
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False  # Gone, or a pid (from a corrupt lock) that no process can have.
+    except PermissionError:
+        return True  # It exists, under another user.
+    return True
+
+
+def owner_is_dead(
+    host: str | None,
+    pid: int | None,
+    boot: str | None,
+    pidns: str | None,
+    start: int | None,
+    *,
+    my_host: str,
+) -> bool:
+    """True only if the owner described is provably not running.
+
+    ``host``/``pid`` are the lock's first two lines; ``boot``/``pidns``/``start`` its
+    owner line (None for a Perl lock). ``my_host`` is the host name the queue uses for
+    itself (normally ``gethostname()``).
+    """
+    if host is None or host != my_host or pid is None or pid <= 0:
+        # Another host's processes cannot be seen; a lock naming no owner proves nothing
+        # (the caller judges it by its age).
+        return False
+    me = this_process()
+    if boot is not None or pidns is not None:
+        # A dirqueue lock: the pid means something here only in this very boot and pid
+        # namespace. Elsewhere (another container or machine with our host name) we
+        # cannot see the owner, however dead its pid looks from here.
+        if boot != me.boot or pidns != me.pidns or me.boot is None or me.pidns is None:
+            return False
+        if not _pid_exists(pid):
+            return True
+        now_start = process_start_time(pid)
+        return start is not None and now_start is not None and now_start != start
+    # A Perl lock: the Perl module's own rule.
+    return not _pid_exists(pid)

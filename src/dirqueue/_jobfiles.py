@@ -1,0 +1,261 @@
+"""A job's files: reading its control file, finding, opening and removing its data,
+writing control files, and moving a corrupt job aside to ``corrupt/``.
+
+Data files are reached from the job id alone (``data/C1/C2/BASE`` under this queue's
+own directory), one directory at a time without following symlinks, and opened only if
+they are regular files: whoever can write into a shared queue could otherwise make a
+worker read, or ``finish()`` delete, any file the worker can reach. ``QDFN``, the
+submitter's view of the path, is never followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import stat
+import time
+
+from . import _fs
+from ._config import QueueConfig
+from ._format import CONTROL_FILE_MAX_BYTES, ControlFile, parse_control
+from ._layout import Layout
+from .errors import CorruptJobError
+
+__all__ = [
+    "check_data",
+    "create_control",
+    "move_aside",
+    "open_data",
+    "read_control",
+    "read_control_at",
+    "read_data",
+    "unlink_data",
+]
+
+
+def read_control(queue_path: str) -> ControlFile:
+    """Read and parse the control file at ``queue_path``.
+
+    Raises :class:`CorruptJobError` for anything that is not a regular file holding a
+    control file (a symlink, FIFO, socket, directory...), and ``FileNotFoundError`` if
+    it has gone.
+    """
+    try:
+        fd = _fs.open_regular(queue_path)
+    except _fs.NotRegularFileError as err:
+        raise CorruptJobError(f"control file {err.strerror}", queue_path) from None
+    except IsADirectoryError:
+        raise CorruptJobError("control file is a directory", queue_path) from None
+    return parse_control(_fs.read_limited(fd, CONTROL_FILE_MAX_BYTES + 1), queue_path)
+
+
+def read_control_at(path: str, name: str, dir_fd: int) -> ControlFile:
+    """Like :func:`read_control`, for ``name`` in the directory ``dir_fd``."""
+    try:
+        fd = _fs.open_regular(name, dir_fd=dir_fd)
+    except _fs.NotRegularFileError as err:
+        raise CorruptJobError(f"control file {err.strerror}", path) from None
+    return parse_control(_fs.read_limited(fd, CONTROL_FILE_MAX_BYTES + 1), path)
+
+
+def _data_dir_fd(config: QueueConfig, jobid: str) -> tuple[int, str]:
+    """An fd of job ``jobid``'s data directory (reached without following symlinks),
+    and the data file's name in it."""
+    parts, base = Layout.data_parts(jobid)
+    return _fs.open_dir_nofollow(config.dir, parts), base
+
+
+def _symlinked_dirs(jobid: str, path: str) -> CorruptJobError:
+    return CorruptJobError(
+        f"a directory above the data file of job {jobid} is a symlink or not a"
+        " directory: refusing to follow it out of the queue",
+        path,
+    )
+
+
+def check_data(
+    config: QueueConfig, jobid: str, queue_path: str, control: ControlFile | None = None
+) -> os.stat_result:
+    """The ``lstat`` of job ``jobid``'s data file, checked.
+
+    Raises :class:`CorruptJobError` if it is missing (while the control file is still
+    there), not a regular file, or (given ``control``) not the size ``QDSB`` records;
+    ``FileNotFoundError`` if the whole job has gone (finished meanwhile).
+    """
+    path = config.layout.data_path(jobid)
+    try:
+        fd, base = _data_dir_fd(config, jobid)
+        try:
+            st = os.lstat(base, dir_fd=fd)
+        finally:
+            _fs.close_dir(fd)
+    except FileNotFoundError as err:
+        if not os.path.lexists(queue_path):
+            raise  # The whole job is gone: finished, not corrupt.
+        if os.path.lexists(path):
+            # A missing data file sends the job to corrupt/: be sure first. (An NFS
+            # client can report ENOENT for a file that is there, e.g. ESTALE recovery
+            # after the server restarted.)
+            raise OSError(errno.EAGAIN, "data file lookup failed, then found it", path) from err
+        raise CorruptJobError(f"job {jobid} has a control file but no data file", path) from None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _symlinked_dirs(jobid, path) from None
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        raise CorruptJobError(
+            f"the data file of job {jobid} is a symlink or not a regular file", path
+        )
+    if control is not None and control.size_bytes is not None and st.st_size != control.size_bytes:
+        # A data file that is not what was submitted (truncated, replaced, or a huge
+        # sparse file planted to exhaust a worker's memory): never hand it on.
+        raise CorruptJobError(
+            f"the data file of job {jobid} is {st.st_size} bytes, but its control file"
+            f" says {control.size_bytes} (QDSB)",
+            path,
+        )
+    return st
+
+
+def open_data(config: QueueConfig, jobid: str) -> int:
+    """Open job ``jobid``'s data file for reading; never through a symlink."""
+    path = config.layout.data_path(jobid)
+    try:
+        fd, base = _data_dir_fd(config, jobid)
+        try:
+            return _fs.open_regular(base, dir_fd=fd)
+        finally:
+            _fs.close_dir(fd)
+    except _fs.NotRegularFileError as err:
+        raise CorruptJobError(
+            f"data file of job {jobid} {err.strerror}: refusing to read it", path
+        ) from None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _symlinked_dirs(jobid, path) from None
+        raise
+
+
+def read_data(config: QueueConfig, jobid: str, size: int | None) -> bytes:
+    """Job ``jobid``'s data; with ``size`` (``QDSB``), never more than that many bytes.
+
+    A data file that has grown past its recorded size is refused
+    (:class:`CorruptJobError`) rather than read into memory.
+    """
+    fd = open_data(config, jobid)
+    if size is None:
+        return _fs.read_limited(fd, -1)
+    data = _fs.read_limited(fd, size + 1)
+    if len(data) != size:
+        raise CorruptJobError(
+            f"the data file of job {jobid} holds {'more' if len(data) > size else len(data)}"
+            f" bytes, not the {size} its control file records (QDSB)",
+            config.layout.data_path(jobid),
+        )
+    return data
+
+
+def unlink_data(config: QueueConfig, jobid: str) -> bool:
+    """Remove job ``jobid``'s data file; never through a symlinked directory."""
+    try:
+        fd, base = _data_dir_fd(config, jobid)
+    except FileNotFoundError:
+        return False
+    try:
+        os.unlink(base, dir_fd=fd)
+    except FileNotFoundError:
+        return False
+    finally:
+        _fs.close_dir(fd)
+    return True
+
+
+def create_control(
+    config: QueueConfig, path: str, control: ControlFile, *, keep_open: bool = False
+) -> tuple[os.stat_result, int | None]:
+    """Write ``control`` to the new file ``path`` (``O_EXCL``, never through a symlink).
+
+    Returns its stat and, with ``keep_open``, its still open fd (for the caller to fsync
+    with others); otherwise it is fsynced here when the queue is durable, and closed.
+    The file is removed again if writing fails.
+    """
+    fd = _fs.create_exclusive(path, config.queue_file_mode)
+    try:
+        _fs.write_all(fd, control.to_bytes())
+        if config.durable and not keep_open:
+            os.fsync(fd)
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        _fs.unlink_quietly(path)
+        raise
+    if keep_open:
+        return st, fd
+    os.close(fd)
+    return st, None
+
+
+def move_aside(config: QueueConfig, jobid: str, queue_path: str, reason: str) -> str:
+    """Move job ``jobid``'s control and data files to ``corrupt/``, with a reason file.
+
+    The caller holds the job's lock. Returns the control file's new path. Nothing is
+    deleted: an operator can read the reason, mend the job and put it back.
+    """
+    layout = config.layout
+    fd, _ = _fs.ensure_dir_nofollow(config.dir, (Layout.CORRUPT,))
+    try:
+        for n in itertools.count():
+            stem = layout.corrupt_stem(jobid, n)
+            try:
+                rfd = _fs.create_exclusive(
+                    layout.corrupt_reason_name(stem), config.queue_file_mode, dir_fd=fd
+                )
+                break
+            except FileExistsError:
+                continue
+        # The reason goes first: a crash after it leaves a reason for nothing, never a
+        # moved job without one.
+        text = (
+            f"job: {jobid}\nfrom: {queue_path}\nreason: {reason}\n"
+            f"moved-by: {config.hostname} pid {os.getpid()}\n"
+            f"moved-at: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
+        )
+        try:
+            try:
+                _fs.write_all(rfd, text.encode("utf-8", errors="replace"))
+            finally:
+                os.close(rfd)
+            try:
+                os.rename(queue_path, stem, dst_dir_fd=fd)
+            except OSError:
+                moved = not os.path.lexists(queue_path) and os.path.lexists(
+                    layout.corrupt_path(stem)
+                )
+                if not moved:
+                    raise
+                # Done although it said otherwise (a lost reply over NFS): go on.
+        except BaseException:
+            # The job is still in the queue: take back the reason for a move that did
+            # not happen, so the next try uses this name again.
+            with contextlib.suppress(OSError):
+                os.unlink(layout.corrupt_reason_name(stem), dir_fd=fd)
+            raise
+        # The job has left the queue. Its data follows; if that fails, repair() finds
+        # the data file without a control file and brings it here.
+        try:
+            dfd, base = _data_dir_fd(config, jobid)
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                raise
+            return layout.corrupt_path(stem)  # No data, or not in the queue.
+        try:
+            os.rename(base, layout.corrupt_data_name(stem), src_dir_fd=dfd, dst_dir_fd=fd)
+        except FileNotFoundError:
+            pass  # It had none.
+        finally:
+            _fs.close_dir(dfd)
+    finally:
+        _fs.close_dir(fd)
+    return layout.corrupt_path(stem)

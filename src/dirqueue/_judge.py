@@ -1,0 +1,160 @@
+"""The one rule for whether a job's lock is stale: :func:`judge`.
+
+Pickup (which breaks stale locks), repair (which removes dead ones) and ``dq list`` /
+``dq stats`` (which show them) all ask this module, so what the listing calls stale is
+exactly what the next worker will break.
+
+The rule, heartbeat freshness first:
+
+- Something other than a regular file at ``active/NAME`` is not a lock at all
+  (:attr:`Verdict.NOT_A_LOCK`): pickup leaves the job alone, repair moves it aside.
+- A lock touched within ``active_file_lifetime`` whose owner promised a heartbeat is
+  held, whatever else is said of its owner: a live worker in another pid namespace or
+  container with our host name must never lose its job.
+- Otherwise, within the lifetime, a lock is held, unless its owner is provably dead
+  (:mod:`dirqueue._identity`), which repair acts on at once (:attr:`Verdict.DEAD`).
+- Past the lifetime a lock is stale (:attr:`Verdict.STALE`, broken by the next pickup
+  after a random grace) if its heartbeat went quiet, its owner is provably dead, or it
+  names no owner. A Perl worker's lock on another host makes no heartbeat promise and
+  its owner cannot be seen from here: the Perl module's rule keeps it
+  (:attr:`Verdict.FOREIGN`), and only an operator can free it.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import stat
+import time
+from dataclasses import dataclass
+
+from . import _fs
+from ._config import QueueConfig
+from ._format import LockInfo, parse_lock_file
+from ._identity import owner_is_dead
+
+__all__ = ["Judgement", "Verdict", "judge", "judge_lock", "read_lock_file"]
+
+_LOCK_READ_MAX = 4096
+
+
+class Verdict(enum.Enum):
+    """What :func:`judge` makes of a lock."""
+
+    #: The owner works on the job, or may: leave it.
+    HELD = "held"
+    #: The owner is provably dead but the lifetime has not passed: repair removes it
+    #: now; a pickup waits for the lifetime, as the Perl module does.
+    DEAD = "dead"
+    #: Past the lifetime and abandoned: the next pickup breaks it.
+    STALE = "stale"
+    #: Past the lifetime, held by a worker on another host that makes no heartbeat
+    #: promise (a Perl worker): never broken from here.
+    FOREIGN = "foreign"
+    #: A symlink, directory, socket... where a lock file should be.
+    NOT_A_LOCK = "not-a-lock"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A lock's verdict, with what it rests on."""
+
+    verdict: Verdict
+    #: Seconds since the lock was last touched.
+    age: float
+    owner: LockInfo
+    #: The verdict in words, for listings and warnings.
+    reason: str
+
+    #: The lifetime the verdict was judged against.
+    lifetime: float = 0.0
+
+    @property
+    def breakable(self) -> bool:
+        """True if a pickup breaks this lock (after its random grace): a stale lock, or
+        something that is not a lock at all but has sat there for a whole lifetime."""
+        return self.verdict is Verdict.STALE or (
+            self.verdict is Verdict.NOT_A_LOCK and self.age > self.lifetime
+        )
+
+    @property
+    def removable(self) -> bool:
+        """True if repair removes this lock."""
+        return self.verdict in (Verdict.STALE, Verdict.DEAD)
+
+
+def read_lock_file(config: QueueConfig, jobid: str) -> bytes:
+    """The contents of ``active/NAME`` (at most 4 KiB), or ``b""`` if unreadable.
+
+    Never through a symlink, and never blocking on a FIFO planted there.
+    """
+    try:
+        fd = _fs.open_dir_nofollow(config.dir, (config.layout.ACTIVE,))
+        try:
+            lock_fd = _fs.open_regular(jobid, dir_fd=fd)
+        finally:
+            _fs.close_dir(fd)
+    except OSError:
+        return b""
+    return _fs.read_limited(lock_fd, _LOCK_READ_MAX)
+
+
+def judge(
+    config: QueueConfig, lock: os.stat_result, raw: bytes, now: float | None = None
+) -> Judgement:
+    """Judge a lock from its ``lstat`` and contents (see the module's rule)."""
+    if now is None:
+        now = time.time()
+    age = now - lock.st_mtime
+    owner = parse_lock_file(raw)
+    who = f"worker {owner.host}:{owner.pid}"
+    lifetime = config.active_file_lifetime
+    if not stat.S_ISREG(lock.st_mode):
+        return Judgement(
+            Verdict.NOT_A_LOCK, age, owner, "not a regular file: not a lock", lifetime
+        )
+    dead = owner_is_dead(
+        owner.host, owner.pid, owner.boot, owner.pidns, owner.start, my_host=config.hostname
+    )
+    # Only an owner line proves a heartbeating owner dead: a bare host and pid may be
+    # another container's, whose processes we cannot see.
+    proven = dead and (owner.boot is not None or owner.pidns is not None)
+    verdict, reason = Verdict.STALE, ""
+    if owner.heartbeat and age <= lifetime and not proven:
+        verdict, reason = Verdict.HELD, f"{who}, heartbeat {age:.0f}s ago"
+    elif age <= lifetime:
+        verdict, reason = (
+            (Verdict.DEAD, f"{who} is dead")
+            if dead
+            else (Verdict.HELD, f"{who}, lock {age:.0f}s old")
+        )
+    elif owner.heartbeat:
+        reason = f"{who} stopped its heartbeat ({age:.0f}s ago)"
+    elif dead:
+        reason = f"{who} is dead ({age:.0f}s old)"
+    elif owner.pid is None:
+        reason = f"lock names no worker ({age:.0f}s old)"
+    elif owner.host != config.hostname:
+        verdict = Verdict.FOREIGN
+        reason = (
+            f"held by a worker on host {owner.host} that keeps no heartbeat (a Perl"
+            f" worker): never broken from here ({age:.0f}s old; see 'dq fsck')"
+        )
+    else:
+        verdict, reason = Verdict.HELD, f"{who} is alive ({age:.0f}s old)"
+    return Judgement(verdict, age, owner, reason, lifetime)
+
+
+def judge_lock(config: QueueConfig, jobid: str, now: float | None = None) -> Judgement | None:
+    """Judge job ``jobid``'s lock; None if the job has none."""
+    try:
+        lock = os.lstat(config.layout.active_path(jobid))
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno in (errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
+    raw = read_lock_file(config, jobid) if stat.S_ISREG(lock.st_mode) else b""
+    return judge(config, lock, raw, now)

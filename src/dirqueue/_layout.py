@@ -1,0 +1,209 @@
+"""Where everything lives in a queue directory: every path and every file name.
+
+The one module that joins queue paths or makes (and parses) the names of files in
+``tmp/``, ``corrupt/`` and ``failed/``; nothing else spells a path by hand. The format
+of those paths is described in ``docs/format.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Final
+
+from ._format import data_location
+
+__all__ = ["Layout", "TmpLockName"]
+
+
+class TmpLockName:
+    """The parts of a pickup's tmp lock name, ``NAME.TIME.HOST.PID.active``."""
+
+    SUFFIX: Final = ".active"
+
+    @staticmethod
+    def owner(name: str, host: str) -> int | None:
+        """The pid in tmp lock ``name`` if it was made by ``host``, else None.
+
+        The host name may itself hold dots, so it is matched whole.
+        """
+        if not name.endswith(TmpLockName.SUFFIX):
+            return None
+        rest, _, pid_text = name[: -len(TmpLockName.SUFFIX)].rpartition(".")
+        if not pid_text.isdigit() or not rest.endswith("." + host):
+            return None
+        return int(pid_text)
+
+
+class Layout:
+    """The paths of one queue directory."""
+
+    QUEUE: Final = "queue"
+    DATA: Final = "data"
+    ACTIVE: Final = "active"
+    TMP: Final = "tmp"
+    #: The four directories of the IPC::DirQueue format, in the order they are made.
+    SUBDIRS: Final = (QUEUE, DATA, ACTIVE, TMP)
+    #: Where corrupt jobs are moved aside, with a ``.reason`` file each. The Perl module
+    #: reads only the four directories above, so it ignores this one.
+    CORRUPT: Final = "corrupt"
+    REASON_SUFFIX: Final = ".reason"
+    #: The stale-lock breaker's token in ``tmp/`` (see :meth:`breaker_token_name`).
+    BREAKER_SUFFIX: Final = ".breaking"
+    #: Jobs that failed ``max_attempts`` times (dirqueue only; the Perl module never
+    #: looks here). One directory per job: see :meth:`failed_job_dir`.
+    FAILED: Final = "failed"
+    FANOUT_DIGITS: Final = "0123456789abcdef"
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        text = os.fspath(directory)
+        if not text:
+            raise ValueError("queue directory must not be empty: pass a path such as 'spool/q'")
+        # "DIR as given" goes into QDFN, so keep relative paths relative; drop only a
+        # trailing slash, which would double up in the paths we write.
+        self.dir = text.rstrip("/") or "/"
+        self.queue_dir = os.path.join(self.dir, self.QUEUE)
+        self.data_dir = os.path.join(self.dir, self.DATA)
+        self.active_dir = os.path.join(self.dir, self.ACTIVE)
+        self.tmp_dir = os.path.join(self.dir, self.TMP)
+        self.corrupt_dir = os.path.join(self.dir, self.CORRUPT)
+        self.failed_dir = os.path.join(self.dir, self.FAILED)
+
+    def path(self, *parts: str) -> str:
+        """``DIR/parts...``: the path of a name relative to the queue directory."""
+        return os.path.join(self.dir, *parts)
+
+    # -- the four directories of the format -------------------------------------------
+
+    def queue_path(self, jobid: str, fanout: str | None = None) -> str:
+        """``queue/NAME``, or ``queue/X/NAME`` with a fan-out digit."""
+        if fanout is None:
+            return os.path.join(self.queue_dir, jobid)
+        return os.path.join(self.queue_dir, fanout, jobid)
+
+    @staticmethod
+    def queue_parts(fanout: str | None) -> tuple[str, ...]:
+        """The directories from ``DIR`` to a control file: ``("queue",)`` or
+        ``("queue", X)``."""
+        return (Layout.QUEUE,) if fanout is None else (Layout.QUEUE, fanout)
+
+    def data_path(self, jobid: str) -> str:
+        """``data/C1/C2/BASE``, found from the job id alone."""
+        c1, c2, base = data_location(jobid)
+        return os.path.join(self.data_dir, c1, c2, base)
+
+    def data_subdirs(self, jobid: str) -> tuple[str, str]:
+        """The two directories above job ``jobid``'s data file, outermost first."""
+        c1, c2, _ = data_location(jobid)
+        return os.path.join(self.data_dir, c1), os.path.join(self.data_dir, c1, c2)
+
+    @staticmethod
+    def data_parts(jobid: str) -> tuple[tuple[str, str, str], str]:
+        """``(("data", C1, C2), BASE)``: the directories from ``DIR`` to job ``jobid``'s
+        data file, and its name there.
+
+        Code that must not follow a symlink planted in the queue walks these one
+        directory at a time (see :func:`dirqueue._fs.open_dir_nofollow`).
+        """
+        c1, c2, base = data_location(jobid)
+        return (Layout.DATA, c1, c2), base
+
+    def active_path(self, jobid: str) -> str:
+        """``active/NAME``: the lock of a job being worked on."""
+        return os.path.join(self.active_dir, jobid)
+
+    def tmp_path(self, name: str) -> str:
+        """A file under ``tmp/``."""
+        return os.path.join(self.tmp_dir, name)
+
+    # -- names in tmp/ ------------------------------------------------------------------
+
+    @staticmethod
+    def tmp_data_name(jobid: str) -> str:
+        """``NAME.data``: a job's data while it is written."""
+        return jobid + ".data"
+
+    @staticmethod
+    def tmp_control_name(jobid: str) -> str:
+        """``NAME.ctrl``: a job's control file while it is written."""
+        return jobid + ".ctrl"
+
+    @staticmethod
+    def tmp_lock_name(jobid: str, host: str, pid: int) -> str:
+        """``NAME.TIME.HOST.PID.active``: a pickup's lock before it is linked (the Perl
+        module's shape, so repair can tell whose it is)."""
+        return f"{jobid}.{time.time_ns()}.{host}.{pid}{TmpLockName.SUFFIX}"
+
+    @staticmethod
+    def tmp_breaker_name(jobid: str, host: str, pid: int) -> str:
+        """A stale-lock breaker's own file, linked to :meth:`breaker_token_name`."""
+        return f"{jobid}.{time.time_ns()}.{host}.{pid}.breaker"
+
+    @staticmethod
+    def breaker_token_name(jobid: str) -> str:
+        """``NAME.breaking``: held by whoever is breaking job NAME's stale lock
+        (dirqueue only; the Perl module never reads tmp/)."""
+        return jobid + Layout.BREAKER_SUFFIX
+
+    def breaker_token_path(self, jobid: str) -> str:
+        """``tmp/NAME.breaking``."""
+        return os.path.join(self.tmp_dir, self.breaker_token_name(jobid))
+
+    @staticmethod
+    def tmp_rewrite_name(jobid: str, pid: int, purpose: str) -> str:
+        """``NAME.TIME.PID.PURPOSE``: a control file rewritten for ``purpose``
+        (``attempts``, ``requeue``) before it replaces or joins the queue's."""
+        return f"{jobid}.{time.time_ns()}.{pid}.{purpose}"
+
+    # -- corrupt/ -----------------------------------------------------------------------
+
+    def corrupt_path(self, name: str) -> str:
+        """``corrupt/NAME``: where a corrupt job's files are moved aside."""
+        return os.path.join(self.corrupt_dir, name)
+
+    @staticmethod
+    def corrupt_stem(jobid: str, n: int) -> str:
+        """The n-th name for job ``jobid`` in ``corrupt/`` (``NAME``, ``NAME.1``, ...)."""
+        return jobid if n == 0 else f"{jobid}.{n}"
+
+    @staticmethod
+    def corrupt_data_name(stem: str) -> str:
+        """``STEM.data``: a corrupt job's data, beside its control file."""
+        return stem + ".data"
+
+    @staticmethod
+    def corrupt_reason_name(stem: str) -> str:
+        """``STEM.reason``: why a job was moved aside, by whom, when."""
+        return stem + Layout.REASON_SUFFIX
+
+    # -- the failed-job store (dirqueue's own; see failed.py) ---------------------------
+
+    FAILED_CONTROL: Final = "control"
+    FAILED_DATA: Final = "data"
+    FAILED_ERROR: Final = "error.json"
+
+    def failed_job_dir(self, jobid: str) -> str:
+        """``failed/NAME/``: a failed job's control file, data and error record."""
+        return os.path.join(self.failed_dir, jobid)
+
+    def failed_file(self, jobid: str, which: str) -> str:
+        """One file of a failed job: ``FAILED_CONTROL``, ``FAILED_DATA`` or ``FAILED_ERROR``."""
+        return os.path.join(self.failed_dir, jobid, which)
+
+    @staticmethod
+    def failed_staging_name(jobid: str, purpose: str, token: str) -> str:
+        """``.NAME.PURPOSE.TOKEN``: a failed job's directory while it is moved.
+
+        Dot names are never listed, so a half-built or half-removed entry is invisible.
+        ``TOKEN`` (pid and time) keeps two movers, even threads of one process, apart.
+        """
+        return f".{jobid}.{purpose}.{token}"
+
+    def failed_staging_dir(self, jobid: str, purpose: str, token: str) -> str:
+        """``failed/.NAME.PURPOSE.TOKEN`` (see :meth:`failed_staging_name`)."""
+        return os.path.join(self.failed_dir, self.failed_staging_name(jobid, purpose, token))
+
+    @staticmethod
+    def jobid_from_path(path: str) -> str:
+        """The job id named by a queue path or given as a bare id."""
+        return os.path.basename(path.rstrip("/"))

@@ -1,0 +1,334 @@
+"""A job's lock in ``active/``: taking it, checking it is still ours, touching it,
+releasing it, and breaking a stale one.
+
+Taking (the pickup protocol, steps 2-4 of ``docs/format.md``): write a lock in
+``tmp/``, check the job is still queued, ``link()`` the lock to ``active/NAME``. Over
+NFS ``link()`` may report failure although it worked, or success for a retried call
+that did not, so only the inode at ``active/NAME`` says who won.
+
+Breaking: whether a lock is stale is :func:`dirqueue._judge.judge`'s call. Dequeuers
+breaking one lock take turns with a token (``tmp/NAME.breaking``, linked like a lock);
+each unlinks the lock only if it is still the very file it judged, so nothing can put
+a fresh lock in its place between the check and the unlink. (Moving the lock aside to
+check it, instead, leaves the job unlocked for a moment, and a third dequeuer can take
+it then.) A lock is only ever removed by its owner or by the token's holder; the one
+gap left is a breaker that stalls for longer than :data:`BREAK_TOKEN_STALE` between
+its two steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Final
+
+from . import _fs
+from ._config import QueueConfig
+from ._format import format_lock
+from ._identity import this_process
+from ._judge import judge, read_lock_file
+
+__all__ = [
+    "BREAK_TOKEN_STALE",
+    "HeldLock",
+    "Refused",
+    "Standing",
+    "break_if_stale",
+    "release",
+    "remove_judged",
+    "standing",
+    "take",
+    "touch",
+]
+
+#: A stale-lock breaker's token older than this belongs to a breaker that died:
+#: breaking takes milliseconds.
+BREAK_TOKEN_STALE: Final = 30.0
+
+#: Writing a lock's few bytes can fail on a full disk although an empty file (an inode,
+#: no data block) still fits: then the lock is left empty rather than the job untaken.
+_DISK_FULL: Final = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Refused(enum.Enum):
+    """Why :func:`take` did not take a job."""
+
+    #: Another worker holds the job.
+    HELD = "held"
+    #: The job left the queue (finished by another worker) before we locked it.
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class HeldLock:
+    """A lock this process linked at ``active/NAME``, known by its inode."""
+
+    jobid: str
+    stat: os.stat_result
+
+
+def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused:
+    """Lock job ``jobid`` (control file at ``queue_path``) for this process.
+
+    Breaks the job's lock first if it is stale.
+    """
+    layout = config.layout
+    active_path = layout.active_path(jobid)
+    if not os.path.lexists(queue_path):
+        # Done by another worker since we listed it: a cheap check before the lock
+        # file is written.
+        return Refused.GONE
+    try:
+        lock = os.lstat(active_path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not break_if_stale(config, jobid, lock):
+            return Refused.HELD
+    pid = os.getpid()
+    tmp_lock = layout.tmp_path(layout.tmp_lock_name(jobid, config.hostname, pid))
+    try:
+        fd = _fs.create_exclusive(tmp_lock, config.queue_file_mode)
+    except FileExistsError:
+        return Refused.HELD
+    linked = False
+    held: HeldLock | None = None
+    try:
+        try:
+            held = HeldLock(jobid, _write_lock(config, fd, pid))
+        finally:
+            os.close(fd)
+        if not os.path.lexists(queue_path):
+            return Refused.GONE
+        linked = True
+        # Whatever link() says, only the inode says whether the lock is ours.
+        with contextlib.suppress(OSError):
+            os.link(tmp_lock, active_path)
+        if not _landed(active_path, held):
+            return Refused.HELD  # Another worker's lock.
+    except BaseException:
+        # A lock we may have linked but could not confirm would keep the job from
+        # every worker until we die: take it back if it is ours.
+        if linked and held is not None:
+            with contextlib.suppress(OSError):
+                release(config, held)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            _fs.unlink_quietly(tmp_lock)
+    return held
+
+
+def _write_lock(config: QueueConfig, fd: int, pid: int) -> os.stat_result:
+    """Write our lock's contents to ``fd``; return its stat."""
+    me = this_process()
+    content = format_lock(
+        config.hostname, pid, config.lock_heartbeat, boot=me.boot, pidns=me.pidns, start=me.start
+    )
+    try:
+        _fs.write_all(fd, content)
+    except OSError as err:
+        if err.errno not in _DISK_FULL:
+            raise
+        # A full disk: an empty lock needs no data block, so workers can still drain
+        # the queue and free space. It names no owner, so it is judged by its age
+        # alone, which our heartbeat keeps young.
+        os.ftruncate(fd, 0)
+    return os.fstat(fd)
+
+
+def _landed(active_path: str, held: HeldLock) -> bool:
+    """True if ``active_path`` is now our lock (the inode we created, our owner)."""
+    try:
+        target = os.lstat(active_path)
+    except FileNotFoundError:
+        # Look twice before concluding that no lock landed: a lock of ours left behind
+        # would keep the job from every worker. (An NFS client can report ENOENT for a
+        # name that is there, e.g. in ESTALE recovery.)
+        if not os.path.lexists(active_path):
+            return False
+        target = os.lstat(active_path)
+    return _fs.same_file(target, held.stat) and target.st_uid == held.stat.st_uid
+
+
+class Standing(enum.Enum):
+    """Where our lock stands (:func:`standing`)."""
+
+    #: ``active/NAME`` is the lock we linked.
+    OURS = "ours"
+    #: No lock is there: ours was removed (by us, in an operation that then failed;
+    #: or broken as stale and not re-taken). Nobody else holds the job.
+    GONE = "gone"
+    #: Another lock is there: ours was broken and the job taken by another worker.
+    TAKEN = "taken"
+
+
+def standing(config: QueueConfig, held: HeldLock) -> Standing:
+    """Whether ``active/NAME`` is still the lock we linked."""
+    active_path = config.layout.active_path(held.jobid)
+    if _landed(active_path, held):
+        return Standing.OURS
+    return Standing.TAKEN if os.path.lexists(active_path) else Standing.GONE
+
+
+def release(config: QueueConfig, held: HeldLock) -> bool:
+    """Unlink our lock if it is still ours; True if we removed it.
+
+    A lock broken as stale and re-taken by another worker is theirs now: left alone.
+    """
+    active_path = config.layout.active_path(held.jobid)
+    try:
+        current = os.lstat(active_path)
+    except FileNotFoundError:
+        # Our lock is normally there, so this is rare: look again before leaving a
+        # lock that would keep the job from every worker until we die.
+        if not os.path.lexists(active_path):
+            return False
+        current = os.lstat(active_path)
+    if not _fs.same_file(current, held.stat):
+        return False
+    try:
+        os.unlink(active_path)
+    except FileNotFoundError:
+        if os.path.lexists(active_path):
+            raise  # Still there: the job is still ours, and still locked.
+        return False
+    return True
+
+
+def touch(config: QueueConfig, held: HeldLock) -> bool:
+    """Refresh our lock's mtime; False if it is no longer ours (nothing touched).
+
+    Works in ``active/`` through a descriptor opened without following symlinks, and
+    never follows a symlink planted at the lock's name.
+    """
+    fd = _fs.open_dir_nofollow(config.dir, (config.layout.ACTIVE,))
+    try:
+        try:
+            current = os.lstat(held.jobid, dir_fd=fd)
+        except FileNotFoundError:
+            return False
+        if not _fs.same_file(current, held.stat):
+            return False
+        os.utime(held.jobid, dir_fd=fd, follow_symlinks=False)
+        return True
+    finally:
+        _fs.close_dir(fd)
+
+
+def break_if_stale(config: QueueConfig, jobid: str, lock: os.stat_result) -> bool:
+    """True if job ``jobid``'s lock (as ``lock``) was stale and is gone now."""
+    if time.time() - lock.st_mtime <= config.active_file_lifetime:
+        return False  # The common case: a fresh lock, judged without reading it.
+    judged = judge(config, lock, read_lock_file(config, jobid))
+    if not judged.breakable:
+        return False
+    # A random grace (scaled to the lifetime) makes two dequeuers rarely break the
+    # same lock at once.
+    lifetime = config.active_file_lifetime
+    if judged.age <= lifetime + random.uniform(0, min(255.0, lifetime / 2)):
+        return False
+    removed = remove_judged(config, jobid, lock)
+    if removed is None:
+        return True  # Someone else broke it; try to take the job ourselves.
+    if not removed:
+        return False
+    warnings.warn(
+        f"dirqueue: broke stale lock on {jobid} ({judged.reason})",
+        stacklevel=5,
+    )
+    return True
+
+
+def remove_judged(config: QueueConfig, jobid: str, lock: os.stat_result) -> bool | None:
+    """Remove job ``jobid``'s lock if it is still ``lock`` (the one judged).
+
+    True if removed; False if the lock there now is another, or another dequeuer is
+    breaking it (left in place either way); None if no lock was there any more.
+    """
+    active_path = config.layout.active_path(jobid)
+    token = _take_break_token(config, jobid)
+    if token is None:
+        return False
+    try:
+        try:
+            current = os.lstat(active_path)
+        except FileNotFoundError:
+            return None
+        if not _fs.same_file(current, lock) or current.st_mtime_ns != lock.st_mtime_ns:
+            return False  # Broken and re-taken (or touched) since we judged it.
+        try:
+            os.unlink(active_path)
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            # Not a lock but a directory, which unlink cannot remove: set it aside.
+            _set_aside(config, jobid)
+        return True
+    finally:
+        _drop_break_token(token)
+
+
+def _set_aside(config: QueueConfig, jobid: str) -> None:
+    """Move whatever is at ``active/NAME`` to ``corrupt/NAME[.N].lock``."""
+    layout = config.layout
+    fd, _ = _fs.ensure_dir_nofollow(config.dir, (layout.CORRUPT,))
+    try:
+        n = 0
+        while True:
+            target = layout.corrupt_stem(jobid, n) + ".lock"
+            try:
+                os.lstat(target, dir_fd=fd)
+            except FileNotFoundError:
+                break
+            n += 1
+        os.rename(layout.active_path(jobid), target, dst_dir_fd=fd)
+    finally:
+        _fs.close_dir(fd)
+
+
+def _take_break_token(config: QueueConfig, jobid: str) -> tuple[str, os.stat_result] | None:
+    """Hold job ``jobid``'s breaker token: its path and our inode, or None if taken."""
+    layout = config.layout
+    path = layout.breaker_token_path(jobid)
+    mine = layout.tmp_path(layout.tmp_breaker_name(jobid, config.hostname, os.getpid()))
+    fd = _fs.create_exclusive(mine, config.queue_file_mode)
+    try:
+        ours = os.fstat(fd)
+    finally:
+        os.close(fd)
+    try:
+        for _ in range(2):
+            # As with locks, link() is atomic on NFS too, and only the inode says
+            # whether it worked.
+            with contextlib.suppress(OSError):
+                os.link(mine, path)
+            try:
+                there = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if _fs.same_file(there, ours):
+                return path, ours
+            if time.time() - there.st_mtime <= BREAK_TOKEN_STALE:
+                return None  # Another dequeuer is breaking this lock right now.
+            # Left by a breaker that died: clear it, and try once more.
+            with contextlib.suppress(OSError):
+                _fs.unlink_quietly(path)
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            _fs.unlink_quietly(mine)
+
+
+def _drop_break_token(token: tuple[str, os.stat_result]) -> None:
+    path, ours = token
+    with contextlib.suppress(OSError):
+        there = os.lstat(path)
+        if _fs.same_file(there, ours):
+            os.unlink(path)

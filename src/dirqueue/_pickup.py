@@ -1,0 +1,179 @@
+"""Taking the next job: the listing of waiting jobs (and its cache), the lock, and
+reading what we locked (moving it aside if it is corrupt).
+
+Listing ``queue/`` costs milliseconds at 100,000 jobs, so a listing is reused while
+``queue/``'s mtime says nothing changed, and, while it still has candidates, for up
+to :data:`RESCAN_INTERVAL` even if something did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from typing import Final
+
+from . import _lock
+from ._config import QueueConfig
+from ._jobfiles import check_data, move_aside, read_control
+from ._scanner import QueueEntry, locate, scan
+from .errors import CorruptJobError, DirQueueError, QueueIOError
+from .job import Job
+
+__all__ = ["RESCAN_INTERVAL", "Picker"]
+
+#: A queue listing is reused while queue/'s mtime is unchanged, unless that mtime is
+#: this recent: on filesystems with coarse timestamps two changes in the same tick
+#: leave one mtime, so a fresh one proves nothing.
+_MTIME_TRUST_AFTER: Final = 2.0
+#: While a listing still has candidates it is reused for up to this many seconds even
+#: though queue/ changed, so a busy queue of 100,000 jobs is not re-read and re-sorted
+#: for every pickup. The cost: a job of better priority that arrives meanwhile waits
+#: up to this long to jump the line.
+RESCAN_INTERVAL: Final = 1.0
+
+
+class _Listing:
+    """A sorted snapshot of the waiting job names, reused while ``queue/`` is unchanged."""
+
+    __slots__ = ("entries", "mtime_ns", "pos", "taken_at")
+
+    def __init__(self, mtime_ns: int, entries: list[QueueEntry], taken_at: float):
+        self.mtime_ns = mtime_ns
+        self.entries = entries
+        self.taken_at = taken_at
+        #: Entries before this index are known to be gone from the queue (or ours).
+        self.pos = 0
+
+    def remaining(self) -> bool:
+        return self.pos < len(self.entries)
+
+    def unchanged(self, mtime_ns: int) -> bool:
+        """True if queue/, now at ``mtime_ns``, provably has not changed since."""
+        return self.mtime_ns == mtime_ns and self.taken_at - mtime_ns / 1e9 > _MTIME_TRUST_AFTER
+
+
+class Picker:
+    """Picks up jobs for one :class:`dirqueue.DirQueue` (holding its listing cache)."""
+
+    def __init__(self, config: QueueConfig) -> None:
+        self.config = config
+        self._listing: _Listing | None = None
+
+    def pickup(self) -> Job | None:
+        """Take the next waiting job, or None if there is none we can take."""
+        reusable = self._listing
+        listing = self._candidates()
+        job = self._pickup_from(listing)
+        if job is None and listing is reusable and not self._is_current(listing):
+            # The listing was reused (see RESCAN_INTERVAL) and jobs may have arrived
+            # since: look again before reporting that there is nothing to take.
+            job = self._pickup_from(self._candidates(rescan=True))
+        return job
+
+    def pickup_named(self, jobid: str) -> Job | None:
+        """Take job ``jobid`` if it is waiting."""
+        for entry in locate(self.config.layout, jobid):
+            job = self.try_pickup(entry)
+            if isinstance(job, Job):
+                return job
+        return None
+
+    def _candidates(self, *, rescan: bool = False) -> _Listing:
+        """Waiting jobs to try, reusing the last listing while queue/ is unchanged."""
+        config = self.config
+        try:
+            try:
+                mtime_ns = os.stat(config.layout.queue_dir).st_mtime_ns
+            except FileNotFoundError:
+                return _Listing(0, [], 0.0)
+            now = time.time()
+            cached = self._listing
+            if (
+                cached is not None
+                and not rescan
+                and (
+                    cached.unchanged(mtime_ns)
+                    or (cached.remaining() and now - cached.taken_at < RESCAN_INTERVAL)
+                )
+            ):
+                return cached
+            self._listing = _Listing(mtime_ns, scan(config.layout, ordered=config.ordered), now)
+        except OSError as err:
+            raise QueueIOError(f"listing the jobs in {config.layout.queue_dir}", err) from err
+        return self._listing
+
+    def _is_current(self, listing: _Listing) -> bool:
+        try:
+            return listing.unchanged(os.stat(self.config.layout.queue_dir).st_mtime_ns)
+        except FileNotFoundError:
+            return False
+
+    def _pickup_from(self, listing: _Listing) -> Job | None:
+        entries = listing.entries
+        for index in range(listing.pos, len(entries)):
+            job = self.try_pickup(entries[index])
+            if job is not _lock.Refused.HELD and index == listing.pos:
+                listing.pos += 1  # Gone or ours: later pickups start past it.
+            if isinstance(job, Job):
+                return job
+        return None
+
+    def try_pickup(self, entry: QueueEntry) -> Job | _lock.Refused:
+        """The job if we took it, else why not."""
+        name = entry.name
+        queue_path = self.config.layout.queue_path(name, entry.fanout)
+        try:
+            held = _lock.take(self.config, name, queue_path)
+            if isinstance(held, _lock.Refused):
+                return held
+            return self._open_locked_job(name, queue_path, held)
+        except OSError as err:
+            if isinstance(err, DirQueueError):
+                raise
+            raise QueueIOError(f"picking up job {name}", err) from err
+
+    def _open_locked_job(
+        self, name: str, queue_path: str, held: _lock.HeldLock
+    ) -> Job | _lock.Refused:
+        """Step 5: read the job we hold; move it aside if it is corrupt."""
+        config = self.config
+        try:
+            control = read_control(queue_path)
+            check_data(config, name, queue_path, control)
+        except FileNotFoundError:
+            # Finished by another worker (whose lock we broke as stale) meanwhile.
+            _lock.release(config, held)
+            return _lock.Refused.GONE
+        except PermissionError as err:
+            # Not ours to read (a shared queue's modes are wrong): skip it, and let an
+            # operator's repair() move it aside; a worker must not die on it.
+            _lock.release(config, held)
+            warnings.warn(f"dirqueue: skipping unreadable job {name}: {err}", stacklevel=5)
+            return _lock.Refused.HELD
+        except CorruptJobError as err:
+            # Leaving it in place would make every worker meet it again, forever.
+            try:
+                aside = move_aside(config, name, queue_path, str(err))
+            finally:
+                with contextlib.suppress(OSError):
+                    _lock.release(config, held)
+            warnings.warn(
+                f"dirqueue: skipping corrupt job {queue_path}, moved aside to {aside}: {err}",
+                stacklevel=5,
+            )
+            return _lock.Refused.GONE
+        except BaseException:
+            _lock.release(config, held)
+            raise
+        return Job(
+            config,
+            name,
+            queue_path,
+            control,
+            config.layout.data_path(name),
+            active_host=config.hostname,
+            active_pid=os.getpid(),
+            held=held,
+        )
