@@ -20,8 +20,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The multi-host tests on real GlusterFS and NFSv3 (needs root: network namespaces).
-MULTIHOST ?= ../shared/multihost
+# The multi-host tests on real GlusterFS and NFSv3 (needs root: network namespaces;
+# installs Debian packages). tests/multihost/teardown.sh takes the test bed down.
+MULTIHOST ?= tests/multihost
 test-multihost: $(STAMP)
 	$(MULTIHOST)/setup-gluster.sh
 	$(MULTIHOST)/setup-nfs-ganesha.sh

@@ -1,4 +1,4 @@
-"""Jobs that are not valid (FORMAT.md: no QDFN, or no data file) are skipped with a
+"""Jobs that are not valid (docs/format.md: no QDFN, or no data file) are skipped with a
 warning, never handed out, and never crash a reader; stray files are ignored."""
 
 from __future__ import annotations

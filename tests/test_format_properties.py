@@ -1,5 +1,5 @@
 """The pieces of the on-disk format in ``_format``: host tags, job names, data locations
-and control files, checked against FORMAT.md's vectors and by round-trip properties."""
+and control files, checked against docs/format.md's vectors and by round-trip properties."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ JOB_ID = re.compile(r"([0-9]{2})\.([0-9]{14})([0-9]{6})\.([A-Za-z0-9+_]+)(?:\.([
 
 
 def reference_tag(checksum: int) -> str:
-    """FORMAT.md's host tag for a byte sum, written out longhand (no binascii).
+    """docs/format.md's host tag for a byte sum, written out longhand (no binascii).
 
     Perl's ``pack("u", text)``: a length character, then each 3-byte group as four
     6-bit values, each written as ``chr(32 + v)`` except that 0 is a backtick; then the

@@ -18,7 +18,7 @@ from dirqueue import DirQueue, DirQueueError, InvalidMetadataError
 # surrogates (which have no UTF-8 form).
 line_chars = st.characters(exclude_categories=["Cs"], exclude_characters="\n\0")
 line_text = st.text(alphabet=line_chars)
-# FORMAT.md's rules, and no others: the empty name is valid (the Perl module writes
+# docs/format.md's rules, and no others: the empty name is valid (the Perl module writes
 # and reads ": value" like any other line).
 valid_names = line_text.filter(
     lambda name: ":" not in name and not (len(name) == 4 and name[0] == "Q")

@@ -1,8 +1,9 @@
 """The queue shared by two hosts over real network filesystems (GlusterFS, NFSv3).
 
 Each simulated host is its own network namespace, UTS namespace (host name) and client
-mount of the share, set up by ``../shared/multihost`` (``make test-multihost`` does it,
-as root). The two hosts see the queue at different paths, as real hosts often do.
+mount of the share, set up by the scripts in ``tests/multihost/`` (``make
+test-multihost`` runs them, as root; see tests/multihost/README.md). The two hosts see
+the queue at different paths, as real hosts often do.
 Without those mounts these tests are skipped.
 """
 

@@ -1,4 +1,4 @@
-"""What an enqueue and a pickup leave on disk, byte for byte, as FORMAT.md describes it
+"""What an enqueue and a pickup leave on disk, byte for byte, as docs/format.md describes it
 (so that the Perl module, and other hosts, can read it)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ TAG_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+
 
 
 def data_rel(jobid: str) -> str:
-    """FORMAT.md's ``data/C1/C2/BASE`` for a job id, worked out independently."""
+    """docs/format.md's ``data/C1/C2/BASE`` for a job id, worked out independently."""
     if jobid[-2] in TAG_CHARS and jobid[-1] in TAG_CHARS:
         return f"data/{jobid[-2]}/{jobid[-1]}/{jobid[:-2]}"
     return f"data/0/0/{jobid}"
