@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import IO, Any, Final, NoReturn
 
@@ -36,7 +37,7 @@ from .worker import (
     run_workers,
 )
 
-__all__ = ["EXIT_FAILURE", "EXIT_NO_JOB", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILURE", "EXIT_NO_JOB", "EXIT_OK", "EXIT_USAGE", "escape_controls", "main"]
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -55,10 +56,63 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with errors on one line that say where to look."""
 
     def error(self, message: str) -> NoReturn:
+        # argparse quotes what was typed (an unknown argument, a bad choice) as it is.
+        message = escape_controls(message)
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
 # -- output helpers ------------------------------------------------------------------
+
+#: What a listing must not send to a terminal as it is, beyond C0 controls (which JSON
+#: escapes by itself): DEL and the C1 controls (U+009B is CSI to many terminals), the
+#: bidi marks, embeddings, overrides and isolates that reorder what is shown (Trojan
+#: Source), the Unicode line and paragraph separators, and lone surrogates (a file
+#: name's undecodable bytes, which cannot be written as UTF-8 at all).
+_UNSAFE_BEYOND_C0: Final = (
+    r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+)
+_UNSAFE_RE: Final = re.compile(rf"[\\\x00-\x1f{_UNSAFE_BEYOND_C0}]")
+_UNSAFE_IN_JSON_RE: Final = re.compile(rf"[{_UNSAFE_BEYOND_C0}]")
+_SHORT_ESCAPES: Final = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` safe to show on a terminal: controls written as escapes, visibly.
+
+    Metadata, host names, error text and file names in a queue are whatever the
+    submitter or a hostile file name made them; shown raw, an escape sequence could
+    clear the operator's screen, retitle the window or hide a line. C0 and C1 controls
+    and DEL become ``\\x1b``-style escapes (``\\t``, ``\\n``, ``\\r`` by their short
+    names), bidi controls, line separators and lone surrogates ``\\u202e``-style, and
+    a backslash is doubled, so the escaped form reads back unambiguously. Every
+    human-readable line ``dq`` prints goes through this function.
+    """
+    return _UNSAFE_RE.sub(_escape_char, text)
+
+
+def _clipped(text: str, limit: int) -> str:
+    """``text`` escaped and cut to ``limit`` characters with ``...``, never mid-escape."""
+    shown = escape_controls(text)
+    if len(shown) <= limit:
+        return shown
+    pieces: list[str] = []
+    used = 0
+    for char in text:
+        piece = escape_controls(char)
+        if used + len(piece) > limit - 3:
+            break
+        pieces.append(piece)
+        used += len(piece)
+    return "".join(pieces) + "..."
 
 
 def format_age(seconds: float | None) -> str:
@@ -146,8 +200,24 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> str:
-    """Rows as aligned columns; the first row is the header; ``right`` columns align right."""
+def _table(
+    rows: Sequence[Sequence[str]],
+    right: frozenset[int] = frozenset(),
+    clip: dict[int, int] | None = None,
+) -> str:
+    """Rows as aligned columns; the first row is the header; ``right`` columns align right.
+
+    Every cell is escaped (see :func:`escape_controls`), and cut to ``clip[column]``
+    characters where given, before the columns are measured.
+    """
+    limits = clip or {}
+    rows = [
+        [
+            _clipped(cell, limits[i]) if i in limits else escape_controls(cell)
+            for i, cell in enumerate(row)
+        ]
+        for row in rows
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
@@ -160,8 +230,12 @@ def _table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -
 
 
 def _print_json(value: Any, out: IO[str]) -> None:
-    json.dump(value, out, indent=2, ensure_ascii=False, sort_keys=False)
-    out.write("\n")
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    # json.dumps escapes C0 controls but leaves DEL, C1 controls, bidi controls and lone
+    # surrogates raw. Outside strings JSON is ASCII, so each of these is in a string,
+    # where \uXXXX stands for exactly that character: the value read back is unchanged.
+    text = _UNSAFE_IN_JSON_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    out.write(text + "\n")
 
 
 class Progress:
@@ -253,9 +327,13 @@ class _Context:
         return DirQueue(self.args.dir, queue_fanout=bool(getattr(self.args, "fanout", False)))
 
     def say(self, text: str) -> None:
-        """A note for people, on stderr (stdout carries the results)."""
-        self.err.write(f"{self.prog}: {text}\n")
+        """A note for people, on stderr (stdout carries the results); escaped."""
+        self.err.write(f"{self.prog}: {escape_controls(text)}\n")
         self.err.flush()
+
+    def line(self, text: str) -> None:
+        """A line of results for people, on stdout; escaped (tables escape their cells)."""
+        self.out.write(escape_controls(text) + "\n")
 
 
 def cmd_submit(ctx: _Context) -> int:
@@ -469,7 +547,7 @@ def _print_server_summary(ctx: _Context, reports: list[WorkerReport], elapsed: f
         )
     ctx.out.write(_table(rows, right=frozenset(range(1, 7))) + "\n")
     rate = jobs / elapsed if elapsed > 0 else 0.0
-    ctx.out.write(f"{jobs} jobs in {elapsed:.2f}s ({rate:.1f} jobs/s)\n")
+    ctx.line(f"{jobs} jobs in {elapsed:.2f}s ({rate:.1f} jobs/s)")
     ctx.out.flush()
 
 
@@ -500,17 +578,16 @@ def _print_count(ctx: _Context, count: int) -> None:
     if ctx.args.json:
         _print_json({"count": count}, ctx.out)
     else:
-        ctx.out.write(f"{count}\n")
+        ctx.line(str(count))
 
 
-def _meta_text(metadata: dict[str, str], limit: int = 40) -> str:
-    text = " ".join(f"{k}={v}" for k, v in metadata.items())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _meta_text(metadata: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in metadata.items())
 
 
 def _print_jobs(ctx: _Context, infos: list[JobInfo]) -> None:
     if not infos:
-        ctx.out.write(f"no jobs in {ctx.args.dir}\n")
+        ctx.line(f"no jobs in {ctx.args.dir}")
         return
     rows = [["job id", "state", "pri", "size", "age", "tries", "worker", "metadata"]]
     for info in infos:
@@ -528,30 +605,29 @@ def _print_jobs(ctx: _Context, infos: list[JobInfo]) -> None:
                 _meta_text(job.metadata),
             ]
         )
-    ctx.out.write(_table(rows, right=frozenset({3, 4, 5})) + "\n")
+    ctx.out.write(_table(rows, right=frozenset({3, 4, 5}), clip={7: 40}) + "\n")
     counts = {s: sum(1 for i in infos if i.state == s) for s in ("queued", "active", "stale")}
-    ctx.out.write(", ".join(f"{n} {s}" for s, n in counts.items()) + "\n")
+    ctx.line(", ".join(f"{n} {s}" for s, n in counts.items()))
 
 
 def _print_failed(ctx: _Context, failed: list[FailedJob]) -> None:
     if not failed:
-        ctx.out.write(f"no failed jobs in {ctx.args.dir}\n")
+        ctx.line(f"no failed jobs in {ctx.args.dir}")
         return
     now = time.time()
     rows = [["job id", "tries", "failed", "size", "error"]]
     for job in failed:
-        error = job.error if len(job.error) <= 60 else job.error[:57] + "..."
         rows.append(
             [
                 job.jobid,
                 str(job.attempts),
                 format_age(now - job.failed_at) + " ago",
                 format_size(job.size_bytes),
-                error,
+                job.error,
             ]
         )
-    ctx.out.write(_table(rows, right=frozenset({1, 2, 3})) + "\n")
-    ctx.out.write(f"{len(failed)} failed\n")
+    ctx.out.write(_table(rows, right=frozenset({1, 2, 3}), clip={4: 60}) + "\n")
+    ctx.line(f"{len(failed)} failed")
 
 
 def cmd_stats(ctx: _Context) -> int:
@@ -571,7 +647,7 @@ def cmd_stats(ctx: _Context) -> int:
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
     for name, value in rows:
-        ctx.out.write(f"{name.ljust(width)}  {value.rjust(value_width)}\n")
+        ctx.line(f"{name.ljust(width)}  {value.rjust(value_width)}")
     return EXIT_OK
 
 
@@ -584,7 +660,7 @@ def cmd_requeue(ctx: _Context) -> int:
     store = FailedStore(queue)
     done = [store.requeue(j) for j in args.jobids] if args.jobids else store.requeue_all()
     for jobid in done:
-        ctx.out.write(jobid + "\n")
+        ctx.line(jobid)
     ctx.say(f"requeued {len(done)} failed job{'' if len(done) == 1 else 's'}")
     return EXIT_OK
 
@@ -597,7 +673,7 @@ def cmd_purge(ctx: _Context) -> int:
     require_queue(queue)
     purged = FailedStore(queue).purge(args.jobids or None, older_than=args.older_than)
     for jobid in purged:
-        ctx.out.write(jobid + "\n")
+        ctx.line(jobid)
     ctx.say(f"purged {len(purged)} failed job{'' if len(purged) == 1 else 's'}")
     return EXIT_OK
 
@@ -629,13 +705,13 @@ def _print_report(ctx: _Context, report: RepairReport) -> None:
         f" {problems} problem{'' if problems == 1 else 's'} found"
     )
     if not problems:
-        ctx.out.write(summary + "\n")
+        ctx.line(summary)
     elif report.dry_run:
-        ctx.out.write(summary + ", nothing changed\n")
+        ctx.line(summary + ", nothing changed")
         ctx.say("run 'dq fsck --repair' to fix them (corrupt jobs are moved aside,"
                 " never deleted)")
     else:
-        ctx.out.write(f"{summary}, {problems - unfixed} fixed\n")
+        ctx.line(f"{summary}, {problems - unfixed} fixed")
         if unfixed:
             ctx.say(f"{unfixed} problem{'' if unfixed == 1 else 's'} could not be fixed:"
                     " see the action column")
@@ -829,20 +905,39 @@ def main(
     ctx = _Context(args, out, err, sub_prog)
     func: Callable[[_Context], int] = args.func
     try:
-        return func(ctx)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(ctx)
+            return func(ctx)
     except UsageError as error:
-        err.write(f"{sub_prog}: {error} (see '{sub_prog} --help')\n")
+        ctx.say(f"{error} (see '{sub_prog} --help')")
         return EXIT_USAGE
     except (DirQueueError, OSError, ValueError) as error:
         # Library errors say what was wrong and what to do; ValueError is what the
-        # API raises for a bad setting (such as an empty --dir).
-        err.write(f"{sub_prog}: {error}\n")
+        # API raises for a bad setting (such as an empty --dir). They may quote a
+        # file name or a metadata item, so they are escaped like everything else.
+        ctx.say(str(error))
         return EXIT_FAILURE
     except KeyboardInterrupt:
         err.write(f"{sub_prog}: interrupted\n")
         return 130
     except BrokenPipeError:
         return EXIT_FAILURE
+
+
+def _warning_printer(ctx: _Context) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints the library's warnings as escaped notes.
+
+    The library warns about what it skips or breaks (a corrupt job, a stale lock) and
+    quotes the file name or the lock's host, which are not to be trusted; Python's own
+    printer would send them to the terminal raw. Which warnings are shown is still up
+    to the warnings filters (``-W``, ``PYTHONWARNINGS``).
+    """
+
+    def show(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
+        text = str(message).removeprefix("dirqueue: ")
+        ctx.say(f"warning: {text}")
+
+    return show
 
 
 def run() -> NoReturn:
