@@ -10,6 +10,7 @@ from .errors import (
     DirQueueError,
     InvalidMetadataError,
     InvalidPriorityError,
+    JobLostError,
     JobStateError,
     QueueIOError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidPriorityError",
     "Job",
     "JobInterrupted",
+    "JobLostError",
     "JobStateError",
     "NoSuchFailedJobError",
     "Outcome",

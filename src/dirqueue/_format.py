@@ -62,7 +62,7 @@ def host_tag(text: str) -> str:
     """The short tag the Perl module derives from ``hostname + str(pid)``.
 
     A 16-bit byte sum, printed in decimal, uuencoded, and mapped onto a filename-safe
-    alphabet (FORMAT.md, "Job names").
+    alphabet (``docs/format.md``, "Job names").
     """
     checksum = sum(text.encode("utf-8")) % 65536
     encoded = binascii.b2a_uu(str(checksum).encode("ascii"), backtick=True).decode("ascii")
