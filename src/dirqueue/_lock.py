@@ -23,9 +23,9 @@ import enum
 import errno
 import os
 import random
+import threading
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Final
 
 from . import _fs
@@ -65,12 +65,34 @@ class Refused(enum.Enum):
     GONE = "gone"
 
 
-@dataclass(frozen=True)
 class HeldLock:
-    """A lock this process linked at ``active/NAME``, known by its inode."""
+    """A lock this process linked at ``active/NAME``.
 
-    jobid: str
-    stat: os.stat_result
+    Known by its inode *and* the mtime we last gave it: once a breaker unlinks our lock,
+    the filesystem may hand its inode number to the very next file created, a new lock
+    included, so an inode alone could make a stalled worker take another's lock for its
+    own. The mtime tells them apart: a lock made after ours was broken is newer than
+    anything we set (ours was a whole lifetime old when it was broken). An mtime moved
+    back (by hand, or a restore) still counts as ours.
+    """
+
+    __slots__ = ("_guard", "jobid", "mtime_ns", "stat")
+
+    def __init__(self, jobid: str, st: os.stat_result) -> None:
+        self.jobid = jobid
+        self.stat = st
+        self.mtime_ns = st.st_mtime_ns
+        # Held while the heartbeat thread touches the lock and records its new mtime.
+        self._guard = threading.Lock()
+
+    def matches(self, st: os.stat_result) -> bool:
+        """True if ``st`` (an lstat of ``active/NAME``) is our lock as we left it."""
+        with self._guard:
+            return (
+                _fs.same_file(st, self.stat)
+                and st.st_uid == self.stat.st_uid
+                and st.st_mtime_ns <= self.mtime_ns
+            )
 
 
 def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused:
@@ -110,8 +132,15 @@ def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused
         # Whatever link() says, only the inode says whether the lock is ours.
         with contextlib.suppress(OSError):
             os.link(tmp_lock, active_path)
-        if not _landed(active_path, held):
+        landed = _lstat_twice(active_path)
+        if (
+            landed is None
+            or not _fs.same_file(landed, held.stat)
+            or landed.st_uid != held.stat.st_uid
+        ):
             return Refused.HELD  # Another worker's lock.
+        # The mtime as the filesystem keeps it (over NFS the server's, after close).
+        held.mtime_ns = landed.st_mtime_ns
     except BaseException:
         # A lock we may have linked but could not confirm would keep the job from
         # every worker until we die: take it back if it is ours.
@@ -143,18 +172,19 @@ def _write_lock(config: QueueConfig, fd: int, pid: int) -> os.stat_result:
     return os.fstat(fd)
 
 
-def _landed(active_path: str, held: HeldLock) -> bool:
-    """True if ``active_path`` is now our lock (the inode we created, our owner)."""
+def _lstat_twice(active_path: str) -> os.stat_result | None:
+    """lstat ``active_path``; None if nothing is there.
+
+    Looks twice before concluding that nothing is: a lock of ours left behind would keep
+    the job from every worker. (An NFS client can report ENOENT for a name that is
+    there, e.g. in ESTALE recovery.)
+    """
     try:
-        target = os.lstat(active_path)
+        return os.lstat(active_path)
     except FileNotFoundError:
-        # Look twice before concluding that no lock landed: a lock of ours left behind
-        # would keep the job from every worker. (An NFS client can report ENOENT for a
-        # name that is there, e.g. in ESTALE recovery.)
         if not os.path.lexists(active_path):
-            return False
-        target = os.lstat(active_path)
-    return _fs.same_file(target, held.stat) and target.st_uid == held.stat.st_uid
+            return None
+        return os.lstat(active_path)
 
 
 class Standing(enum.Enum):
@@ -171,10 +201,10 @@ class Standing(enum.Enum):
 
 def standing(config: QueueConfig, held: HeldLock) -> Standing:
     """Whether ``active/NAME`` is still the lock we linked."""
-    active_path = config.layout.active_path(held.jobid)
-    if _landed(active_path, held):
-        return Standing.OURS
-    return Standing.TAKEN if os.path.lexists(active_path) else Standing.GONE
+    current = _lstat_twice(config.layout.active_path(held.jobid))
+    if current is None:
+        return Standing.GONE
+    return Standing.OURS if held.matches(current) else Standing.TAKEN
 
 
 def release(config: QueueConfig, held: HeldLock) -> bool:
@@ -183,15 +213,8 @@ def release(config: QueueConfig, held: HeldLock) -> bool:
     A lock broken as stale and re-taken by another worker is theirs now: left alone.
     """
     active_path = config.layout.active_path(held.jobid)
-    try:
-        current = os.lstat(active_path)
-    except FileNotFoundError:
-        # Our lock is normally there, so this is rare: look again before leaving a
-        # lock that would keep the job from every worker until we die.
-        if not os.path.lexists(active_path):
-            return False
-        current = os.lstat(active_path)
-    if not _fs.same_file(current, held.stat):
+    current = _lstat_twice(active_path)
+    if current is None or not held.matches(current):
         return False
     try:
         os.unlink(active_path)
@@ -214,9 +237,11 @@ def touch(config: QueueConfig, held: HeldLock) -> bool:
             current = os.lstat(held.jobid, dir_fd=fd)
         except FileNotFoundError:
             return False
-        if not _fs.same_file(current, held.stat):
+        if not held.matches(current):
             return False
-        os.utime(held.jobid, dir_fd=fd, follow_symlinks=False)
+        with held._guard:
+            os.utime(held.jobid, dir_fd=fd, follow_symlinks=False)
+            held.mtime_ns = os.lstat(held.jobid, dir_fd=fd).st_mtime_ns
         return True
     finally:
         _fs.close_dir(fd)

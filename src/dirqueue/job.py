@@ -150,6 +150,10 @@ class Job:
                 " use DirQueue.pickup_queued_job() to take it",
                 self.jobid,
             )
+        if self._state == "lost":
+            raise JobLostError(
+                f"cannot {action} job {self.jobid}: another worker took it over", self.jobid
+            )
         if self._state != "active":
             raise JobStateError(
                 f"cannot {action} job {self.jobid}: it was already {self._state}", self.jobid

@@ -290,11 +290,25 @@ class _Repairer:
     # -- the passes -------------------------------------------------------------------
 
     def run(self) -> RepairReport:
+        # Without a readable queue/ (a symlink there), nothing can be called an orphan.
+        self.queue_ok = self._queue_readable()
         self.check_tmp()
         self.check_active()
         live = self.check_queue()
-        self.check_data(live)
+        if self.queue_ok:
+            self.check_data(live)
         return self.report
+
+    def _queue_readable(self) -> bool:
+        try:
+            _fs.close_dir(_fs.open_dir_nofollow(self.config.dir, (Layout.QUEUE,)))
+        except FileNotFoundError:
+            return True  # No jobs at all: every data file and lock is an orphan.
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                return False
+            raise
+        return True
 
     def check_tmp(self) -> None:
         parts = (Layout.TMP,)
@@ -367,7 +381,7 @@ class _Repairer:
             return
         if judged.removable:
             self.remove_lock(FindingKind.DEAD_LOCK, name, st, judged.reason)
-        elif not locate(self.layout, name) and self.old_enough(st):
+        elif self.queue_ok and not locate(self.layout, name) and self.old_enough(st):
             owner = judged.owner
             self.remove_lock(
                 FindingKind.ORPHAN_LOCK,
