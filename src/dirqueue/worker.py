@@ -107,6 +107,8 @@ class StopReason(str, enum.Enum):
     """A signal, as a supervisor reports it for its workers (whichever signal it was)."""
     REQUESTED = "requested"
     """:meth:`Worker.request_stop` was called."""
+    PARENT_GONE = "parent gone"
+    """The process that started the worker (its supervisor) has died."""
 
     @property
     def is_signal(self) -> bool:
@@ -215,6 +217,8 @@ class Worker:
     :param clock: monotonic time, injectable for tests.
     :param sleep: how to sleep, injectable for tests (a custom one turns off inotify).
     :param budget: a shared ``njobs`` allowance (used by :func:`run_workers`).
+    :param parent_pid: stop taking jobs once this is no longer the worker's parent
+        process (its supervisor died; used by :func:`run_workers`).
     """
 
     def __init__(
@@ -231,6 +235,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         budget: JobBudget | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be 1 or more, not {max_attempts}")
@@ -245,6 +250,7 @@ class Worker:
         self.idle_timeout = idle_timeout
         self.poll_interval = poll_interval
         self.on_result = on_result
+        self.parent_pid = parent_pid
         self.failed = FailedStore(queue)
         self._clock = clock
         self._sleep = sleep
@@ -296,6 +302,11 @@ class Worker:
         ``timeout`` defaults to ``poll_interval`` (0 with ``until_empty``), so a
         waiting worker comes back often to see whether it should stop.
         """
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            # Orphaned: the supervisor is gone (SIGKILL, say) and nobody would collect
+            # this worker's counts or forward it a signal. Where the kernel cannot send
+            # a parent-death signal, this is how it learns.
+            self.request_stop(StopReason.PARENT_GONE)
         if not self._stop_reason and self._budget is not None and not self._budget.reserve():
             self.request_stop(StopReason.NJOBS_REACHED)
         if self._stop_reason:
@@ -533,8 +544,17 @@ def run_workers(
             if user_callback is not None:
                 user_callback(result)
 
-        worker = Worker(queue, handler, budget=budget, on_result=on_result, **worker_options)
-        report = worker.run()
+        worker = Worker(
+            queue,
+            handler,
+            budget=budget,
+            on_result=on_result,
+            parent_pid=child.supervisor_pid,
+            **worker_options,
+        )
+        with worker.signal_handlers():
+            child.signals_ready()  # Our handlers are up: a signal sent meanwhile lands.
+            report = worker.run()
         counters.set(child.index, _STOP_COLUMN, _stop_code(report.stop_reason))
 
     def reports(pids: list[int]) -> list[WorkerReport]:
