@@ -15,7 +15,8 @@ with its last error. A job is finished only when the handler returns normally.
 Signals: the first SIGTERM or SIGINT asks the worker to stop taking jobs; the job in
 hand runs to its end. A second one interrupts the handler (a command gets SIGTERM) and
 returns the job to the queue at once, without counting an attempt. Either way the
-worker exits normally and leaves no lock behind.
+worker exits normally and leaves no lock behind. A worker under :func:`run_workers`
+also stops (as after a first signal) when its supervisor dies.
 """
 
 from __future__ import annotations
