@@ -23,3 +23,37 @@ def lock_without_owner_line(text: str) -> str:
     """A lock file's text without dirqueue's ``owner ...`` line: what the Perl module
     reads (host, pid) and the heartbeat promise."""
     return "".join(line for line in text.splitlines(keepends=True) if not line.startswith("owner "))
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie that nobody reaped counts as gone; Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # "pid (comm) state ...": comm may hold spaces and parentheses.
+            state = stat.read().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def descendants_of(pid: int, *, children_only: bool = False) -> list[int]:
+    """The pids of every process below ``pid`` (children, their children, ...; Linux)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parents[int(entry)] = int(fields[1])
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found.extend(children)
+        if not children_only:
+            frontier.extend(children)
+    return found

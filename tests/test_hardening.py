@@ -290,3 +290,35 @@ def test_the_heartbeat_does_not_touch_through_a_symlink_at_the_lock(tmp_path: Pa
     assert victim.stat().st_mtime == pytest.approx(old, abs=1)
     with contextlib.suppress(OSError):
         os.unlink(lock)
+
+
+def test_a_worker_whose_job_was_taken_over_counts_it_lost_and_goes_on(tmp_path: Path) -> None:
+    from dirqueue import Outcome, Worker  # noqa: PLC0415 - the worker's own test
+
+    q = DirQueue(tmp_path / "q", active_file_lifetime=1)
+    rescuer = DirQueue(tmp_path / "q", active_file_lifetime=1)
+    first = q.enqueue_string("stalls")
+    second = q.enqueue_string("fine")
+    taken: list[str] = []
+
+    def handle(job: object) -> None:
+        if not taken:
+            # The worker stalls past the lifetime (its heartbeat quiet too), and a
+            # worker elsewhere breaks the lock and takes the job.
+            job._stop_heartbeat()  # type: ignore[attr-defined]
+            old = time.time() - 60
+            os.utime(q.layout.active_path(first), (old, old))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rescued = rescuer.pickup_queued_job()
+            assert rescued is not None
+            taken.append(rescued.jobid)
+            rescued.finish()
+
+    report = Worker(q, handle, until_empty=True).run()
+    assert taken == [first]
+    assert report.counts[Outcome.LOST.value] == 1
+    assert report.counts[Outcome.FINISHED.value] == 1
+    assert report.stop_reason == "queue empty"
+    assert list(q.jobs()) == []
+    assert second not in taken

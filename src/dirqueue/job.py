@@ -74,6 +74,9 @@ class Job:
         self._data_path = data_path
         # Our lock; None for a read-only (listed) job.
         self._held = held
+        # Set once we start to remove our own lock: a finish or return that failed
+        # after that point may find it gone when it is tried again.
+        self._letting_go = False
         self._state = "active" if held is not None else "listed"
         self._heartbeat: Heartbeat | None = None
         if held is not None and config.lock_heartbeat:
@@ -161,21 +164,28 @@ class Job:
         return self._held
 
     def _require_ours(self, action: str) -> _lock.HeldLock:
-        """Our lock, checked not to have been taken over by another worker.
+        """Our lock, checked to be still in place; else the job is lost to us.
 
-        (A lock that is simply gone, removed by an earlier attempt of ours that then
-        failed, leaves the job to us: no one else holds it.)
+        A lock that is gone was broken by another worker, which may be finishing the
+        job or about to take it, unless we removed it ourselves in an earlier attempt
+        that then failed.
         """
         held = self._require_active(action)
         try:
             standing = _lock.standing(self._config, held)
         except OSError as err:
             raise QueueIOError(f"checking the lock of job {self.jobid}", err) from err
-        if standing is _lock.Standing.TAKEN:
+        if standing is _lock.Standing.TAKEN or (
+            standing is _lock.Standing.GONE and not self._letting_go
+        ):
             self._stop_heartbeat()
             self._state = "lost"
             owner = parse_lock_file(read_lock_file(self._config, self.jobid))
-            taken_by = f"{owner.host}:{owner.pid}" if owner.host is not None else None
+            taken_by = (
+                f"{owner.host}:{owner.pid}"
+                if standing is _lock.Standing.TAKEN and owner.host is not None
+                else None
+            )
             raise JobLostError(
                 f"cannot {action} job {self.jobid}: its lock was broken while this process"
                 " held it (stalled for longer than active_file_lifetime?)"
@@ -237,6 +247,7 @@ class Job:
             self._restart_heartbeat()
             raise QueueIOError(f"finishing job {jobid} (still in the queue)", err) from err
         failed: OSError | None = None
+        self._letting_go = True
         try:
             unlink_data(self._config, jobid)
         except OSError as err:
@@ -269,6 +280,7 @@ class Job:
         """
         held = self._require_ours("return")
         self._stop_heartbeat()
+        self._letting_go = True
         try:
             _lock.release(self._config, held)
         except OSError as err:

@@ -2,9 +2,10 @@
 
 :class:`Worker` takes one step at a time (:meth:`Worker.run_once`), which tests drive
 directly with their own clock and sleep; :meth:`Worker.run` loops until a limit or a
-signal says stop. :func:`run_workers` runs N of them as forked processes under a
-supervisor. :class:`CommandHandler` makes a shell command a handler, for ``dq server``
-and ``dq deque``.
+signal says stop. :func:`run_workers` runs N of them as forked processes under the
+supervisor in :mod:`dirqueue._supervisor`. :class:`CommandHandler` (from
+:mod:`dirqueue._command`) makes a shell command a handler, for ``dq server`` and
+``dq deque``; :func:`load_handler` imports a Python one.
 
 Failure policy: a handler that raises has its job returned to the queue with its
 attempt count raised by one (see :mod:`dirqueue.failed` for where the count lives);
@@ -14,7 +15,8 @@ with its last error. A job is finished only when the handler returns normally.
 Signals: the first SIGTERM or SIGINT asks the worker to stop taking jobs; the job in
 hand runs to its end. A second one interrupts the handler (a command gets SIGTERM) and
 returns the job to the queue at once, without counting an attempt. Either way the
-worker exits normally and leaves no lock behind.
+worker exits normally and leaves no lock behind. A worker under :func:`run_workers`
+also stops (as after a first signal) when its supervisor dies.
 """
 
 from __future__ import annotations
@@ -22,24 +24,21 @@ from __future__ import annotations
 import contextlib
 import enum
 import importlib
-import json
-import multiprocessing
 import os
-import re
-import shlex
 import signal
-import subprocess
 import sys
 import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from .errors import DirQueueError
+from ._command import CommandFailedError, CommandHandler, job_environment
+from ._supervisor import ChildContext, SharedBudget, SharedCounters, supervise
+from .errors import JobLostError
 from .failed import FailedStore, attempts_of, record_attempts
 from .stats import waiting_job_ids
 
@@ -54,8 +53,10 @@ __all__ = [
     "JobInterrupted",
     "Outcome",
     "StepResult",
+    "StopReason",
     "Worker",
     "WorkerReport",
+    "job_environment",
     "load_handler",
     "run_workers",
 ]
@@ -64,14 +65,9 @@ Handler = Callable[["Job"], object]
 """What a worker runs on each job: ``handler(job)``; returning finishes the job."""
 
 DEFAULT_MAX_ATTEMPTS: Final = 3
-_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
-#: How long a command gets to exit after SIGTERM before it is killed.
-_COMMAND_KILL_GRACE: Final = 5.0
 #: How long ``until_empty`` waits for unlocked jobs that pickups do not take (the
 #: pickup's listing is reused for about a second) before it calls the queue empty.
 _UNSEEN_JOB_PATIENCE: Final = 3.0
-#: How much of a failed command's stderr the failed-job record keeps.
-_STDERR_TAIL: Final = 4096
 
 
 class Outcome(str, enum.Enum):
@@ -85,10 +81,54 @@ class Outcome(str, enum.Enum):
     """The handler failed for the ``max_attempts``-th time; the job is in ``failed/``."""
     RETURNED = "returned"
     """A second stop signal interrupted the handler; the job went back untouched."""
+    LOST = "lost"
+    """The job's lock was broken while the handler ran (the worker stalled past
+    ``active_file_lifetime``) and another worker took it over: this worker left it
+    alone. ``StepResult.error`` names the new holder."""
     IDLE = "idle"
     """No job was waiting."""
     STOPPED = "stopped"
     """The worker is stopping (a signal, or a limit was reached); nothing was taken."""
+
+
+class StopReason(str, enum.Enum):
+    """Why a worker stopped taking jobs (``WorkerReport.stop_reason``).
+
+    A ``str`` enum: each compares equal to, and serialises as, the words shown in
+    ``dq server``'s summary.
+    """
+
+    QUEUE_EMPTY = "queue empty"
+    """``until_empty``, and no job was waiting."""
+    NJOBS_REACHED = "njobs reached"
+    """The ``njobs`` allowance was used up."""
+    IDLE_TIMEOUT = "idle timeout"
+    """No job came for ``idle_timeout`` seconds."""
+    SIGTERM = "signal SIGTERM"
+    """A SIGTERM asked the worker to stop."""
+    SIGINT = "signal SIGINT"
+    """A SIGINT (Ctrl-C) asked the worker to stop."""
+    SIGNAL = "signal"
+    """A signal, as a supervisor reports it for its workers (whichever signal it was)."""
+    REQUESTED = "requested"
+    """:meth:`Worker.request_stop` was called."""
+    PARENT_GONE = "parent gone"
+    """The process that started the worker (its supervisor) has died."""
+
+    @property
+    def is_signal(self) -> bool:
+        """True for a stop asked for by a signal."""
+        return self in (StopReason.SIGTERM, StopReason.SIGINT, StopReason.SIGNAL)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The signals a worker stops on, and the reason each gives.
+_STOP_SIGNALS: Final[dict[int, StopReason]] = {
+    signal.SIGTERM: StopReason.SIGTERM,
+    signal.SIGINT: StopReason.SIGINT,
+}
 
 
 @dataclass(frozen=True)
@@ -130,7 +170,13 @@ class WorkerReport:
         }
 
 
-_JOB_OUTCOMES: Final = (Outcome.FINISHED, Outcome.RETRIED, Outcome.FAILED, Outcome.RETURNED)
+_JOB_OUTCOMES: Final = (
+    Outcome.FINISHED,
+    Outcome.RETRIED,
+    Outcome.FAILED,
+    Outcome.RETURNED,
+    Outcome.LOST,
+)
 
 
 class JobInterrupted(BaseException):
@@ -182,6 +228,8 @@ class Worker:
     :param clock: monotonic time, injectable for tests.
     :param sleep: how to sleep, injectable for tests (a custom one turns off inotify).
     :param budget: a shared ``njobs`` allowance (used by :func:`run_workers`).
+    :param parent_pid: stop taking jobs once this is no longer the worker's parent
+        process (its supervisor died; used by :func:`run_workers`).
     """
 
     def __init__(
@@ -198,6 +246,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         budget: JobBudget | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be 1 or more, not {max_attempts}")
@@ -212,6 +261,7 @@ class Worker:
         self.idle_timeout = idle_timeout
         self.poll_interval = poll_interval
         self.on_result = on_result
+        self.parent_pid = parent_pid
         self.failed = FailedStore(queue)
         self._clock = clock
         self._sleep = sleep
@@ -232,7 +282,7 @@ class Worker:
         """True once the worker takes no more jobs."""
         return bool(self._stop_reason)
 
-    def request_stop(self, reason: str = "requested") -> None:
+    def request_stop(self, reason: str = StopReason.REQUESTED) -> None:
         """Take no more jobs; the job in hand (if any) runs to its end."""
         if not self._stop_reason:
             self._stop_reason = reason
@@ -241,7 +291,7 @@ class Worker:
         # Flags only, except for the one thing a flag cannot do: stop a handler that
         # is running Python code in this thread, when asked a second time.
         self._signals += 1
-        self.request_stop(f"signal {signal.Signals(signum).name}")
+        self.request_stop(_STOP_SIGNALS.get(signum, StopReason.SIGNAL))
         if self._signals >= 2 and self._in_handler:
             raise JobInterrupted(f"second {signal.Signals(signum).name} while a job ran")
 
@@ -263,8 +313,13 @@ class Worker:
         ``timeout`` defaults to ``poll_interval`` (0 with ``until_empty``), so a
         waiting worker comes back often to see whether it should stop.
         """
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            # Orphaned: the supervisor is gone (SIGKILL, say) and nobody would collect
+            # this worker's counts or forward it a signal. Where the kernel cannot send
+            # a parent-death signal, this is how it learns.
+            self.request_stop(StopReason.PARENT_GONE)
         if not self._stop_reason and self._budget is not None and not self._budget.reserve():
-            self.request_stop("njobs reached")
+            self.request_stop(StopReason.NJOBS_REACHED)
         if self._stop_reason:
             return StepResult(Outcome.STOPPED)
         try:
@@ -278,14 +333,14 @@ class Worker:
                 self._budget.release()
             if self.until_empty:
                 if self._looks_empty():
-                    self.request_stop("queue empty")
+                    self.request_stop(StopReason.QUEUE_EMPTY)
                 else:
                     self._sleep(min(self.poll_interval, 0.05))
             elif (
                 self.idle_timeout is not None
                 and self._clock() - self._last_activity >= self.idle_timeout
             ):
-                self.request_stop("idle timeout")
+                self.request_stop(StopReason.IDLE_TIMEOUT)
             self.report.counts[Outcome.IDLE.value] += 1
             return StepResult(Outcome.IDLE)
         self._unseen_since = None
@@ -329,6 +384,18 @@ class Worker:
         """Run the handler on ``job`` (held by this process) and apply the policy."""
         attempt = attempts_of(job.control) + 1
         started = self._clock()
+        try:
+            return self._process(job, attempt, started)
+        except JobLostError as err:
+            # Taken over by another worker while we stalled: theirs now, and never a
+            # reason for this worker to die.
+            who = err.taken_by or "another worker"
+            return StepResult(
+                Outcome.LOST, job.jobid, attempt, f"lost: taken over by {who}",
+                self._clock() - started,
+            )
+
+    def _process(self, job: Job, attempt: int, started: float) -> StepResult:
         try:
             try:
                 # A held job's lock is kept fresh by the queue's heartbeat thread
@@ -403,125 +470,6 @@ def _one_line(err: BaseException) -> str:
     return f"{name}: {first}" if first else name
 
 
-# -- commands as handlers -----------------------------------------------------------
-
-
-class CommandFailedError(DirQueueError):
-    """A job's command exited non-zero (or was killed by a signal).
-
-    ``returncode`` is its exit status (negative: the signal); ``detail`` the end of
-    what it wrote to stderr.
-    """
-
-    def __init__(self, argv: Sequence[str], returncode: int, detail: str = "") -> None:
-        if returncode < 0:
-            how = f"was killed by {_signal_name(-returncode)}"
-        else:
-            how = f"exited {returncode}"
-        super().__init__(f"command {_shell_words(argv)} {how}")
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.detail = detail
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _shell_words(argv: Sequence[str]) -> str:
-    text = shlex.join(argv)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-_ENV_NAME_RE: Final = re.compile(r"[^A-Za-z0-9_]")
-
-
-def job_environment(job: Job, attempt: int) -> dict[str, str]:
-    """The environment variables a job's command gets (besides the worker's own).
-
-    ``DQ_JOBID``, ``DQ_DIR``, ``DQ_DATA``, ``DQ_ATTEMPT``, ``DQ_METADATA`` (all
-    metadata as a JSON object) and ``DQ_META_<NAME>`` per item (the name upper-cased,
-    characters other than letters, digits and ``_`` turned into ``_``).
-    """
-    env = {
-        "DQ_JOBID": job.jobid,
-        "DQ_DIR": job.queue_dir,
-        "DQ_DATA": job.get_data_path(),
-        "DQ_ATTEMPT": str(attempt),
-        "DQ_METADATA": json.dumps(job.metadata, ensure_ascii=False, sort_keys=True),
-    }
-    for key, value in job.metadata.items():
-        env["DQ_META_" + _ENV_NAME_RE.sub("_", key).upper()] = value
-    return env
-
-
-class CommandHandler:
-    """A handler that runs ``argv + [data path]`` for each job.
-
-    The command runs in its own session, so a Ctrl-C at the terminal reaches the worker
-    (which lets the job finish) and not the command. Its stdout is the worker's; its
-    stderr is passed through and the last few KB kept for the failed-job record. Exit
-    status 0 finishes the job; anything else raises :class:`CommandFailedError`.
-    """
-
-    def __init__(self, argv: Sequence[str]) -> None:
-        if not argv:
-            raise ValueError("a command handler needs a command to run")
-        self.argv = list(argv)
-
-    def __repr__(self) -> str:
-        return f"CommandHandler({self.argv!r})"
-
-    def __call__(self, job: Job) -> None:
-        attempt = attempts_of(job.control) + 1
-        argv = [*self.argv, job.get_data_path()]
-        env = {**os.environ, **job_environment(job, attempt)}
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - running the user's command is the point
-                argv, env=env, stderr=subprocess.PIPE, start_new_session=True
-            )
-        except OSError as err:
-            raise CommandFailedError(argv, 127, str(err)) from err
-        tail = bytearray()
-        pump = threading.Thread(target=_pump_stderr, args=(proc.stderr, tail), daemon=True)
-        pump.start()
-        try:
-            returncode = proc.wait()
-        finally:
-            if proc.poll() is None:
-                # Interrupted (a second stop signal): stop the command too.
-                _terminate(proc)
-            pump.join(timeout=_COMMAND_KILL_GRACE)
-        if returncode != 0:
-            raise CommandFailedError(argv, returncode, tail.decode("utf-8", errors="replace"))
-
-
-def _pump_stderr(stream: Any, tail: bytearray) -> None:
-    out = getattr(sys.stderr, "buffer", None)
-    with stream:
-        for chunk in iter(lambda: stream.read1(65536), b""):
-            if out is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    out.write(chunk)
-                    out.flush()
-            tail.extend(chunk)
-            del tail[:-_STDERR_TAIL]
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=_COMMAND_KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def load_handler(spec: str) -> Handler:
     """Import ``MODULE:FUNCTION`` (``FUNCTION`` may be dotted) and return the callable.
 
@@ -555,56 +503,28 @@ def load_handler(spec: str) -> Handler:
     return handler
 
 
+
 # -- many workers --------------------------------------------------------------------
 
-#: Per-worker counters shared with the supervisor, in this order, then a stop reason.
-_SHARED_OUTCOMES: Final = _JOB_OUTCOMES
-_SLOT_WIDTH: Final = len(_SHARED_OUTCOMES) + 1
-_STOP_REASONS: Final = ("", "queue empty", "njobs reached", "idle timeout", "signal")
+#: What a forked worker counts in its row of the shared counters, in this order, then
+#: its stop reason as a :data:`_STOP_CODES` index.
+_COUNTED: Final = {outcome: column for column, outcome in enumerate(_JOB_OUTCOMES)}
+_STOP_COLUMN: Final = len(_JOB_OUTCOMES)
+_STOP_CODES: Final = (None, *StopReason)
 
 
-def _reason_code(reason: str) -> int:
-    for code, text in enumerate(_STOP_REASONS):
-        if text and reason.startswith(text):
-            return code
+def _stop_code(reason: str) -> int:
+    with contextlib.suppress(ValueError):
+        return _STOP_CODES.index(StopReason(reason))
     return 0
 
 
-class _SharedBudget:
-    """An ``njobs`` allowance in shared memory, for forked workers."""
-
-    def __init__(self, value: Any) -> None:
-        self._value = value
-
-    def reserve(self) -> bool:
-        with self._value.get_lock():
-            if self._value.value <= 0:
-                return False
-            self._value.value -= 1
-            return True
-
-    def release(self) -> None:
-        with self._value.get_lock():
-            self._value.value += 1
-
-
-@dataclass
-class _ChildSpec:
-    """What a forked worker needs: its slot in the shared counters, and its worker."""
-
-    index: int
-    queue: DirQueue
-    handler: Handler
-    shared: Any
-    budget: JobBudget | None
-    options: dict[str, Any]
-
-
-@dataclass
-class _Child:
-    index: int
-    process: Any
-    report: WorkerReport
+def _stop_reason_of(code: int) -> str:
+    reason = _STOP_CODES[code] if 0 <= code < len(_STOP_CODES) else None
+    if reason is None:
+        return ""
+    # A supervisor's summary has always said only "signal", whichever it was.
+    return StopReason.SIGNAL if reason.is_signal else reason
 
 
 def run_workers(
@@ -628,93 +548,50 @@ def run_workers(
     """
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
-    ctx = multiprocessing.get_context("fork")
-    shared = ctx.RawArray("q", workers * _SLOT_WIDTH)
-    budget = _SharedBudget(ctx.Value("q", njobs)) if njobs else None
-    children: list[_Child] = []
-    pending: list[int] = []
+    counters = SharedCounters(workers, len(_COUNTED) + 1)
+    budget = SharedBudget(njobs) if njobs else None
+    user_callback = worker_options.pop("on_result", None)
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        pending.append(signum)  # The supervising loop forwards it.
+    def child_main(child: ChildContext) -> None:
+        def on_result(result: StepResult) -> None:
+            column = _COUNTED.get(result.outcome)
+            if column is not None:
+                counters.add(child.index, column)
+            if user_callback is not None:
+                user_callback(result)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in _STOP_SIGNALS}
-    try:
-        for index in range(workers):
-            spec = _ChildSpec(index, queue, handler, shared, budget, dict(worker_options))
-            process = ctx.Process(target=_child_main, args=(spec,), name=f"dq-worker-{index + 1}")
-            process.start()
-            pid = int(process.pid or 0)
-            # Its own process group, so a Ctrl-C at the terminal reaches only the
-            # supervisor, which forwards it once (the child does the same itself).
-            with contextlib.suppress(OSError):
-                os.setpgid(pid, pid)
-            children.append(_Child(index, process, WorkerReport(pid=pid)))
-        _supervise(children, shared, pending, on_progress, progress_interval)
-    finally:
-        for child in children:
-            if child.process.is_alive():
-                # Only on an error of our own: make sure no worker outlives us.
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.process.pid, signal.SIGTERM)
-            child.process.join()
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-    _collect(children, shared)
-    for child in children:
-        child.report.exit_code = child.process.exitcode or 0
-        if child.report.exit_code != 0:
-            child.report.stop_reason = f"exit code {child.report.exit_code}"
-    return [c.report for c in children]
+        worker = Worker(
+            queue,
+            handler,
+            budget=budget,
+            on_result=on_result,
+            parent_pid=child.supervisor_pid,
+            **worker_options,
+        )
+        with worker.signal_handlers():
+            child.signals_ready()  # Our handlers are up: a signal sent meanwhile lands.
+            report = worker.run()
+        counters.set(child.index, _STOP_COLUMN, _stop_code(report.stop_reason))
 
+    def reports(pids: list[int]) -> list[WorkerReport]:
+        found = []
+        for index, pid in enumerate(pids):
+            row = counters.row(index)
+            report = WorkerReport(pid=pid, stop_reason=_stop_reason_of(row[_STOP_COLUMN]))
+            for outcome, column in _COUNTED.items():
+                report.counts[outcome.value] = row[column]
+            found.append(report)
+        return found
 
-def _supervise(
-    children: list[_Child],
-    shared: Any,
-    pending: list[int],
-    on_progress: Callable[[int, list[WorkerReport]], None] | None,
-    interval: float,
-) -> None:
-    while True:
-        while pending:
-            signum = pending.pop(0)
-            for child in children:
-                if child.process.is_alive():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(child.process.pid, signum)
-        _collect(children, shared)
+    def on_tick(pids: list[int]) -> None:
         if on_progress is not None:
-            on_progress(sum(c.report.jobs for c in children), [c.report for c in children])
-        alive = [c for c in children if c.process.is_alive()]
-        if not alive:
-            return
-        alive[0].process.join(interval)
+            now = reports(pids)
+            on_progress(sum(r.jobs for r in now), now)
 
-
-def _collect(children: list[_Child], shared: Any) -> None:
-    for child in children:
-        base = child.index * _SLOT_WIDTH
-        for offset, outcome in enumerate(_SHARED_OUTCOMES):
-            child.report.counts[outcome.value] = shared[base + offset]
-        child.report.stop_reason = _STOP_REASONS[shared[base + len(_SHARED_OUTCOMES)]]
-
-
-def _child_main(spec: _ChildSpec) -> None:
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
-    base = spec.index * _SLOT_WIDTH
-    slots = {o: base + i for i, o in enumerate(_SHARED_OUTCOMES)}
-    user_callback = spec.options.pop("on_result", None)
-    shared = spec.shared
-
-    def on_result(result: StepResult) -> None:
-        slot = slots.get(result.outcome)
-        if slot is not None:
-            shared[slot] += 1  # Only this process writes its own slots.
-        if user_callback is not None:
-            user_callback(result)
-
-    worker = Worker(
-        spec.queue, spec.handler, budget=spec.budget, on_result=on_result, **spec.options
-    )
-    report = worker.run()
-    shared[base + len(_SHARED_OUTCOMES)] = _reason_code(report.stop_reason)
+    results = supervise(workers, child_main, on_tick=on_tick, interval=progress_interval)
+    final = reports([r.pid for r in results])
+    for report, result in zip(final, results, strict=True):
+        report.exit_code = result.exit_code
+        if report.exit_code != 0:
+            report.stop_reason = f"exit code {report.exit_code}"
+    return final

@@ -1,0 +1,149 @@
+"""A shell command as a worker's handler: its environment, its stderr, its exit status.
+
+:class:`CommandHandler` runs ``argv + [data path]`` for each job (``dq server -- CMD``
+and ``dq deque``); :func:`job_environment` is what the command learns about its job;
+:class:`CommandFailedError` is how a non-zero exit becomes the job's failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from .errors import DirQueueError
+from .failed import attempts_of
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = ["CommandFailedError", "CommandHandler", "job_environment"]
+
+#: How long a command gets to exit after SIGTERM before it is killed.
+_COMMAND_KILL_GRACE: Final = 5.0
+#: How much of a failed command's stderr the failed-job record keeps.
+_STDERR_TAIL: Final = 4096
+
+
+class CommandFailedError(DirQueueError):
+    """A job's command exited non-zero (or was killed by a signal).
+
+    ``returncode`` is its exit status (negative: the signal); ``detail`` the end of
+    what it wrote to stderr.
+    """
+
+    def __init__(self, argv: Sequence[str], returncode: int, detail: str = "") -> None:
+        if returncode < 0:
+            how = f"was killed by {_signal_name(-returncode)}"
+        else:
+            how = f"exited {returncode}"
+        super().__init__(f"command {_shell_words(argv)} {how}")
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.detail = detail
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _shell_words(argv: Sequence[str]) -> str:
+    text = shlex.join(argv)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+_ENV_NAME_RE: Final = re.compile(r"[^A-Za-z0-9_]")
+
+
+def job_environment(job: Job, attempt: int) -> dict[str, str]:
+    """The environment variables a job's command gets (besides the worker's own).
+
+    ``DQ_JOBID``, ``DQ_DIR``, ``DQ_DATA``, ``DQ_ATTEMPT``, ``DQ_METADATA`` (all
+    metadata as a JSON object) and ``DQ_META_<NAME>`` per item (the name upper-cased,
+    characters other than letters, digits and ``_`` turned into ``_``).
+    """
+    env = {
+        "DQ_JOBID": job.jobid,
+        "DQ_DIR": job.queue_dir,
+        "DQ_DATA": job.get_data_path(),
+        "DQ_ATTEMPT": str(attempt),
+        "DQ_METADATA": json.dumps(job.metadata, ensure_ascii=False, sort_keys=True),
+    }
+    for key, value in job.metadata.items():
+        env["DQ_META_" + _ENV_NAME_RE.sub("_", key).upper()] = value
+    return env
+
+
+class CommandHandler:
+    """A handler that runs ``argv + [data path]`` for each job.
+
+    The command runs in its own session, so a Ctrl-C at the terminal reaches the worker
+    (which lets the job finish) and not the command. Its stdout is the worker's; its
+    stderr is passed through and the last few KB kept for the failed-job record. Exit
+    status 0 finishes the job; anything else raises :class:`CommandFailedError`.
+    """
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        if not argv:
+            raise ValueError("a command handler needs a command to run")
+        self.argv = list(argv)
+
+    def __repr__(self) -> str:
+        return f"CommandHandler({self.argv!r})"
+
+    def __call__(self, job: Job) -> None:
+        attempt = attempts_of(job.control) + 1
+        argv = [*self.argv, job.get_data_path()]
+        env = {**os.environ, **job_environment(job, attempt)}
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - running the user's command is the point
+                argv, env=env, stderr=subprocess.PIPE, start_new_session=True
+            )
+        except OSError as err:
+            raise CommandFailedError(argv, 127, str(err)) from err
+        tail = bytearray()
+        pump = threading.Thread(target=_pump_stderr, args=(proc.stderr, tail), daemon=True)
+        pump.start()
+        try:
+            returncode = proc.wait()
+        finally:
+            if proc.poll() is None:
+                # Interrupted (a second stop signal): stop the command too.
+                _terminate(proc)
+            pump.join(timeout=_COMMAND_KILL_GRACE)
+        if returncode != 0:
+            raise CommandFailedError(argv, returncode, tail.decode("utf-8", errors="replace"))
+
+
+def _pump_stderr(stream: Any, tail: bytearray) -> None:
+    out = getattr(sys.stderr, "buffer", None)
+    with stream:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            if out is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    out.write(chunk)
+                    out.flush()
+            tail.extend(chunk)
+            del tail[:-_STDERR_TAIL]
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=_COMMAND_KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
