@@ -356,6 +356,11 @@ def _print_jobs(ctx: Context, infos: list[JobInfo]) -> None:
             ]
         )
     ctx.out.write(table(rows, right=frozenset({3, 4, 5}), clip={7: 40}) + "\n")
+    # Below the table, unclipped: why an old lock is not stale, or when a job is taken
+    # again. The summary stays the last line.
+    for info in infos:
+        if info.note:
+            ctx.line(f"note: {info.job.jobid}: {info.note}")
     counts = {s: sum(1 for i in infos if i.state == s) for s in ("queued", "active", "stale")}
     ctx.line(", ".join(f"{n} {s}" for s, n in counts.items()))
 
