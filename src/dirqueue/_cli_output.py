@@ -1,0 +1,215 @@
+"""What ``dq`` prints, and how: escaping, sizes and ages, tables, JSON, progress.
+
+Everything a queue holds (metadata, host names, error text, file names) is whatever a
+submitter or a hostile file name made it, so every human-readable line ``dq`` prints
+goes through :func:`escape_controls`, and JSON through :func:`print_json`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any, Final
+
+__all__ = [
+    "Progress",
+    "escape_controls",
+    "format_age",
+    "format_size",
+    "print_json",
+    "table",
+]
+
+#: Submissions of at least this many files print progress lines when not on a terminal.
+_PLAIN_PROGRESS_MIN: Final = 20
+
+#: What a listing must not send to a terminal as it is, beyond C0 controls (which JSON
+#: escapes by itself): DEL and the C1 controls (U+009B is CSI to many terminals), the
+#: bidi marks, embeddings, overrides and isolates that reorder what is shown (Trojan
+#: Source), the Unicode line and paragraph separators, and lone surrogates (a file
+#: name's undecodable bytes, which cannot be written as UTF-8 at all).
+_UNSAFE_BEYOND_C0: Final = (
+    r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+)
+_UNSAFE_RE: Final = re.compile(rf"[\\\x00-\x1f{_UNSAFE_BEYOND_C0}]")
+_UNSAFE_IN_JSON_RE: Final = re.compile(rf"[{_UNSAFE_BEYOND_C0}]")
+_SHORT_ESCAPES: Final = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT_ESCAPES.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` safe to show on a terminal: controls written as escapes, visibly.
+
+    Metadata, host names, error text and file names in a queue are whatever the
+    submitter or a hostile file name made them; shown raw, an escape sequence could
+    clear the operator's screen, retitle the window or hide a line. C0 and C1 controls
+    and DEL become ``\\x1b``-style escapes (``\\t``, ``\\n``, ``\\r`` by their short
+    names), bidi controls, line separators and lone surrogates ``\\u202e``-style, and
+    a backslash is doubled, so the escaped form reads back unambiguously. Every
+    human-readable line ``dq`` prints goes through this function.
+    """
+    return _UNSAFE_RE.sub(_escape_char, text)
+
+
+def _clipped(text: str, limit: int) -> str:
+    """``text`` escaped and cut to ``limit`` characters with ``...``, never mid-escape."""
+    shown = escape_controls(text)
+    if len(shown) <= limit:
+        return shown
+    pieces: list[str] = []
+    used = 0
+    for char in text:
+        piece = escape_controls(char)
+        if used + len(piece) > limit - 3:
+            break
+        pieces.append(piece)
+        used += len(piece)
+    return "".join(pieces) + "..."
+
+
+def format_age(seconds: float | None) -> str:
+    """``"42s"``, ``"3m 07s"``, ``"2h 05m"``, ``"3d 04h"``; ``"-"`` for None."""
+    if seconds is None:
+        return "-"
+    secs = int(max(0.0, seconds))
+    if secs < 60:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m {secs % 60:02d}s"
+    if secs < 86400:
+        return f"{secs // 3600}h {secs % 3600 // 60:02d}m"
+    return f"{secs // 86400}d {secs % 86400 // 3600:02d}h"
+
+
+def format_size(size: int) -> str:
+    """``"512 B"``, ``"1.5 KiB"``, ``"20.0 MiB"``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def table(
+    rows: Sequence[Sequence[str]],
+    right: frozenset[int] = frozenset(),
+    clip: dict[int, int] | None = None,
+) -> str:
+    """Rows as aligned columns; the first row is the header; ``right`` columns align right.
+
+    Every cell is escaped (see :func:`escape_controls`), and cut to ``clip[column]``
+    characters where given, before the columns are measured.
+    """
+    limits = clip or {}
+    rows = [
+        [
+            _clipped(cell, limits[i]) if i in limits else escape_controls(cell)
+            for i, cell in enumerate(row)
+        ]
+        for row in rows
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def print_json(value: Any, out: IO[str]) -> None:
+    """``value`` as indented JSON on ``out``, with no character a terminal acts on."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+    # json.dumps escapes C0 controls but leaves DEL, C1 controls, bidi controls and lone
+    # surrogates raw. Outside strings JSON is ASCII, so each of these is in a string,
+    # where \uXXXX stands for exactly that character: the value read back is unchanged.
+    text = _UNSAFE_IN_JSON_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    out.write(text + "\n")
+
+
+class Progress:
+    """A progress bar on a terminal, plain lines elsewhere (written to ``stream``).
+
+    On a terminal it redraws one line with ``\\r`` at most ten times a second. Elsewhere
+    it prints a line at each tenth of the way, when there is enough to be worth it.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        stream: IO[str],
+        *,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.label = label
+        self.total = total
+        self.stream = stream
+        self.tty = enabled and _isatty(stream)
+        self.plain = enabled and not self.tty and total >= _PLAIN_PROGRESS_MIN
+        self.done = 0
+        self._clock = clock
+        self._started = clock()
+        self._last_draw = 0.0
+        self._last_tenth = 0
+        self._drawn = False
+
+    def update(self, done: int, total: int | None = None) -> None:
+        """Record that ``done`` items are done (of ``total``, if it changed)."""
+        self.done = done
+        if total is not None:
+            self.total = total
+        self.total = max(self.total, done)
+        if self.tty:
+            now = self._clock()
+            if now - self._last_draw >= 0.1 or done >= self.total:
+                self._last_draw = now
+                self._draw()
+        elif self.plain and self.total:
+            tenth = done * 10 // self.total
+            if tenth > self._last_tenth:
+                self._last_tenth = tenth
+                self.stream.write(f"{self.label}: {done}/{self.total} ({tenth * 10}%)\n")
+                self.stream.flush()
+
+    def _draw(self) -> None:
+        width = 30
+        total = self.total or 1
+        filled = width * self.done // total
+        elapsed = max(self._clock() - self._started, 1e-9)
+        rate = self.done / elapsed
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(
+            f"\r{self.label} [{bar}] {self.done}/{self.total}"
+            f" {100 * self.done // total:3d}%  {rate:7.1f}/s"
+        )
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        """End the bar's line (on a terminal)."""
+        if self.tty and self._drawn:
+            self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

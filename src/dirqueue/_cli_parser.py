@@ -1,0 +1,266 @@
+"""The ``dq`` argument parser: subcommands, their options, and the option types.
+
+:func:`build_parser` makes one subparser per subcommand in :mod:`dirqueue._cli_commands`,
+each with an example in its ``--help``; the option types (:func:`parse_age` and its
+kin) turn a bad value into a usage error that says what to write instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Final, NoReturn
+
+from . import __version__
+from ._cli_commands import (
+    EXIT_USAGE,
+    cmd_deque,
+    cmd_fsck,
+    cmd_list,
+    cmd_purge,
+    cmd_requeue,
+    cmd_server,
+    cmd_stats,
+    cmd_submit,
+)
+from ._cli_output import escape_controls
+from .repair import DEFAULT_MIN_AGE
+from .worker import DEFAULT_MAX_ATTEMPTS
+
+__all__ = ["build_parser", "parse_age"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line that say where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes what was typed (an unknown argument, a bad choice) as it is.
+        message = escape_controls(message)
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+_AGE_RE: Final = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*")
+_AGE_UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"2h"``, ``"7d"``, ``"1w"`` as seconds."""
+    match = _AGE_RE.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an age: write a number with s, m, h, d or w, like 30m or 7d"
+        )
+    return float(match.group(1)) * _AGE_UNITS[match.group(2)]
+
+
+def _meta_item(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE: write it like owner=alice")
+    return key, value
+
+
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to 99") from None
+    if not 0 <= value <= 99:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: use 0 (first) to 99 (last)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = parse_age(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = parse_age(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more seconds")
+    return value
+
+
+# -- the parser ----------------------------------------------------------------------
+
+_EPILOGS: Final = {
+    "submit": "example:\n  dq submit --dir /var/spool/q --priority 10 --meta owner=alice *.txt",
+    "deque": "example:\n  dq deque --dir /var/spool/q -- wc -l    # runs: wc -l DATAFILE",
+    "server": (
+        "examples:\n"
+        "  dq server --dir /var/spool/q --workers 4 --handler mytasks:handle\n"
+        "  dq server --dir /var/spool/q --until-empty -- ./process.sh"
+    ),
+    "list": "examples:\n  dq list --dir /var/spool/q\n  dq list --dir /var/spool/q --failed --json",
+    "stats": "example:\n  dq stats --dir /var/spool/q --json",
+    "requeue": "examples:\n  dq requeue --dir /var/spool/q --failed\n  dq requeue --dir Q JOBID",
+    "purge": "example:\n  dq purge --dir /var/spool/q --failed --older-than 7d",
+    "fsck": (
+        "examples:\n  dq fsck --dir /var/spool/q\n"
+        "  dq fsck --dir /var/spool/q --repair --min-age 10m"
+    ),
+}
+
+_HELP: Final = {
+    "submit": "submit files (or stdin) as jobs; prints their ids",
+    "deque": "run a command on one job: COMMAND ARG... DATAFILE",
+    "server": "run a handler or command on job after job, in N worker processes",
+    "list": "list the jobs in a queue (or the failed ones)",
+    "stats": "count queued, active, stale and failed jobs",
+    "requeue": "put failed jobs back in the queue",
+    "purge": "delete failed jobs",
+    "fsck": "check a queue for what crashed processes left behind; --repair fixes it",
+}
+
+
+def build_parser(prog: str = "dq") -> argparse.ArgumentParser:
+    """The ``dq`` argument parser, with one subparser per subcommand."""
+    parser = _Parser(
+        prog=prog,
+        description="dq: a job queue in a directory, compatible with Perl's IPC::DirQueue.",
+        epilog="Run 'dq COMMAND --help' for a command's options. Docs: docs/cli.md",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument("--dir", required=True, metavar="Q", help="the queue directory")
+    common.add_argument(
+        "--fanout",
+        action="store_true",
+        help="spread new jobs over queue/0 ... queue/f (the Perl tools' --fanout)",
+    )
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    alias = prog.startswith("dq-")  # dq-submit and friends: one subcommand, its own name
+
+    def add(name: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            prog=prog if alias else f"{prog} {name}",
+            parents=[common],
+            help=_HELP[name],
+            description=_HELP[name],
+            epilog=_EPILOGS[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = add("submit")
+    p.add_argument("--priority", type=_priority, default=50, help="0 (first) to 99; default 50")
+    p.add_argument(
+        "--meta", type=_meta_item, action="append", metavar="KEY=VALUE", help="metadata; repeat"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    p.add_argument("files", nargs="+", metavar="FILE", help="files to submit; - reads stdin")
+    p.set_defaults(func=cmd_submit)
+
+    p = add("deque")
+    p.add_argument(
+        "--wait", type=_seconds_or_zero, default=0.0, metavar="SECONDS",
+        help="wait this long for a job (default: do not wait)",
+    )
+    p.add_argument(
+        "--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
+        help=f"failed attempts before a job moves to failed/ (default {DEFAULT_MAX_ATTEMPTS})",
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
+    p.set_defaults(func=cmd_deque)
+
+    _server_options(add("server"))
+
+    p = add("list")
+    p.add_argument("--count", action="store_true", help="print only how many jobs there are")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--failed", action="store_true", help="list the failed jobs instead")
+    p.set_defaults(func=cmd_list)
+
+    p = add("stats")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_stats)
+
+    p = add("requeue")
+    p.add_argument("--failed", action="store_true", help="requeue every failed job")
+    p.add_argument("jobids", nargs="*", metavar="JOBID", help="failed jobs to requeue")
+    p.set_defaults(func=cmd_requeue)
+
+    p = add("purge")
+    p.add_argument("--failed", action="store_true", help="purge failed jobs (required)")
+    p.add_argument(
+        "--older-than", type=parse_age, metavar="AGE",
+        help="only jobs that failed at least this long ago (30m, 12h, 7d)",
+    )
+    p.add_argument("jobids", nargs="*", metavar="JOBID", help="only these failed jobs")
+    p.set_defaults(func=cmd_purge)
+
+    p = add("fsck")
+    p.add_argument(
+        "--repair", action="store_true",
+        help="fix what is found (default: report only, change nothing)",
+    )
+    p.add_argument(
+        "--min-age", type=_seconds_or_zero, default=DEFAULT_MIN_AGE, metavar="AGE",
+        help="leave debris younger than this alone: a live process may own it"
+        f" (default {DEFAULT_MIN_AGE / 3600:g}h; 10m, 2h, or seconds)",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_fsck)
+    return parser
+
+
+def _server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--handler", metavar="MODULE:FUNCTION", help="a Python function to call with each job"
+    )
+    p.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N", help="worker processes"
+    )
+    p.add_argument(
+        "--njobs", type=_count, default=0, metavar="N",
+        help="stop after N jobs in all (0: no limit; the Perl tool's option)",
+    )
+    p.add_argument("--until-empty", action="store_true", help="stop when no job is waiting")
+    p.add_argument(
+        "--idle-timeout", type=_seconds, metavar="SECONDS",
+        help="stop after this long without a job (also 30s, 5m, 1h)",
+    )
+    p.add_argument(
+        "--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
+        help=f"failed attempts before a job moves to failed/ (default {DEFAULT_MAX_ATTEMPTS})",
+    )
+    p.add_argument(
+        "--poll-interval", type=_seconds, default=1.0, metavar="SECONDS",
+        help="how often to look for jobs from other hosts (default 1)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="a line per job on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
+    p.set_defaults(func=cmd_server)
