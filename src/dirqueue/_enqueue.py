@@ -197,6 +197,20 @@ def _link_or_copy(config: QueueConfig, source: str, tmp_data: str, st: _Staged) 
             st.open_fds.append(fd)
             while chunk := fh.read(_WRITE_SIZE):
                 _fs.write_all(fd, chunk)
+    else:
+        # Issue 9: the kept data is fsynced (step 3) like a fresh job's: whoever wrote
+        # it (a Perl producer, a durable=False queue) may never have. Opening it also
+        # refuses a symlink planted in failed/, which link() copied as itself.
+        try:
+            fd = _fs.open_regular(tmp_data)
+        except OSError:
+            _fs.unlink_quietly(tmp_data)
+            raise
+        st.open_fds.append(fd)
+    if not config.durable:
+        # Nothing to fsync: _run only closes the files it syncs.
+        while st.open_fds:
+            os.close(st.open_fds.pop())
     st.data_stat = os.lstat(tmp_data)
     st.size = st.data_stat.st_size
 
