@@ -5,6 +5,7 @@ A Python implementation of Perl's IPC::DirQueue, sharing its on-disk format.
 
 from __future__ import annotations
 
+from ._version import __version__
 from .errors import (
     CorruptJobError,
     DirQueueError,
@@ -62,5 +63,3 @@ __all__ = [
     "queue_stats",
     "run_workers",
 ]
-
-__version__ = "0.1.0"

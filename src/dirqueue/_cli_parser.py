@@ -11,7 +11,6 @@ import argparse
 import re
 from typing import Final, NoReturn
 
-from . import __version__
 from ._cli_commands import (
     EXIT_USAGE,
     cmd_deque,
@@ -24,6 +23,7 @@ from ._cli_commands import (
     cmd_submit,
 )
 from ._cli_output import escape_controls
+from ._version import __version__
 from .repair import DEFAULT_MIN_AGE
 from .worker import DEFAULT_MAX_ATTEMPTS
 
