@@ -25,7 +25,8 @@ import os
 import random
 import time
 import warnings
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Final
 
 from . import _fs
@@ -65,12 +66,41 @@ class Refused(enum.Enum):
     GONE = "gone"
 
 
+class _Pin:
+    """An open descriptor of our lock file, kept until we let the lock go.
+
+    A lock is known by its inode, and a filesystem reuses the number of a freed inode
+    at once (ext4 gives it to the very next file created in the directory). If our lock
+    were broken while we stalled, and the job re-taken, the new holder's lock could get
+    our old inode number and pass for ours: we would then finish the job under its
+    new holder. While the descriptor is open the kernel keeps our inode, so its number
+    cannot be given to another file. (Closed by :func:`release`, or when dropped.)
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._close = weakref.finalize(self, _close_quietly, fd)
+
+    def close(self) -> None:
+        self._close()
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class HeldLock:
     """A lock this process linked at ``active/NAME``, known by its inode."""
 
     jobid: str
     stat: os.stat_result
+    pin: _Pin | None = field(default=None, compare=False, repr=False)
+
+    def unpin(self) -> None:
+        """Let the lock's inode go (once the lock is no longer ours to check)."""
+        if self.pin is not None:
+            self.pin.close()
 
 
 def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused:
@@ -98,19 +128,19 @@ def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused
     except FileExistsError:
         return Refused.HELD
     linked = False
+    pin = _Pin(fd)
     held: HeldLock | None = None
     try:
-        try:
-            held = HeldLock(jobid, _write_lock(config, fd, pid))
-        finally:
-            os.close(fd)
+        held = HeldLock(jobid, _write_lock(config, fd, pid), pin)
         if not os.path.lexists(queue_path):
+            pin.close()
             return Refused.GONE
         linked = True
         # Whatever link() says, only the inode says whether the lock is ours.
         with contextlib.suppress(OSError):
             os.link(tmp_lock, active_path)
         if not _landed(active_path, held):
+            pin.close()
             return Refused.HELD  # Another worker's lock.
     except BaseException:
         # A lock we may have linked but could not confirm would keep the job from
@@ -118,6 +148,7 @@ def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused
         if linked and held is not None:
             with contextlib.suppress(OSError):
                 release(config, held)
+        pin.close()
         raise
     finally:
         with contextlib.suppress(OSError):
@@ -189,9 +220,14 @@ def release(config: QueueConfig, held: HeldLock) -> bool:
         # Our lock is normally there, so this is rare: look again before leaving a
         # lock that would keep the job from every worker until we die.
         if not os.path.lexists(active_path):
+            held.unpin()
             return False
         current = os.lstat(active_path)
-    if not _fs.same_file(current, held.stat):
+    ours = _fs.same_file(current, held.stat)
+    # Closed before the unlink: over NFS, unlinking a file this client holds open
+    # would leave a .nfsXXXX file in active/ instead.
+    held.unpin()
+    if not ours:
         return False
     try:
         os.unlink(active_path)

@@ -170,6 +170,7 @@ class Job:
         if standing is _lock.Standing.TAKEN:
             self._stop_heartbeat()
             self._state = "lost"
+            held.unpin()
             owner = parse_lock_file(read_lock_file(self._config, self.jobid))
             taken_by = f"{owner.host}:{owner.pid}" if owner.host is not None else None
             raise JobLostError(
