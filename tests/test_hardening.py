@@ -322,3 +322,52 @@ def test_a_worker_whose_job_was_taken_over_counts_it_lost_and_goes_on(tmp_path: 
     assert report.stop_reason == "queue empty"
     assert list(q.jobs()) == []
     assert second not in taken
+
+
+def test_a_command_is_never_handed_a_data_name_swapped_for_a_symlink(tmp_path: Path) -> None:
+    from dirqueue import CommandHandler  # noqa: PLC0415 - the handler's own test
+
+    private = tmp_path / "private"
+    private.write_bytes(b"user A's secret")
+    out = tmp_path / "out"
+    q = DirQueue(tmp_path / "q")
+    q.enqueue_string("job data")
+    job = q.pickup_queued_job()
+    assert job is not None
+    data = Path(job.get_data_path())
+    data.unlink()
+    data.symlink_to(private)
+    handler = CommandHandler(["sh", "-c", f'cat "$0" > {out}'])
+    with pytest.raises(CorruptJobError, match="symlink"):
+        handler(job)
+    assert not out.exists()  # The command never ran.
+    job.return_to_queue()
+
+
+def test_a_failing_job_on_a_full_disk_goes_back_uncounted_and_the_worker_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno  # noqa: PLC0415
+
+    from dirqueue import Outcome, Worker  # noqa: PLC0415 - the worker's own test
+
+    q = DirQueue(tmp_path / "q")
+    jobid = q.enqueue_string("fails")
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("dirqueue.job.create_control", no_space)
+
+    def handle(job: object) -> None:
+        raise RuntimeError("transient")
+
+    worker = Worker(q, handle, max_attempts=3)
+    result = worker.run_once(timeout=0)
+    assert result.outcome is Outcome.RETRIED
+    assert result.error is not None
+    assert "attempt not counted" in result.error
+    monkeypatch.undo()
+    (listed,) = q.jobs()
+    assert listed.jobid == jobid
+    assert listed.active_pid is None  # Back in the queue, unlocked.

@@ -104,6 +104,11 @@ class CommandHandler:
 
     def __call__(self, job: Job) -> None:
         attempt = attempts_of(job.control) + 1
+        # The command is handed a path, which it will follow: look, just before it
+        # starts, that the name is still the job's own regular file (not a symlink
+        # another user of the queue put in its place to have us read their target).
+        # CorruptJobError otherwise; the command never runs.
+        job.open_data().close()
         argv = [*self.argv, job.get_data_path()]
         env = {**os.environ, **job_environment(job, attempt)}
         try:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._command import CommandFailedError, CommandHandler, job_environment
 from ._supervisor import ChildContext, SharedBudget, SharedCounters, supervise
-from .errors import JobLostError
+from .errors import JobLostError, QueueIOError
 from .failed import FailedStore, attempts_of, record_attempts
 from .stats import waiting_job_ids
 
@@ -438,8 +438,13 @@ class Worker:
             return StepResult(Outcome.FAILED, job.jobid, attempt, error, seconds)
         try:
             record_attempts(job, attempt)
+        except QueueIOError as io_err:
+            # The count could not be written (a full disk, say): the job goes back all
+            # the same, uncounted, rather than this worker dying and leaving it locked.
+            error = f"{error} (attempt not counted: {io_err})"
         finally:
-            job.return_to_queue()
+            if job.is_active:
+                job.return_to_queue()
         return StepResult(Outcome.RETRIED, job.jobid, attempt, error, seconds)
 
     # -- the loop --------------------------------------------------------------------
