@@ -310,29 +310,33 @@ class _Repairer:
             raise
         return True
 
-    def check_tmp(self) -> None:
-        parts = (Layout.TMP,)
+    def entries(self, *parts: str) -> Iterator[tuple[int, str, os.stat_result]]:
+        """``(dir_fd, name, lstat)`` of every entry of ``DIR/parts...`` still there."""
         with self.directory(*parts) as listing:
             if listing is None:
                 return
             fd, names = listing
             for name in names:
                 st = _lstat_at(name, fd)
-                if st is None:
-                    continue
-                path = self.layout.tmp_path(name)
-                if stat.S_ISLNK(st.st_mode):
-                    self.remove_at(FindingKind.SYMLINK, parts, name, path, "symlink in tmp/")
-                elif stat.S_ISDIR(st.st_mode):
-                    self.note(FindingKind.STRAY, path, "a directory in tmp/", "left", False)
-                elif self.old_enough(st) or self._tmp_owner_dead(name):
-                    self.remove_at(
-                        FindingKind.TMP_LEFTOVER,
-                        parts,
-                        name,
-                        path,
-                        f"left by a process that died ({self.age(st):.0f}s old)",
-                    )
+                if st is not None:
+                    yield fd, name, st
+
+    def check_tmp(self) -> None:
+        parts = (Layout.TMP,)
+        for _, name, st in self.entries(*parts):
+            path = self.layout.tmp_path(name)
+            if stat.S_ISLNK(st.st_mode):
+                self.remove_at(FindingKind.SYMLINK, parts, name, path, "symlink in tmp/")
+            elif stat.S_ISDIR(st.st_mode):
+                self.note(FindingKind.STRAY, path, "a directory in tmp/", "left", False)
+            elif self.old_enough(st) or self._tmp_owner_dead(name):
+                self.remove_at(
+                    FindingKind.TMP_LEFTOVER,
+                    parts,
+                    name,
+                    path,
+                    f"left by a process that died ({self.age(st):.0f}s old)",
+                )
 
     def _tmp_owner_dead(self, name: str) -> bool:
         # A pickup's tmp lock names its owner; only a provably dead one lets us take
@@ -344,15 +348,8 @@ class _Repairer:
         return owner_is_dead(host, pid, None, None, None, my_host=host)
 
     def check_active(self) -> None:
-        parts = (Layout.ACTIVE,)
-        with self.directory(*parts) as listing:
-            if listing is None:
-                return
-            fd, names = listing
-            for name in names:
-                st = _lstat_at(name, fd)
-                if st is not None:
-                    self.check_lock(fd, name, st)
+        for fd, name, st in self.entries(Layout.ACTIVE):
+            self.check_lock(fd, name, st)
 
     def check_lock(self, fd: int, name: str, st: os.stat_result) -> None:
         parts = (Layout.ACTIVE,)
