@@ -382,7 +382,7 @@ def _write_tmp_control(config: QueueConfig, st: _Staged) -> None:
             metadata=st.meta,
         )
     path = layout.tmp_path(layout.tmp_control_name(st.jobid))
-    _, fd = create_control(config, path, control, keep_open=config.durable)
+    fd = create_control(config, path, control, keep_open=config.durable)
     st.tmp_ctrl = path
     if fd is not None:
         st.open_fds.append(fd)  # fsynced with the others before step 4

@@ -174,11 +174,11 @@ def unlink_data(config: QueueConfig, jobid: str) -> bool:
 
 def create_control(
     config: QueueConfig, path: str, control: ControlFile, *, keep_open: bool = False
-) -> tuple[os.stat_result, int | None]:
+) -> int | None:
     """Write ``control`` to the new file ``path`` (``O_EXCL``, never through a symlink).
 
-    Returns its stat and, with ``keep_open``, its still open fd (for the caller to fsync
-    with others); otherwise it is fsynced here when the queue is durable, and closed.
+    With ``keep_open``, returns its still open fd (for the caller to fsync with others);
+    otherwise it is fsynced here when the queue is durable, closed, and None returned.
     The file is removed again if writing fails.
     """
     fd = _fs.create_exclusive(path, config.queue_file_mode)
@@ -186,15 +186,14 @@ def create_control(
         _fs.write_all(fd, control.to_bytes())
         if config.durable and not keep_open:
             os.fsync(fd)
-        st = os.fstat(fd)
     except BaseException:
         os.close(fd)
         _fs.unlink_quietly(path)
         raise
     if keep_open:
-        return st, fd
+        return fd
     os.close(fd)
-    return st, None
+    return None
 
 
 def move_aside(config: QueueConfig, jobid: str, queue_path: str, reason: str) -> str:

@@ -300,7 +300,8 @@ class Job:
         control = dataclasses.replace(control, data_path=self._control.data_path)
         tmp = layout.tmp_path(layout.tmp_rewrite_name(self.jobid, os.getpid(), "attempts"))
         try:
-            written, _ = create_control(config, tmp, control)
+            create_control(config, tmp, control)
+            written = os.lstat(tmp)
             # Checked again just before the rename: a lock broken meanwhile means another
             # worker may be finishing the job, and a rename would bring it back to life.
             self._require_ours("update")
