@@ -84,7 +84,6 @@ def check_data(
     there), not a regular file, or (given ``control``) not the size ``QDSB`` records;
     ``FileNotFoundError`` if the whole job has gone (finished meanwhile).
     """
-    path = config.layout.data_path(jobid)
     try:
         fd, base = _data_dir_fd(config, jobid)
         try:
@@ -92,6 +91,7 @@ def check_data(
         finally:
             _fs.close_dir(fd)
     except FileNotFoundError as err:
+        path = config.layout.data_path(jobid)
         if not os.path.lexists(queue_path):
             raise  # The whole job is gone: finished, not corrupt.
         if os.path.lexists(path):
@@ -102,11 +102,12 @@ def check_data(
         raise CorruptJobError(f"job {jobid} has a control file but no data file", path) from None
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise _symlinked_dirs(jobid, path) from None
+            raise _symlinked_dirs(jobid, config.layout.data_path(jobid)) from None
         raise
     if not stat.S_ISREG(st.st_mode):
         raise CorruptJobError(
-            f"the data file of job {jobid} is a symlink or not a regular file", path
+            f"the data file of job {jobid} is a symlink or not a regular file",
+            config.layout.data_path(jobid),
         )
     if control is not None and control.size_bytes is not None and st.st_size != control.size_bytes:
         # A data file that is not what was submitted (truncated, replaced, or a huge
@@ -114,7 +115,7 @@ def check_data(
         raise CorruptJobError(
             f"the data file of job {jobid} is {st.st_size} bytes, but its control file"
             f" says {control.size_bytes} (QDSB)",
-            path,
+            config.layout.data_path(jobid),
         )
     return st
 
