@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 #: ``shared/`` sits next to the checkout (in CI and in every worktree).
@@ -57,3 +61,35 @@ def descendants_of(pid: int, *, children_only: bool = False) -> list[int]:
         if not children_only:
             frontier.extend(children)
     return found
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def recorded_logs() -> Iterator[list[str]]:
+    """The messages the ``dirqueue`` logger emits inside the block (any thread)."""
+    logger = logging.getLogger("dirqueue")
+    handler = _Collect()
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def logs_warning(match: str) -> Iterator[list[str]]:
+    """Like ``pytest.warns(match=...)``, for dirqueue's log: a message inside the block
+    must match the regular expression ``match``."""
+    with recorded_logs() as messages:
+        yield messages
+    assert any(re.search(match, m) for m in messages), (
+        f"no dirqueue log message matches {match!r}: {messages}"
+    )

@@ -166,7 +166,7 @@ def test_list_json_and_count(tmp_path: Path) -> None:
     (item,) = json.loads(out)
     assert set(item) == {
         "id", "state", "priority", "size", "submitted", "submitted_host", "worker",
-        "attempts", "metadata", "note",
+        "attempts", "metadata", "note", "due",
     }
     assert (item["id"], item["state"], item["priority"], item["size"]) == (jobid, "queued", 3, 3)
     assert item["worker"] is None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import logs_warning
 from dirqueue import DirQueue
 
 
@@ -18,10 +19,10 @@ def test_a_control_file_without_qdfn_is_skipped_with_a_warning(
     good = queue.enqueue_string("good", priority=20)
     control = qdir / "queue" / bad
     control.write_text("QDSB: 3\nQSTT: 1\nQSTM: 0\nQSHN: h\n")
-    with pytest.warns(UserWarning, match=f"corrupt job .*{bad}.*QDFN"):
+    with logs_warning(f"corrupt job .*{bad}.*QDFN"):
         listed = [job.jobid for job in queue.jobs()]
     assert listed == [good]
-    with pytest.warns(UserWarning, match=f"corrupt job .*{bad}"):
+    with logs_warning(f"corrupt job .*{bad}"):
         job = queue.pickup_queued_job()
     assert job is not None
     assert job.jobid == good
@@ -39,10 +40,10 @@ def test_a_job_whose_data_file_is_missing_is_not_handed_out(queue: DirQueue, qdi
     lost = queue.enqueue_string("lost", priority=10)
     good = queue.enqueue_string("good", priority=20)
     os.unlink(qdir / "data" / lost[-2] / lost[-1] / lost[:-2])
-    with pytest.warns(UserWarning, match=f"corrupt job .*{lost}"):
+    with logs_warning(f"corrupt job .*{lost}"):
         listed = [job.jobid for job in queue.jobs()]
     assert listed == [good]
-    with pytest.warns(UserWarning, match=f"corrupt job .*{lost}"):
+    with logs_warning(f"corrupt job .*{lost}"):
         job = queue.pickup_queued_job()
     assert job is not None
     assert job.jobid == good
@@ -64,9 +65,9 @@ def test_qdfn_outside_the_queue_is_never_read_nor_deleted(
     lines = control.read_text().splitlines(keepends=True)
     lines[0] = f"QDFN: {elsewhere}\n"
     control.write_text("".join(lines))
-    with pytest.warns(UserWarning, match=f"corrupt job .*{jobid}"):
+    with logs_warning(f"corrupt job .*{jobid}"):
         assert list(queue.jobs()) == []
-    with pytest.warns(UserWarning, match=f"corrupt job .*{jobid}"):
+    with logs_warning(f"corrupt job .*{jobid}"):
         assert queue.pickup_queued_job() is None
     assert elsewhere.read_bytes() == b"moved"
     assert os.listdir(qdir / "active") == []
@@ -115,9 +116,9 @@ def test_a_non_file_under_a_job_name_in_queue_is_skipped_not_fatal(
         odd.mkdir()
     else:
         os.mkfifo(odd)
-    with pytest.warns(UserWarning, match=f"corrupt job .*{odd.name}"):
+    with logs_warning(f"corrupt job .*{odd.name}"):
         assert [job.jobid for job in queue.jobs()] == [good]
-    with pytest.warns(UserWarning, match=f"corrupt job .*{odd.name}"):
+    with logs_warning(f"corrupt job .*{odd.name}"):
         job = queue.pickup_queued_job()
     assert job is not None
     assert job.jobid == good
@@ -143,7 +144,7 @@ def test_a_non_file_lock_in_active_does_not_crash_or_hang_readers(
     if kind == "fifo":
         # Old, and naming no owner: broken like any stale lock, without blocking.
         os.utime(odd, (1, 1))
-        with pytest.warns(UserWarning, match="broke stale lock"):
+        with logs_warning("broke stale lock"):
             job = queue.pickup_queued_job()
         assert job is not None
         job.finish()

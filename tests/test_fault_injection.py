@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from _helpers import recorded_logs
 from dirqueue import DirQueue, DirQueueError, Job
 from durability_checks import assert_no_half_jobs, assert_no_orphans, files_under
 
@@ -225,8 +226,7 @@ SCENARIOS: list[type[Scenario]] = [Enqueue, EnqueueFanout, EnqueueMany, Pickup, 
 
 
 def _run_once(scenario: Scenario, injector: Injector) -> tuple[BaseException | None, Any]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_logs() as caught:
         raised: BaseException | None = None
         result: Any = None
         with injector.armed():
@@ -234,9 +234,9 @@ def _run_once(scenario: Scenario, injector: Injector) -> tuple[BaseException | N
                 result = scenario.run()
             except Exception as err:
                 raised = err
-    for w in caught:
+    for message in caught:
         # A fault may make a pickup skip a job; it must never send one to corrupt/.
-        assert "moved aside" not in str(w.message), f"fault moved a good job aside: {w.message}"
+        assert "moved aside" not in message, f"fault moved a good job aside: {message}"
     return raised, result
 
 

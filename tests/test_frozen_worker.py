@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import files_under
+from _helpers import files_under, logs_warning
 from _job_holder import Holder
 from dirqueue import DirQueue
 
@@ -50,7 +50,7 @@ def test_a_frozen_workers_finish_leaves_the_job_to_its_new_holder(
     assert lock.stat().st_mtime_ns == frozen_lock.st_mtime_ns  # Frozen: no heartbeat.
 
     rescuer = DirQueue(qdir, active_file_lifetime=LIFETIME)
-    with pytest.warns(UserWarning, match=rf"broke stale lock on {jobid}"):
+    with logs_warning(rf"broke stale lock on {jobid}"):
         job = rescuer.pickup_queued_job()
     assert job is not None
     assert job.jobid == jobid

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import logs_warning
 from dirqueue import CorruptJobError, DirQueue, FailedStore, JobLostError
 from dirqueue._config import QueueConfig
 from dirqueue._lock import HeldLock, take, touch
@@ -159,11 +160,11 @@ def test_a_unix_socket_at_a_job_name_is_moved_aside_not_fatal(tmp_path: Path) ->
     planted = "00.20200101000000000000.ZZ"
     sock = _bind_socket(os.path.join(q.layout.queue_dir, planted))
     try:
-        with pytest.warns(UserWarning, match="not a regular file"):
+        with logs_warning("not a regular file"):
             assert [job.jobid for job in q.jobs()] == [good]
         report = q.fsck(min_age=0)
         assert [f.kind for f in report.problems] == [FindingKind.CORRUPT_CONTROL]
-        with pytest.warns(UserWarning, match="corrupt"):
+        with logs_warning("corrupt"):
             job = q.pickup_queued_job()
         assert job is not None
         assert job.jobid == good
@@ -212,7 +213,7 @@ def test_a_huge_sparse_data_file_is_never_read(tmp_path: Path) -> None:
     with open(q.layout.data_path(jobid), "r+b") as fh:
         fh.truncate(64 << 30)  # 64 GiB of holes: no disk, but a read would fill memory.
     started = time.monotonic()
-    with pytest.warns(UserWarning, match="QDSB"):
+    with logs_warning("QDSB"):
         job = q.pickup_queued_job()
     assert time.monotonic() - started < 5
     assert job is not None

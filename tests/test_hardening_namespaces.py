@@ -39,7 +39,7 @@ UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 #: ``repair`` (repair, then try a pickup) or ``fsck`` (a dry run only).
 IN_OTHER_NAMESPACE = textwrap.dedent(
     """
-    import json, os, socket, sys, warnings
+    import json, logging, os, socket, sys
     from dirqueue import DirQueue
 
     qdir, pid, lifetime, mode = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
@@ -49,8 +49,12 @@ IN_OTHER_NAMESPACE = textwrap.dedent(
     except ProcessLookupError:
         visible = False
     out = {"host": socket.gethostname(), "my_pid": os.getpid(), "pid_visible": visible}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    caught = []
+    class Keep(logging.Handler):
+        def emit(self, record):
+            caught.append(record.getMessage())
+    logging.getLogger("dirqueue").addHandler(Keep())
+    if True:
         if mode == "fsck":
             report = DirQueue(qdir).fsck(min_age=0)
         else:
@@ -63,7 +67,7 @@ IN_OTHER_NAMESPACE = textwrap.dedent(
         if mode == "repair":
             job = DirQueue(qdir, active_file_lifetime=lifetime).pickup_queued_job()
             out["picked_up"] = None if job is None else job.jobid
-    out["warnings"] = [str(w.message) for w in caught]
+    out["warnings"] = caught
     print(json.dumps(out))
     """
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import logs_warning, recorded_logs
 from dirqueue import CorruptJobError, DirQueue, InvalidMetadataError, _fs
 from dirqueue._format import CONTROL_FILE_MAX_BYTES, METADATA_MAX_BYTES
 from durability_checks import assert_no_half_jobs
@@ -52,7 +53,7 @@ def test_finish_does_not_delete_through_symlinked_data_directory(
     os.symlink(outside, c1)
     with pytest.raises(CorruptJobError, match="symlink"):
         job.get_data()
-    with pytest.warns(UserWarning, match="symlink"):
+    with logs_warning("symlink"):
         job.finish()
     assert victim.read_bytes() == b"precious too"
     assert not os.path.lexists(job.queue_path)
@@ -82,7 +83,7 @@ def test_pickup_moves_aside_a_job_whose_data_is_a_symlink(tmp_path: Path, outsid
     data_path = q.layout.data_path(jobid)
     os.unlink(data_path)
     os.symlink(outside / "precious", data_path)
-    with pytest.warns(UserWarning, match="corrupt job .*moved aside"):
+    with logs_warning("corrupt job .*moved aside"):
         job = q.pickup_queued_job()
     assert job is not None
     assert job.jobid == good
@@ -186,7 +187,7 @@ def test_fifo_in_queue_does_not_hang_pickup(tmp_path: Path) -> None:
     good = q.enqueue_string("good")
     fifo = q.layout.queue_path("10.20200101000000000000.ABC")
     os.mkfifo(fifo)
-    with pytest.warns(UserWarning, match="corrupt job .*moved aside"):
+    with logs_warning("corrupt job .*moved aside"):
         job = q.pickup_queued_job()
     assert job is not None
     assert job.jobid == good
@@ -199,7 +200,7 @@ def test_huge_control_file_is_refused_without_reading_it_all(tmp_path: Path) -> 
     queue_path = q.layout.queue_path(jobid)
     with open(queue_path, "ab") as fh:
         fh.truncate(1 << 40)  # A sparse terabyte: reading it would exhaust memory.
-    with pytest.warns(UserWarning, match="over the"):
+    with logs_warning("over the"):
         assert q.pickup_queued_job() is None
     assert os.path.exists(q.layout.corrupt_path(jobid))
 
@@ -208,7 +209,7 @@ def test_binary_control_file_is_moved_aside_with_its_reason(tmp_path: Path) -> N
     q = _queue(tmp_path)
     jobid = q.enqueue_string("x")
     Path(q.layout.queue_path(jobid)).write_bytes(bytes(range(256)) * 4)
-    with pytest.warns(UserWarning, match="corrupt job .*moved aside"):
+    with logs_warning("corrupt job .*moved aside"):
         assert q.pickup_queued_job() is None
     corrupt = q.layout.corrupt_path(jobid)
     assert Path(corrupt).read_bytes() == bytes(range(256)) * 4
@@ -249,8 +250,7 @@ def test_worker_never_spins_on_a_corrupt_job(tmp_path: Path) -> None:
     for i in range(5):
         jobid = q.enqueue_string(f"bad {i}")
         Path(q.layout.queue_path(jobid)).write_text("no fields at all\n")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_logs() as caught:
         assert q.pickup_queued_job() is None
         assert q.pickup_queued_job() is None
     assert len(caught) == 5  # Each met once, then gone from the queue.

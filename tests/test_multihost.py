@@ -18,12 +18,12 @@ import subprocess
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from _helpers import recorded_logs
 from dirqueue import DirQueue
 
 AGENT = str(Path(__file__).parent / "multihost" / "agent.py")
@@ -166,11 +166,10 @@ def test_a_dead_workers_lock_on_another_host_is_recovered_only_with_heartbeats(
     deadline = time.monotonic() + 30
     taken = []
     while time.monotonic() < deadline and not taken:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
+        with recorded_logs() as seen:
             job = q2.pickup_queued_job()
         if job is not None:
-            assert any("stale lock" in str(w.message) for w in seen)
+            assert any("stale lock" in message for message in seen)
             taken.append(job.jobid)
             assert job.get_data() == b"heartbeat lock"
             job.finish()

@@ -11,13 +11,12 @@ import json
 import os
 import tarfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _helpers import FIXTURES_TARBALL, files_under
+from _helpers import FIXTURES_TARBALL, files_under, recorded_logs
 from dirqueue import DirQueue
 
 pytestmark = pytest.mark.skipif(
@@ -107,13 +106,13 @@ def test_pickup_takes_jobs_in_name_order_and_never_the_remote_locked_one(
     locked = [j["jobid"] for j in jobs if j["active_host"] is not None]
     queue = DirQueue(qdir, active_file_lifetime=lifetime)
     taken = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # Breaking the remote lock would warn.
+    with recorded_logs() as logged:  # Breaking the remote lock would log.
         while (job := queue.pickup_queued_job()) is not None:
             taken.append(job.jobid)
             job.finish()
         for jobid in locked:
             assert queue.pickup_queued_job(jobid) is None
+    assert logged == []
     assert taken == free
     # What is left is exactly the remote-locked job, untouched.
     remaining = files_under(qdir)

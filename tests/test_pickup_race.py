@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import files_under
+from _helpers import files_under, recorded_logs
 from dirqueue import DirQueue, Job
 
 GATE_TIMEOUT = 5.0
@@ -234,11 +234,10 @@ def run_breakers(queues: dict[str, DirQueue], a_done: threading.Event) -> dict[s
         finally:
             a_done.set()
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_logs() as caught:
         results = run_threads({"A": pickup_a, "B": queues["B"].pickup_queued_job})
-    broke = [w for w in caught if "broke stale lock" in str(w.message)]
-    assert len(broke) == 1, [str(w.message) for w in caught]
+    broke = [message for message in caught if "broke stale lock" in message]
+    assert len(broke) == 1, caught
     return results
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import logs_warning
 from dirqueue import DirQueue, list_jobs, queue_stats
 from dirqueue.repair import FindingKind
 from dirqueue.stats import waiting_job_ids
@@ -60,13 +61,13 @@ def setup(tmp_path: Path) -> Setup:
 def test_jobs_and_stats_list_only_the_real_job(setup: Setup) -> None:
     q = setup.q
     corrupt = rf"skipping corrupt job {re.escape(setup.symlink)}: .*symlink"
-    with pytest.warns(UserWarning, match=corrupt):
+    with logs_warning(corrupt):
         listed = [job.jobid for job in q.jobs()]
     assert listed == [setup.real]
-    with pytest.warns(UserWarning, match="skipping corrupt job"):
+    with logs_warning("skipping corrupt job"):
         states = {info.job.jobid: info.state for info in list_jobs(q)}
     assert states == {setup.real: "queued"}
-    with pytest.warns(UserWarning, match="skipping corrupt job"):
+    with logs_warning("skipping corrupt job"):
         stats = queue_stats(q)
     assert (stats.queued, stats.active, stats.stale) == (1, 0, 0)
     # The cheap names-only view: never the job behind the symlinked fan-out directory.
@@ -85,7 +86,7 @@ def test_pickup_takes_the_real_job_and_moves_the_symlink_aside(setup: Setup) -> 
     assert job is not None
     assert (job.jobid, job.get_data()) == (setup.real, b"ours")
     job.finish()
-    with pytest.warns(UserWarning, match=rf"skipping corrupt job {re.escape(setup.symlink)}"):
+    with logs_warning(rf"skipping corrupt job {re.escape(setup.symlink)}"):
         job = q.pickup_queued_job()
     assert job is None
     # Moved aside (the symlink itself, never its target), with a reason.

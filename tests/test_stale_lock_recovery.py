@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import logs_warning
 from dirqueue import DirQueue
 
 
@@ -51,7 +52,7 @@ def enqueue_one(qdir: Path, lifetime: float = 600) -> tuple[DirQueue, str]:
 def test_old_lock_of_a_dead_local_pid_is_broken_with_a_warning(qdir: Path, dead_pid: int) -> None:
     queue, jobid = enqueue_one(qdir, lifetime=600)
     lock = plant_lock(qdir, jobid, f"{socket.gethostname()}\n{dead_pid}\n", age=900)
-    with pytest.warns(UserWarning, match=rf"broke stale lock on {jobid}.*{dead_pid}"):
+    with logs_warning(rf"broke stale lock on {jobid}.*{dead_pid}"):
         job = queue.pickup_queued_job()
     assert job is not None
     assert job.jobid == jobid
@@ -97,7 +98,7 @@ def test_an_old_lock_naming_no_owner_on_this_host_is_broken(qdir: Path, content:
     """An empty lock (a worker that died before writing it) or one without a pid."""
     queue, jobid = enqueue_one(qdir, lifetime=1)
     plant_lock(qdir, jobid, content, age=60)
-    with pytest.warns(UserWarning, match="broke stale lock"):
+    with logs_warning("broke stale lock"):
         job = queue.pickup_queued_job()
     assert job is not None
     job.finish()
@@ -138,7 +139,7 @@ def test_grace_delay_scales_with_the_lifetime(
     assert ranges == [(0, max_grace)]
 
     monkeypatch.setattr("dirqueue._lock.random.uniform", lambda lo, hi: lo)
-    with pytest.warns(UserWarning, match="broke stale lock"):
+    with logs_warning("broke stale lock"):
         job = queue.pickup_queued_job()  # No grace: broken as soon as it is stale.
     assert job is not None
     job.finish()
@@ -152,7 +153,7 @@ def test_with_lifetime_1_a_dead_lock_is_always_broken_within_1_5_seconds(
     for i in range(20):
         jobid = queue.enqueue_string(f"job {i}")
         plant_lock(qdir, jobid, content, age=1.5 + 0.05)
-        with pytest.warns(UserWarning, match="broke stale lock"):
+        with logs_warning("broke stale lock"):
             job = queue.pickup_queued_job()
         assert job is not None
         assert job.jobid == jobid
@@ -179,7 +180,7 @@ def test_quiet_heartbeat_lock_from_another_host_is_broken(qdir: Path) -> None:
     # the owner (or its host) is dead, though we cannot see its processes.
     queue, jobid = enqueue_one(qdir, lifetime=1)
     plant_lock(qdir, jobid, "otherhost.example\n4242\nheartbeat\n", age=5)
-    with pytest.warns(UserWarning, match=rf"broke stale lock on {jobid}.*otherhost.example:4242"):
+    with logs_warning(rf"broke stale lock on {jobid}.*otherhost.example:4242"):
         job = queue.pickup_queued_job()
     assert job is not None
     assert job.jobid == jobid
@@ -222,7 +223,7 @@ def test_a_lock_naming_an_impossible_pid_does_not_break_pickup(qdir: Path, pid: 
     assert job.jobid == other
     job.finish()
     plant_lock(qdir, jobid, content, age=60)
-    with pytest.warns(UserWarning, match="broke stale lock"):
+    with logs_warning("broke stale lock"):
         job = queue.pickup_queued_job()  # Stale, and its owner cannot exist.
     assert job is not None
     assert job.jobid == jobid

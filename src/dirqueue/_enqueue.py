@@ -88,6 +88,8 @@ class _Staged:
     new_queue_dirs: list[str] = field(default_factory=list)
     #: Written files still open, to be fsynced together (durable mode).
     open_fds: list[int] = field(default_factory=list)
+    #: For a delayed job: when it is due (it goes to deferred/ instead of queue/).
+    due: float | None = None
 
 
 def ensure_queue_dirs(config: QueueConfig) -> None:
@@ -134,11 +136,14 @@ def enqueue(
     jobs: list[tuple[DataWriter, dict[str, str] | None, int]],
     size_hint: int,
     prepare: Callable[[], None],
+    *,
+    due: float | None = None,
 ) -> list[str]:
     """Enqueue ``(write_data, metadata, priority)`` jobs as one batch; return their ids.
 
     Validates everything first, then calls ``prepare()`` (which makes the queue's
-    directories); on any failure, takes out what it had done and raises.
+    directories); on any failure, takes out what it had done and raises. With ``due``
+    (seconds since the epoch) the jobs are deferred until then (:mod:`dirqueue._deferred`).
     """
     checked = [
         (write_data, validate_metadata(metadata), validate_priority(priority))
@@ -148,7 +153,13 @@ def enqueue(
     _check_free_space(config, size_hint)
     pid = os.getpid()
     staged: list[_Staged] = []
-    return _run(config, staged, lambda: _stage_all(config, staged, checked, pid), pid)
+
+    def stage() -> None:
+        _stage_all(config, staged, checked, pid)
+        for st in staged:
+            st.due = due
+
+    return _run(config, staged, stage, pid)
 
 
 def requeue(config: QueueConfig, jobid: str, control: ControlFile, kept_data: str) -> str:
@@ -389,17 +400,28 @@ def _write_tmp_control(config: QueueConfig, st: _Staged) -> None:
 
 
 def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
-    """Step 4 for one job: link its control file into queue/, renaming it on a clash."""
+    """Step 4 for one job: link its control file into queue/ (or, delayed, deferred/),
+    renaming it on a clash."""
     layout = config.layout
     fanout = random.choice(Layout.FANOUT_DIGITS) if config.queue_fanout else None
+    parts: tuple[str, ...] = Layout.queue_parts(fanout)
+    if st.due is not None:
+        parts = (Layout.DEFERRED,)
     for attempt in range(_NAME_ATTEMPTS):
-        fd, created = _fs.ensure_dir_nofollow(config.dir, Layout.queue_parts(fanout))
+        if st.due is not None:
+            # The due time is the control file's mtime, set before the link shows it.
+            os.utime(st.tmp_ctrl, (st.due, st.due))
+        fd, created = _fs.ensure_dir_nofollow(config.dir, parts)
         st.new_queue_dirs.extend(created)
         try:
             result = _fs.link_verified(st.tmp_ctrl, st.jobid, dst_dir_fd=fd)
             if result is _fs.LinkResult.LINKED:
                 # Recorded at once: from here a failure must take the job out again.
-                st.queue_path = layout.queue_path(st.jobid, fanout)
+                st.queue_path = (
+                    layout.deferred_path(st.jobid)
+                    if st.due is not None
+                    else layout.queue_path(st.jobid, fanout)
+                )
         finally:
             _fs.close_dir(fd)
         if st.queue_path:

@@ -7,6 +7,7 @@ holds every path and file name. See ``docs/format.md`` for the format itself.
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import re
 import time
 from dataclasses import dataclass, field
@@ -15,15 +16,19 @@ from typing import Final
 from .errors import CorruptJobError, InvalidMetadataError, InvalidPriorityError
 
 __all__ = [
+    "ATTEMPTS_KEY",
     "CONTROL_FILE_MAX_BYTES",
     "DEFAULT_PRIORITY",
+    "LAST_ERROR_KEY",
     "METADATA_MAX_BYTES",
     "ControlFile",
     "LockInfo",
+    "attempts_of",
     "data_location",
     "format_lock",
     "host_tag",
     "is_job_name",
+    "last_error_of",
     "make_job_id",
     "parse_control",
     "parse_job_id",
@@ -31,6 +36,7 @@ __all__ = [
     "parse_lock_file",
     "validate_metadata",
     "validate_priority",
+    "with_attempts",
 ]
 
 DEFAULT_PRIORITY: Final = 50
@@ -220,6 +226,36 @@ class ControlFile:
         lines.extend(f"{key}: {value}\n" for key, value in self.extra_system.items())
         lines.extend(f"{key}: {value}\n" for key, value in self.metadata.items())
         return "".join(lines).encode("utf-8")
+
+
+#: The control-file field that counts a job's failed attempts (dirqueue's own; the Perl
+#: module reads it as metadata and leaves it alone).
+ATTEMPTS_KEY: Final = "QATT"
+#: The control-file field that holds a job's last failure, one line.
+LAST_ERROR_KEY: Final = "QERR"
+
+
+def attempts_of(control: ControlFile) -> int:
+    """How many attempts at a job have failed so far (0 when never)."""
+    raw = control.extra_system.get(ATTEMPTS_KEY, "0")
+    try:
+        return max(0, int(raw.strip()))
+    except ValueError:
+        return 0  # Garbled by hand: count afresh rather than refuse the job.
+
+
+def last_error_of(control: ControlFile) -> str:
+    """The job's last failure as recorded in its control file ("" when none)."""
+    return control.extra_system.get(LAST_ERROR_KEY, "")
+
+
+def with_attempts(control: ControlFile, attempts: int, error: str | None = None) -> ControlFile:
+    """``control`` with its attempt count (and, if given, its last error) replaced."""
+    extra = {**control.extra_system, ATTEMPTS_KEY: str(attempts)}
+    if error is not None:
+        # One line, within the format's rules: no newline or NUL in a value.
+        extra[LAST_ERROR_KEY] = " ".join(error.replace("\0", " ").split())[:500]
+    return dataclasses.replace(control, extra_system=extra)
 
 
 def _int_field(value: str, key: str, where: str | None) -> int:

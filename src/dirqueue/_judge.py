@@ -12,7 +12,9 @@ The rule, heartbeat freshness first:
   held, whatever else is said of its owner: a live worker in another pid namespace or
   container with our host name must never lose its job.
 - Otherwise, within the lifetime, a lock is held, unless its owner is provably dead
-  (:mod:`dirqueue._identity`), which repair acts on at once (:attr:`Verdict.DEAD`).
+  (:mod:`dirqueue._identity`) (:attr:`Verdict.DEAD`): repair removes such a lock at
+  once, and so does a pickup when the proof is dirqueue's owner line (same boot and pid
+  namespace; a Perl lock's bare host and pid wait for the lifetime, as in Perl).
 - Past the lifetime a lock is stale (:attr:`Verdict.STALE`, broken by the next pickup
   after a random grace) if its heartbeat went quiet, its owner is provably dead, or it
   names no owner. A Perl worker's lock on another host makes no heartbeat promise and
@@ -69,14 +71,27 @@ class Judgement:
 
     #: The lifetime the verdict was judged against.
     lifetime: float = 0.0
+    #: The owner is dead on the strongest proof: a dirqueue lock whose owner line names
+    #: this boot and pid namespace, and no process with that pid and start time.
+    proven_dead: bool = False
 
     @property
     def breakable(self) -> bool:
-        """True if a pickup breaks this lock (after its random grace): a stale lock, or
-        something that is not a lock at all but has sat there for a whole lifetime."""
-        return self.verdict is Verdict.STALE or (
-            self.verdict is Verdict.NOT_A_LOCK and self.age > self.lifetime
+        """True if a pickup breaks this lock: a stale lock (after a random grace); a
+        lock whose owner is proven dead (at once: a crashed worker's job is recovered
+        in a moment, not after the lifetime); or something that is not a lock at all
+        but has sat there for a whole lifetime."""
+        return (
+            self.verdict is Verdict.STALE
+            or (self.verdict is Verdict.DEAD and self.proven_dead)
+            or (self.verdict is Verdict.NOT_A_LOCK and self.age > self.lifetime)
         )
+
+    @property
+    def owner_died(self) -> bool:
+        """True if the lock's owner died (or went quiet) holding the job: breaking it
+        ends an attempt at the job that never reported back."""
+        return self.verdict in (Verdict.STALE, Verdict.DEAD)
 
     @property
     def removable(self) -> bool:
@@ -143,7 +158,7 @@ def judge(
         )
     else:
         verdict, reason = Verdict.HELD, f"{who} is alive ({age:.0f}s old)"
-    return Judgement(verdict, age, owner, reason, lifetime)
+    return Judgement(verdict, age, owner, reason, lifetime, proven)
 
 
 def judge_lock(config: QueueConfig, jobid: str, now: float | None = None) -> Judgement | None:

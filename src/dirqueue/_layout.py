@@ -50,6 +50,10 @@ class Layout:
     REASON_SUFFIX: Final = ".reason"
     #: The stale-lock breaker's token in ``tmp/`` (see :meth:`breaker_token_name`).
     BREAKER_SUFFIX: Final = ".breaking"
+    #: Jobs waiting for a time (a retry's back-off, or a delayed submission): their
+    #: control files, each with its due time as its mtime. The Perl module never reads
+    #: this directory, so no Perl worker takes a job early.
+    DEFERRED: Final = "deferred"
     #: Jobs that failed ``max_attempts`` times (dirqueue only; the Perl module never
     #: looks here). One directory per job: see :meth:`failed_job_dir`.
     FAILED: Final = "failed"
@@ -68,6 +72,7 @@ class Layout:
         self.tmp_dir = os.path.join(self.dir, self.TMP)
         self.corrupt_dir = os.path.join(self.dir, self.CORRUPT)
         self.failed_dir = os.path.join(self.dir, self.FAILED)
+        self.deferred_dir = os.path.join(self.dir, self.DEFERRED)
 
     def path(self, *parts: str) -> str:
         """``DIR/parts...``: the path of a name relative to the queue directory."""
@@ -111,6 +116,10 @@ class Layout:
     def active_path(self, jobid: str) -> str:
         """``active/NAME``: the lock of a job being worked on."""
         return os.path.join(self.active_dir, jobid)
+
+    def deferred_path(self, jobid: str) -> str:
+        """``deferred/NAME``: a job's control file while it waits for its due time."""
+        return os.path.join(self.deferred_dir, jobid)
 
     def tmp_path(self, name: str) -> str:
         """A file under ``tmp/``."""

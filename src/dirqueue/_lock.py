@@ -21,18 +21,18 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import logging
 import os
 import random
 import threading
 import time
-import warnings
 from typing import Final
 
 from . import _fs
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import this_process
-from ._judge import judge, read_lock_file
+from ._judge import Judgement, Verdict, judge, read_lock_file
 
 __all__ = [
     "BREAK_TOKEN_STALE",
@@ -46,6 +46,8 @@ __all__ = [
     "take",
     "touch",
 ]
+
+_log = logging.getLogger("dirqueue")
 
 #: A stale-lock breaker's token older than this belongs to a breaker that died:
 #: breaking takes milliseconds.
@@ -76,12 +78,15 @@ class HeldLock:
     back (by hand, or a restore) still counts as ours.
     """
 
-    __slots__ = ("_guard", "jobid", "mtime_ns", "stat")
+    __slots__ = ("_guard", "broke", "jobid", "mtime_ns", "stat")
 
     def __init__(self, jobid: str, st: os.stat_result) -> None:
         self.jobid = jobid
         self.stat = st
         self.mtime_ns = st.st_mtime_ns
+        #: Set when we took the job by breaking the lock of a worker that died holding
+        #: it: that worker's attempt ended without a word, and counts as failed.
+        self.broke: Judgement | None = None
         # Held while the heartbeat thread touches the lock and records its new mtime.
         self._guard = threading.Lock()
 
@@ -106,12 +111,14 @@ def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused
         # Done by another worker since we listed it: a cheap check before the lock
         # file is written.
         return Refused.GONE
+    broke: Judgement | None = None
     try:
         lock = os.lstat(active_path)
     except FileNotFoundError:
         pass
     else:
-        if not break_if_stale(config, jobid, lock):
+        may_take, broke = break_if_stale(config, jobid, lock)
+        if not may_take:
             return Refused.HELD
     pid = os.getpid()
     tmp_lock = layout.tmp_path(layout.tmp_lock_name(jobid, config.hostname, pid))
@@ -141,6 +148,7 @@ def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused
             return Refused.HELD  # Another worker's lock.
         # The mtime as the filesystem keeps it (over NFS the server's, after close).
         held.mtime_ns = landed.st_mtime_ns
+        held.broke = broke
     except BaseException:
         # A lock we may have linked but could not confirm would keep the job from
         # every worker until we die: take it back if it is ours.
@@ -247,28 +255,58 @@ def touch(config: QueueConfig, held: HeldLock) -> bool:
         _fs.close_dir(fd)
 
 
-def break_if_stale(config: QueueConfig, jobid: str, lock: os.stat_result) -> bool:
-    """True if job ``jobid``'s lock (as ``lock``) was stale and is gone now."""
-    if time.time() - lock.st_mtime <= config.active_file_lifetime:
-        return False  # The common case: a fresh lock, judged without reading it.
+def break_if_stale(
+    config: QueueConfig, jobid: str, lock: os.stat_result
+) -> tuple[bool, Judgement | None]:
+    """Break job ``jobid``'s lock (as ``lock``) if it is stale.
+
+    Returns whether the job may be taken now (the lock is gone), and the judgement of
+    the lock if this call broke it.
+    """
+    young = time.time() - lock.st_mtime <= config.active_file_lifetime
+    if young and _alive_recently(jobid, lock):
+        return False, None  # The common case: judged alive a moment ago.
     judged = judge(config, lock, read_lock_file(config, jobid))
     if not judged.breakable:
-        return False
-    # A random grace (scaled to the lifetime) makes two dequeuers rarely break the
-    # same lock at once.
-    lifetime = config.active_file_lifetime
-    if judged.age <= lifetime + random.uniform(0, min(255.0, lifetime / 2)):
-        return False
+        if young:
+            _remember_alive(jobid, lock)
+        return False, None
+    if judged.verdict is not Verdict.DEAD:
+        # A random grace (scaled to the lifetime) makes two dequeuers rarely break the
+        # same stale lock at once. A proven death needs no such patience.
+        lifetime = config.active_file_lifetime
+        if judged.age <= lifetime + random.uniform(0, min(255.0, lifetime / 2)):
+            return False, None
     removed = remove_judged(config, jobid, lock)
     if removed is None:
-        return True  # Someone else broke it; try to take the job ourselves.
+        return True, None  # Someone else broke it; try to take the job ourselves.
     if not removed:
-        return False
-    warnings.warn(
-        f"dirqueue: broke stale lock on {jobid} ({judged.reason})",
-        stacklevel=5,
+        return False, None
+    _log.warning("broke stale lock on %s (%s)", jobid, judged.reason)
+    return True, judged
+
+
+#: Locks judged alive lately: jobid -> (inode, mtime_ns, when). A young lock is judged
+#: (its file read, its owner looked up) at most once per _ALIVE_RECHECK per process, so
+#: a pickup that passes a few held jobs costs one lstat each.
+_alive: dict[str, tuple[int, int, float]] = {}
+_ALIVE_RECHECK: Final = 1.0
+_ALIVE_MAX: Final = 4096
+
+
+def _alive_recently(jobid: str, lock: os.stat_result) -> bool:
+    seen = _alive.get(jobid)
+    return (
+        seen is not None
+        and seen[:2] == (lock.st_ino, lock.st_mtime_ns)
+        and time.monotonic() - seen[2] < _ALIVE_RECHECK
     )
-    return True
+
+
+def _remember_alive(jobid: str, lock: os.stat_result) -> None:
+    if len(_alive) >= _ALIVE_MAX:
+        _alive.clear()
+    _alive[jobid] = (lock.st_ino, lock.st_mtime_ns, time.monotonic())
 
 
 def remove_judged(config: QueueConfig, jobid: str, lock: os.stat_result) -> bool | None:

@@ -9,19 +9,23 @@ to :data:`RESCAN_INTERVAL` even if something did.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
-import warnings
 from typing import Final
 
 from . import _lock
 from ._config import QueueConfig
+from ._deferred import promote_due
+from ._format import attempts_of, with_attempts
 from ._jobfiles import check_data, move_aside, read_control
 from ._scanner import QueueEntry, locate, scan
 from .errors import CorruptJobError, DirQueueError, QueueIOError
 from .job import Job
 
 __all__ = ["RESCAN_INTERVAL", "Picker"]
+
+_log = logging.getLogger("dirqueue")
 
 #: A queue listing is reused while queue/'s mtime is unchanged, unless that mtime is
 #: this recent: on filesystems with coarse timestamps two changes in the same tick
@@ -32,6 +36,9 @@ _MTIME_TRUST_AFTER: Final = 2.0
 #: for every pickup. The cost: a job of better priority that arrives meanwhile waits
 #: up to this long to jump the line.
 RESCAN_INTERVAL: Final = 1.0
+#: How often (seconds) a pickup looks for deferred jobs that have come due: the
+#: precision of a retry's back-off or a delayed job's start.
+PROMOTE_INTERVAL: Final = 0.5
 
 
 class _Listing:
@@ -60,9 +67,28 @@ class Picker:
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
         self._listing: _Listing | None = None
+        #: When (monotonic) to look in deferred/ next.
+        self._next_promote = 0.0
+
+    def promote(self) -> None:
+        """Move deferred jobs that have come due into queue/ (at most every
+        PROMOTE_INTERVAL)."""
+        now = time.monotonic()
+        if now < self._next_promote:
+            return
+        try:
+            moved, _ = promote_due(self.config)
+        except OSError as err:
+            raise QueueIOError("moving due jobs from deferred/ to queue/", err) from err
+        # Not waiting until the next due time we saw: another process may defer a job
+        # due sooner meanwhile.
+        self._next_promote = now + PROMOTE_INTERVAL
+        if moved:
+            self._listing = None  # New candidates: list again.
 
     def pickup(self) -> Job | None:
         """Take the next waiting job, or None if there is none we can take."""
+        self.promote()
         reusable = self._listing
         listing = self._candidates()
         job = self._pickup_from(listing)
@@ -150,7 +176,7 @@ class Picker:
             # Not ours to read (a shared queue's modes are wrong): skip it, and let an
             # operator's repair() move it aside; a worker must not die on it.
             _lock.release(config, held)
-            warnings.warn(f"dirqueue: skipping unreadable job {name}: {err}", stacklevel=5)
+            _log.warning("skipping unreadable job %s: %s", name, err)
             return _lock.Refused.HELD
         except CorruptJobError as err:
             # Leaving it in place would make every worker meet it again, forever.
@@ -159,15 +185,12 @@ class Picker:
             finally:
                 with contextlib.suppress(OSError):
                     _lock.release(config, held)
-            warnings.warn(
-                f"dirqueue: skipping corrupt job {queue_path}, moved aside to {aside}: {err}",
-                stacklevel=5,
-            )
+            _log.warning("skipping corrupt job %s, moved aside to %s: %s", queue_path, aside, err)
             return _lock.Refused.GONE
         except BaseException:
             _lock.release(config, held)
             raise
-        return Job(
+        job = Job(
             config,
             name,
             queue_path,
@@ -177,3 +200,18 @@ class Picker:
             active_pid=os.getpid(),
             held=held,
         )
+        if held.broke is not None and held.broke.owner_died:
+            _count_the_dead_workers_attempt(job, held.broke.reason)
+        return job
+
+
+def _count_the_dead_workers_attempt(job: Job, reason: str) -> None:
+    """The worker that held ``job`` died (or went quiet) with it: its attempt failed
+    without a word. Count it, so that a job that keeps killing its workers ends in
+    ``failed/`` after ``max_attempts`` instead of crash-looping for ever."""
+    attempts = attempts_of(job.control) + 1
+    try:
+        job.update_control(with_attempts(job.control, attempts, f"worker died: {reason}"))
+    except DirQueueError as err:
+        # A full disk, say: the job is still ours and still worth doing.
+        _log.warning("could not count the attempt of job %s: %s", job.jobid, err)

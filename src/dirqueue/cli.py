@@ -13,9 +13,10 @@ subcommands are in :mod:`dirqueue._cli_commands`, the parser in
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Final, NoReturn
 
 from ._cli_commands import (
@@ -74,7 +75,7 @@ def main(
     ctx = Context(args, out, err, sub_prog)
     func: Callable[[Context], int] = args.func
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _library_log_shown(ctx):
             warnings.showwarning = _warning_printer(ctx)
             return func(ctx)
     except UsageError as error:
@@ -91,6 +92,32 @@ def main(
         return 130
     except BrokenPipeError:
         return EXIT_FAILURE
+
+
+class _LogPrinter(logging.Handler):
+    """Prints the library's log (logger ``dirqueue``: a broken stale lock, a corrupt job
+    moved aside) as escaped ``warning:`` notes on stderr."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(logging.WARNING)
+        self.ctx = ctx
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.ctx.say(f"warning: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def _library_log_shown(ctx: Context) -> Iterator[None]:
+    logger = logging.getLogger("dirqueue")
+    handler = _LogPrinter(ctx)
+    logger.addHandler(handler)
+    # Shown here, not passed on to the root logger's last-resort printer as well.
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.propagate = propagate
+        logger.removeHandler(handler)
 
 
 def _warning_printer(ctx: Context) -> Callable[..., None]:

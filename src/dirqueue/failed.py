@@ -38,10 +38,17 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from . import _enqueue, _fs
-from ._format import CONTROL_FILE_MAX_BYTES, ControlFile, is_job_name, parse_control
+from ._format import (
+    ATTEMPTS_KEY,
+    CONTROL_FILE_MAX_BYTES,
+    ControlFile,
+    attempts_of,
+    is_job_name,
+    parse_control,
+)
 from ._jobfiles import create_control
 from ._layout import Layout
 from .errors import CorruptJobError, DirQueueError, JobStateError, QueueIOError
@@ -59,8 +66,6 @@ __all__ = [
     "record_attempts",
 ]
 
-#: The control-file field that counts a job's failed attempts.
-ATTEMPTS_KEY: Final = "QATT"
 
 
 class NoSuchFailedJobError(DirQueueError, LookupError):
@@ -69,15 +74,6 @@ class NoSuchFailedJobError(DirQueueError, LookupError):
     def __init__(self, message: str, jobid: str | None = None) -> None:
         super().__init__(message)
         self.jobid = jobid
-
-
-def attempts_of(control: ControlFile) -> int:
-    """How many attempts at a job have failed so far (0 when never)."""
-    raw = control.extra_system.get(ATTEMPTS_KEY, "0")
-    try:
-        return max(0, int(raw.strip()))
-    except ValueError:
-        return 0  # Garbled by hand: count afresh rather than refuse the job.
 
 
 def _write_new(path: str, data: bytes, mode: int, durable: bool) -> None:

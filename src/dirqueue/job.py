@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import logging
 import os
-import warnings
+import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
@@ -21,13 +22,16 @@ from typing import BinaryIO
 from . import _fs, _lock
 from ._config import QueueConfig
 from ._enqueue import bump_queue_mtime
-from ._format import ControlFile, parse_lock_file
+from ._format import ControlFile, attempts_of, parse_lock_file, with_attempts
 from ._heartbeat import Heartbeat
 from ._jobfiles import create_control, open_data, read_data, unlink_data
 from ._judge import read_lock_file
+from ._layout import Layout
 from .errors import JobLostError, JobStateError, QueueIOError
 
 __all__ = ["Job"]
+
+_log = logging.getLogger("dirqueue")
 
 
 class Job:
@@ -51,6 +55,9 @@ class Job:
     """Host of the worker holding the job, if it is active."""
     active_pid: int | None
     """Process id of the worker holding the job, if it is active."""
+    deferred_until: float | None
+    """For a listed job waiting in ``deferred/``: when it is due (seconds since the
+    epoch); None for a job in the queue."""
 
     def __init__(
         self,
@@ -63,8 +70,10 @@ class Job:
         active_host: str | None = None,
         active_pid: int | None = None,
         held: _lock.HeldLock | None = None,
+        deferred_until: float | None = None,
     ) -> None:
         self._config = config
+        self.deferred_until = deferred_until
         self.jobid = jobid
         self.queue_path = queue_path
         self.metadata = control.metadata
@@ -254,10 +263,10 @@ class Job:
             if err.errno not in (errno.ELOOP, errno.ENOTDIR):
                 failed = err
             else:
-                warnings.warn(
-                    f"dirqueue: not removing the data of job {jobid}: a directory above it"
-                    " is a symlink, which may lead out of the queue (see repair())",
-                    stacklevel=2,
+                _log.warning(
+                    "not removing the data of job %s: a directory above it is a symlink,"
+                    " which may lead out of the queue (see repair())",
+                    jobid,
                 )
         try:
             _lock.release(self._config, held)
@@ -288,11 +297,12 @@ class Job:
         self._state = "returned"
         bump_queue_mtime(self._config)
 
-    def update_control(self, control: ControlFile) -> None:
+    def update_control(self, control: ControlFile, *, due: float | None = None) -> None:
         """Replace the job's control file with ``control`` (its system fields and
         metadata), atomically: written in ``tmp/``, then renamed over ``queue/NAME``.
 
         Only while this process holds the job; :class:`JobLostError` if it lost it.
+        ``due`` (for :meth:`retry_later`) is set as the new file's mtime.
         """
         self._require_ours("update")
         config = self._config
@@ -301,6 +311,8 @@ class Job:
         tmp = layout.tmp_path(layout.tmp_rewrite_name(self.jobid, os.getpid(), "attempts"))
         try:
             create_control(config, tmp, control)
+            if due is not None:
+                os.utime(tmp, (due, due))
             written = os.lstat(tmp)
             # Checked again just before the rename: a lock broken meanwhile means another
             # worker may be finishing the job, and a rename would bring it back to life.
@@ -326,6 +338,54 @@ class Job:
                 _fs.unlink_quietly(tmp)
         self._control = control
         self.metadata = control.metadata
+
+    def retry_later(self, delay: float, *, error: str | None = None) -> None:
+        """Give the job back to be tried again in ``delay`` seconds, counting one more
+        failed attempt (with ``error`` as its last error).
+
+        Until it is due the job waits in ``deferred/``, where no worker (Perl ones
+        included) can take it; then any dirqueue process that looks moves it back to
+        ``queue/``. ``delay <= 0`` returns it to the queue at once. At every step the
+        job is in exactly one place: a crash leaves it deferred or queued, never lost
+        or doubled. :class:`JobLostError` if another worker holds it now.
+        """
+        held = self._require_ours("retry")
+        control = with_attempts(self._control, attempts_of(self._control) + 1, error)
+        if delay <= 0:
+            self.update_control(control)
+            self.return_to_queue()
+            return
+        config = self._config
+        due = time.time() + delay
+        # 1. The new control file (attempt counted, due time as its mtime) replaces the
+        #    old in queue/, atomically. A crash now: the job is queued, counted.
+        self.update_control(control, due=due)
+        self._stop_heartbeat()
+        # 2. One rename moves it to deferred/. A crash now: deferred, and our lock an
+        #    orphan that repair removes. Nobody else can take the job meanwhile: we
+        #    hold its lock, and then it is no longer in queue/.
+        try:
+            dfd, created = _fs.ensure_dir_nofollow(config.dir, (Layout.DEFERRED,))
+            try:
+                os.rename(self.queue_path, self.jobid, dst_dir_fd=dfd)
+                if config.durable:
+                    os.fsync(dfd)
+                    _fs.fsync_dir(os.path.dirname(self.queue_path))
+                    for directory in created:
+                        _fs.fsync_dir(os.path.dirname(directory))
+            finally:
+                _fs.close_dir(dfd)
+        except OSError as err:
+            self._restart_heartbeat()
+            raise QueueIOError(f"deferring job {self.jobid}", err) from err
+        # 3. Let go of the lock.
+        self._letting_go = True
+        try:
+            _lock.release(config, held)
+        except OSError as err:
+            raise QueueIOError(f"unlocking deferred job {self.jobid}", err) from err
+        finally:
+            self._state = "deferred"
 
     def _stop_heartbeat(self) -> None:
         if self._heartbeat is not None:

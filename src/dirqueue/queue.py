@@ -9,15 +9,17 @@ its protocol: :mod:`dirqueue._enqueue` (the one way into the queue),
 
 from __future__ import annotations
 
+import datetime
+import logging
 import os
 import socket
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Generic, TypeVar
 
 from ._config import QueueConfig
+from ._deferred import scan_deferred
 from ._enqueue import Chunk, DataWriter, enqueue, ensure_queue_dirs, write_chunks, writer
 from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file
 from ._jobfiles import check_data, read_control
@@ -32,10 +34,31 @@ from .repair import DEFAULT_MIN_AGE, RepairReport, repair_queue
 
 __all__ = ["BatchItem", "DirQueue"]
 
+_log = logging.getLogger("dirqueue")
+
 #: One job for :meth:`DirQueue.enqueue_many`: its data, or its data and metadata.
 BatchItem = str | bytes | tuple[str | bytes, dict[str, str] | None]
 C = TypeVar("C")
 T = TypeVar("T")
+
+
+def _due(delay: float | None, not_before: float | datetime.datetime | None) -> float | None:
+    """When a delayed job is due (seconds since the epoch), or None to queue it now."""
+    if delay is not None and not_before is not None:
+        raise ValueError("give delay or not_before, not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            raise ValueError(f"delay must be a number of seconds, 0 or more, not {delay!r}")
+        return time.time() + delay if delay > 0 else None
+    if not_before is None:
+        return None
+    if isinstance(not_before, datetime.datetime):
+        return not_before.timestamp()  # A naive datetime is local time.
+    if isinstance(not_before, bool) or not isinstance(not_before, (int, float)):
+        raise ValueError(
+            f"not_before must be a datetime or seconds since the epoch, not {not_before!r}"
+        )
+    return float(not_before)
 
 
 class _Setting(Generic[T]):
@@ -162,6 +185,9 @@ class DirQueue:
         data: str | bytes,
         metadata: dict[str, str] | None = None,
         priority: int = DEFAULT_PRIORITY,
+        *,
+        delay: float | None = None,
+        not_before: float | datetime.datetime | None = None,
     ) -> str:
         """Enqueue ``data`` (``str`` is stored as UTF-8) and return the new job's id."""
         if isinstance(data, str):
@@ -169,13 +195,18 @@ class DirQueue:
         elif not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"enqueue_string takes str or bytes, not {type(data).__name__}")
         payload = bytes(data)
-        return self._enqueue(writer(payload), metadata, priority, len(payload))
+        return self._enqueue(
+            writer(payload), metadata, priority, len(payload), _due(delay, not_before)
+        )
 
     def enqueue_file(
         self,
         path: str | os.PathLike[str],
         metadata: dict[str, str] | None = None,
         priority: int = DEFAULT_PRIORITY,
+        *,
+        delay: float | None = None,
+        not_before: float | datetime.datetime | None = None,
     ) -> str:
         """Enqueue a copy of the file at ``path`` and return the new job's id."""
         # Open first, so a missing file fails before anything is written.
@@ -184,13 +215,16 @@ class DirQueue:
         except OSError as err:
             raise QueueIOError(f"reading the file to enqueue {os.fspath(path)!r}", err) from err
         with fh:
-            return self.enqueue_fh(fh, metadata, priority)
+            return self.enqueue_fh(fh, metadata, priority, delay=delay, not_before=not_before)
 
     def enqueue_fh(
         self,
         fileobj: IO[bytes] | IO[str],
         metadata: dict[str, str] | None = None,
         priority: int = DEFAULT_PRIORITY,
+        *,
+        delay: float | None = None,
+        not_before: float | datetime.datetime | None = None,
     ) -> str:
         """Enqueue what can be read from a binary or text file object; return the job id."""
         size = self.buf_size
@@ -202,13 +236,18 @@ class DirQueue:
                     return
                 yield chunk
 
-        return self._enqueue(lambda fd: write_chunks(fd, chunks()), metadata, priority)
+        return self._enqueue(
+            lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before)
+        )
 
     def enqueue_sub(
         self,
         callable: Callable[[], Chunk | None],  # noqa: A002 - the API's name for it
         metadata: dict[str, str] | None = None,
         priority: int = DEFAULT_PRIORITY,
+        *,
+        delay: float | None = None,
+        not_before: float | datetime.datetime | None = None,
     ) -> str:
         """Enqueue the chunks ``callable()`` returns, until it returns ``None``.
 
@@ -223,22 +262,32 @@ class DirQueue:
                     return
                 yield chunk
 
-        return self._enqueue(lambda fd: write_chunks(fd, chunks()), metadata, priority)
+        return self._enqueue(
+            lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before)
+        )
 
     def enqueue_iter(
         self,
         chunks: Iterable[Chunk],
         metadata: dict[str, str] | None = None,
         priority: int = DEFAULT_PRIORITY,
+        *,
+        delay: float | None = None,
+        not_before: float | datetime.datetime | None = None,
     ) -> str:
         """Enqueue the chunks of an iterable or generator (``str`` or ``bytes``)."""
-        return self._enqueue(lambda fd: write_chunks(fd, chunks), metadata, priority)
+        return self._enqueue(
+            lambda fd: write_chunks(fd, chunks), metadata, priority, 0, _due(delay, not_before)
+        )
 
     def enqueue_many(
         self,
         items: Iterable[BatchItem],
         metadata: dict[str, str] | None = None,
         priority: int = DEFAULT_PRIORITY,
+        *,
+        delay: float | None = None,
+        not_before: float | datetime.datetime | None = None,
     ) -> list[str]:
         """Enqueue several jobs at once; return their ids, in the order given.
 
@@ -268,7 +317,7 @@ class DirQueue:
             jobs.append((writer(payload), meta, priority))
         if not jobs:
             return []
-        return enqueue(self.config, jobs, total, self.create)
+        return enqueue(self.config, jobs, total, self.create, due=_due(delay, not_before))
 
     def _enqueue(
         self,
@@ -276,8 +325,10 @@ class DirQueue:
         metadata: dict[str, str] | None,
         priority: int,
         size_hint: int = 0,
+        due: float | None = None,
     ) -> str:
-        return enqueue(self.config, [(write_data, metadata, priority)], size_hint, self.create)[0]
+        jobs = [(write_data, metadata, priority)]
+        return enqueue(self.config, jobs, size_hint, self.create, due=due)[0]
 
     # -- picking up -------------------------------------------------------------------
 
@@ -376,11 +427,16 @@ class DirQueue:
     # -- listing ----------------------------------------------------------------------
 
     def jobs(self) -> Iterator[Job]:
-        """Every job in the queue, waiting or active, as read-only snapshots.
+        """Every job in the queue, waiting or active, then the deferred ones (soonest
+        due first), as read-only snapshots.
 
         In pickup order when the queue is ordered. Jobs that vanish while being listed
         are skipped; corrupt ones are skipped with a warning.
         """
+        yield from self._queued_jobs()
+        yield from self._deferred_jobs()
+
+    def _queued_jobs(self) -> Iterator[Job]:
         config = self.config
         layout = self.layout
         try:
@@ -399,16 +455,12 @@ class DirQueue:
             except FileNotFoundError:
                 continue
             except OSError as err:
-                warnings.warn(
-                    f"dirqueue: skipping unreadable job {queue_path}: {err}", stacklevel=2
-                )
+                _log.warning("skipping unreadable job %s: %s", queue_path, err)
                 continue
             except CorruptJobError as err:
                 # A job finished while we looked loses its queue file, then its data.
                 if os.path.lexists(queue_path):
-                    warnings.warn(
-                        f"dirqueue: skipping corrupt job {queue_path}: {err}", stacklevel=2
-                    )
+                    _log.warning("skipping corrupt job %s: %s", queue_path, err)
                 continue
             owner = parse_lock_file(read_lock_file(config, name) if name in locked else b"")
             yield Job(
@@ -420,6 +472,24 @@ class DirQueue:
                 active_host=owner.host,
                 active_pid=owner.pid,
             )
+
+    def _deferred_jobs(self) -> Iterator[Job]:
+        config = self.config
+        layout = self.layout
+        try:
+            entries = scan_deferred(config)
+        except OSError as err:
+            raise QueueIOError(f"listing the jobs in {layout.deferred_dir}", err) from err
+        for name, due in entries:
+            path = layout.deferred_path(name)
+            try:
+                control = read_control(path)
+            except FileNotFoundError:
+                continue  # Promoted (or moved aside) while we looked.
+            except (OSError, CorruptJobError) as err:
+                _log.warning("skipping unreadable deferred job %s: %s", path, err)
+                continue
+            yield Job(config, name, path, control, layout.data_path(name), deferred_until=due)
 
     def visit_all_jobs(self, visitor: Callable[[C, Job], Any], context: C = None) -> None:  # type: ignore[assignment]
         """Call ``visitor(context, job)`` for every job, as :meth:`jobs` lists them."""

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from . import _fs, _lock
 from ._config import QueueConfig
+from ._deferred import scan_deferred
 from ._format import data_location, is_job_name
 from ._identity import owner_is_dead
 from ._jobfiles import check_data, move_aside, read_control
@@ -295,6 +296,9 @@ class _Repairer:
         self.check_tmp()
         self.check_active()
         live = self.check_queue()
+        # Deferred jobs (listed after queue/, so that one moving between the two is
+        # seen in one or the other) keep their data too.
+        live.update(entry.name for entry in scan_deferred(self.config))
         if self.queue_ok:
             self.check_data(live)
         return self.report
@@ -549,8 +553,13 @@ class _Repairer:
             return
         # Enqueues link the data before the control file: look again, and only take
         # what is old enough that no enqueue can still be on its way.
-        if any(locate(self.layout, jobid) for jobid in owners) or not self.old_enough(
-            st, linked=True
+        if (
+            any(
+                locate(self.layout, jobid)
+                or os.path.lexists(self.layout.deferred_path(jobid))
+                for jobid in owners
+            )
+            or not self.old_enough(st, linked=True)
         ):
             return
         if not stat.S_ISREG(st.st_mode):

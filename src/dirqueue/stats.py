@@ -36,8 +36,8 @@ __all__ = [
     "waiting_job_ids",
 ]
 
-JobState = Literal["queued", "active", "stale"]
-STATES: Final = ("queued", "active", "stale")
+JobState = Literal["queued", "active", "stale", "deferred"]
+STATES: Final = ("queued", "active", "stale", "deferred")
 
 
 class QueueNotFoundError(DirQueueError, FileNotFoundError):
@@ -110,24 +110,28 @@ class JobInfo:
             "attempts": self.attempts,
             "metadata": dict(job.metadata),
             "note": self.note,
+            "due": job.deferred_until,
         }
 
 
 def _lock_state(queue: DirQueue, job: Job, now: float) -> tuple[JobState, str]:
+    if job.deferred_until is not None:
+        due = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.deferred_until))
+        return "deferred", f"due at {due} ({max(0.0, job.deferred_until - now):.0f}s)"
     judged = judge_lock(queue.config, job.jobid, now)
     if judged is None:
         return "queued", ""
     if judged.breakable:
         return "stale", f"{judged.reason}: the next worker takes it"
-    if judged.verdict is Verdict.FOREIGN:
-        return "active", judged.reason
-    if judged.verdict is Verdict.DEAD:
-        return "active", (
-            f"{judged.reason}: taken again after the lock's lifetime, or by dq fsck --repair"
-        )
-    if judged.verdict is Verdict.NOT_A_LOCK:
-        return "active", "active/ holds something that is not a lock: run dq fsck --repair"
-    return "active", ""
+    notes = {
+        Verdict.FOREIGN: judged.reason,
+        Verdict.DEAD: (
+            f"{judged.reason} (a Perl lock: only its host and pid say so): taken again"
+            " after the lock's lifetime, or by dq fsck --repair"
+        ),
+        Verdict.NOT_A_LOCK: "active/ holds something that is not a lock: run dq fsck --repair",
+    }
+    return "active", notes.get(judged.verdict, "")
 
 
 def list_jobs(queue: DirQueue, *, now: float | None = None) -> Iterator[JobInfo]:
@@ -156,11 +160,13 @@ class QueueStats:
     failed: int
     #: Seconds the oldest queued (not active) job has waited; None when none waits.
     oldest_waiting_age: float | None
+    #: Jobs waiting in ``deferred/`` for a retry's back-off or a delayed start.
+    deferred: int = 0
 
     @property
     def total(self) -> int:
-        """Jobs in the queue (queued, active and stale; not failed)."""
-        return self.queued + self.active + self.stale
+        """Jobs in the queue (queued, active, stale and deferred; not failed)."""
+        return self.queued + self.active + self.stale + self.deferred
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form used by ``dq stats --json``."""
@@ -169,6 +175,7 @@ class QueueStats:
             "active": self.active,
             "stale": self.stale,
             "failed": self.failed,
+            "deferred": self.deferred,
             "oldest_waiting_age": self.oldest_waiting_age,
         }
 
@@ -189,4 +196,5 @@ def queue_stats(queue: DirQueue, *, now: float | None = None) -> QueueStats:
         stale=counts["stale"],
         failed=FailedStore(queue).count(),
         oldest_waiting_age=oldest,
+        deferred=counts["deferred"],
     )

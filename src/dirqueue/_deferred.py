@@ -1,0 +1,93 @@
+"""Jobs that wait for a time: a retry's back-off, or a delayed submission.
+
+A deferred job's control file sits in ``deferred/`` instead of ``queue/``, with its due
+time as its mtime (as Postfix keeps its deferred queue); its data stays in ``data/``.
+The Perl module never reads ``deferred/``, so no dequeuer, Perl or Python, can take the
+job early. There is no daemon: whichever dirqueue process looks (a pickup, at most
+about once a second) moves the jobs that are due back into ``queue/`` with one
+``rename``, so at every instant a job is in exactly one of the two directories. Two
+processes promoting the same job race harmlessly: one rename wins, the other finds
+nothing (ENOENT).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from typing import NamedTuple
+
+from . import _fs
+from ._config import QueueConfig
+from ._format import match_job_name
+from ._layout import Layout
+
+__all__ = ["DeferredEntry", "promote_due", "scan_deferred"]
+
+
+class DeferredEntry(NamedTuple):
+    """A deferred job: its name and when it is due (seconds since the epoch)."""
+
+    name: str
+    due: float
+
+
+def scan_deferred(config: QueueConfig) -> list[DeferredEntry]:
+    """Every deferred job, soonest due first."""
+    try:
+        fd = _fs.open_dir_nofollow(config.dir, (Layout.DEFERRED,))
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            return []
+        raise
+    found: list[DeferredEntry] = []
+    try:
+        for name in os.listdir(fd):
+            if not match_job_name(name):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                found.append(DeferredEntry(name, os.lstat(name, dir_fd=fd).st_mtime))
+    finally:
+        _fs.close_dir(fd)
+    found.sort(key=lambda entry: (entry.due, entry.name))
+    return found
+
+
+def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, float | None]:
+    """Move every deferred job that is due into ``queue/``.
+
+    Returns how many this call moved, and when the next one is due (None if none is
+    waiting).
+    """
+    if now is None:
+        now = time.time()
+    entries = scan_deferred(config)
+    due = [entry for entry in entries if entry.due <= now]
+    later = [entry.due for entry in entries if entry.due > now]
+    if not due:
+        return 0, min(later, default=None)
+    moved = 0
+    dfd = _fs.open_dir_nofollow(config.dir, (Layout.DEFERRED,))
+    try:
+        qfd = _fs.open_dir_nofollow(config.dir, (Layout.QUEUE,))
+        try:
+            for entry in due:
+                try:
+                    os.rename(entry.name, entry.name, src_dir_fd=dfd, dst_dir_fd=qfd)
+                except FileNotFoundError:
+                    continue  # Another process promoted it first.
+                moved += 1
+            if moved and config.durable:
+                os.fsync(qfd)
+                os.fsync(dfd)
+        finally:
+            _fs.close_dir(qfd)
+    finally:
+        _fs.close_dir(dfd)
+    if moved:
+        # Waiting dequeuers watch queue/'s mtime; a rename into it moves it anyway, but
+        # not on every network filesystem.
+        with contextlib.suppress(OSError):
+            os.utime(config.layout.queue_dir)
+    return moved, min(later, default=None)
