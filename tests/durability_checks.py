@@ -49,6 +49,13 @@ def assert_no_half_jobs(q: DirQueue) -> dict[str, bytes]:
     return jobs
 
 
+def deferred_jobs(q: DirQueue) -> set[str]:
+    """The names of the jobs waiting in deferred/."""
+    if not os.path.isdir(q.layout.deferred_dir):
+        return set()
+    return {name for name in os.listdir(q.layout.deferred_dir) if is_job_name(name)}
+
+
 def files_under(directory: str) -> list[str]:
     """Every non-directory under ``directory``."""
     out: list[str] = []
@@ -63,7 +70,7 @@ def assert_no_orphans(q: DirQueue) -> None:
     layout = q.layout
     assert files_under(layout.tmp_dir) == [], "tmp/ holds leftovers"
     assert files_under(layout.active_dir) == [], "active/ holds locks"
-    jobs = queued_jobs(q)
+    jobs = set(queued_jobs(q)) | deferred_jobs(q)
     expected = {layout.data_path(name) for name in jobs}
     actual = set(files_under(layout.data_dir))
     assert actual == expected, f"data files without jobs: {sorted(actual - expected)}"

@@ -28,7 +28,8 @@ import pytest
 
 from _helpers import recorded_logs
 from dirqueue import DirQueue, DirQueueError, Job
-from durability_checks import assert_no_half_jobs, assert_no_orphans, files_under
+from dirqueue._format import attempts_of, parse_control
+from durability_checks import assert_no_half_jobs, assert_no_orphans, deferred_jobs, files_under
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -222,7 +223,46 @@ def _finish(q: DirQueue, jobids: list[str]) -> None:
         job.finish()
 
 
-SCENARIOS: list[type[Scenario]] = [Enqueue, EnqueueFanout, EnqueueMany, Pickup, Finish, Return]
+class RetryLater(Scenario):
+    """A failed job deferred for its retry: at every step it is either queued or
+    deferred, never both, never neither, and its attempt is counted when deferred."""
+
+    name = "retry_later"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.jobid = self.q.enqueue_string("work", priority=10)
+        job = self.q.pickup_queued_job()
+        assert job is not None
+        self.job = job
+
+    def run(self) -> Any:
+        return self.job.retry_later(3600, error="boom")
+
+    def settle(self, raised: BaseException | None, result: Any) -> None:
+        queued = assert_no_half_jobs(self.q)
+        deferred = deferred_jobs(self.q)
+        assert (self.jobid in queued) != (self.jobid in deferred), "lost or doubled"
+        if raised is None:
+            assert self.jobid in deferred
+            assert not self.job.is_active
+        elif self.job.is_active:
+            self.job.return_to_queue()  # What a caller does after a failed retry_later.
+        if self.jobid in deferred:
+            path = self.q.layout.deferred_path(self.jobid)
+            with open(path, "rb") as fh:
+                assert attempts_of(parse_control(fh.read())) == 1
+            os.utime(path, (1, 1))  # Due now: the next pickup brings it back.
+        job = DirQueue(self.q.dir).pickup_queued_job()
+        assert job is not None, "the job is neither queued nor coming back"
+        assert job.jobid == self.jobid
+        assert job.get_data() == b"work"
+        job.finish()
+
+
+SCENARIOS: list[type[Scenario]] = [
+    Enqueue, EnqueueFanout, EnqueueMany, Pickup, Finish, Return, RetryLater
+]
 
 
 def _run_once(scenario: Scenario, injector: Injector) -> tuple[BaseException | None, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import random
 import signal
@@ -32,7 +33,7 @@ from typing import Any
 import pytest
 
 from dirqueue import DirQueue
-from durability_checks import assert_no_half_jobs, assert_no_orphans
+from durability_checks import assert_no_half_jobs, assert_no_orphans, deferred_jobs
 
 ROUNDS = int(os.environ.get("DIRQUEUE_KILL_ROUNDS", "30"))
 pytestmark = pytest.mark.timeout(150)
@@ -60,10 +61,13 @@ def _producer(qdir: str, log: _Log, stop: list[bool]) -> None:
             n += 1
             payloads.append(f"{os.getpid()}-{n}-".encode() + b"x" * rng.randint(0, 5000))
         items = [(p, {"sha": _sha(p)}) for p in payloads]
-        if len(items) == 1:  # noqa: SIM108 - two protocols, side by side
-            ids = [q.enqueue_string(*items[0])]
-        else:
+        if len(items) > 1:
             ids = q.enqueue_many(items)
+        elif rng.random() < 0.15:
+            # A delayed job: deferred/ first, then queue/ when due.
+            ids = [q.enqueue_string(*items[0], delay=rng.uniform(0.01, 0.2))]
+        else:
+            ids = [q.enqueue_string(*items[0])]
         for jobid, payload in zip(ids, payloads, strict=True):
             log(f"ACK {jobid} {_sha(payload)}")
 
@@ -71,10 +75,15 @@ def _producer(qdir: str, log: _Log, stop: list[bool]) -> None:
 def _consumer(qdir: str, log: _Log, stop: list[bool]) -> None:
     # A short lifetime, so that jobs of killed consumers come back within the round.
     q = DirQueue(qdir, active_file_lifetime=0.5)
+    rng = random.Random(os.getpid())
     while not stop[0]:
         job = q.pickup_queued_job()
         if job is None:
             time.sleep(0.002)
+            continue
+        if rng.random() < 0.15:
+            # A failed attempt: deferred for a short back-off, to come back later.
+            job.retry_later(rng.uniform(0.0, 0.1), error="not now")
             continue
         data = job.get_data()
         ok = _sha(data) == job.metadata.get("sha") and len(data) == job.get_data_size_bytes()
@@ -94,6 +103,12 @@ def _child(role: str, qdir: str, logdir: Path, go: int) -> None:
     warnings.resetwarnings()
     warnings.simplefilter("always")
     warnings.showwarning = lambda message, *rest: log(f"WARN {message}".replace("\n", " "))
+
+    class _LogWarnings(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            log(f"WARN {record.getMessage()}".replace("\n", " "))
+
+    logging.getLogger("dirqueue").addHandler(_LogWarnings(logging.WARNING))
     os.read(go, 1)  # The start barrier.
     (_producer if role == "producer" else _consumer)(qdir, log, stop)
 
@@ -180,7 +195,10 @@ def test_sigkilled_producers_and_consumers_lose_and_corrupt_nothing(  # noqa: PL
     # Drain what is left, as a consumer that is never killed.
     q = DirQueue(qdir)
     drained = []
-    while (job := q.pickup_queued_job()) is not None:
+    while (job := q.pickup_queued_job()) is not None or deferred_jobs(q):
+        if job is None:
+            time.sleep(0.05)  # Retries and delayed jobs still to come due.
+            continue
         data = job.get_data()
         assert _sha(data) == job.metadata["sha"]
         drained.append(job.jobid)

@@ -378,14 +378,14 @@ class Job:
         except OSError as err:
             self._restart_heartbeat()
             raise QueueIOError(f"deferring job {self.jobid}", err) from err
-        # 3. Let go of the lock.
+        # 3. Let go of the lock. (If that fails the job is deferred but still ours:
+        #    return_to_queue() lets go of it.)
         self._letting_go = True
         try:
             _lock.release(config, held)
         except OSError as err:
             raise QueueIOError(f"unlocking deferred job {self.jobid}", err) from err
-        finally:
-            self._state = "deferred"
+        self._state = "deferred"
 
     def _stop_heartbeat(self) -> None:
         if self._heartbeat is not None:
