@@ -70,7 +70,7 @@ def test_sigterm_during_a_job_lets_it_finish_and_exits_zero(tmp_path: Path) -> N
     assert (marks / f"{first}.done").exists()
     assert [j.jobid for j in q.jobs()] == [second]  # Finished one, took no more.
     assert os.listdir(q.layout.active_dir) == []
-    assert "signal SIGTERM" in out
+    assert "signal SIGTERM" in err  # The summary is dq's: on stderr.
 
 
 def test_second_signal_returns_the_job_at_once(tmp_path: Path) -> None:
@@ -108,4 +108,4 @@ def test_sigterm_to_many_workers_finishes_every_job_in_hand(tmp_path: Path) -> N
     left = sorted(j.jobid for j in q.jobs())
     assert sorted(taken + left) == sorted(ids)  # Every job done or still queued.
     assert os.listdir(q.layout.active_dir) == []
-    assert "total" in out
+    assert "total" in err
