@@ -217,3 +217,10 @@ def test_fanout_is_offered_only_where_jobs_are_made() -> None:
             for name, sub in action.choices.items():
                 helped = sub.format_help()
                 assert ("--fanout" in helped) == (name == "submit"), name
+
+
+def test_help_points_to_installed_docs(tmp_path: Path) -> None:
+    helped = dq("--help", cwd=tmp_path)
+    assert helped.returncode == 0
+    assert "python -m pydoc dirqueue" in helped.stdout
+    assert "docs/cli.md" not in helped.stdout
