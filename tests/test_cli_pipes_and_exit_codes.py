@@ -26,7 +26,9 @@ def boom(job: Job) -> None:
     raise ValueError("nope")
 
 
-def dq(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def dq(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [DQ, *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False,
         env=env or ENV,
@@ -142,7 +144,7 @@ def test_every_subcommand_into_a_file_and_into_json(tmp_path: Path) -> None:
 
     jobid = ok("submit", "--dir", "q", "a.txt").stdout.strip()
     ok("submit", "--dir", "q", "--meta", "k=v", "a.txt")
-    assert [j["id"] for j in json.loads(ok("list", "--dir", "q", "--json").stdout)][0] == jobid
+    assert json.loads(ok("list", "--dir", "q", "--json").stdout)[0]["id"] == jobid
     assert json.loads(ok("show", "--dir", "q", "--json", jobid).stdout)["state"] == "queued"
     assert json.loads(ok("stats", "--dir", "q", "--json").stdout)["queued"] == 2
     assert ok("stats", "--dir", "q", "--watch", "0.1", "--iterations", "2").stdout.count(

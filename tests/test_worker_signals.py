@@ -64,7 +64,7 @@ def test_sigterm_during_a_job_lets_it_finish_and_exits_zero(tmp_path: Path) -> N
     with server(tmp_path / "q", marks) as proc:
         wait_for(lambda: started(marks))
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
     assert started(marks) == [first]
     assert (marks / f"{first}.done").exists()
@@ -100,7 +100,7 @@ def test_sigterm_to_many_workers_finishes_every_job_in_hand(tmp_path: Path) -> N
     with server(tmp_path / "q", marks, "--workers", "2") as proc:
         wait_for(lambda: len(started(marks)) == 2)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
     taken = sorted(started(marks))
     assert len(taken) == 2
