@@ -116,10 +116,10 @@ def run_server(qdir: Path, env: dict[str, str]) -> float | None:
     server = subprocess.run(  # noqa: S603
         [DQ, "server", "--dir", str(qdir), "--workers", "2", "--until-empty",
          "--poll-interval", "0.2", "--handler", "demo_handler:handle"],
-        cwd=HERE, env=env, text=True, stdout=subprocess.PIPE, check=False, timeout=300,
+        cwd=HERE, env=env, text=True, stderr=subprocess.PIPE, check=False, timeout=300,
     )
     elapsed = time.monotonic() - started
-    print(indent(server.stdout), end="")
+    print(indent(server.stderr), end="")  # dq server's summary is on stderr.
     return elapsed if server.returncode == 0 else None
 
 

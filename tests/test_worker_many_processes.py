@@ -65,7 +65,7 @@ def test_two_servers_of_two_workers_do_every_job_once(tmp_path: Path) -> None:
 
 def test_deque_waiting_for_a_job_stops_promptly_on_sigterm(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [DQ, "deque", "--dir", str(tmp_path / "q"), "--wait", "60", "--", "true"],
+        [DQ, "deque", "--dir", str(tmp_path / "q"), "--create", "--wait", "60", "--", "true"],
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
@@ -85,7 +85,7 @@ def test_deque_waiting_for_a_job_stops_promptly_on_sigterm(tmp_path: Path) -> No
 def test_deque_wait_takes_a_job_submitted_meanwhile(tmp_path: Path) -> None:
     q = DirQueue(tmp_path / "q")
     proc = subprocess.Popen(
-        [DQ, "deque", "--dir", str(tmp_path / "q"), "--wait", "30", "--", "cat"],
+        [DQ, "deque", "--dir", str(tmp_path / "q"), "--create", "--wait", "30", "--", "cat"],
         stdout=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:

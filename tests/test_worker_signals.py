@@ -64,13 +64,13 @@ def test_sigterm_during_a_job_lets_it_finish_and_exits_zero(tmp_path: Path) -> N
     with server(tmp_path / "q", marks) as proc:
         wait_for(lambda: started(marks))
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
     assert started(marks) == [first]
     assert (marks / f"{first}.done").exists()
     assert [j.jobid for j in q.jobs()] == [second]  # Finished one, took no more.
     assert os.listdir(q.layout.active_dir) == []
-    assert "signal SIGTERM" in out
+    assert "signal SIGTERM" in err  # The summary is dq's: on stderr.
 
 
 def test_second_signal_returns_the_job_at_once(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_sigterm_to_many_workers_finishes_every_job_in_hand(tmp_path: Path) -> N
     with server(tmp_path / "q", marks, "--workers", "2") as proc:
         wait_for(lambda: len(started(marks)) == 2)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
     taken = sorted(started(marks))
     assert len(taken) == 2
@@ -108,4 +108,4 @@ def test_sigterm_to_many_workers_finishes_every_job_in_hand(tmp_path: Path) -> N
     left = sorted(j.jobid for j in q.jobs())
     assert sorted(taken + left) == sorted(ids)  # Every job done or still queued.
     assert os.listdir(q.layout.active_dir) == []
-    assert "total" in out
+    assert "total" in err

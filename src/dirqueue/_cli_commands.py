@@ -10,17 +10,32 @@ errors through for :func:`dirqueue.cli.main` to report.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 import time
+import traceback
+from collections.abc import Iterator
 from typing import IO, Any, Final
 
-from ._cli_output import Progress, escape_controls, format_age, format_size, print_json, table
+from ._cli_output import (
+    Progress,
+    escape_controls,
+    format_age,
+    format_size,
+    print_json,
+    print_nl,
+    table,
+)
+from ._cli_show import show_job
+from ._cli_signals import StopAnnouncer
+from ._cli_stats import Watcher, prometheus_text, snapshot
 from .errors import DirQueueError
 from .failed import FailedJob, FailedStore
 from .queue import DirQueue
 from .repair import RepairReport
-from .stats import JobInfo, list_jobs, queue_stats, require_queue
+from .stats import JobInfo, QueueNotFoundError, list_jobs, queue_stats, require_queue
 from .worker import (
     CommandHandler,
     Handler,
@@ -45,6 +60,7 @@ __all__ = [
     "cmd_purge",
     "cmd_requeue",
     "cmd_server",
+    "cmd_show",
     "cmd_stats",
     "cmd_submit",
 ]
@@ -67,13 +83,36 @@ class Context:
         self.out = out
         self.err = err
         self.prog = prog
+        #: The progress bar being drawn on ``err``, taken off the screen before a note.
+        self.progress: Progress | None = None
 
     def queue(self) -> DirQueue:
-        """The queue named by ``--dir`` (and ``--fanout``)."""
+        """The queue named by ``--dir`` (or ``$DQ_DIR``), and ``--fanout``."""
         return DirQueue(self.args.dir, queue_fanout=bool(getattr(self.args, "fanout", False)))
+
+    def consumer_queue(self) -> DirQueue:
+        """The queue for ``deque`` and ``server``: it must exist, unless ``--create``.
+
+        A worker on a mistyped path would otherwise make an empty queue there and wait
+        on it for ever, while the jobs pile up in the real one.
+        """
+        queue = self.queue()
+        if self.args.create:
+            queue.create()
+            return queue
+        try:
+            require_queue(queue)
+        except QueueNotFoundError:
+            raise DirQueueError(
+                f"no queue at {queue.dir!r}: check --dir (or DQ_DIR), or give --create"
+                " to start on a new, empty queue"
+            ) from None
+        return queue
 
     def say(self, text: str) -> None:
         """A note for people, on stderr (stdout carries the results); escaped."""
+        if self.progress is not None:
+            self.progress.clear()
         self.err.write(f"{self.prog}: {escape_controls(text)}\n")
         self.err.flush()
 
@@ -134,7 +173,7 @@ def cmd_deque(ctx: Context) -> int:
     command = _command_from(args)
     if not command:
         raise UsageError("give the command to run on the job, like: dq deque --dir Q -- cat")
-    queue = ctx.queue()
+    queue = ctx.consumer_queue()
     worker = Worker(
         queue,
         CommandHandler(command),
@@ -143,7 +182,7 @@ def cmd_deque(ctx: Context) -> int:
         until_empty=args.wait == 0,
         idle_timeout=args.wait or None,
     )
-    with worker.signal_handlers():
+    with worker.signal_handlers(), StopAnnouncer(ctx.say).wrapping():
         # Short steps while waiting, so that a signal ends the wait promptly.
         result = worker.run_once()
         while result.outcome is Outcome.IDLE and not worker.stopping:
@@ -165,11 +204,36 @@ def _report_step(ctx: Context, result: StepResult, max_attempts: int) -> int:
     elif result.outcome is Outcome.FAILED:
         ctx.say(
             f"job {result.jobid} failed (attempt {result.attempt} of {max_attempts}):"
-            f" {result.error}; moved to failed/ (see 'dq list --failed')"
+            f" {result.error}; moved to failed/ (see 'dq show {result.jobid}')"
         )
     elif result.outcome is Outcome.RETURNED:
         ctx.say(f"interrupted: job {result.jobid} returned to the queue")
     return EXIT_FAILURE
+
+
+def _load_handler(ctx: Context, spec: str) -> Handler:
+    """``load_handler``, its failures as one line (the traceback too, with ``-v``)."""
+    if ":" not in spec:
+        raise UsageError(f"--handler {spec!r} is not MODULE:FUNCTION: write it like tasks:handle")
+    try:
+        return load_handler(spec)
+    except Exception as err:
+        # ValueError: the library's own words (no such module or function, not callable).
+        # Anything else was raised by the module's own code as it was imported: a
+        # SyntaxError, or whatever its top level raised.
+        if ctx.args.verbose:
+            ctx.err.write("".join(traceback.format_exception(err)))
+        if isinstance(err, ValueError):
+            message = str(err)
+        else:
+            first = (str(err).strip().splitlines() or [""])[0]
+            message = (
+                f"cannot import handler module {spec.partition(':')[0]!r}:"
+                f" {type(err).__name__}: {first}"
+            )
+        if not ctx.args.verbose:
+            message += " (-v shows the traceback)"
+        raise DirQueueError(message) from err
 
 
 def _server_handler(ctx: Context) -> Handler:
@@ -183,19 +247,53 @@ def _server_handler(ctx: Context) -> Handler:
             " (dq server --dir Q -- COMMAND ARG...)"
         )
     if args.handler:
-        try:
-            return load_handler(args.handler)
-        except ValueError as err:
-            raise DirQueueError(str(err)) from err
+        return _load_handler(ctx, args.handler)
     return CommandHandler(command)
 
 
+@contextlib.contextmanager
+def _job_output_to_stderr() -> Iterator[None]:
+    """Within the block, what jobs write to standard output goes to standard error.
+
+    For ``dq server --json``: standard output then carries the JSON summary alone, so
+    ``dq server --json -- cat > summary.json`` gives a file that parses. Done on the
+    file descriptors, so that commands and forked workers inherit it.
+    """
+    try:
+        out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        yield  # Not real files (an embedding program): nothing to redirect.
+        return
+    sys.stdout.flush()
+    saved = os.dup(out_fd)
+    os.dup2(err_fd, out_fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()  # A Python handler's print()s: to stderr with the rest.
+        os.dup2(saved, out_fd)
+        os.close(saved)
+
+
+def _clearing_progress(handler: Handler, progress: Progress) -> Handler:
+    def handle(job: Any) -> object:
+        progress.clear()  # The job may write to the terminal: not onto the bar's line.
+        return handler(job)
+
+    return handle
+
+
 def cmd_server(ctx: Context) -> int:
-    """``dq server``: run a handler or command on job after job, in N workers."""
+    """``dq server``: run a handler or command on job after job, in N workers.
+
+    The jobs own standard output; everything ``dq`` says (progress, ``-v`` lines, the
+    summary) is on standard error, and ``--json`` puts the summary alone on standard
+    output (the jobs' output then goes to standard error) or in ``--json-file``.
+    """
     args = ctx.args
     handler = _server_handler(ctx)
-    queue = ctx.queue()
-    queue.create()  # A server may start before the first submission.
+    queue = ctx.consumer_queue()
     njobs = args.njobs or None
     total = queue_stats(queue).queued if args.until_empty else 0
     if njobs and args.until_empty:
@@ -203,6 +301,13 @@ def cmd_server(ctx: Context) -> int:
     progress = Progress(
         f"{ctx.prog}", total, ctx.err, enabled=args.until_empty and not args.quiet
     )
+    if progress.tty and args.workers > 1 and (args.verbose or _isatty(sys.stdout)):
+        # Forked workers write their jobs' output and -v lines at any moment; a bar
+        # redrawn in place would land in them. Whole lines only, then.
+        progress = Progress(f"{ctx.prog}", total, io.StringIO(), enabled=False)
+    ctx.progress = progress
+    if progress.tty:
+        handler = _clearing_progress(handler, progress)
     verbose = args.verbose
 
     def on_result(result: StepResult) -> None:
@@ -218,58 +323,99 @@ def cmd_server(ctx: Context) -> int:
         "idle_timeout": args.idle_timeout,
         "poll_interval": args.poll_interval,
     }
+    announcer = StopAnnouncer(ctx.say)
+    redirect = _job_output_to_stderr() if args.json else contextlib.nullcontext()
     started = time.monotonic()
-    if args.workers == 1:
-        done = 0
-
-        def on_result_local(result: StepResult) -> None:
-            nonlocal done
-            on_result(result)
-            if result.outcome is not Outcome.RETRIED:
-                done += 1
-            progress.update(done)
-
-        worker = Worker(queue, handler, njobs=njobs, on_result=on_result_local, **options)
-        try:
-            reports = [worker.run()]
-        finally:
-            progress.close()
-    else:
-
-        def on_progress(jobs: int, reports: list[WorkerReport]) -> None:
-            retried = sum(r.counts[Outcome.RETRIED.value] for r in reports)
-            progress.update(jobs - retried)
-
-        try:
-            reports = run_workers(
-                queue,
-                handler,
-                args.workers,
-                njobs=njobs,
-                on_progress=on_progress,
-                on_result=on_result if verbose else None,
-                **options,
+    with redirect:
+        if args.workers == 1:
+            reports = _serve_here(
+                ctx, _AnnouncingWorker(queue, handler, njobs=njobs, announcer=announcer,
+                                       **options), on_result, progress
             )
-        finally:
-            progress.close()
+        else:
+
+            def on_progress(jobs: int, reports: list[WorkerReport]) -> None:
+                # Called in the supervisor, whose signal handlers are up by now.
+                announcer.wrap_installed()
+                retried = sum(r.counts[Outcome.RETRIED.value] for r in reports)
+                progress.update(jobs - retried)
+
+            try:
+                reports = run_workers(
+                    queue,
+                    handler,
+                    args.workers,
+                    njobs=njobs,
+                    on_progress=on_progress,
+                    on_result=on_result if verbose else None,
+                    **options,
+                )
+            finally:
+                progress.close()
     elapsed = time.monotonic() - started
+    ctx.progress = None
     _print_server_summary(ctx, reports, elapsed)
     return EXIT_OK if all(r.exit_code == 0 for r in reports) else EXIT_FAILURE
+
+
+class _AnnouncingWorker(Worker):
+    """A :class:`Worker` whose signal handlers first say what the signal does."""
+
+    def __init__(self, *args: Any, announcer: StopAnnouncer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._announcer = announcer
+
+    @contextlib.contextmanager
+    def signal_handlers(self) -> Iterator[None]:
+        with super().signal_handlers(), self._announcer.wrapping():
+            yield
+
+
+def _serve_here(
+    ctx: Context, worker: Worker, on_result: Any, progress: Progress
+) -> list[WorkerReport]:
+    done = 0
+
+    def on_result_local(result: StepResult) -> None:
+        nonlocal done
+        on_result(result)
+        if result.outcome is not Outcome.RETRIED:
+            done += 1
+        progress.update(done)
+
+    worker.on_result = on_result_local
+    try:
+        return [worker.run()]
+    finally:
+        progress.close()
+
+
+def _summary(reports: list[WorkerReport], elapsed: float) -> dict[str, Any]:
+    outcomes = (Outcome.FINISHED, Outcome.RETRIED, Outcome.FAILED, Outcome.RETURNED)
+    return {
+        "workers": [r.as_dict() for r in reports],
+        "jobs": sum(r.jobs for r in reports),
+        **{o.value: sum(r.counts[o.value] for r in reports) for o in outcomes},
+        "seconds": round(elapsed, 3),
+    }
+
+
+def _write_json_file(path: str, value: Any) -> None:
+    """``value`` as JSON in ``path``, replaced whole (a reader never sees half of it)."""
+    partial = f"{path}.{os.getpid()}.tmp"
+    with open(partial, "w", encoding="utf-8") as file:
+        print_json(value, file)
+    os.replace(partial, path)
 
 
 def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: float) -> None:
     outcomes = (Outcome.FINISHED, Outcome.RETRIED, Outcome.FAILED, Outcome.RETURNED)
     jobs = sum(r.jobs for r in reports)
+    if ctx.args.json_file:
+        _write_json_file(ctx.args.json_file, _summary(reports, elapsed))
     if ctx.args.json:
-        print_json(
-            {
-                "workers": [r.as_dict() for r in reports],
-                "jobs": jobs,
-                **{o.value: sum(r.counts[o.value] for r in reports) for o in outcomes},
-                "seconds": round(elapsed, 3),
-            },
-            ctx.out,
-        )
+        print_json(_summary(reports, elapsed), ctx.out)
+        ctx.out.flush()
         return
     if ctx.args.quiet:
         return
@@ -294,10 +440,18 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
                 "",
             ]
         )
-    ctx.out.write(table(rows, right=frozenset(range(1, 7))) + "\n")
+    # On stderr: standard output is the jobs'.
+    ctx.err.write(table(rows, right=frozenset(range(1, 7))) + "\n")
     rate = jobs / elapsed if elapsed > 0 else 0.0
-    ctx.line(f"{jobs} jobs in {elapsed:.2f}s ({rate:.1f} jobs/s)")
-    ctx.out.flush()
+    ctx.err.write(escape_controls(f"{jobs} jobs in {elapsed:.2f}s ({rate:.1f} jobs/s)") + "\n")
+    ctx.err.flush()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def cmd_list(ctx: Context) -> int:
@@ -311,6 +465,8 @@ def cmd_list(ctx: Context) -> int:
             _print_count(ctx, len(failed))
         elif args.json:
             print_json([f.as_dict() for f in failed], ctx.out)
+        elif args.nl:
+            print_nl((f.as_dict() for f in failed), ctx.out)
         else:
             _print_failed(ctx, failed)
         return EXIT_OK
@@ -319,13 +475,17 @@ def cmd_list(ctx: Context) -> int:
         _print_count(ctx, len(infos))
     elif args.json:
         print_json([info.as_dict() for info in infos], ctx.out)
+    elif args.nl:
+        print_nl((info.as_dict() for info in infos), ctx.out)
     else:
         _print_jobs(ctx, infos)
     return EXIT_OK
 
 
 def _print_count(ctx: Context, count: int) -> None:
-    if ctx.args.json:
+    if ctx.args.nl:
+        print_nl([{"count": count}], ctx.out)
+    elif ctx.args.json:
         print_json({"count": count}, ctx.out)
     else:
         ctx.line(str(count))
@@ -381,30 +541,75 @@ def _print_failed(ctx: Context, failed: list[FailedJob]) -> None:
                 job.error,
             ]
         )
-    ctx.out.write(table(rows, right=frozenset({1, 2, 3}), clip={4: 60}) + "\n")
-    ctx.line(f"{len(failed)} failed")
+    # The error's whole first line (a command's exit status is at its end); the rest
+    # of it, and the traceback or the command's stderr, is in 'dq show JOBID'.
+    ctx.out.write(table(rows, right=frozenset({1, 2, 3})) + "\n")
+    ctx.line(f"{len(failed)} failed (see 'dq show JOBID' for a whole error and its detail)")
 
 
 def cmd_stats(ctx: Context) -> int:
-    """``dq stats``: :func:`queue_stats` as a table or JSON."""
+    """``dq stats``: :func:`queue_stats` as a table, JSON or Prometheus text; or live."""
+    args = ctx.args
     queue = ctx.queue()
     require_queue(queue)
-    stats = queue_stats(queue)
-    if ctx.args.json:
-        print_json(stats.as_dict(), ctx.out)
-        return EXIT_OK
-    rows = [
-        ["queued", str(stats.queued)],
-        ["active", str(stats.active)],
-        ["stale", str(stats.stale)],
-        ["failed", str(stats.failed)],
-        ["oldest waiting", format_age(stats.oldest_waiting_age)],
-    ]
-    width = max(len(r[0]) for r in rows)
-    value_width = max(len(r[1]) for r in rows)
-    for name, value in rows:
-        ctx.line(f"{name.ljust(width)}  {value.rjust(value_width)}")
+    form = "json" if args.json else args.format
+    if args.watch is not None:
+        if form == "prometheus":
+            raise UsageError(
+                "--watch shows a live view: for Prometheus, run 'dq stats --format"
+                " prometheus' from cron or a timer (see 'dq stats --help')"
+            )
+        return _watch(ctx, queue, form)
+    snap = snapshot(queue)
+    if form == "json":
+        print_json(snap.as_dict(), ctx.out)
+    elif form == "prometheus":
+        ctx.out.write(prometheus_text(snap))
+    else:
+        stats = snap.stats
+        rows = [
+            ["queued", str(stats.queued)],
+            ["active", str(stats.active)],
+            ["stale", str(stats.stale)],
+            ["failed", str(stats.failed)],
+            ["oldest waiting", format_age(stats.oldest_waiting_age)],
+        ]
+        width = max(len(r[0]) for r in rows)
+        value_width = max(len(r[1]) for r in rows)
+        for name, value in rows:
+            ctx.line(f"{name.ljust(width)}  {value.rjust(value_width)}")
     return EXIT_OK
+
+
+def _watch(ctx: Context, queue: DirQueue, form: str) -> int:
+    """``dq stats --watch``: redrawn in place on a terminal, a line per refresh elsewhere
+    (a JSON object per line with ``--json``); until Ctrl-C or ``--iterations``."""
+    args = ctx.args
+    watcher = Watcher()
+    in_place = form == "table" and _isatty(ctx.out)
+    drawn = 0
+    shown = 0
+    try:
+        while True:
+            snap = snapshot(queue)
+            if form == "json":
+                print_nl([{"time": round(snap.taken_at, 3), **snap.as_dict()}], ctx.out)
+            elif in_place:
+                rows = watcher.table(snap)
+                # Up over the last block and clear it, then draw the new one.
+                ctx.out.write(f"\033[{drawn}F\033[J" if drawn else "")
+                ctx.out.write(f"{queue.dir}  (every {args.watch:g}s; Ctrl-C to stop)\n")
+                ctx.out.write("\n".join(rows) + "\n")
+                drawn = len(rows) + 1
+            else:
+                ctx.line(watcher.plain(snap))
+            ctx.out.flush()
+            shown += 1
+            if args.iterations and shown >= args.iterations:
+                return EXIT_OK
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return EXIT_OK  # The way to leave a live view, not an interruption.
 
 
 def cmd_requeue(ctx: Context) -> int:
@@ -429,7 +634,10 @@ def cmd_purge(ctx: Context) -> int:
         raise UsageError("say what to purge: --failed (only failed jobs can be purged)")
     queue = ctx.queue()
     require_queue(queue)
-    purged = FailedStore(queue).purge(args.jobids or None, older_than=args.older_than)
+    store = FailedStore(queue)
+    for jobid in args.jobids:
+        store.get(jobid)  # Each one named must be there, as for 'dq requeue'.
+    purged = store.purge(args.jobids or None, older_than=args.older_than)
     for jobid in purged:
         ctx.line(jobid)
     ctx.say(f"purged {len(purged)} failed job{'' if len(purged) == 1 else 's'}")
@@ -445,6 +653,8 @@ def cmd_fsck(ctx: Context) -> int:
     report = check(min_age=args.min_age)
     if args.json:
         print_json(report.to_dict(), ctx.out)
+    elif args.nl:
+        print_nl((f.to_dict() for f in report.findings), ctx.out)
     else:
         _print_report(ctx, report)
     return EXIT_OK if report.ok else EXIT_FAILURE
@@ -474,3 +684,50 @@ def _print_report(ctx: Context, report: RepairReport) -> None:
         if unfixed:
             ctx.say(f"{unfixed} problem{'' if unfixed == 1 else 's'} could not be fixed:"
                     " see the action column")
+
+
+def cmd_show(ctx: Context) -> int:
+    """``dq show JOBID``: one job whole, queued, active or failed (:func:`show_job`)."""
+    queue = ctx.queue()
+    require_queue(queue)
+    view = show_job(queue, ctx.args.jobid)
+    if ctx.args.json:
+        print_json(view, ctx.out)
+        return EXIT_OK
+    now = time.time()
+    rows = [
+        ("job id", view["id"]),
+        ("state", view["state"]),
+        ("priority", f"{view['priority']:02d}"),
+        ("submitted", _when(view["submitted"], now) + f" on {view['submitted_host']}"),
+        ("data", f"{view['data_path']} ({format_size(view['size'])})"),
+        ("attempts", f"{view['attempts']} failed so far" if view["state"] != "failed"
+         else str(view["attempts"])),
+    ]
+    rows += [(f"meta {key}", value) for key, value in view["metadata"].items()]
+    if view["worker"] is not None:
+        worker = view["worker"]
+        rows.append(("held by", f"{worker['host']} pid {worker['pid']}"))
+    if view["lock_age"] is not None:
+        rows.append(("lock touched", format_age(view["lock_age"]) + " ago"))
+    if view["note"]:
+        rows.append(("note", view["note"]))
+    if view["state"] == "failed":
+        rows.append(("failed", _when(view["failed_at"], now)
+                     + f" on {view['failed_host']} (pid {view['failed_pid']})"))
+        rows.append(("error", view["error"]))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        ctx.line(f"{name.ljust(width)}  {value}")
+    if view["detail"]:
+        ctx.line("detail:")
+        for text in str(view["detail"]).rstrip("\n").split("\n"):
+            ctx.line("  " + text)
+    return EXIT_OK
+
+
+def _when(seconds: float | None, now: float) -> str:
+    if seconds is None:
+        return "-"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+    return f"{stamp} ({format_age(now - seconds)} ago)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any, Final
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "format_age",
     "format_size",
     "print_json",
+    "print_nl",
     "table",
 ]
 
@@ -130,21 +131,38 @@ def table(
     return "\n".join(lines)
 
 
-def print_json(value: Any, out: IO[str]) -> None:
-    """``value`` as indented JSON on ``out``, with no character a terminal acts on."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+def _json_text(value: Any, indent: int | None) -> str:
+    text = json.dumps(value, indent=indent, ensure_ascii=False, sort_keys=False)
     # json.dumps escapes C0 controls but leaves DEL, C1 controls, bidi controls and lone
     # surrogates raw. Outside strings JSON is ASCII, so each of these is in a string,
     # where \uXXXX stands for exactly that character: the value read back is unchanged.
-    text = _UNSAFE_IN_JSON_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-    out.write(text + "\n")
+    return _UNSAFE_IN_JSON_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def print_json(value: Any, out: IO[str]) -> None:
+    """``value`` as indented JSON on ``out``, with no character a terminal acts on."""
+    out.write(_json_text(value, 2) + "\n")
+
+
+def print_nl(values: Iterable[Any], out: IO[str]) -> None:
+    """Newline-delimited JSON: each of ``values`` as one compact JSON line on ``out``.
+
+    Every line is a whole JSON value (a newline inside a string is written ``\\n``), so
+    ``head``, ``grep`` and ``jq -c`` can work line by line, as with sqlite-utils' --nl.
+    """
+    for value in values:
+        out.write(_json_text(value, None) + "\n")
 
 
 class Progress:
     """A progress bar on a terminal, plain lines elsewhere (written to ``stream``).
 
-    On a terminal it redraws one line with ``\\r`` at most ten times a second. Elsewhere
-    it prints a line at each tenth of the way, when there is enough to be worth it.
+    On a terminal it redraws one line in place (``\\r`` and clear-to-end-of-line) at most
+    ten times a second, and :meth:`clear` takes it off the screen before anything else
+    is written there (a note, a ``-v`` line, a job's output), so that no other text lands
+    on the bar's line; the next update draws it again below. Elsewhere (a pipe, a log
+    file) it prints a plain line at each tenth of the way, when there is enough to be
+    worth it, and never a control character.
     """
 
     def __init__(
@@ -166,7 +184,7 @@ class Progress:
         self._started = clock()
         self._last_draw = 0.0
         self._last_tenth = 0
-        self._drawn = False
+        self._shown = False
 
     def update(self, done: int, total: int | None = None) -> None:
         """Record that ``done`` items are done (of ``total``, if it changed)."""
@@ -176,7 +194,7 @@ class Progress:
         self.total = max(self.total, done)
         if self.tty:
             now = self._clock()
-            if now - self._last_draw >= 0.1 or done >= self.total:
+            if not self._shown or now - self._last_draw >= 0.1 or done >= self.total:
                 self._last_draw = now
                 self._draw()
         elif self.plain and self.total:
@@ -186,26 +204,42 @@ class Progress:
                 self.stream.write(f"{self.label}: {done}/{self.total} ({tenth * 10}%)\n")
                 self.stream.flush()
 
-    def _draw(self) -> None:
+    def line(self) -> str:
+        """The bar as drawn: label, bar, count, percentage, rate."""
         width = 30
         total = self.total or 1
         filled = width * self.done // total
         elapsed = max(self._clock() - self._started, 1e-9)
         rate = self.done / elapsed
         bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(
-            f"\r{self.label} [{bar}] {self.done}/{self.total}"
+        return (
+            f"{self.label} [{bar}] {self.done}/{self.total}"
             f" {100 * self.done // total:3d}%  {rate:7.1f}/s"
         )
+
+    def _draw(self) -> None:
+        self.stream.write(_CLEAR_LINE + self.line())
         self.stream.flush()
-        self._drawn = True
+        self._shown = True
+
+    def clear(self) -> None:
+        """Take the bar off the screen (on a terminal), before other text is written."""
+        if self.tty and self._shown:
+            self.stream.write(_CLEAR_LINE)
+            self.stream.flush()
+            self._shown = False
 
     def close(self) -> None:
-        """End the bar's line (on a terminal)."""
-        if self.tty and self._drawn:
+        """Draw the bar a last time and end its line (on a terminal)."""
+        if self.tty and (self._shown or self.done):
             self._draw()
             self.stream.write("\n")
             self.stream.flush()
+            self._shown = False
+
+
+#: Back to the start of the line, and clear it (VT100 "erase in line").
+_CLEAR_LINE: Final = "\r\033[K"
 
 
 def _isatty(stream: IO[str]) -> bool:

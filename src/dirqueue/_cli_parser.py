@@ -12,18 +12,24 @@ import re
 from typing import Final, NoReturn
 
 from ._cli_commands import (
+    EXIT_OK,
     EXIT_USAGE,
+    Context,
     cmd_deque,
     cmd_fsck,
     cmd_list,
     cmd_purge,
     cmd_requeue,
     cmd_server,
+    cmd_show,
     cmd_stats,
     cmd_submit,
 )
+from ._cli_completion import SHELLS, completion_script
 from ._cli_output import escape_controls
+from ._format import is_job_name, validate_metadata
 from ._version import __version__
+from .errors import InvalidMetadataError
 from .repair import DEFAULT_MIN_AGE
 from .worker import DEFAULT_MAX_ATTEMPTS
 
@@ -57,7 +63,21 @@ def _meta_item(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE: write it like owner=alice")
+    try:
+        # The format's own rules (no ':' in a name, no reserved Q names): a bad item
+        # is a bad command line, found before anything is submitted.
+        validate_metadata({key: value})
+    except InvalidMetadataError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return key, value
+
+
+def _job_id(text: str) -> str:
+    if not is_job_name(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a job id: copy one from 'dq list' or 'dq list --failed'"
+        )
+    return text
 
 
 def _priority(text: str) -> int:
@@ -121,7 +141,18 @@ _EPILOGS: Final = {
         "  dq server --dir /var/spool/q --until-empty -- ./process.sh"
     ),
     "list": "examples:\n  dq list --dir /var/spool/q\n  dq list --dir /var/spool/q --failed --json",
-    "stats": "example:\n  dq stats --dir /var/spool/q --json",
+    "stats": (
+        "examples:\n  dq stats --dir /var/spool/q --json\n"
+        "  dq stats --dir /var/spool/q --watch 2\n"
+        "  dq stats --dir Q --format prometheus > q.prom.tmp && mv q.prom.tmp"
+        " /var/lib/node_exporter/textfile/q.prom"
+    ),
+    "show": "examples:\n  dq show --dir /var/spool/q JOBID\n  dq show --dir Q --json JOBID",
+    "completion": (
+        "examples:\n"
+        "  dq completion bash > ~/.local/share/bash-completion/completions/dq\n"
+        "  dq completion zsh > ~/.zfunc/_dq    # with fpath+=(~/.zfunc) in ~/.zshrc"
+    ),
     "requeue": "examples:\n  dq requeue --dir /var/spool/q --failed\n  dq requeue --dir Q JOBID",
     "purge": "example:\n  dq purge --dir /var/spool/q --failed --older-than 7d",
     "fsck": (
@@ -135,43 +166,66 @@ _HELP: Final = {
     "deque": "run a command on one job: COMMAND ARG... DATAFILE",
     "server": "run a handler or command on job after job, in N worker processes",
     "list": "list the jobs in a queue (or the failed ones)",
-    "stats": "count queued, active, stale and failed jobs",
+    "show": "show one job whole: metadata, data, attempts, lock, the last error",
+    "stats": "count queued, active, stale and failed jobs; --watch for a live view",
     "requeue": "put failed jobs back in the queue",
     "purge": "delete failed jobs",
     "fsck": "check a queue for what crashed processes left behind; --repair fixes it",
+    "completion": "print a shell completion script for bash or zsh",
 }
 
+#: The subcommands that create jobs, the only ones --fanout means anything to.
+_CREATE_JOBS: Final = frozenset({"submit"})
+#: The names the Perl tools are installed as; they take --fanout, as the Perl tools do.
+_PERL_TOOLS: Final = frozenset({"submit", "deque", "server", "list"})
 
-def build_parser(prog: str = "dq") -> argparse.ArgumentParser:
+
+def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 - one subparser after another
     """The ``dq`` argument parser, with one subparser per subcommand."""
     parser = _Parser(
         prog=prog,
         description="dq: a job queue in a directory, compatible with Perl's IPC::DirQueue.",
-        epilog="Run 'dq COMMAND --help' for a command's options. Docs: docs/cli.md",
+        epilog=(
+            "Run 'dq COMMAND --help' for a command's options; 'python -m pydoc"
+            " dirqueue' for the Python API. Exit status: 0 done, 1 failure, 2 usage"
+            " error, 3 no job (dq deque). The queue directory defaults to $DQ_DIR."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = _Parser(add_help=False)
-    common.add_argument("--dir", required=True, metavar="Q", help="the queue directory")
     common.add_argument(
+        "--dir", metavar="Q", help="the queue directory (default: $DQ_DIR)"
+    )
+    fanout = _Parser(add_help=False)
+    fanout.add_argument(
         "--fanout",
         action="store_true",
         help="spread new jobs over queue/0 ... queue/f (the Perl tools' --fanout)",
     )
+    hidden_fanout = _Parser(add_help=False)
+    hidden_fanout.add_argument("--fanout", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     alias = prog.startswith("dq-")  # dq-submit and friends: one subcommand, its own name
 
-    def add(name: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
+    def add(name: str, *, queue: bool = True) -> argparse.ArgumentParser:
+        parents = [common] if queue else []
+        if name in _CREATE_JOBS:
+            parents.append(fanout)
+        elif alias and name in _PERL_TOOLS:
+            parents.append(hidden_fanout)  # Old scripts pass it; it changes nothing here.
+        p = sub.add_parser(
             name,
             prog=prog if alias else f"{prog} {name}",
-            parents=[common],
+            parents=parents,
             help=_HELP[name],
             description=_HELP[name],
             epilog=_EPILOGS[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        p.set_defaults(parser=p)
+        return p
 
     p = add("submit")
     p.add_argument("--priority", type=_priority, default=50, help="0 (first) to 99; default 50")
@@ -191,6 +245,7 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:
         "--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
         help=f"failed attempts before a job moves to failed/ (default {DEFAULT_MAX_ATTEMPTS})",
     )
+    _create_option(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
     p.set_defaults(func=cmd_deque)
 
@@ -198,17 +253,40 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:
 
     p = add("list")
     p.add_argument("--count", action="store_true", help="print only how many jobs there are")
-    p.add_argument("--json", action="store_true", help="print a JSON array")
+    _json_options(p, "a JSON array")
     p.add_argument("--failed", action="store_true", help="list the failed jobs instead")
     p.set_defaults(func=cmd_list)
 
-    p = add("stats")
+    p = add("show")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument(
+        "jobid", type=_job_id, metavar="JOBID", help="the job (queued, active or failed)"
+    )
+    p.set_defaults(func=cmd_show)
+
+    p = add("stats")
+    p.add_argument("--json", action="store_true", help="print a JSON object (--format json)")
+    p.add_argument(
+        "--format", choices=("table", "json", "prometheus"), default="table",
+        help="table (default), json, or prometheus: the text format node_exporter's"
+        " textfile collector reads",
+    )
+    p.add_argument(
+        "--watch", type=_seconds, nargs="?", const=2.0, metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until Ctrl-C: in place on a terminal,"
+        " a line each time elsewhere (a JSON line with --json)",
+    )
+    p.add_argument(
+        "--iterations", type=_positive_int, metavar="N",
+        help="with --watch: stop after N refreshes",
+    )
     p.set_defaults(func=cmd_stats)
 
     p = add("requeue")
     p.add_argument("--failed", action="store_true", help="requeue every failed job")
-    p.add_argument("jobids", nargs="*", metavar="JOBID", help="failed jobs to requeue")
+    p.add_argument(
+        "jobids", nargs="*", type=_job_id, metavar="JOBID", help="failed jobs to requeue"
+    )
     p.set_defaults(func=cmd_requeue)
 
     p = add("purge")
@@ -217,7 +295,9 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:
         "--older-than", type=parse_age, metavar="AGE",
         help="only jobs that failed at least this long ago (30m, 12h, 7d)",
     )
-    p.add_argument("jobids", nargs="*", metavar="JOBID", help="only these failed jobs")
+    p.add_argument(
+        "jobids", nargs="*", type=_job_id, metavar="JOBID", help="only these failed jobs"
+    )
     p.set_defaults(func=cmd_purge)
 
     p = add("fsck")
@@ -230,9 +310,33 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:
         help="leave debris younger than this alone: a live process may own it"
         f" (default {DEFAULT_MIN_AGE / 3600:g}h; 10m, 2h, or seconds)",
     )
-    p.add_argument("--json", action="store_true", help="print a JSON object")
+    _json_options(p, "a JSON object", nl="a JSON object per finding, one per line")
     p.set_defaults(func=cmd_fsck)
+
+    p = add("completion", queue=False)
+    p.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash or zsh")
+
+    def print_completion(ctx: Context) -> int:
+        ctx.out.write(completion_script(ctx.args.shell, parser, prog))
+        return EXIT_OK
+
+    p.set_defaults(func=print_completion)
     return parser
+
+
+def _json_options(
+    p: argparse.ArgumentParser, what: str, nl: str = "one JSON object per line (ndjson)"
+) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true", help=f"print {what}")
+    group.add_argument("--nl", action="store_true", help=f"print {nl}")
+
+
+def _create_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--create", action="store_true",
+        help="make the queue if it does not exist (default: refuse a missing queue)",
+    )
 
 
 def _server_options(p: argparse.ArgumentParser) -> None:
@@ -261,6 +365,14 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="a line per job on stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument(
+        "--json", action="store_true",
+        help="print the summary as JSON on stdout, alone: the jobs' stdout goes to stderr",
+    )
+    p.add_argument(
+        "--json-file", metavar="FILE",
+        help="write the summary as JSON to FILE (the jobs keep stdout)",
+    )
+    _create_option(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
     p.set_defaults(func=cmd_server)

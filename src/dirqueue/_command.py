@@ -69,19 +69,23 @@ _ENV_NAME_RE: Final = re.compile(r"[^A-Za-z0-9_]")
 def job_environment(job: Job, attempt: int) -> dict[str, str]:
     """The environment variables a job's command gets (besides the worker's own).
 
-    ``DQ_JOBID``, ``DQ_DIR``, ``DQ_DATA``, ``DQ_ATTEMPT``, ``DQ_METADATA`` (all
-    metadata as a JSON object) and ``DQ_META_<NAME>`` per item (the name upper-cased,
-    characters other than letters, digits and ``_`` turned into ``_``).
+    ``DQ_JOBID``, ``DQ_DIR`` and ``DQ_DATA`` (absolute paths, so a command that changes
+    directory still finds them), ``DQ_ATTEMPT``, ``DQ_METADATA`` (all metadata as a JSON
+    object) and ``DQ_META_<NAME>`` per item: the name upper-cased, characters other
+    than letters, digits and ``_`` turned into ``_``. Names that come out the same
+    (``a-b`` and ``A_B``) would overwrite each other in an order no one chose; the
+    first in sorted order (code point order: ``A_B`` before ``a-b``) gets the variable,
+    and the others are only in ``DQ_METADATA``.
     """
     env = {
         "DQ_JOBID": job.jobid,
-        "DQ_DIR": job.queue_dir,
-        "DQ_DATA": job.get_data_path(),
+        "DQ_DIR": os.path.abspath(job.queue_dir),
+        "DQ_DATA": os.path.abspath(job.get_data_path()),
         "DQ_ATTEMPT": str(attempt),
         "DQ_METADATA": json.dumps(job.metadata, ensure_ascii=False, sort_keys=True),
     }
-    for key, value in job.metadata.items():
-        env["DQ_META_" + _ENV_NAME_RE.sub("_", key).upper()] = value
+    for key in sorted(job.metadata):
+        env.setdefault("DQ_META_" + _ENV_NAME_RE.sub("_", key).upper(), job.metadata[key])
     return env
 
 

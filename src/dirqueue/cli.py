@@ -2,8 +2,10 @@
 
 Each subcommand builds a :class:`DirQueue`, calls the library, and prints. Errors become
 one line on stderr and an exit status: 2 for a usage error, 1 for a failure, 3 when
-``dq deque`` finds no job. The Perl module's tools (``dq-submit``, ``dq-deque``,
-``dq-server``, ``dq-list``) are the same subcommands under their old names.
+``dq deque`` finds no job, 130 when interrupted. Output cut short by its reader (``dq
+list | head -1``) is not an error: the exit status is 0 and nothing is printed. The
+Perl module's tools (``dq-submit``, ``dq-deque``, ``dq-server``, ``dq-list``) are the
+same subcommands under their old names.
 
 This module holds the entry points (:func:`main`, the console scripts); the
 subcommands are in :mod:`dirqueue._cli_commands`, the parser in
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -68,19 +71,33 @@ def main(
         # argparse prints help and errors on sys.stdout/sys.stderr; send them where
         # the caller asked.
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            args = parser.parse_args(argv)
+            args, unknown = parser.parse_known_args(argv)
+            if unknown:
+                # Reported by the subcommand's parser, so the message names it
+                # ('dq server: unrecognized arguments'), not just 'dq'.
+                args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     sub_prog = prog if prog.startswith("dq-") else f"{prog} {args.subcommand}"
     ctx = Context(args, out, err, sub_prog)
     func: Callable[[Context], int] = args.func
     try:
+        if hasattr(args, "dir") and args.dir is None:
+            args.dir = os.environ.get("DQ_DIR")
+            if args.dir is None:
+                raise UsageError("give the queue directory: --dir Q, or set DQ_DIR")
         with warnings.catch_warnings(), _library_log_shown(ctx):
             warnings.showwarning = _warning_printer(ctx)
             return func(ctx)
     except UsageError as error:
         ctx.say(f"{error} (see '{sub_prog} --help')")
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (dq list | head -1): what it did not read was not
+        # wanted. Python's own advice: point stdout at /dev/null, so the flush at exit
+        # does not fail again, and go quietly.
+        _silence_stdout(out)
+        return EXIT_OK
     except (DirQueueError, OSError, ValueError) as error:
         # Library errors say what was wrong and what to do; ValueError is what the
         # API raises for a bad setting (such as an empty --dir). They may quote a
@@ -90,8 +107,17 @@ def main(
     except KeyboardInterrupt:
         err.write(f"{sub_prog}: interrupted\n")
         return 130
-    except BrokenPipeError:
-        return EXIT_FAILURE
+
+
+def _silence_stdout(out: IO[str]) -> None:
+    """Point ``out``'s file descriptor (if it has one) at /dev/null."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 class _LogPrinter(logging.Handler):
@@ -138,7 +164,16 @@ def _warning_printer(ctx: Context) -> Callable[..., None]:
 
 def run() -> NoReturn:
     """The ``dq`` console script."""
-    sys.exit(main())
+    sys.exit(_flushed(main()))
+
+
+def _flushed(code: int) -> int:
+    """``code``, once stdout is flushed: a reader gone by now is no error either."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout(sys.stdout)
+    return code
 
 
 #: The Perl tools' options. Their Getopt::Long also takes them with one dash.
@@ -167,7 +202,7 @@ def perl_arguments(argv: Sequence[str]) -> list[str]:
 
 def _alias(subcommand: str) -> NoReturn:
     prog = f"dq-{subcommand}"
-    sys.exit(main([subcommand, *perl_arguments(sys.argv[1:])], prog=prog))
+    sys.exit(_flushed(main([subcommand, *perl_arguments(sys.argv[1:])], prog=prog)))
 
 
 def perl_submit() -> NoReturn:

@@ -1,0 +1,134 @@
+"""``dq show JOBID``: one job whole, wherever it is (queued, active or failed).
+
+:func:`show_job` asks each place a job can be, in turn, and returns one
+:class:`JobView` with the same keys whatever the state (``None`` where a key does not
+apply), so a script reading ``dq show --json`` needs no case per state. A new state
+(deferred jobs, say) is one more finder in :data:`_FINDERS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from ._format import is_job_name
+from .errors import DirQueueError
+from .failed import FailedStore, NoSuchFailedJobError
+from .stats import list_jobs
+
+if TYPE_CHECKING:
+    from .queue import DirQueue
+
+__all__ = ["NoSuchJobError", "show_job"]
+
+JobView = dict[str, Any]
+
+
+class NoSuchJobError(DirQueueError, LookupError):
+    """No job by this id is queued, active or failed. ``jobid`` names it."""
+
+    def __init__(self, message: str, jobid: str) -> None:
+        super().__init__(message)
+        self.jobid = jobid
+
+
+def _blank(jobid: str) -> JobView:
+    return {
+        "id": jobid,
+        "state": None,
+        "priority": int(jobid[:2]),
+        "size": None,
+        "data_path": None,
+        "submitted": None,
+        "submitted_host": None,
+        "attempts": 0,
+        "metadata": {},
+        "worker": None,
+        "lock_age": None,
+        "note": "",
+        "error": None,
+        "detail": None,
+        "failed_at": None,
+        "failed_host": None,
+        "failed_pid": None,
+    }
+
+
+def _in_queue(queue: DirQueue, jobid: str, now: float) -> JobView | None:
+    for info in list_jobs(queue, now=now):
+        if info.job.jobid != jobid:
+            continue
+        job = info.job
+        view = _blank(jobid)
+        listed = info.as_dict()
+        view.update(
+            state=info.state,
+            size=listed["size"],
+            data_path=os.path.abspath(job.get_data_path()),
+            submitted=listed["submitted"],
+            submitted_host=listed["submitted_host"],
+            attempts=info.attempts,
+            metadata=listed["metadata"],
+            worker=listed["worker"],
+            note=info.note,
+        )
+        if info.state != "queued":
+            # The lock's mtime: when it was taken or last touched by its heartbeat. Gone
+            # (finished or returned while we looked): no age.
+            with contextlib.suppress(OSError):
+                touched = os.stat(queue.layout.active_path(jobid)).st_mtime
+                view["lock_age"] = max(0.0, now - touched)
+        return view
+    return None
+
+
+def _failed(queue: DirQueue, jobid: str, now: float) -> JobView | None:
+    try:
+        failed = FailedStore(queue).get(jobid)
+    except NoSuchFailedJobError:
+        return None
+    listed = failed.as_dict()
+    view = _blank(jobid)
+    view.update(
+        state="failed",
+        size=listed["size"],
+        data_path=os.path.abspath(failed.data_path),
+        submitted=listed["submitted"],
+        submitted_host=listed["submitted_host"],
+        attempts=failed.attempts,
+        metadata=listed["metadata"],
+        error=failed.error,
+        detail=failed.detail,
+        failed_at=failed.failed_at,
+        failed_host=failed.host,
+        failed_pid=failed.pid,
+    )
+    return view
+
+
+#: Where a job can be, in the order asked: a job being requeued may be seen in both.
+_FINDERS: Final[tuple[Callable[[DirQueue, str, float], JobView | None], ...]] = (
+    _in_queue,
+    _failed,
+)
+
+
+def show_job(queue: DirQueue, jobid: str, *, now: float | None = None) -> JobView:
+    """Everything known about job ``jobid``; :class:`NoSuchJobError` if it is nowhere."""
+    if not is_job_name(jobid):
+        raise NoSuchJobError(
+            f"{jobid!r} is not a job id: copy one from 'dq list' or 'dq list --failed'", jobid
+        )
+    when = time.time() if now is None else now
+    for finder in _FINDERS:
+        view = finder(queue, jobid, when)
+        if view is not None:
+            return view
+    raise NoSuchJobError(
+        f"no job {jobid} in {queue.dir}: it is not queued, active or failed"
+        " (finished jobs leave nothing behind)",
+        jobid,
+    )
