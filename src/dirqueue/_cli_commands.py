@@ -30,6 +30,7 @@ from .worker import (
     WorkerReport,
     load_handler,
     run_workers,
+    timeout_needs_supervisor,
 )
 
 __all__ = [
@@ -142,6 +143,7 @@ def cmd_deque(ctx: Context) -> int:
         njobs=1,
         until_empty=args.wait == 0,
         idle_timeout=args.wait or None,
+        timeout=args.timeout,
     )
     with worker.signal_handlers():
         # Short steps while waiting, so that a signal ends the wait promptly.
@@ -217,9 +219,10 @@ def cmd_server(ctx: Context) -> int:
         "until_empty": args.until_empty,
         "idle_timeout": args.idle_timeout,
         "poll_interval": args.poll_interval,
+        "timeout": args.timeout,
     }
     started = time.monotonic()
-    if args.workers == 1:
+    if args.workers == 1 and not timeout_needs_supervisor(handler, args.timeout):
         done = 0
 
         def on_result_local(result: StepResult) -> None:
@@ -267,6 +270,7 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
                 "jobs": jobs,
                 **{o.value: sum(r.counts[o.value] for r in reports) for o in outcomes},
                 "seconds": round(elapsed, 3),
+                "restarts": sum(r.restarts for r in reports),
             },
             ctx.out,
         )
@@ -295,6 +299,9 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
             ]
         )
     ctx.out.write(table(rows, right=frozenset(range(1, 7))) + "\n")
+    restarts = sum(r.restarts for r in reports)
+    if restarts:
+        ctx.line(f"{restarts} worker restart{'s' if restarts != 1 else ''}")
     rate = jobs / elapsed if elapsed > 0 else 0.0
     ctx.line(f"{jobs} jobs in {elapsed:.2f}s ({rate:.1f} jobs/s)")
     ctx.out.flush()
