@@ -68,7 +68,7 @@ def check_handler(handler: object, spec: str | None = None) -> Callable[[Job], o
     name = spec if spec is not None else repr(handler)
     if not callable(handler):
         raise InvalidHandlerError(
-            f"handler {name} is a {type(handler).__name__}, not a function: give a"
+            f"handler {name} is not callable (a {type(handler).__name__}): give a"
             " function that takes a job, like 'def handle(job): ...'",
             name,
         )

@@ -24,16 +24,17 @@ _log = logging.getLogger("dirqueue")
 
 def count_timed_out(
     queue: DirQueue, jobid: str, attempt: int, error: str, max_attempts: int
-) -> None:
+) -> bool | None:
     """Count the attempt at ``jobid`` whose worker was killed for running past its
     time limit (``error`` says so): take the job (its lock's owner is dead), count
     the attempt, and put it back in the queue, or in ``failed/`` if that was its last.
+    True if it moved the job to ``failed/``, False if it returned it, None if neither.
 
     The job stays locked instead if its lock cannot be broken yet (a queue library
     that breaks a dead owner's lock only after ``active_file_lifetime``).
     """
     if not jobid:
-        return
+        return None
     # A queue of our own, without the heartbeat thread: the supervisor holds the job
     # for a moment, and will fork again.
     quiet = DirQueue(
@@ -58,7 +59,7 @@ def count_timed_out(
                 jobid,
                 error,
             )
-            return
+            return None
         try:
             counted = attempts_of(job.control)
             attempts = max(counted, attempt)
@@ -68,16 +69,18 @@ def count_timed_out(
                     "job %s failed (attempt %d of %d): %s; moved to failed/",
                     jobid, attempts, max_attempts, error,
                 )
-            else:
-                if counted < attempts:
-                    record_attempts(job, attempts)
-                job.return_to_queue()
-                _log.warning(
-                    "job %s failed (attempt %d of %d): %s; returned to the queue",
-                    jobid, attempts, max_attempts, error,
-                )
+                return True
+            if counted < attempts:
+                record_attempts(job, attempts)
+            job.return_to_queue()
+            _log.warning(
+                "job %s failed (attempt %d of %d): %s; returned to the queue",
+                jobid, attempts, max_attempts, error,
+            )
+            return False
         finally:
             if job.is_active:
                 job.return_to_queue()
     except DirQueueError as err:
         _log.warning("could not count the timed-out attempt at job %s: %s", jobid, err)
+    return None

@@ -347,6 +347,12 @@ class Worker:
         """Close the worker's event loop, if an async handler made one."""
         self._caller.close()
 
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- stopping --------------------------------------------------------------------
 
     @property
@@ -760,7 +766,10 @@ class _Fleet:
         if death.overdue and self.timeout is not None:
             error = timed_out_message(self.timeout)
             _log.warning("%s killed: job %s %s; %s", who, jobid, error, then)
-            count_timed_out(self.queue, jobid, attempt, error, self.max_attempts)
+            failed = count_timed_out(self.queue, jobid, attempt, error, self.max_attempts)
+            if failed is not None:
+                outcome = Outcome.FAILED if failed else Outcome.RETRIED
+                self.counters.add(death.index, _COUNTED[outcome])
         else:
             _log.warning("%s died: %s; %s", who, death.cause, then)
 
