@@ -72,7 +72,7 @@ def test_the_first_ctrl_c_prints_one_line_and_the_job_finishes(
         ("import no_such_dependency_here\n", "No module named 'no_such_dependency_here'"),
         ("raise RuntimeError('config missing')\n", "RuntimeError: config missing"),
         ("x = 1\n", "has no 'handle'"),
-        ("handle = 42\n", "not a function"),
+        ("handle = 42\n", "is not callable"),
     ],
 )
 def test_a_handler_that_does_not_import_is_one_line(

@@ -45,6 +45,7 @@ from .worker import (
     WorkerReport,
     load_handler,
     run_workers,
+    timeout_needs_supervisor,
 )
 
 __all__ = [
@@ -181,6 +182,7 @@ def cmd_deque(ctx: Context) -> int:
         njobs=1,
         until_empty=args.wait == 0,
         idle_timeout=args.wait or None,
+        timeout=args.timeout,
     )
     with worker.signal_handlers(), StopAnnouncer(ctx.say).wrapping():
         # Short steps while waiting, so that a signal ends the wait promptly.
@@ -322,12 +324,13 @@ def cmd_server(ctx: Context) -> int:
         "until_empty": args.until_empty,
         "idle_timeout": args.idle_timeout,
         "poll_interval": args.poll_interval,
+        "timeout": args.timeout,
     }
     announcer = StopAnnouncer(ctx.say)
     redirect = _job_output_to_stderr() if args.json else contextlib.nullcontext()
     started = time.monotonic()
     with redirect:
-        if args.workers == 1:
+        if args.workers == 1 and not timeout_needs_supervisor(handler, args.timeout):
             reports = _serve_here(
                 ctx, _AnnouncingWorker(queue, handler, njobs=njobs, announcer=announcer,
                                        **options), on_result, progress
@@ -397,6 +400,7 @@ def _summary(reports: list[WorkerReport], elapsed: float) -> dict[str, Any]:
         "jobs": sum(r.jobs for r in reports),
         **{o.value: sum(r.counts[o.value] for r in reports) for o in outcomes},
         "seconds": round(elapsed, 3),
+        "restarts": sum(r.restarts for r in reports),
     }
 
 
@@ -442,6 +446,9 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
         )
     # On stderr: standard output is the jobs'.
     ctx.err.write(table(rows, right=frozenset(range(1, 7))) + "\n")
+    restarts = sum(r.restarts for r in reports)
+    if restarts:
+        ctx.err.write(f"{restarts} worker restart{'s' if restarts != 1 else ''}\n")
     rate = jobs / elapsed if elapsed > 0 else 0.0
     ctx.err.write(escape_controls(f"{jobs} jobs in {elapsed:.2f}s ({rate:.1f} jobs/s)") + "\n")
     ctx.err.flush()

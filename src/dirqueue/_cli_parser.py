@@ -246,6 +246,7 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         help=f"failed attempts before a job moves to failed/ (default {DEFAULT_MAX_ATTEMPTS})",
     )
     _create_option(p)
+    _timeout_option(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]")
     p.set_defaults(func=cmd_deque)
 
@@ -363,6 +364,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         "--poll-interval", type=_seconds, default=1.0, metavar="SECONDS",
         help="how often to look for jobs from other hosts (default 1)",
     )
+    _timeout_option(p)
     p.add_argument("-v", "--verbose", action="store_true", help="a line per job on stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument(
@@ -376,3 +378,11 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     _create_option(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
     p.set_defaults(func=cmd_server)
+
+
+def _timeout_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--timeout", type=_seconds, metavar="SECONDS",
+        help="fail an attempt that runs longer (also 30s, 5m): a command is killed with"
+        " its process group, a Python handler's worker process is replaced",
+    )

@@ -16,19 +16,27 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from ._handler import JobTimeoutError
 from .errors import DirQueueError
 from .failed import attempts_of
 
 if TYPE_CHECKING:
     from .job import Job
 
-__all__ = ["CommandFailedError", "CommandHandler", "job_environment"]
+__all__ = [
+    "DEFAULT_KILL_GRACE",
+    "CommandFailedError",
+    "CommandHandler",
+    "job_environment",
+    "terminate_group",
+]
 
 #: How long a command gets to exit after SIGTERM before it is killed.
-_COMMAND_KILL_GRACE: Final = 5.0
+DEFAULT_KILL_GRACE: Final = 5.0
 #: How much of a failed command's stderr the failed-job record keeps.
 _STDERR_TAIL: Final = 4096
 
@@ -96,15 +104,38 @@ class CommandHandler:
     (which lets the job finish) and not the command. Its stdout is the worker's; its
     stderr is passed through and the last few KB kept for the failed-job record. Exit
     status 0 finishes the job; anything else raises :class:`CommandFailedError`.
+
+    With a ``timeout`` (seconds), a command still running past it is stopped with its
+    whole process group (what it started in the background too): SIGTERM, then SIGKILL
+    to whatever is left after ``kill_grace`` seconds; the attempt fails with
+    :class:`JobTimeoutError` ("timed out after N s").
     """
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+    ) -> None:
         if not argv:
             raise ValueError("a command handler needs a command to run")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
+        if not kill_grace >= 0:
+            raise ValueError(f"kill_grace must be 0 or more seconds, not {kill_grace}")
         self.argv = list(argv)
+        self.timeout = timeout
+        self.kill_grace = kill_grace
 
     def __repr__(self) -> str:
-        return f"CommandHandler({self.argv!r})"
+        if self.timeout is None:
+            return f"CommandHandler({self.argv!r})"
+        return f"CommandHandler({self.argv!r}, timeout={self.timeout!r})"
+
+    def with_timeout(self, timeout: float | None) -> CommandHandler:
+        """The same command with another ``timeout``."""
+        return CommandHandler(self.argv, timeout=timeout, kill_grace=self.kill_grace)
 
     def __call__(self, job: Job) -> None:
         attempt = attempts_of(job.control) + 1
@@ -124,15 +155,23 @@ class CommandHandler:
         tail = bytearray()
         pump = threading.Thread(target=_pump_stderr, args=(proc.stderr, tail), daemon=True)
         pump.start()
+        timed_out = False
         try:
-            returncode = proc.wait()
+            try:
+                returncode = proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                returncode = terminate_group(proc, self.kill_grace)
         finally:
             if proc.poll() is None:
                 # Interrupted (a second stop signal): stop the command too.
-                _terminate(proc)
-            pump.join(timeout=_COMMAND_KILL_GRACE)
+                terminate_group(proc, self.kill_grace)
+            pump.join(timeout=self.kill_grace or DEFAULT_KILL_GRACE)
+        detail = tail.decode("utf-8", errors="replace")
+        if timed_out and self.timeout is not None:
+            raise JobTimeoutError(self.timeout, detail)
         if returncode != 0:
-            raise CommandFailedError(argv, returncode, tail.decode("utf-8", errors="replace"))
+            raise CommandFailedError(argv, returncode, detail)
 
 
 def _pump_stderr(stream: Any, tail: bytearray) -> None:
@@ -147,12 +186,36 @@ def _pump_stderr(stream: Any, tail: bytearray) -> None:
             del tail[:-_STDERR_TAIL]
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
+def terminate_group(proc: subprocess.Popen[bytes], grace: float) -> int:
+    """Stop ``proc`` and every process in its group; return its exit status.
+
+    SIGTERM to the group, then SIGKILL to whatever of it is left after ``grace``
+    seconds. The group outlives its leader when the command started something in the
+    background (``sleep 1000 & ...``), and that must not go on running after the
+    attempt ended: so after the leader exits we keep looking at the group, not only at
+    the leader. Its id cannot be reused while any member lives.
+    """
+    pgid = proc.pid
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _signal_group(pgid, signal.SIGKILL)
+    return proc.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
     try:
-        proc.wait(timeout=_COMMAND_KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,7 +1,9 @@
 """The supervisor: N forked processes, each running one function, and stop signals.
 
 :func:`supervise` forks the children, forwards SIGTERM and SIGINT to each of them
-(SIGHUP as SIGTERM), restarts none, and waits for all. It knows nothing of jobs:
+(SIGHUP as SIGTERM), waits for all, and (when asked) replaces a child that dies
+while no stop was asked for, backing off when one keeps dying quickly, and kills a
+child that runs past the deadline it reports. It knows nothing of jobs:
 :func:`dirqueue.worker.run_workers` gives it the function each child runs (a
 :class:`~dirqueue.worker.Worker`) and reads what the children did from
 :class:`SharedCounters`. :class:`SharedBudget` is an ``njobs`` allowance the children
@@ -24,15 +26,26 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final
 
-__all__ = ["ChildContext", "ChildResult", "SharedBudget", "SharedCounters", "supervise"]
+__all__ = [
+    "Backoff",
+    "ChildContext",
+    "ChildDeath",
+    "ChildResult",
+    "SharedBudget",
+    "SharedCounters",
+    "SharedText",
+    "supervise",
+]
 
 _FORK: Final = multiprocessing.get_context("fork")
 #: The signals a supervisor forwards to its children, and as what. A hang-up stops the
@@ -70,6 +83,27 @@ class SharedCounters:
         """A copy of one child's counters."""
         start = row * self._width
         return list(self._array[start : start + self._width])
+
+
+class SharedText:
+    """One short text per child in shared memory (a job id), written only by it."""
+
+    def __init__(self, rows: int, size: int) -> None:
+        self._size = size
+        self._array: Any = _FORK.RawArray("c", rows * size)
+
+    def set(self, row: int, text: str) -> None:
+        """Set one child's text (only the row's own child may, or the supervisor once
+        the child is dead); longer than the size, it is cut."""
+        data = text.encode("utf-8")[: self._size]
+        start = row * self._size
+        self._array[start : start + self._size] = data.ljust(self._size, b"\0")
+
+    def get(self, row: int) -> str:
+        """One child's text ("" if none)."""
+        start = row * self._size
+        raw = bytes(self._array[start : start + self._size])
+        return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
 
 
 class SharedBudget:
@@ -111,10 +145,59 @@ class ChildContext:
 
 @dataclass(frozen=True)
 class ChildResult:
-    """How a child ended."""
+    """How a child's slot ended: its last process, and how often it was restarted."""
 
     pid: int
     exit_code: int
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class ChildDeath:
+    """A child that ended other than by returning from its function, or was killed
+    by the supervisor for running past its deadline (what ``on_death`` is told)."""
+
+    index: int
+    pid: int
+    #: Its exit status: negative for the signal that killed it.
+    exit_code: int
+    #: Seconds it ran.
+    uptime: float
+    #: True if the supervisor killed it: it ran past its deadline.
+    overdue: bool
+    #: Seconds until its replacement starts; None when it is not replaced (a stop was
+    #: asked for, or the supervisor restarts no children).
+    restart_in: float | None
+
+    @property
+    def cause(self) -> str:
+        """What ended it, in words: ``signal 9 (SIGKILL)``, ``exit code 1``."""
+        if self.exit_code < 0:
+            number = -self.exit_code
+            try:
+                return f"signal {number} ({signal.Signals(number).name})"
+            except ValueError:
+                return f"signal {number}"
+        return f"exit code {self.exit_code}"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before restarting a child that keeps dying quickly.
+
+    A child that ran at least ``quick`` seconds is replaced at once; each quick death in
+    a row doubles the wait, from ``first`` up to ``cap`` seconds.
+    """
+
+    first: float = 0.5
+    cap: float = 30.0
+    quick: float = 10.0
+
+    def delay(self, quick_deaths: int) -> float:
+        """The wait after the ``quick_deaths``-th quick death in a row (0: none)."""
+        if quick_deaths <= 0:
+            return 0.0
+        return float(min(self.cap, self.first * 2 ** min(quick_deaths - 1, 62)))
 
 
 @dataclass
@@ -133,10 +216,133 @@ class _ChildSpec:
 class _Child:
     index: int
     process: Any
+    started: float = field(default_factory=time.monotonic)
+    #: Killed by the supervisor for running past its deadline.
+    overdue: bool = False
 
     @property
     def pid(self) -> int:
         return int(self.process.pid or 0)
+
+
+@dataclass
+class _Slot:
+    """One of the N places a child runs in, through its restarts."""
+
+    index: int
+    child: _Child
+    restarts: int = 0
+    quick_deaths: int = 0
+    #: When (monotonic) to start the replacement of a child that died.
+    restart_at: float | None = None
+    done: bool = False
+
+
+@dataclass
+class _Supervisor:
+    main: Callable[[ChildContext], None]
+    name: str
+    supervisor_pid: int
+    previous: dict[int, _SignalHandler]
+    restart: bool
+    backoff: Backoff
+    deadline_of: Callable[[int], float | None] | None
+    on_death: Callable[[ChildDeath], None] | None
+    pending: list[int] = field(default_factory=list)
+    slots: list[_Slot] = field(default_factory=list)
+    stopping: bool = False
+
+    def start(self, index: int) -> _Child:
+        with _blocked(_FORWARDED) as mask:
+            spec = _ChildSpec(index, self.main, self.supervisor_pid, self.previous, mask)
+            process = _FORK.Process(
+                target=_child_main, args=(spec,), name=f"{self.name}-{index + 1}"
+            )
+            process.start()
+        # Unblocked: a signal that came meanwhile is in ``pending`` now.
+        child = _Child(index, process)
+        with contextlib.suppress(OSError):
+            os.setpgid(child.pid, child.pid)
+        return child
+
+    def forward_signals(self) -> None:
+        while self.pending:
+            self.stopping = True  # No restarts from now on.
+            signum = _FORWARDED.get(self.pending.pop(0), signal.SIGTERM)
+            for slot in self.slots:
+                if not slot.done and slot.child.process.is_alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(slot.child.pid, signum)
+
+    def kill_overdue(self, now: float) -> None:
+        if self.deadline_of is None or self.stopping:
+            return
+        for slot in self.slots:
+            child = slot.child
+            if slot.done or slot.restart_at is not None or child.overdue:
+                continue
+            deadline = self.deadline_of(slot.index)
+            if deadline is not None and now > deadline and child.process.is_alive():
+                # Python code cannot be stopped safely from inside: the whole worker
+                # goes, with whatever it started in its process group.
+                child.overdue = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGKILL)
+
+    def reap(self, now: float) -> None:
+        for slot in self.slots:
+            child = slot.child
+            if slot.done or slot.restart_at is not None or child.process.is_alive():
+                continue
+            code = child.process.exitcode or 0
+            uptime = now - child.started
+            if code == 0 and not child.overdue:
+                slot.done = True  # It stopped on its own: a limit, or a stop signal.
+                continue
+            restart_in: float | None = None
+            if self.restart and not self.stopping:
+                if child.overdue:
+                    slot.quick_deaths = 0  # Its job's fault, not the worker's.
+                elif uptime < self.backoff.quick:
+                    slot.quick_deaths += 1
+                else:
+                    slot.quick_deaths = 0
+                restart_in = self.backoff.delay(slot.quick_deaths)
+            if self.on_death is not None:
+                self.on_death(
+                    ChildDeath(slot.index, child.pid, code, uptime, child.overdue, restart_in)
+                )
+            if restart_in is None:
+                slot.done = True
+            else:
+                slot.restart_at = now + restart_in
+
+    def restart_due(self, now: float) -> None:
+        for slot in self.slots:
+            if slot.restart_at is None:
+                continue
+            if self.stopping:
+                slot.restart_at, slot.done = None, True
+            elif now >= slot.restart_at:
+                slot.child = self.start(slot.index)
+                slot.restart_at = None
+                slot.restarts += 1
+                self.forward_signals()  # One that came as it started.
+
+    def wait(self, interval: float, now: float) -> None:
+        timeout = interval
+        for slot in self.slots:
+            if slot.restart_at is not None:
+                timeout = min(timeout, max(0.0, slot.restart_at - now))
+        sentinels = [
+            s.child.process.sentinel
+            for s in self.slots
+            if not s.done and s.restart_at is None
+        ]
+        if sentinels:
+            multiprocessing.connection.wait(sentinels, timeout)
+        else:
+            time.sleep(timeout)
 
 
 def supervise(
@@ -146,6 +352,10 @@ def supervise(
     name: str = "dq-worker",
     on_tick: Callable[[list[int]], None] | None = None,
     interval: float = 0.2,
+    restart: bool = False,
+    backoff: Backoff | None = None,
+    deadline_of: Callable[[int], float | None] | None = None,
+    on_death: Callable[[ChildDeath], None] | None = None,
 ) -> list[ChildResult]:
     """Run ``main`` in ``count`` forked processes until each returns; how each ended.
 
@@ -153,67 +363,56 @@ def supervise(
     only the supervisor, which forwards it once. ``on_tick(pids)`` is called every
     ``interval`` seconds with the pids of the children started, in order. A stop signal
     that comes while the children start stops those started and starts no more.
+
+    With ``restart``, a child that dies (a non-zero exit, or a signal) while no stop
+    was asked for is replaced by a new one in its slot, after the ``backoff`` wait if
+    it keeps dying quickly. ``deadline_of(index)`` (a ``time.monotonic()`` time, or
+    None) is asked every tick: a child past its deadline is killed with its process
+    group (SIGKILL) and replaced at once. ``on_death`` hears of each such death, before
+    the replacement starts.
     """
     if count < 1:
         raise ValueError(f"count must be 1 or more, not {count}")
-    children: list[_Child] = []
-    pending: list[int] = []
+    sup = _Supervisor(
+        main, name, os.getpid(), {}, restart, backoff or Backoff(), deadline_of, on_death
+    )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        pending.append(signum)  # The supervising loop forwards it.
+        sup.pending.append(signum)  # The supervising loop forwards it.
 
-    previous: dict[int, _SignalHandler] = {}
     for sig in _FORWARDED:
         if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
             continue  # Started under nohup: hang-ups stay ignored.
-        previous[sig] = signal.signal(sig, on_signal)
-    supervisor_pid = os.getpid()
+        sup.previous[sig] = signal.signal(sig, on_signal)
     try:
         for index in range(count):
-            if pending:
+            if sup.pending:
                 break  # Asked to stop while the others started.
-            with _blocked(_FORWARDED) as mask:
-                spec = _ChildSpec(index, main, supervisor_pid, previous, mask)
-                process = _FORK.Process(
-                    target=_child_main, args=(spec,), name=f"{name}-{index + 1}"
-                )
-                process.start()
-            # Unblocked: a signal that came meanwhile is in ``pending`` now.
-            child = _Child(index, process)
-            with contextlib.suppress(OSError):
-                os.setpgid(child.pid, child.pid)
-            children.append(child)
-        _supervise(children, pending, on_tick, interval)
+            sup.slots.append(_Slot(index, sup.start(index)))
+        while True:
+            sup.forward_signals()
+            now = time.monotonic()
+            sup.kill_overdue(now)
+            sup.reap(now)
+            sup.restart_due(now)
+            if on_tick is not None:
+                on_tick([slot.child.pid for slot in sup.slots])
+            if all(slot.done for slot in sup.slots):
+                break
+            sup.wait(interval, now)
     finally:
-        for child in children:
-            if child.process.is_alive():
+        for slot in sup.slots:
+            process = slot.child.process
+            if process.is_alive():
                 # Only on an error of our own: make sure no child outlives us.
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGTERM)
-            child.process.join()
-        _restore_handlers(previous)
-    return [ChildResult(c.pid, c.process.exitcode or 0) for c in children]
-
-
-def _supervise(
-    children: list[_Child],
-    pending: list[int],
-    on_tick: Callable[[list[int]], None] | None,
-    interval: float,
-) -> None:
-    while True:
-        while pending:
-            signum = _FORWARDED.get(pending.pop(0), signal.SIGTERM)
-            for child in children:
-                if child.process.is_alive():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(child.pid, signum)
-        if on_tick is not None:
-            on_tick([c.pid for c in children])
-        alive = [c for c in children if c.process.is_alive()]
-        if not alive:
-            return
-        alive[0].process.join(interval)
+                    os.kill(slot.child.pid, signal.SIGTERM)
+            process.join()
+        _restore_handlers(sup.previous)
+    return [
+        ChildResult(slot.child.pid, slot.child.process.exitcode or 0, slot.restarts)
+        for slot in sup.slots
+    ]
 
 
 @contextlib.contextmanager

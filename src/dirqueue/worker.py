@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -36,21 +37,38 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ._command import CommandFailedError, CommandHandler, job_environment
-from ._supervisor import ChildContext, SharedBudget, SharedCounters, supervise
+from ._command import DEFAULT_KILL_GRACE, CommandFailedError, CommandHandler, job_environment
+from ._handler import (
+    HandlerCaller,
+    InvalidHandlerError,
+    JobTimeoutError,
+    check_handler,
+    timed_out_message,
+)
+from ._supervisor import (
+    ChildContext,
+    ChildDeath,
+    SharedBudget,
+    SharedCounters,
+    SharedText,
+    supervise,
+)
+from ._timeouts import count_timed_out
 from .errors import JobLostError, QueueIOError
 from .failed import FailedStore, attempts_of, record_attempts
+from .queue import DirQueue
 from .stats import waiting_job_ids
 
 if TYPE_CHECKING:
     from .job import Job
-    from .queue import DirQueue
 
 __all__ = [
     "CommandFailedError",
     "CommandHandler",
     "Handler",
+    "InvalidHandlerError",
     "JobInterrupted",
+    "JobTimeoutError",
     "Outcome",
     "StepResult",
     "StopReason",
@@ -59,7 +77,10 @@ __all__ = [
     "job_environment",
     "load_handler",
     "run_workers",
+    "timeout_needs_supervisor",
 ]
+
+_log = logging.getLogger("dirqueue")
 
 Handler = Callable[["Job"], object]
 """What a worker runs on each job: ``handler(job)``; returning finishes the job."""
@@ -147,12 +168,18 @@ class StepResult:
 
 @dataclass
 class WorkerReport:
-    """What a worker did: jobs by outcome, and why it stopped."""
+    """What a worker did: jobs by outcome, and why it stopped.
+
+    Under :func:`run_workers` a report is one worker's slot: ``restarts`` counts the
+    processes that died in it and were replaced (``pid`` is the last one's), and the
+    counts are all of theirs together.
+    """
 
     pid: int = field(default_factory=os.getpid)
     counts: Counter[str] = field(default_factory=Counter)
     stop_reason: str = ""
     exit_code: int = 0
+    restarts: int = 0
 
     @property
     def jobs(self) -> int:
@@ -167,6 +194,7 @@ class WorkerReport:
             **{o.value: self.counts[o.value] for o in _JOB_OUTCOMES},
             "stop_reason": self.stop_reason,
             "exit_code": self.exit_code,
+            "restarts": self.restarts,
         }
 
 
@@ -216,7 +244,11 @@ class Worker:
 
     :param queue: the queue to take jobs from.
     :param handler: called with each job (active, held by this process); returning
-        finishes the job, raising follows the failure policy.
+        finishes the job, raising follows the failure policy. A coroutine function
+        (``async def handle(job)``), or a function that returns an awaitable, is
+        awaited on the worker's event loop (one per worker process, kept across jobs,
+        closed when :meth:`run` ends or by :meth:`close`). Anything not callable is
+        refused (:class:`InvalidHandlerError`).
     :param max_attempts: failed attempts, counted across all workers and hosts, after
         which a job moves to ``failed/``.
     :param njobs: stop after taking this many jobs (None: no limit).
@@ -230,6 +262,17 @@ class Worker:
     :param budget: a shared ``njobs`` allowance (used by :func:`run_workers`).
     :param parent_pid: stop taking jobs once this is no longer the worker's parent
         process (its supervisor died; used by :func:`run_workers`).
+    :param timeout: seconds an attempt may run; one that runs longer fails with
+        "timed out after N s" (retried, or moved to ``failed/``, as the policy says).
+        A :class:`CommandHandler`'s command is stopped with its process group; an
+        async handler's task is cancelled. A plain Python function cannot be stopped
+        safely inside its own process: its worker process is killed and replaced by
+        the supervisor of :func:`run_workers` (``dq server`` runs one whenever
+        ``--timeout`` is given with ``--handler``). Run in-process without one, a
+        plain function is not limited.
+    :param on_running: called with ``(jobid, attempt)`` as the handler starts on a
+        job, and with ``(None, 0)`` once it has returned (used by :func:`run_workers`
+        to watch for timeouts).
     """
 
     def __init__(
@@ -247,7 +290,12 @@ class Worker:
         sleep: Callable[[float], None] = time.sleep,
         budget: JobBudget | None = None,
         parent_pid: int | None = None,
+        timeout: float | None = None,
+        on_running: Callable[[str | None, int], None] | None = None,
     ) -> None:
+        check_handler(handler)
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be 1 or more, not {max_attempts}")
         if njobs is not None and njobs < 0:
@@ -256,6 +304,11 @@ class Worker:
             raise ValueError(f"poll_interval must be positive, not {poll_interval}")
         self.queue = queue
         self.handler = handler
+        self.timeout = timeout
+        self.on_running = on_running
+        if isinstance(handler, CommandHandler) and timeout is not None:
+            handler = handler.with_timeout(timeout)
+        self._caller = HandlerCaller(handler, timeout)
         self.max_attempts = max_attempts
         self.until_empty = until_empty
         self.idle_timeout = idle_timeout
@@ -274,6 +327,31 @@ class Worker:
         self._in_handler = False
         self._last_activity = clock()
         self._unseen_since: float | None = None
+
+    @property
+    def watchdog_timeout(self) -> float | None:
+        """Seconds after which this worker's process must be killed from outside to
+        stop an attempt (None: it needs no such help, or has no timeout).
+
+        A command is stopped by the worker itself. An ``async def`` handler's task is
+        cancelled on time, so the watchdog waits a grace longer, for a loop that some
+        blocking call keeps from running.
+        """
+        if self.timeout is None or isinstance(self.handler, CommandHandler):
+            return None
+        if self._caller.is_async:
+            return self.timeout + DEFAULT_KILL_GRACE
+        return self.timeout
+
+    def close(self) -> None:
+        """Close the worker's event loop, if an async handler made one."""
+        self._caller.close()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- stopping --------------------------------------------------------------------
 
@@ -403,11 +481,15 @@ class Worker:
                 # a long job still must not look abandoned: it is touched all the
                 # same, without the lock's promise.
                 self._in_handler = True
+                if self.on_running is not None:
+                    self.on_running(job.jobid, attempt)
                 try:
                     with job.kept_fresh():
-                        self.handler(job)
+                        self._caller(job)
                 finally:
                     self._in_handler = False
+                    if self.on_running is not None:
+                        self.on_running(None, 0)
             except JobInterrupted:
                 if job.is_active:
                     job.return_to_queue()
@@ -459,9 +541,12 @@ class Worker:
             if threading.current_thread() is threading.main_thread()
             else contextlib.nullcontext()
         )
-        with handlers:
-            while self.run_once().outcome is not Outcome.STOPPED:
-                pass
+        try:
+            with handlers:
+                while self.run_once().outcome is not Outcome.STOPPED:
+                    pass
+        finally:
+            self.close()
         self.report.stop_reason = self._stop_reason
         return self.report
 
@@ -470,7 +555,7 @@ def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     first = text[0] if text else ""
     name = type(err).__name__
-    if isinstance(err, CommandFailedError):
+    if isinstance(err, (CommandFailedError, JobTimeoutError)):
         return first
     return f"{name}: {first}" if first else name
 
@@ -502,20 +587,29 @@ def load_handler(spec: str) -> Handler:
             raise ValueError(
                 f"module {module_name!r} has no {attr!r}: check the function name"
             ) from None
-    if not callable(obj):
-        raise ValueError(f"handler {spec!r} is a {type(obj).__name__}, not a function")
-    handler: Handler = obj
-    return handler
+    return check_handler(obj, repr(spec))
+
+
+def timeout_needs_supervisor(handler: Handler, timeout: float | None) -> bool:
+    """True if ``handler``'s ``timeout`` can only be kept by killing its worker
+    process, so that the worker must run under :func:`run_workers` even alone."""
+    return timeout is not None and not isinstance(handler, CommandHandler)
 
 
 
 # -- many workers --------------------------------------------------------------------
 
 #: What a forked worker counts in its row of the shared counters, in this order, then
-#: its stop reason as a :data:`_STOP_CODES` index.
+#: its stop reason as a :data:`_STOP_CODES` index, then the job it runs now: the
+#: attempt, and when (``time.monotonic()``, in ms) the supervisor must kill it.
 _COUNTED: Final = {outcome: column for column, outcome in enumerate(_JOB_OUTCOMES)}
 _STOP_COLUMN: Final = len(_JOB_OUTCOMES)
+_ATTEMPT_COLUMN: Final = _STOP_COLUMN + 1
+_DEADLINE_COLUMN: Final = _STOP_COLUMN + 2
+_COLUMNS: Final = _STOP_COLUMN + 3
 _STOP_CODES: Final = (None, *StopReason)
+#: Room for a job id in the shared memory (they are about 40 characters).
+_JOBID_SIZE: Final = 255
 
 
 def _stop_code(reason: str) -> int:
@@ -546,57 +640,146 @@ def run_workers(
 
     Each worker is a persistent process with its own copy of ``handler`` (imported
     once, before the fork) and its own warm caches. The supervisor forwards SIGTERM
-    and SIGINT to every worker (a second signal reaches them a second time), restarts
-    none, and calls ``on_progress(jobs_done, reports)`` every ``progress_interval``
-    seconds. ``njobs`` is a total shared by all workers. Other options go to
-    :class:`Worker`.
+    and SIGINT to every worker (a second signal reaches them a second time), and calls
+    ``on_progress(jobs_done, reports)`` every ``progress_interval`` seconds. ``njobs``
+    is a total shared by all workers. Other options go to :class:`Worker`.
+
+    A worker that dies (a crash, a signal) while no stop was asked for is replaced at
+    once, or after a wait that doubles (0.5 s up to 30 s) while it keeps dying within
+    seconds; each death is logged at once (logger ``dirqueue``) and counted in its
+    report's ``restarts``. With a ``timeout`` and a Python handler, a worker whose
+    attempt runs past it is killed with its process group and replaced, and the
+    attempt is counted as failed ("timed out after N s"): the supervisor takes the job
+    back (its lock's owner is provably dead) and returns it to the queue, or moves it
+    to ``failed/`` at ``max_attempts``.
     """
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
-    counters = SharedCounters(workers, len(_COUNTED) + 1)
-    budget = SharedBudget(njobs) if njobs else None
-    user_callback = worker_options.pop("on_result", None)
+    check_handler(handler)
+    fleet = _Fleet(queue, handler, workers, njobs, worker_options)
 
-    def child_main(child: ChildContext) -> None:
+    def on_tick(pids: list[int]) -> None:
+        if on_progress is not None:
+            now = fleet.reports(pids)
+            on_progress(sum(r.jobs for r in now), now)
+
+    results = supervise(
+        workers,
+        fleet.child_main,
+        on_tick=on_tick,
+        interval=progress_interval,
+        restart=True,
+        deadline_of=fleet.deadline_of if fleet.timeout is not None else None,
+        on_death=fleet.on_death,
+    )
+    final = fleet.reports([r.pid for r in results])
+    for report, result in zip(final, results, strict=True):
+        report.exit_code = result.exit_code
+        report.restarts = result.restarts
+        if report.exit_code != 0:
+            report.stop_reason = f"exit code {report.exit_code}"
+    return final
+
+
+class _Fleet:
+    """What :func:`run_workers` shares with its forked workers, and its side of it:
+    each worker's counts and current job in shared memory, and what the supervisor
+    does when one dies."""
+
+    def __init__(
+        self,
+        queue: DirQueue,
+        handler: Handler,
+        workers: int,
+        njobs: int | None,
+        worker_options: dict[str, Any],
+    ) -> None:
+        self.queue = queue
+        self.handler = handler
+        self.counters = SharedCounters(workers, _COLUMNS)
+        self.running = SharedText(workers, _JOBID_SIZE)
+        self.budget = SharedBudget(njobs) if njobs else None
+        self.user_callback = worker_options.pop("on_result", None)
+        self.options = worker_options
+        self.timeout: float | None = worker_options.get("timeout")
+        self.max_attempts: int = worker_options.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+
+    # -- in a worker ---------------------------------------------------------------
+
+    def child_main(self, child: ChildContext) -> None:
+        counters, running, index = self.counters, self.running, child.index
+
         def on_result(result: StepResult) -> None:
             column = _COUNTED.get(result.outcome)
             if column is not None:
-                counters.add(child.index, column)
-            if user_callback is not None:
-                user_callback(result)
+                counters.add(index, column)
+            if self.user_callback is not None:
+                self.user_callback(result)
+
+        def on_running(jobid: str | None, attempt: int) -> None:
+            if jobid is None:
+                counters.set(index, _DEADLINE_COLUMN, 0)
+                return
+            running.set(index, jobid)
+            counters.set(index, _ATTEMPT_COLUMN, attempt)
+            limit = worker.watchdog_timeout
+            if limit is not None:
+                deadline = time.monotonic() + limit
+                counters.set(index, _DEADLINE_COLUMN, max(1, int(deadline * 1000)))
 
         worker = Worker(
-            queue,
-            handler,
-            budget=budget,
+            self.queue,
+            self.handler,
+            budget=self.budget,
             on_result=on_result,
             parent_pid=child.supervisor_pid,
-            **worker_options,
+            on_running=on_running,
+            **self.options,
         )
         with worker.signal_handlers():
             child.signals_ready()  # Our handlers are up: a signal sent meanwhile lands.
             report = worker.run()
-        counters.set(child.index, _STOP_COLUMN, _stop_code(report.stop_reason))
+        counters.set(index, _STOP_COLUMN, _stop_code(report.stop_reason))
 
-    def reports(pids: list[int]) -> list[WorkerReport]:
+    # -- in the supervisor -----------------------------------------------------------
+
+    def deadline_of(self, index: int) -> float | None:
+        """When (``time.monotonic()``) worker ``index``'s attempt runs out, if it must
+        be killed then."""
+        deadline_ms = self.counters.row(index)[_DEADLINE_COLUMN]
+        return deadline_ms / 1000 if deadline_ms else None
+
+    def on_death(self, death: ChildDeath) -> None:
+        """Say at once that a worker died, and count a timed-out worker's attempt."""
+        attempt = self.counters.row(death.index)[_ATTEMPT_COLUMN]
+        jobid = self.running.get(death.index)
+        # The dead worker's row is ours to reset now: its replacement starts clean.
+        self.counters.set(death.index, _DEADLINE_COLUMN, 0)
+        self.running.set(death.index, "")
+        if death.restart_in is None:
+            then = "not restarting: stopping"
+        elif death.restart_in:
+            then = f"restarting in {death.restart_in:g} s"
+        else:
+            then = "restarting"
+        who = f"worker {death.index + 1} (pid {death.pid})"
+        if death.overdue and self.timeout is not None:
+            error = timed_out_message(self.timeout)
+            _log.warning("%s killed: job %s %s; %s", who, jobid, error, then)
+            failed = count_timed_out(self.queue, jobid, attempt, error, self.max_attempts)
+            if failed is not None:
+                outcome = Outcome.FAILED if failed else Outcome.RETRIED
+                self.counters.add(death.index, _COUNTED[outcome])
+        else:
+            _log.warning("%s died: %s; %s", who, death.cause, then)
+
+    def reports(self, pids: list[int]) -> list[WorkerReport]:
+        """Each worker's counts so far (``pids``: the current process of each)."""
         found = []
         for index, pid in enumerate(pids):
-            row = counters.row(index)
+            row = self.counters.row(index)
             report = WorkerReport(pid=pid, stop_reason=_stop_reason_of(row[_STOP_COLUMN]))
             for outcome, column in _COUNTED.items():
                 report.counts[outcome.value] = row[column]
             found.append(report)
         return found
-
-    def on_tick(pids: list[int]) -> None:
-        if on_progress is not None:
-            now = reports(pids)
-            on_progress(sum(r.jobs for r in now), now)
-
-    results = supervise(workers, child_main, on_tick=on_tick, interval=progress_interval)
-    final = reports([r.pid for r in results])
-    for report, result in zip(final, results, strict=True):
-        report.exit_code = result.exit_code
-        if report.exit_code != 0:
-            report.stop_reason = f"exit code {report.exit_code}"
-    return final

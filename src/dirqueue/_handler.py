@@ -1,0 +1,164 @@
+"""What a worker calls: checking a handler, and awaiting an async one.
+
+:func:`check_handler` refuses, when the handler is given, what could never run a job
+(not callable, or a generator function whose body a call would never run).
+:class:`HandlerCaller` calls a handler on a job and, when the call gives back an
+awaitable (``async def handle(job)``, or a function that returns a future), runs it to
+its end on the worker's event loop: one per worker process, made at the first async
+job (after any fork) and kept across jobs, so connection pools and the like live as
+long as the worker; :meth:`HandlerCaller.close` closes it when the worker stops.
+
+:class:`JobTimeoutError` is the failure of an attempt that ran past its time limit, as
+the worker, a command handler and the supervisor all report it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import DirQueueError
+
+if TYPE_CHECKING:
+    from .job import Job
+
+__all__ = [
+    "HandlerCaller",
+    "InvalidHandlerError",
+    "JobTimeoutError",
+    "check_handler",
+    "timed_out_message",
+]
+
+
+class InvalidHandlerError(DirQueueError, ValueError):
+    """A handler that can never run a job: not callable, or a generator function.
+
+    ``spec`` names it as given (``MODULE:FUNCTION``, or its ``repr``).
+    """
+
+    def __init__(self, message: str, spec: str) -> None:
+        super().__init__(message)
+        self.spec = spec
+
+
+def timed_out_message(timeout: float) -> str:
+    """The one way a timed-out attempt is described: ``timed out after 30 s``."""
+    return f"timed out after {timeout:g} s"
+
+
+class JobTimeoutError(DirQueueError, TimeoutError):
+    """An attempt at a job ran past the worker's ``timeout`` and was stopped.
+
+    ``timeout`` is the limit in seconds; ``detail`` what the attempt left to show (a
+    command's last stderr).
+    """
+
+    def __init__(self, timeout: float, detail: str = "") -> None:
+        super().__init__(timed_out_message(timeout))
+        self.timeout = timeout
+        self.detail = detail
+
+
+def check_handler(handler: object, spec: str | None = None) -> Callable[[Job], object]:
+    """``handler`` if a worker can call it with a job; :class:`InvalidHandlerError` if not."""
+    name = spec if spec is not None else repr(handler)
+    if not callable(handler):
+        raise InvalidHandlerError(
+            f"handler {name} is not callable (a {type(handler).__name__}): give a"
+            " function that takes a job, like 'def handle(job): ...'",
+            name,
+        )
+    if inspect.isgeneratorfunction(handler) or inspect.isasyncgenfunction(handler):
+        raise InvalidHandlerError(
+            f"handler {name} is a generator function (it has 'yield'), whose body a call"
+            " would never run: return instead of yielding, or write 'async def' without"
+            " 'yield'",
+            name,
+        )
+    checked: Callable[[Job], object] = handler
+    return checked
+
+
+async def _within(awaitable: Awaitable[Any], timeout: float | None) -> Any:
+    if timeout is None:
+        return await awaitable
+    task = asyncio.ensure_future(awaitable)
+    # asyncio.wait, not wait_for: a TimeoutError the handler raises itself (a slow
+    # database, say) is its own failure, not our time limit.
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise JobTimeoutError(timeout)
+    return task.result()
+
+
+class _LoopRunner:
+    """asyncio.Runner's part we need, for Python 3.10 (which has no Runner)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+
+    def run(self, coro: Any) -> Any:
+        return self._loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        loop = self._loop
+        try:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+class HandlerCaller:
+    """Calls ``handler(job)``, and awaits what it returns if that is awaitable.
+
+    ``timeout`` (seconds) limits how long an awaitable may run: past it the task is
+    cancelled and :class:`JobTimeoutError` raised. A plain function's call is not
+    limited here: Python code cannot be stopped safely from inside its own process
+    (see :func:`dirqueue.worker.run_workers`, whose supervisor enforces it).
+    """
+
+    def __init__(self, handler: Callable[[Job], object], timeout: float | None = None) -> None:
+        self.handler = handler
+        self.timeout = timeout
+        self._runner: Any = None
+
+    @property
+    def is_async(self) -> bool:
+        """True if the handler is a coroutine function (``async def``)."""
+        handler = self.handler
+        return inspect.iscoroutinefunction(handler) or (
+            not inspect.isroutine(handler)
+            and inspect.iscoroutinefunction(type(handler).__call__)
+        )
+
+    def __call__(self, job: Job) -> object:
+        result = self.handler(job)
+        if inspect.isawaitable(result):
+            return self._loop_runner().run(_within(result, self.timeout))
+        return result
+
+    def _loop_runner(self) -> Any:
+        if self._runner is None:
+            runner_class = getattr(asyncio, "Runner", None)
+            self._runner = runner_class() if runner_class is not None else _LoopRunner()
+        return self._runner
+
+    def close(self) -> None:
+        """Close the event loop, if one was made (cancelling what still runs on it)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
