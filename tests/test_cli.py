@@ -14,6 +14,7 @@ import pytest
 from dirqueue import DirQueue, FailedStore, Job, Worker
 from dirqueue.cli import (
     EXIT_FAILURE,
+    EXIT_JOBS_FAILED,
     EXIT_NO_JOB,
     EXIT_OK,
     EXIT_USAGE,
@@ -273,7 +274,7 @@ def test_server_with_a_python_handler_until_empty(
         q.enqueue_string(data)
     code, out, err = dq("server", "--dir", "q", "--until-empty", "--max-attempts", "1",
                         "--handler", "myhandler:handle", "--json")
-    assert code == EXIT_OK, err
+    assert code == EXIT_JOBS_FAILED, err  # The run ended, and a job went to failed/.
     summary = json.loads(out)
     assert (summary["jobs"], summary["finished"], summary["failed"]) == (3, 2, 1)
     assert summary["workers"][0]["stop_reason"] == "queue empty"
@@ -371,7 +372,7 @@ def test_every_subcommand_as_a_real_dq_process(tmp_path: Path, files: list[str])
     assert (deque.returncode, deque.stdout) == (0, "line 0\n")
 
     failing = run("dq", "server", "--dir", q, "--until-empty", "--max-attempts", "1", "--", "false")
-    assert failing.returncode == 0, failing.stderr
+    assert failing.returncode == 4, failing.stderr  # Jobs moved to failed/.
     assert "failed" in failing.stderr
 
     requeued = run("dq", "requeue", "--dir", q, "--failed")

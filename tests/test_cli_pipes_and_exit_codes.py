@@ -137,7 +137,8 @@ def test_every_subcommand_into_a_file_and_into_json(tmp_path: Path) -> None:
     def ok(*args: str, stdout: str | None = None) -> subprocess.CompletedProcess[str]:
         seen.add(args[0])
         result = dq(*args, cwd=tmp_path)
-        assert result.returncode in (0, 3), (args, result.stderr)
+        # 3: deque found no job; 4: a server run moved jobs to failed/.
+        assert result.returncode in (0, 3, 4), (args, result.stderr)
         if stdout is not None:
             assert result.stdout == stdout, args
         return result

@@ -182,7 +182,7 @@ def test_a_python_handler_past_its_timeout_has_its_worker_replaced(tmp_path: Pat
         assert (failed.jobid, failed.attempts) == (hung, 2)
         assert failed.error == "timed out after 1 s"
         assert list(q.jobs()) == []
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 4, done.stderr  # EXIT_JOBS_FAILED: a job went to failed/
     finally:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):

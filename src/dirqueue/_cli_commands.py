@@ -70,6 +70,8 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_NO_JOB: Final = 3
+#: ``dq server --until-empty`` / ``--njobs``: the run ended, and moved jobs to failed/.
+EXIT_JOBS_FAILED: Final = 4
 
 
 class UsageError(Exception):
@@ -140,10 +142,11 @@ def cmd_submit(ctx: Context) -> int:
     started = time.monotonic()
     try:
         for index, path in enumerate(files, 1):
+            when = {"delay": args.delay, "not_before": args.at}
             if path == "-":
-                jobid = queue.enqueue_fh(sys.stdin.buffer, metadata, args.priority)
+                jobid = queue.enqueue_fh(sys.stdin.buffer, metadata, args.priority, **when)
             else:
-                jobid = queue.enqueue_file(path, metadata, args.priority)
+                jobid = queue.enqueue_file(path, metadata, args.priority, **when)
             if progress.tty:
                 # Keep the bar on its own line when ids share the terminal.
                 ctx.err.write("\r\033[K")
@@ -313,10 +316,14 @@ def cmd_server(ctx: Context) -> int:
     verbose = args.verbose
 
     def on_result(result: StepResult) -> None:
-        if verbose:
+        if result.outcome in (Outcome.RETRIED, Outcome.FAILED, Outcome.LOST):
+            # Every failed attempt, as it happens, whatever the verbosity: a failing
+            # command must never go unnoticed.
+            ctx.say(_failure_line(result, args.max_attempts))
+            if verbose and result.detail:
+                ctx.err.write(escape_controls(result.detail.rstrip("\n")) + "\n")
+        elif verbose:
             text = f"{result.outcome.value} {result.jobid} in {result.seconds:.3f}s"
-            if result.error:
-                text += f": {result.error}"
             ctx.say(f"[{os.getpid()}] {text}")
 
     options: dict[str, Any] = {
@@ -325,6 +332,8 @@ def cmd_server(ctx: Context) -> int:
         "idle_timeout": args.idle_timeout,
         "poll_interval": args.poll_interval,
         "timeout": args.timeout,
+        "retry_delay": args.retry_delay,
+        "retry_delay_max": max(args.retry_delay_max, args.retry_delay),
     }
     announcer = StopAnnouncer(ctx.say)
     redirect = _job_output_to_stderr() if args.json else contextlib.nullcontext()
@@ -350,7 +359,7 @@ def cmd_server(ctx: Context) -> int:
                     args.workers,
                     njobs=njobs,
                     on_progress=on_progress,
-                    on_result=on_result if verbose else None,
+                    on_result=on_result,
                     **options,
                 )
             finally:
@@ -358,7 +367,25 @@ def cmd_server(ctx: Context) -> int:
     elapsed = time.monotonic() - started
     ctx.progress = None
     _print_server_summary(ctx, reports, elapsed)
-    return EXIT_OK if all(r.exit_code == 0 for r in reports) else EXIT_FAILURE
+    if not all(r.exit_code == 0 for r in reports):
+        return EXIT_FAILURE
+    moved = sum(r.counts[Outcome.FAILED.value] for r in reports)
+    if moved and (args.until_empty or njobs):
+        ctx.say(f"{moved} job{'s' if moved != 1 else ''} moved to failed/: see 'dq list --failed'")
+        return EXIT_JOBS_FAILED
+    return EXIT_OK
+
+
+def _failure_line(result: StepResult, max_attempts: int) -> str:
+    """One line for a failed attempt: when, which job, which attempt, what, and what next."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+    what = f"{stamp} job {result.jobid} attempt {result.attempt}/{max_attempts}"
+    if result.outcome is Outcome.LOST:
+        return f"{what}: {result.error}; left to its new holder"
+    if result.outcome is Outcome.FAILED:
+        return f"{what} failed: {result.error}; moved to failed/ (dq show {result.jobid})"
+    when = f"in {result.retry_in:.1f}s" if result.retry_in > 0 else "at once"
+    return f"{what} failed: {result.error}; retried {when}"
 
 
 class _AnnouncingWorker(Worker):
@@ -694,7 +721,8 @@ def _print_report(ctx: Context, report: RepairReport) -> None:
 
 
 def cmd_show(ctx: Context) -> int:
-    """``dq show JOBID``: one job whole, queued, active or failed (:func:`show_job`)."""
+    """``dq show JOBID``: one job whole, queued, active, deferred or failed
+    (:func:`show_job`)."""
     queue = ctx.queue()
     require_queue(queue)
     view = show_job(queue, ctx.args.jobid)
@@ -723,6 +751,8 @@ def cmd_show(ctx: Context) -> int:
         rows.append(("failed", _when(view["failed_at"], now)
                      + f" on {view['failed_host']} (pid {view['failed_pid']})"))
         rows.append(("error", view["error"]))
+    elif view["error"]:
+        rows.append(("last error", view["error"]))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         ctx.line(f"{name.ljust(width)}  {value}")

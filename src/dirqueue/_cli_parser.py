@@ -8,6 +8,7 @@ kin) turn a bad value into a usage error that says what to write instead.
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 from typing import Final, NoReturn
 
@@ -118,6 +119,21 @@ def _seconds(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
     return value
+
+
+def _when(text: str) -> float:
+    """An ISO 8601 time (local unless it has a zone) or seconds since the epoch."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: write it like 2026-12-24T18:00 (local time),"
+            " 2026-12-24T18:00+00:00, or seconds since the epoch"
+        ) from None
 
 
 def _seconds_or_zero(text: str) -> float:
@@ -231,6 +247,16 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     p.add_argument("--priority", type=_priority, default=50, help="0 (first) to 99; default 50")
     p.add_argument(
         "--meta", type=_meta_item, action="append", metavar="KEY=VALUE", help="metadata; repeat"
+    )
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--delay", type=_seconds_or_zero, metavar="SECONDS",
+        help="start the jobs this long from now (also 30s, 5m, 2h); they wait in deferred/",
+    )
+    when.add_argument(
+        "--at", type=_when, metavar="TIME",
+        help="start the jobs at TIME: ISO 8601 (2026-12-24T18:00, local time unless it"
+        " has a zone) or seconds since the epoch",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument("files", nargs="+", metavar="FILE", help="files to submit; - reads stdin")
@@ -365,7 +391,11 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         help="how often to look for jobs from other hosts (default 1)",
     )
     _timeout_option(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="a line per job on stderr")
+    _retry_options(p)
+    p.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="a line per job on stderr, and a failed attempt's traceback",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     p.add_argument(
         "--json", action="store_true",
@@ -378,6 +408,18 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     _create_option(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
     p.set_defaults(func=cmd_server)
+
+
+def _retry_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--retry-delay", type=_seconds_or_zero, default=0.0, metavar="SECONDS",
+        help="wait before retrying a failed job (also 30s, 5m), doubling with each failed"
+        " attempt, +-25%% jitter; the job waits in deferred/ (default 0: retry at once)",
+    )
+    p.add_argument(
+        "--retry-delay-max", type=_seconds, default=3600.0, metavar="SECONDS",
+        help="the longest wait between two attempts (default 1h)",
+    )
 
 
 def _timeout_option(p: argparse.ArgumentParser) -> None:

@@ -1,9 +1,9 @@
-"""``dq show JOBID``: one job whole, wherever it is (queued, active or failed).
+"""``dq show JOBID``: one job whole, wherever it is (queued, active, deferred or failed).
 
 :func:`show_job` asks each place a job can be, in turn, and returns one
 :class:`JobView` with the same keys whatever the state (``None`` where a key does not
-apply), so a script reading ``dq show --json`` needs no case per state. A new state
-(deferred jobs, say) is one more finder in :data:`_FINDERS`.
+apply), so a script reading ``dq show --json`` needs no case per state. A new state is
+one more finder in :data:`_FINDERS`; deferred jobs come with the queue's listing.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from ._format import is_job_name
+from ._format import is_job_name, last_error_of
 from .errors import DirQueueError
 from .failed import FailedStore, NoSuchFailedJobError
 from .stats import list_jobs
@@ -49,6 +49,7 @@ def _blank(jobid: str) -> JobView:
         "worker": None,
         "lock_age": None,
         "note": "",
+        "due": None,
         "error": None,
         "detail": None,
         "failed_at": None,
@@ -74,8 +75,11 @@ def _in_queue(queue: DirQueue, jobid: str, now: float) -> JobView | None:
             metadata=listed["metadata"],
             worker=listed["worker"],
             note=info.note,
+            due=listed["due"],
+            # The last failed attempt's error, kept in the control file (QERR).
+            error=last_error_of(job.control) or None,
         )
-        if info.state != "queued":
+        if info.state not in ("queued", "deferred"):
             # The lock's mtime: when it was taken or last touched by its heartbeat. Gone
             # (finished or returned while we looked): no age.
             with contextlib.suppress(OSError):

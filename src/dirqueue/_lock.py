@@ -290,7 +290,7 @@ def break_if_stale(
 #: (its file read, its owner looked up) at most once per _ALIVE_RECHECK per process, so
 #: a pickup that passes a few held jobs costs one lstat each.
 _alive: dict[str, tuple[int, int, float]] = {}
-_ALIVE_RECHECK: Final = 1.0
+_ALIVE_RECHECK: Final = 0.2
 _ALIVE_MAX: Final = 4096
 
 

@@ -24,6 +24,7 @@ from typing import IO, Any, Final, NoReturn
 
 from ._cli_commands import (
     EXIT_FAILURE,
+    EXIT_JOBS_FAILED,
     EXIT_NO_JOB,
     EXIT_OK,
     EXIT_USAGE,
@@ -36,6 +37,7 @@ from .errors import DirQueueError
 
 __all__ = [
     "EXIT_FAILURE",
+    "EXIT_JOBS_FAILED",
     "EXIT_NO_JOB",
     "EXIT_OK",
     "EXIT_USAGE",

@@ -26,6 +26,7 @@ import enum
 import importlib
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -38,6 +39,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._command import DEFAULT_KILL_GRACE, CommandFailedError, CommandHandler, job_environment
+from ._deferred import scan_deferred
+from ._format import last_error_of, with_attempts
 from ._handler import (
     HandlerCaller,
     InvalidHandlerError,
@@ -55,7 +58,7 @@ from ._supervisor import (
 )
 from ._timeouts import count_timed_out
 from .errors import JobLostError, QueueIOError
-from .failed import FailedStore, attempts_of, record_attempts
+from .failed import FailedStore, attempts_of
 from .queue import DirQueue
 from .stats import waiting_job_ids
 
@@ -152,6 +155,17 @@ _STOP_SIGNALS: Final[dict[int, StopReason]] = {
 }
 
 
+def retry_backoff(
+    attempt: int, base: float, cap: float, jitter: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait before retrying after failed attempt number ``attempt``: ``base``
+    doubled for each attempt before it, +-25% at random, never more than ``cap``."""
+    if base <= 0:
+        return 0.0
+    exponential: float = base * 2.0 ** min(attempt - 1, 62)
+    return min(cap, exponential * (0.75 + 0.5 * jitter()))
+
+
 @dataclass(frozen=True)
 class StepResult:
     """The result of one :meth:`Worker.run_once` step."""
@@ -164,6 +178,10 @@ class StepResult:
     error: str | None = None
     #: Seconds the handler ran.
     seconds: float = 0.0
+    #: More about the failure: the traceback, or the end of a command's stderr.
+    detail: str = ""
+    #: For a retried job: seconds until its retry is due (0: at once).
+    retry_in: float = 0.0
 
 
 @dataclass
@@ -270,6 +288,12 @@ class Worker:
         the supervisor of :func:`run_workers` (``dq server`` runs one whenever
         ``--timeout`` is given with ``--handler``). Run in-process without one, a
         plain function is not limited.
+    :param retry_delay: seconds to wait before retrying a failed job: the n-th retry
+        waits about ``retry_delay * 2**(n-1)`` (with +-25% jitter, so that jobs failed
+        together do not come back together), at most ``retry_delay_max``. Meanwhile
+        the job waits in ``deferred/``, where no worker on any host (Perl ones
+        included) can take it. 0 (the default) returns it to the queue at once.
+    :param retry_delay_max: the longest wait between two attempts.
     :param on_running: called with ``(jobid, attempt)`` as the handler starts on a
         job, and with ``(None, 0)`` once it has returned (used by :func:`run_workers`
         to watch for timeouts).
@@ -292,8 +316,17 @@ class Worker:
         parent_pid: int | None = None,
         timeout: float | None = None,
         on_running: Callable[[str | None, int], None] | None = None,
+        retry_delay: float = 0.0,
+        retry_delay_max: float = 3600.0,
     ) -> None:
         check_handler(handler)
+        if retry_delay < 0 or retry_delay_max < retry_delay:
+            raise ValueError(
+                f"retry_delay must be 0 or more and at most retry_delay_max"
+                f" ({retry_delay_max}), not {retry_delay}"
+            )
+        self.retry_delay = retry_delay
+        self.retry_delay_max = retry_delay_max
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
         if max_attempts < 1:
@@ -430,10 +463,14 @@ class Worker:
         return result
 
     def _looks_empty(self) -> bool:
-        """True when no job waits that this worker could take (for ``until_empty``)."""
+        """True when no job waits that this worker could take (for ``until_empty``).
+
+        Deferred jobs (retries waiting for their back-off, delayed jobs) are still to
+        come: the worker waits for them.
+        """
         if not waiting_job_ids(self.queue):
             self._unseen_since = None
-            return True
+            return not scan_deferred(self.queue.config)
         # Unlocked jobs are there that the pickup did not take: most likely returned
         # after a failure since the pickup last listed the queue, which it will see on
         # its next listing. But a job that no pickup will ever take (a corrupt control
@@ -463,6 +500,13 @@ class Worker:
         attempt = attempts_of(job.control) + 1
         started = self._clock()
         try:
+            if attempt > self.max_attempts:
+                # Its attempts were used up without a handler ever reporting back: its
+                # workers died on it (each death counted by whoever took the job next).
+                # Running it again would kill another worker.
+                error = last_error_of(job.control) or "its workers died"
+                self.failed.add(job, error, attempts=attempt - 1)
+                return StepResult(Outcome.FAILED, job.jobid, attempt - 1, error)
             return self._process(job, attempt, started)
         except JobLostError as err:
             # Taken over by another worker while we stalled: theirs now, and never a
@@ -515,19 +559,25 @@ class Worker:
         if not job.is_active:
             # The handler ended the job itself, then raised: nothing left to decide.
             return StepResult(Outcome.FINISHED, job.jobid, attempt, error, seconds)
+        detail = str(detail)
         if attempt >= self.max_attempts:
-            self.failed.add(job, error, attempts=attempt, detail=str(detail))
-            return StepResult(Outcome.FAILED, job.jobid, attempt, error, seconds)
+            self.failed.add(job, error, attempts=attempt, detail=detail)
+            return StepResult(Outcome.FAILED, job.jobid, attempt, error, seconds, detail)
+        delay = retry_backoff(attempt, self.retry_delay, self.retry_delay_max)
         try:
-            record_attempts(job, attempt)
+            if delay > 0:
+                job.retry_later(delay, error=error)
+            else:
+                job.update_control(with_attempts(job.control, attempt, error))
         except QueueIOError as io_err:
             # The count could not be written (a full disk, say): the job goes back all
             # the same, uncounted, rather than this worker dying and leaving it locked.
             error = f"{error} (attempt not counted: {io_err})"
+            delay = 0.0
         finally:
             if job.is_active:
                 job.return_to_queue()
-        return StepResult(Outcome.RETRIED, job.jobid, attempt, error, seconds)
+        return StepResult(Outcome.RETRIED, job.jobid, attempt, error, seconds, detail, delay)
 
     # -- the loop --------------------------------------------------------------------
 
