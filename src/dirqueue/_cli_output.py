@@ -18,6 +18,7 @@ __all__ = [
     "escape_controls",
     "format_age",
     "format_size",
+    "isatty",
     "print_json",
     "print_nl",
     "table",
@@ -245,5 +246,13 @@ _CLEAR_LINE: Final = "\r\033[K"
 def _isatty(stream: IO[str]) -> bool:
     try:
         return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def isatty(stream: Any) -> bool:
+    """True if ``stream`` is a terminal (False for anything that cannot tell)."""
+    try:
+        return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False

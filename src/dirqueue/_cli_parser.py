@@ -16,18 +16,17 @@ from ._cli_commands import (
     EXIT_OK,
     EXIT_USAGE,
     Context,
-    cmd_deque,
     cmd_fsck,
     cmd_list,
     cmd_purge,
     cmd_requeue,
-    cmd_server,
     cmd_show,
     cmd_stats,
     cmd_submit,
 )
 from ._cli_completion import SHELLS, completion_script
 from ._cli_output import escape_controls
+from ._cli_run import cmd_deque, cmd_server
 from ._format import is_job_name, validate_metadata
 from ._version import __version__
 from .errors import InvalidMetadataError

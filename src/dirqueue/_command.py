@@ -219,3 +219,13 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line: a command's own message, or ``Type: message``."""
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    name = type(err).__name__
+    if isinstance(err, (CommandFailedError, JobTimeoutError)):
+        return first
+    return f"{name}: {first}" if first else name

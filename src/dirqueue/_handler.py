@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +33,7 @@ __all__ = [
     "InvalidHandlerError",
     "JobTimeoutError",
     "check_handler",
+    "load_handler",
     "timed_out_message",
 ]
 
@@ -162,3 +166,33 @@ class HandlerCaller:
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.close()
+
+
+def load_handler(spec: str) -> Callable[[Job], object]:
+    """Import ``MODULE:FUNCTION`` (``FUNCTION`` may be dotted) and return the callable.
+
+    The current directory is searched first, as ``python -m`` does, so a handler
+    module next to the queue is found without installing it.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(
+            f"handler {spec!r} is not MODULE:FUNCTION: write it like 'mypkg.tasks:handle'"
+        )
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"cannot import handler module {module_name!r} ({err}): check the name and"
+            " that it is importable from the current directory or the installed packages"
+        ) from err
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(
+                f"module {module_name!r} has no {attr!r}: check the function name"
+            ) from None
+    return check_handler(obj, repr(spec))

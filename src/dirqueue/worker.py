@@ -22,23 +22,23 @@ also stops (as after a first signal) when its supervisor dies.
 from __future__ import annotations
 
 import contextlib
-import enum
-import importlib
 import logging
 import os
-import random
 import signal
-import sys
 import threading
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
-from ._command import DEFAULT_KILL_GRACE, CommandFailedError, CommandHandler, job_environment
+from ._command import (
+    DEFAULT_KILL_GRACE,
+    CommandFailedError,
+    CommandHandler,
+    job_environment,
+    one_line,
+)
 from ._deferred import scan_deferred
 from ._format import last_error_of, with_attempts
 from ._handler import (
@@ -46,7 +46,26 @@ from ._handler import (
     InvalidHandlerError,
     JobTimeoutError,
     check_handler,
+    load_handler,
     timed_out_message,
+)
+from ._outcomes import (
+    ATTEMPT_COLUMN,
+    COLUMNS,
+    COUNTED,
+    DEADLINE_COLUMN,
+    JOBID_SIZE,
+    STOP_COLUMN,
+    JobBudget,
+    JobInterrupted,
+    LocalBudget,
+    Outcome,
+    StepResult,
+    StopReason,
+    WorkerReport,
+    retry_backoff,
+    stop_code,
+    stop_reason_of,
 )
 from ._supervisor import (
     ChildContext,
@@ -85,69 +104,6 @@ __all__ = [
 
 _log = logging.getLogger("dirqueue")
 
-Handler = Callable[["Job"], object]
-"""What a worker runs on each job: ``handler(job)``; returning finishes the job."""
-
-DEFAULT_MAX_ATTEMPTS: Final = 3
-#: How long ``until_empty`` waits for unlocked jobs that pickups do not take (the
-#: pickup's listing is reused for about a second) before it calls the queue empty.
-_UNSEEN_JOB_PATIENCE: Final = 3.0
-
-
-class Outcome(str, enum.Enum):
-    """What one :meth:`Worker.run_once` step did."""
-
-    FINISHED = "finished"
-    """The handler returned; the job is done and gone."""
-    RETRIED = "retried"
-    """The handler failed; the job went back to the queue for another attempt."""
-    FAILED = "failed"
-    """The handler failed for the ``max_attempts``-th time; the job is in ``failed/``."""
-    RETURNED = "returned"
-    """A second stop signal interrupted the handler; the job went back untouched."""
-    LOST = "lost"
-    """The job's lock was broken while the handler ran (the worker stalled past
-    ``active_file_lifetime``) and another worker took it over: this worker left it
-    alone. ``StepResult.error`` names the new holder."""
-    IDLE = "idle"
-    """No job was waiting."""
-    STOPPED = "stopped"
-    """The worker is stopping (a signal, or a limit was reached); nothing was taken."""
-
-
-class StopReason(str, enum.Enum):
-    """Why a worker stopped taking jobs (``WorkerReport.stop_reason``).
-
-    A ``str`` enum: each compares equal to, and serialises as, the words shown in
-    ``dq server``'s summary.
-    """
-
-    QUEUE_EMPTY = "queue empty"
-    """``until_empty``, and no job was waiting."""
-    NJOBS_REACHED = "njobs reached"
-    """The ``njobs`` allowance was used up."""
-    IDLE_TIMEOUT = "idle timeout"
-    """No job came for ``idle_timeout`` seconds."""
-    SIGTERM = "signal SIGTERM"
-    """A SIGTERM asked the worker to stop."""
-    SIGINT = "signal SIGINT"
-    """A SIGINT (Ctrl-C) asked the worker to stop."""
-    SIGNAL = "signal"
-    """A signal, as a supervisor reports it for its workers (whichever signal it was)."""
-    REQUESTED = "requested"
-    """:meth:`Worker.request_stop` was called."""
-    PARENT_GONE = "parent gone"
-    """The process that started the worker (its supervisor) has died."""
-
-    @property
-    def is_signal(self) -> bool:
-        """True for a stop asked for by a signal."""
-        return self in (StopReason.SIGTERM, StopReason.SIGINT, StopReason.SIGNAL)
-
-    def __str__(self) -> str:
-        return self.value
-
-
 #: The signals a worker stops on, and the reason each gives.
 _STOP_SIGNALS: Final[dict[int, StopReason]] = {
     signal.SIGTERM: StopReason.SIGTERM,
@@ -155,106 +111,14 @@ _STOP_SIGNALS: Final[dict[int, StopReason]] = {
 }
 
 
-def retry_backoff(
-    attempt: int, base: float, cap: float, jitter: Callable[[], float] = random.random
-) -> float:
-    """Seconds to wait before retrying after failed attempt number ``attempt``: ``base``
-    doubled for each attempt before it, +-25% at random, never more than ``cap``."""
-    if base <= 0:
-        return 0.0
-    exponential: float = base * 2.0 ** min(attempt - 1, 62)
-    return min(cap, exponential * (0.75 + 0.5 * jitter()))
 
+Handler = Callable[["Job"], object]
+"""What a worker runs on each job: ``handler(job)``; returning finishes the job."""
 
-@dataclass(frozen=True)
-class StepResult:
-    """The result of one :meth:`Worker.run_once` step."""
-
-    outcome: Outcome
-    jobid: str | None = None
-    #: The attempt this was (1 for a job's first run).
-    attempt: int = 0
-    #: The error, one line, when the handler failed.
-    error: str | None = None
-    #: Seconds the handler ran.
-    seconds: float = 0.0
-    #: More about the failure: the traceback, or the end of a command's stderr.
-    detail: str = ""
-    #: For a retried job: seconds until its retry is due (0: at once).
-    retry_in: float = 0.0
-
-
-@dataclass
-class WorkerReport:
-    """What a worker did: jobs by outcome, and why it stopped.
-
-    Under :func:`run_workers` a report is one worker's slot: ``restarts`` counts the
-    processes that died in it and were replaced (``pid`` is the last one's), and the
-    counts are all of theirs together.
-    """
-
-    pid: int = field(default_factory=os.getpid)
-    counts: Counter[str] = field(default_factory=Counter)
-    stop_reason: str = ""
-    exit_code: int = 0
-    restarts: int = 0
-
-    @property
-    def jobs(self) -> int:
-        """Jobs taken (finished, retried, failed or returned)."""
-        return sum(self.counts[o.value] for o in _JOB_OUTCOMES)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON form used in ``dq server --json`` summaries."""
-        return {
-            "pid": self.pid,
-            "jobs": self.jobs,
-            **{o.value: self.counts[o.value] for o in _JOB_OUTCOMES},
-            "stop_reason": self.stop_reason,
-            "exit_code": self.exit_code,
-            "restarts": self.restarts,
-        }
-
-
-_JOB_OUTCOMES: Final = (
-    Outcome.FINISHED,
-    Outcome.RETRIED,
-    Outcome.FAILED,
-    Outcome.RETURNED,
-    Outcome.LOST,
-)
-
-
-class JobInterrupted(BaseException):
-    """Raised inside a running handler by a second stop signal.
-
-    A ``BaseException``, like :class:`KeyboardInterrupt`, so that handlers' ``except
-    Exception`` blocks let it through.
-    """
-
-
-class JobBudget(Protocol):
-    """A count of jobs still allowed (``njobs``), shared by the workers that use it."""
-
-    def reserve(self) -> bool:
-        """Take one job's allowance; False when none is left."""
-
-    def release(self) -> None:
-        """Give back an allowance that was not used (no job was found)."""
-
-
-class _LocalBudget:
-    def __init__(self, njobs: int) -> None:
-        self.left = njobs
-
-    def reserve(self) -> bool:
-        if self.left <= 0:
-            return False
-        self.left -= 1
-        return True
-
-    def release(self) -> None:
-        self.left += 1
+DEFAULT_MAX_ATTEMPTS: Final = 3
+#: How long ``until_empty`` waits for unlocked jobs that pickups do not take (the
+#: pickup's listing is reused for about a second) before it calls the queue empty.
+_UNSEEN_JOB_PATIENCE: Final = 3.0
 
 
 class Worker:
@@ -353,7 +217,7 @@ class Worker:
         self._sleep = sleep
         self._budget: JobBudget | None = budget
         if self._budget is None and njobs:
-            self._budget = _LocalBudget(njobs)
+            self._budget = LocalBudget(njobs)
         self.report = WorkerReport()
         self._stop_reason = ""
         self._signals = 0
@@ -553,7 +417,7 @@ class Worker:
         return StepResult(Outcome.FINISHED, job.jobid, attempt, seconds=self._clock() - started)
 
     def _failed(self, job: Job, attempt: int, err: Exception, started: float) -> StepResult:
-        error = _one_line(err)
+        error = one_line(err)
         detail = getattr(err, "detail", None) or "".join(traceback.format_exception(err))
         seconds = self._clock() - started
         if not job.is_active:
@@ -601,45 +465,6 @@ class Worker:
         return self.report
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    first = text[0] if text else ""
-    name = type(err).__name__
-    if isinstance(err, (CommandFailedError, JobTimeoutError)):
-        return first
-    return f"{name}: {first}" if first else name
-
-
-def load_handler(spec: str) -> Handler:
-    """Import ``MODULE:FUNCTION`` (``FUNCTION`` may be dotted) and return the callable.
-
-    The current directory is searched first, as ``python -m`` does, so a handler
-    module next to the queue is found without installing it.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(
-            f"handler {spec!r} is not MODULE:FUNCTION: write it like 'mypkg.tasks:handle'"
-        )
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(
-            f"cannot import handler module {module_name!r} ({err}): check the name and"
-            " that it is importable from the current directory or the installed packages"
-        ) from err
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(
-                f"module {module_name!r} has no {attr!r}: check the function name"
-            ) from None
-    return check_handler(obj, repr(spec))
-
-
 def timeout_needs_supervisor(handler: Handler, timeout: float | None) -> bool:
     """True if ``handler``'s ``timeout`` can only be kept by killing its worker
     process, so that the worker must run under :func:`run_workers` even alone."""
@@ -648,33 +473,6 @@ def timeout_needs_supervisor(handler: Handler, timeout: float | None) -> bool:
 
 
 # -- many workers --------------------------------------------------------------------
-
-#: What a forked worker counts in its row of the shared counters, in this order, then
-#: its stop reason as a :data:`_STOP_CODES` index, then the job it runs now: the
-#: attempt, and when (``time.monotonic()``, in ms) the supervisor must kill it.
-_COUNTED: Final = {outcome: column for column, outcome in enumerate(_JOB_OUTCOMES)}
-_STOP_COLUMN: Final = len(_JOB_OUTCOMES)
-_ATTEMPT_COLUMN: Final = _STOP_COLUMN + 1
-_DEADLINE_COLUMN: Final = _STOP_COLUMN + 2
-_COLUMNS: Final = _STOP_COLUMN + 3
-_STOP_CODES: Final = (None, *StopReason)
-#: Room for a job id in the shared memory (they are about 40 characters).
-_JOBID_SIZE: Final = 255
-
-
-def _stop_code(reason: str) -> int:
-    with contextlib.suppress(ValueError):
-        return _STOP_CODES.index(StopReason(reason))
-    return 0
-
-
-def _stop_reason_of(code: int) -> str:
-    reason = _STOP_CODES[code] if 0 <= code < len(_STOP_CODES) else None
-    if reason is None:
-        return ""
-    # A supervisor's summary has always said only "signal", whichever it was.
-    return StopReason.SIGNAL if reason.is_signal else reason
-
 
 def run_workers(
     queue: DirQueue,
@@ -746,8 +544,8 @@ class _Fleet:
     ) -> None:
         self.queue = queue
         self.handler = handler
-        self.counters = SharedCounters(workers, _COLUMNS)
-        self.running = SharedText(workers, _JOBID_SIZE)
+        self.counters = SharedCounters(workers, COLUMNS)
+        self.running = SharedText(workers, JOBID_SIZE)
         self.budget = SharedBudget(njobs) if njobs else None
         self.user_callback = worker_options.pop("on_result", None)
         self.options = worker_options
@@ -760,7 +558,7 @@ class _Fleet:
         counters, running, index = self.counters, self.running, child.index
 
         def on_result(result: StepResult) -> None:
-            column = _COUNTED.get(result.outcome)
+            column = COUNTED.get(result.outcome)
             if column is not None:
                 counters.add(index, column)
             if self.user_callback is not None:
@@ -768,14 +566,14 @@ class _Fleet:
 
         def on_running(jobid: str | None, attempt: int) -> None:
             if jobid is None:
-                counters.set(index, _DEADLINE_COLUMN, 0)
+                counters.set(index, DEADLINE_COLUMN, 0)
                 return
             running.set(index, jobid)
-            counters.set(index, _ATTEMPT_COLUMN, attempt)
+            counters.set(index, ATTEMPT_COLUMN, attempt)
             limit = worker.watchdog_timeout
             if limit is not None:
                 deadline = time.monotonic() + limit
-                counters.set(index, _DEADLINE_COLUMN, max(1, int(deadline * 1000)))
+                counters.set(index, DEADLINE_COLUMN, max(1, int(deadline * 1000)))
 
         worker = Worker(
             self.queue,
@@ -789,22 +587,22 @@ class _Fleet:
         with worker.signal_handlers():
             child.signals_ready()  # Our handlers are up: a signal sent meanwhile lands.
             report = worker.run()
-        counters.set(index, _STOP_COLUMN, _stop_code(report.stop_reason))
+        counters.set(index, STOP_COLUMN, stop_code(report.stop_reason))
 
     # -- in the supervisor -----------------------------------------------------------
 
     def deadline_of(self, index: int) -> float | None:
         """When (``time.monotonic()``) worker ``index``'s attempt runs out, if it must
         be killed then."""
-        deadline_ms = self.counters.row(index)[_DEADLINE_COLUMN]
+        deadline_ms = self.counters.row(index)[DEADLINE_COLUMN]
         return deadline_ms / 1000 if deadline_ms else None
 
     def on_death(self, death: ChildDeath) -> None:
         """Say at once that a worker died, and count a timed-out worker's attempt."""
-        attempt = self.counters.row(death.index)[_ATTEMPT_COLUMN]
+        attempt = self.counters.row(death.index)[ATTEMPT_COLUMN]
         jobid = self.running.get(death.index)
         # The dead worker's row is ours to reset now: its replacement starts clean.
-        self.counters.set(death.index, _DEADLINE_COLUMN, 0)
+        self.counters.set(death.index, DEADLINE_COLUMN, 0)
         self.running.set(death.index, "")
         if death.restart_in is None:
             then = "not restarting: stopping"
@@ -819,7 +617,7 @@ class _Fleet:
             failed = count_timed_out(self.queue, jobid, attempt, error, self.max_attempts)
             if failed is not None:
                 outcome = Outcome.FAILED if failed else Outcome.RETRIED
-                self.counters.add(death.index, _COUNTED[outcome])
+                self.counters.add(death.index, COUNTED[outcome])
         else:
             _log.warning("%s died: %s; %s", who, death.cause, then)
 
@@ -828,8 +626,8 @@ class _Fleet:
         found = []
         for index, pid in enumerate(pids):
             row = self.counters.row(index)
-            report = WorkerReport(pid=pid, stop_reason=_stop_reason_of(row[_STOP_COLUMN]))
-            for outcome, column in _COUNTED.items():
+            report = WorkerReport(pid=pid, stop_reason=stop_reason_of(row[STOP_COLUMN]))
+            for outcome, column in COUNTED.items():
                 report.counts[outcome.value] = row[column]
             found.append(report)
         return found
