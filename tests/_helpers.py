@@ -6,7 +6,8 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 #: ``shared/`` sits next to the checkout (in CI and in every worktree).
@@ -40,18 +41,39 @@ def process_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def descendants_of(pid: int, *, children_only: bool = False) -> list[int]:
-    """The pids of every process below ``pid`` (children, their children, ...; Linux)."""
-    parents: dict[int, int] = {}
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """``(pid, fields from the state on)`` of every process (Linux's /proc/PID/stat)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
+                # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+                yield int(entry), stat.read().rpartition(")")[2].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        parents[int(entry)] = int(fields[1])
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    return [
+        pid for pid, fields in _proc_stats() if int(fields[2]) == pgid and fields[0] not in "ZX"
+    ]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def descendants_of(pid: int, *, children_only: bool = False) -> list[int]:
+    """The pids of every process below ``pid`` (children, their children, ...; Linux)."""
+    parents = {child: int(fields[1]) for child, fields in _proc_stats()}
     found: list[int] = []
     frontier = [pid]
     while frontier:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import descendants_of, process_alive
+from _helpers import descendants_of, process_alive, wait_for
 from dirqueue import DirQueue, FailedStore
 from dirqueue._supervisor import Backoff, ChildContext, ChildDeath, supervise
 from dirqueue._timeouts import count_timed_out
@@ -31,13 +31,6 @@ DQ = str(Path(sys.executable).parent / "dq")
 SLOW_JOB = 'touch "$MARKS/$DQ_JOBID.started"; sleep 0.5; touch "$MARKS/$DQ_JOBID.done"'
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")

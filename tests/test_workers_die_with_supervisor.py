@@ -12,13 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from _helpers import descendants_of, process_alive
+from _helpers import descendants_of, process_alive, wait_for
 from dirqueue import DirQueue, Job, Worker, run_workers
 from dirqueue.worker import StopReason
 
@@ -31,13 +29,6 @@ DQ = str(Path(sys.executable).parent / "dq")
 SLOW_JOB = 'touch "$MARKS/$DQ_JOBID.started"; sleep 2; touch "$MARKS/$DQ_JOBID.done"'
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def started(marks: Path) -> list[str]:
