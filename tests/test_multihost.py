@@ -152,7 +152,10 @@ def test_a_dead_workers_lock_on_another_host_is_recovered_only_with_heartbeats(
     os.killpg(holder.pid, signal.SIGKILL)
     holder.communicate(timeout=10)
 
-    beating = q1.enqueue_string("heartbeat lock")
+    # Of better priority, so that the second holder (on host 1 too) takes it, not the
+    # first holder's job, which it would recover at once (same host, boot and pid
+    # namespace: its owner is proven dead there).
+    beating = q1.enqueue_string("heartbeat lock", priority=10)
     ready2 = tmp_path / "ready2"
     holder2 = hosts.start(1, "hold", hosts.qdir(1), str(ready2), "heartbeat")
     _wait_for(ready2, holder2)

@@ -102,7 +102,9 @@ class Judgement:
 def read_lock_file(config: QueueConfig, jobid: str) -> bytes:
     """The contents of ``active/NAME`` (at most 4 KiB), or ``b""`` if unreadable.
 
-    Never through a symlink, and never blocking on a FIFO planted there.
+    Never through a symlink, and never blocking on a FIFO planted there. A lock removed
+    while we read it (ENOENT; ESTALE over NFS, where another host unlinked it) reads as
+    empty: whoever judges it then finds it gone or re-taken.
     """
     try:
         fd = _fs.open_dir_nofollow(config.dir, (config.layout.ACTIVE,))
@@ -110,9 +112,9 @@ def read_lock_file(config: QueueConfig, jobid: str) -> bytes:
             lock_fd = _fs.open_regular(jobid, dir_fd=fd)
         finally:
             _fs.close_dir(fd)
+        return _fs.read_limited(lock_fd, _LOCK_READ_MAX)
     except OSError:
         return b""
-    return _fs.read_limited(lock_fd, _LOCK_READ_MAX)
 
 
 def judge(

@@ -9,6 +9,7 @@ to :data:`RESCAN_INTERVAL` even if something did.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -178,6 +179,13 @@ class Picker:
             _lock.release(config, held)
             _log.warning("skipping unreadable job %s: %s", name, err)
             return _lock.Refused.HELD
+        except OSError as err:
+            if err.errno != errno.ESTALE:
+                _lock.release(config, held)
+                raise
+            # Over NFS: the file was removed by another host while we read it.
+            _lock.release(config, held)
+            return _lock.Refused.GONE
         except CorruptJobError as err:
             # Leaving it in place would make every worker meet it again, forever.
             try:
