@@ -33,7 +33,7 @@ from .errors import DirQueueError
 from .failed import FailedJob, FailedStore
 from .queue import DirQueue
 from .repair import RepairReport
-from .stats import JobInfo, QueueNotFoundError, list_jobs, require_queue
+from .stats import STATES, JobInfo, QueueNotFoundError, list_jobs, require_queue
 
 __all__ = [
     "EXIT_FAILURE",
@@ -217,7 +217,9 @@ def _print_jobs(ctx: Context, infos: list[JobInfo]) -> None:
     for info in infos:
         if info.note:
             ctx.line(f"note: {info.job.jobid}: {info.note}")
-    counts = {s: sum(1 for i in infos if i.state == s) for s in ("queued", "active", "stale")}
+    counts = {s: sum(1 for i in infos if i.state == s) for s in STATES}
+    if not counts["deferred"]:
+        del counts["deferred"]  # Named only when there are some.
     ctx.line(", ".join(f"{n} {s}" for s, n in counts.items()))
 
 
