@@ -35,28 +35,26 @@ SAME_NAME = "twinhost"
 LIFETIME = 2.0
 
 #: ``python -c HOLD QDIR READY``: take one job (heartbeat on) and hold it until killed.
-#: A few processes are started first so that the holder's pid is not 1 or 2, which the
-#: other host's own processes have.
+#: Started after a few short-lived processes (see _as_twin), which set its pid there.
 HOLD = textwrap.dedent(
-    """
+    f"""
     import sys, time
     from dirqueue import DirQueue
-    q = DirQueue(sys.argv[1], active_file_lifetime=%r)
+    q = DirQueue(sys.argv[1], active_file_lifetime={LIFETIME!r})
     job = q.pickup_queued_job()
     assert job is not None
     open(sys.argv[2], "w").write(job.jobid)
     time.sleep(3600)
     """
-    % LIFETIME
 )
 
 #: ``python -c TRY QDIR SECONDS``: try a pickup every 0.2 s for SECONDS (or until one
 #: succeeds); print what was taken and when.
 TRY = textwrap.dedent(
-    """
+    f"""
     import json, os, socket, sys, time
     from dirqueue import DirQueue
-    q = DirQueue(sys.argv[1], active_file_lifetime=%r)
+    q = DirQueue(sys.argv[1], active_file_lifetime={LIFETIME!r})
     start = time.monotonic()
     taken = None
     while time.monotonic() - start < float(sys.argv[2]):
@@ -66,10 +64,9 @@ TRY = textwrap.dedent(
             job.finish()
             break
         time.sleep(0.2)
-    print(json.dumps({"taken": taken, "after": time.monotonic() - start,
-                      "host": socket.gethostname(), "pid": os.getpid()}))
+    print(json.dumps({{"taken": taken, "after": time.monotonic() - start,
+                      "host": socket.gethostname(), "pid": os.getpid()}}))
     """
-    % LIFETIME
 )
 
 
@@ -120,7 +117,8 @@ def test_a_live_heartbeating_lock_is_never_broken_from_a_twin_host(
     lock = Path(queue.dir) / "active" / jobid
     text = lock.read_text()
     owner_pid = int(text.splitlines()[1])
-    assert text.startswith(f"{SAME_NAME}\n") and "pidns=" in text
+    assert text.startswith(f"{SAME_NAME}\n")
+    assert "pidns=" in text
     # Three lifetimes of pickups from the twin, where the owner's pid is either no
     # process at all or the twin's own (another start time): the heartbeat keeps it.
     seen = _try_from_twin(queue.dir, 3 * LIFETIME, pad)
@@ -142,7 +140,7 @@ def test_a_dead_twins_lock_is_recovered_after_the_lifetime(
     assert seen["taken"] == jobid
     # Not before its heartbeat went quiet for a whole lifetime; within lifetime * 1.5
     # (the random grace) and a poll or two.
-    assert LIFETIME * 0.5 < time.monotonic() - died
+    assert time.monotonic() - died > LIFETIME * 0.5
     assert float(seen["after"]) < LIFETIME * 1.5 + 2  # type: ignore[arg-type]
 
 
@@ -178,7 +176,8 @@ def test_a_pickup_takes_a_job_whose_lock_names_a_recycled_pid_at_once(tmp_path: 
             format_lock(queue.hostname, live.pid, True, boot=me.boot, pidns=me.pidns, start=1)
         )
         job = queue.pickup_queued_job()
-        assert job is not None and job.jobid == jobid
+        assert job is not None
+        assert job.jobid == jobid
         job.finish()
     finally:
         live.kill()
