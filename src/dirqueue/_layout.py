@@ -149,6 +149,12 @@ class Layout:
         return f"{jobid}.{time.time_ns()}.{host}.{pid}.breaker"
 
     @staticmethod
+    def tmp_clock_name(host: str, pid: int) -> str:
+        """``clock.HOST.PID``: a file written (and at once removed) to read the
+        filesystem's clock (see :func:`dirqueue._judge.filesystem_now`)."""
+        return f"clock.{host}.{pid}"
+
+    @staticmethod
     def breaker_token_name(jobid: str) -> str:
         """``NAME.breaking``: held by whoever is breaking job NAME's stale lock
         (dirqueue only; the Perl module never reads tmp/)."""

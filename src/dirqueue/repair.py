@@ -24,7 +24,6 @@ import enum
 import errno
 import os
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -35,7 +34,7 @@ from ._deferred import scan_deferred
 from ._format import data_location, is_job_name
 from ._identity import owner_is_dead
 from ._jobfiles import check_data, move_aside, read_control
-from ._judge import Verdict, judge
+from ._judge import Verdict, filesystem_now, judge
 from ._layout import Layout, TmpLockName
 from ._scanner import QueueEntry, locate, scan
 from .errors import CorruptJobError, DirQueueError, QueueIOError
@@ -170,7 +169,8 @@ class _Repairer:
         self.layout: Layout = config.layout
         self.dry_run = dry_run
         self.min_age = min_age
-        self.now = time.time()
+        # Ages in the clock that stamped the files (see _judge.filesystem_now).
+        self.now = filesystem_now(config)
         self.report = RepairReport(config.dir, dry_run)
 
     # -- helpers ----------------------------------------------------------------------
