@@ -125,6 +125,12 @@ class Layout:
         """A file under ``tmp/``."""
         return os.path.join(self.tmp_dir, name)
 
+    @staticmethod
+    def is_nfs_silly_rename(name: str) -> bool:
+        """True for ``.nfsXXXX``: a file an NFS client unlinked while it was still open,
+        kept under a hidden name until closed. It is no one's to list or remove."""
+        return name.startswith(".nfs")
+
     # -- names in tmp/ ------------------------------------------------------------------
 
     @staticmethod

@@ -206,7 +206,9 @@ class _Repairer:
             yield None
             return
         try:
-            yield fd, os.listdir(fd)
+            # An NFS client's .nfsXXXX files (open, unlinked) vanish on their own when
+            # closed: neither strays nor leftovers.
+            yield fd, [n for n in os.listdir(fd) if not Layout.is_nfs_silly_rename(n)]
         finally:
             _fs.close_dir(fd)
 
@@ -437,10 +439,12 @@ class _Repairer:
         try:
             control = read_control(queue_path)
             check_data(self.config, name, queue_path, control)
-        except FileNotFoundError:
-            return None
         except PermissionError as err:
             return FindingKind.UNREADABLE_CONTROL, f"cannot be read: {err}"
+        except OSError as err:
+            if _fs.is_gone(err):
+                return None  # Finished meanwhile (over NFS, by another host: ESTALE).
+            raise
         except CorruptJobError as err:
             if err.path == self.layout.data_path(name) and not os.path.lexists(err.path):
                 return FindingKind.MISSING_DATA, str(err)
@@ -594,8 +598,10 @@ def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
     # The queue is in use while we look: whatever we listed may be gone by now.
     try:
         return os.lstat(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
+    except OSError as err:
+        if _fs.is_gone(err):
+            return None
+        raise
 
 
 def repair_queue(config: QueueConfig, *, dry_run: bool, min_age: float) -> RepairReport:
