@@ -12,6 +12,7 @@ import pytest
 
 from _helpers import files_under, lock_without_owner_line
 from dirqueue import DirQueue
+from dirqueue.failed import FailedStore
 
 REAL_LINK = os.link
 
@@ -74,3 +75,45 @@ def test_a_real_link_failure_during_enqueue_is_reported_and_cleaned_up(
     monkeypatch.undo()
     assert info.value.errno == errno.EIO
     assert files_under(qdir) == before
+
+
+@pytest.mark.parametrize("err", [errno.EEXIST, errno.EIO])
+def test_a_stale_lock_breaker_keeps_a_token_link_that_reported_failure(
+    qdir: Path, monkeypatch: pytest.MonkeyPatch, err: int
+) -> None:
+    queue = DirQueue(qdir, active_file_lifetime=1)
+    jobid = queue.enqueue_string("abandoned")
+    lock = qdir / "active" / jobid
+    lock.write_text("far-away-host\n4242\nheartbeat\n")  # Its owner went quiet...
+    os.utime(lock, (1.0, 1.0))  # ...long ago.
+    # Every link (the breaker's token, then the new lock) reports failure, but happens.
+    monkeypatch.setattr("dirqueue._lock.os.link", link_then_fail(err))
+    job = queue.pickup_queued_job()
+    monkeypatch.undo()
+    assert job is not None
+    assert job.jobid == jobid
+    assert os.listdir(qdir / "tmp") == []  # The token was ours, and was dropped.
+    job.finish()
+    assert files_under(qdir) == []
+
+
+@pytest.mark.parametrize("err", [errno.EEXIST, errno.EIO])
+def test_requeue_keeps_a_link_that_reported_failure_but_happened(
+    queue: DirQueue, qdir: Path, monkeypatch: pytest.MonkeyPatch, err: int
+) -> None:
+    queue.enqueue_string("failed once", {"k": "v"})
+    job = queue.pickup_queued_job()
+    assert job is not None
+    store = FailedStore(queue)
+    store.add(job, "boom", attempts=1)
+    monkeypatch.setattr("dirqueue._fs.os.link", link_then_fail(err))
+    requeued = store.requeue(job.jobid)
+    monkeypatch.undo()
+    assert f".{os.getpid()}." not in requeued  # No rename after a phantom collision.
+    assert [j.jobid for j in queue.jobs()] == [requeued]
+    assert store.count() == 0
+    again = queue.pickup_queued_job()
+    assert again is not None
+    assert again.get_data() == b"failed once"
+    again.finish()
+    assert files_under(qdir) == []

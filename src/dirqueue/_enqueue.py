@@ -191,24 +191,38 @@ def requeue(config: QueueConfig, jobid: str, control: ControlFile, kept_data: st
     return _run(config, staged, stage, pid)[0]
 
 
+def _same_inode(a: str, b: str) -> bool:
+    """True if paths ``a`` and ``b`` are one file (not following symlinks)."""
+    try:
+        return _fs.same_file(os.lstat(a), os.lstat(b))
+    except OSError:
+        return False
+
+
 def _link_or_copy(config: QueueConfig, source: str, tmp_data: str, st: _Staged) -> None:
+    linked = True
     try:
         os.link(source, tmp_data, follow_symlinks=False)
-    except FileExistsError:
-        raise DirQueueError(
-            f"job {st.jobid} is being requeued by another process already"
-        ) from None
     except OSError as err:
-        if err.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        # No hard links here (some FUSE and SMB mounts): copy, never through a symlink.
-        src = _fs.open_regular(source)
-        with os.fdopen(src, "rb") as fh:
-            fd = _fs.create_exclusive(tmp_data, config.data_file_mode)
-            st.open_fds.append(fd)
-            while chunk := fh.read(_WRITE_SIZE):
-                _fs.write_all(fd, chunk)
-    else:
+        # Over NFS a lost reply to a retried link() reports EEXIST (or another error)
+        # although the link was made: only the inode says.
+        linked = _same_inode(source, tmp_data)
+        if not linked:
+            if err.errno == errno.EEXIST:
+                raise DirQueueError(
+                    f"job {st.jobid} is being requeued by another process already"
+                ) from None
+            if err.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # No hard links here (some FUSE and SMB mounts): copy, never through a
+            # symlink.
+            src = _fs.open_regular(source)
+            with os.fdopen(src, "rb") as fh:
+                fd = _fs.create_exclusive(tmp_data, config.data_file_mode)
+                st.open_fds.append(fd)
+                while chunk := fh.read(_WRITE_SIZE):
+                    _fs.write_all(fd, chunk)
+    if linked:
         # Issue 9: the kept data is fsynced (step 3) like a fresh job's: whoever wrote
         # it (a Perl producer, a durable=False queue) may never have. Opening it also
         # refuses a symlink planted in failed/, which link() copied as itself.

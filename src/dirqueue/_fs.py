@@ -251,6 +251,17 @@ def link_verified(
     return LinkResult.LINKED
 
 
+#: The errnos that mean "that file is no longer there": ENOENT, and over NFS ESTALE (a
+#: file or directory that another host removed while we looked it up or held it open).
+#: Either way someone else got there first.
+GONE_ERRNOS: Final = (errno.ENOENT, errno.ESTALE)
+
+
+def is_gone(err: OSError) -> bool:
+    """True if ``err`` says the file is gone (:data:`GONE_ERRNOS`)."""
+    return err.errno in GONE_ERRNOS
+
+
 def unlink_quietly(path: str) -> bool:
     """Unlink ``path``; True if it was removed, False if it was already gone."""
     try:

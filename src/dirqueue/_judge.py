@@ -20,25 +20,108 @@ The rule, heartbeat freshness first:
   names no owner. A Perl worker's lock on another host makes no heartbeat promise and
   its owner cannot be seen from here: the Perl module's rule keeps it
   (:attr:`Verdict.FOREIGN`), and only an operator can free it.
+
+A lock's age is measured in the filesystem's clock, not this host's
+(:func:`filesystem_now`): its mtime was set by the file server (or by the owner's host),
+and hosts whose clocks are minutes apart must still agree on how long a lock has been
+quiet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
 import stat
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from . import _fs
 from ._config import QueueConfig
 from ._format import LockInfo, parse_lock_file
 from ._identity import owner_is_dead
 
-__all__ = ["Judgement", "Verdict", "judge", "judge_lock", "read_lock_file"]
+__all__ = [
+    "CLOCK_RECHECK",
+    "Judgement",
+    "Verdict",
+    "filesystem_now",
+    "judge",
+    "judge_lock",
+    "read_lock_file",
+]
 
 _LOCK_READ_MAX = 4096
+
+#: How long (seconds) a measured offset between this host's clock and the
+#: filesystem's is trusted before it is measured again. Clocks drift apart by
+#: milliseconds a day; a step (an NTP correction, a VM resumed) is seen this late.
+CLOCK_RECHECK: Final = 5.0
+
+#: queue directory -> (filesystem clock minus ours, time.monotonic() when measured)
+_offsets: dict[str, tuple[float, float]] = {}
+
+
+def filesystem_now(config: QueueConfig) -> float:
+    """The time now by the clock that stamps the queue's files (over NFS or GlusterFS,
+    the server's), as seconds since the epoch.
+
+    The lock's mtime comes from that clock, so an age computed against this host's own
+    clock is off by the hosts' skew: five minutes fast would break every live lock, five
+    minutes slow would keep a dead one five minutes past its lifetime. The offset is
+    measured by writing a file in ``tmp/`` and reading back its mtime, at most once per
+    :data:`CLOCK_RECHECK` seconds per queue; in between this costs no system call
+    beyond the clock's. Where nothing can be written (a read-only view of the queue)
+    this host's clock is used.
+    """
+    mono = time.monotonic()
+    seen = _offsets.get(config.dir)
+    if seen is None or mono - seen[1] > CLOCK_RECHECK:
+        seen = (_measure_offset(config), mono)
+        if len(_offsets) > 64:
+            _offsets.clear()
+        _offsets[config.dir] = seen
+    return time.time() + seen[0]
+
+
+def _measure_offset(config: QueueConfig) -> float:
+    """The filesystem's clock minus ours, from the mtime of a file written just now."""
+    name = config.layout.tmp_clock_name(config.hostname, os.getpid())
+    try:
+        dir_fd = _fs.open_dir_nofollow(config.dir, (config.layout.TMP,))
+    except OSError:
+        return 0.0
+    try:
+        before = time.time()
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dir_fd,
+        )
+        try:
+            try:
+                # A write, not utime(): the file server stamps a write with its own clock.
+                os.write(fd, b"clock\n")
+            finally:
+                os.close(fd)
+            # After close: over NFS the attributes the server gave (close-to-open).
+            st = os.lstat(name, dir_fd=dir_fd)
+            after = time.time()
+        finally:
+            # Never left behind, not even by a write that failed on a full disk.
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        return 0.0
+    finally:
+        _fs.close_dir(dir_fd)
+    offset = st.st_mtime - (before + after) / 2
+    # Timestamps on a local filesystem come from a coarse clock, a few milliseconds
+    # behind time.time(): no skew worth correcting.
+    return offset if abs(offset) > 1.0 else 0.0
 
 
 class Verdict(enum.Enum):
@@ -120,9 +203,12 @@ def read_lock_file(config: QueueConfig, jobid: str) -> bytes:
 def judge(
     config: QueueConfig, lock: os.stat_result, raw: bytes, now: float | None = None
 ) -> Judgement:
-    """Judge a lock from its ``lstat`` and contents (see the module's rule)."""
+    """Judge a lock from its ``lstat`` and contents (see the module's rule).
+
+    ``now`` defaults to :func:`filesystem_now`, the clock the lock's mtime was set by.
+    """
     if now is None:
-        now = time.time()
+        now = filesystem_now(config)
     age = now - lock.st_mtime
     owner = parse_lock_file(raw)
     who = f"worker {owner.host}:{owner.pid}"

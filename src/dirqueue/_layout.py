@@ -125,6 +125,12 @@ class Layout:
         """A file under ``tmp/``."""
         return os.path.join(self.tmp_dir, name)
 
+    @staticmethod
+    def is_nfs_silly_rename(name: str) -> bool:
+        """True for ``.nfsXXXX``: a file an NFS client unlinked while it was still open,
+        kept under a hidden name until closed. It is no one's to list or remove."""
+        return name.startswith(".nfs")
+
     # -- names in tmp/ ------------------------------------------------------------------
 
     @staticmethod
@@ -147,6 +153,12 @@ class Layout:
     def tmp_breaker_name(jobid: str, host: str, pid: int) -> str:
         """A stale-lock breaker's own file, linked to :meth:`breaker_token_name`."""
         return f"{jobid}.{time.time_ns()}.{host}.{pid}.breaker"
+
+    @staticmethod
+    def tmp_clock_name(host: str, pid: int) -> str:
+        """``clock.HOST.PID``: a file written (and at once removed) to read the
+        filesystem's clock (see :func:`dirqueue._judge.filesystem_now`)."""
+        return f"clock.{host}.{pid}"
 
     @staticmethod
     def breaker_token_name(jobid: str) -> str:

@@ -32,7 +32,7 @@ from . import _fs
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import this_process
-from ._judge import Judgement, Verdict, judge, read_lock_file
+from ._judge import Judgement, Verdict, filesystem_now, judge, read_lock_file
 
 __all__ = [
     "BREAK_TOKEN_STALE",
@@ -263,7 +263,7 @@ def break_if_stale(
     Returns whether the job may be taken now (the lock is gone), and the judgement of
     the lock if this call broke it.
     """
-    young = time.time() - lock.st_mtime <= config.active_file_lifetime
+    young = filesystem_now(config) - lock.st_mtime <= config.active_file_lifetime
     if young and _alive_recently(jobid, lock):
         return False, None  # The common case: judged alive a moment ago.
     judged = judge(config, lock, read_lock_file(config, jobid))
@@ -378,7 +378,7 @@ def _take_break_token(config: QueueConfig, jobid: str) -> tuple[str, os.stat_res
                 continue
             if _fs.same_file(there, ours):
                 return path, ours
-            if time.time() - there.st_mtime <= BREAK_TOKEN_STALE:
+            if filesystem_now(config) - there.st_mtime <= BREAK_TOKEN_STALE:
                 return None  # Another dequeuer is breaking this lock right now.
             # Left by a breaker that died: clear it, and try once more.
             with contextlib.suppress(OSError):

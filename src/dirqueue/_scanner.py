@@ -11,7 +11,8 @@ so they agree on what a job is. The rules:
   A control file that is itself a symlink is listed like any job; pickup then finds it
   is not a regular file and moves it aside.
 - Every other name is ignored, as the Perl module ignores it; a caller that cares
-  (repair) is told of each through ``on_other``.
+  (repair) is told of each through ``on_other``, except an NFS client's ``.nfsXXXX``
+  silly renames, which come and go on their own.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def scan(
                     and _scan_fanout(fd, name, fanned, on_other)
                 ):
                     continue
-                if on_other is not None:
+                if on_other is not None and not Layout.is_nfs_silly_rename(name):
                     on_other(name, None)
     finally:
         _fs.close_dir(fd)
@@ -90,9 +91,9 @@ def _scan_fanout(
     """List fan-out directory ``queue/DIGIT`` into ``into``; False if it is not one."""
     try:
         fd = os.open(digit, _fs.DIR_NOFOLLOW_FLAGS, dir_fd=queue_fd)
-    except FileNotFoundError:
-        return True  # Gone since listed: nothing to report.
     except OSError as err:
+        if _fs.is_gone(err):
+            return True  # Gone since listed: nothing to report.
         if err.errno in _NOT_A_DIR:
             return False  # A symlink or a file: not a fan-out directory.
         raise
@@ -100,7 +101,7 @@ def _scan_fanout(
         for name in os.listdir(fd):
             if match_job_name(name):
                 into.append(QueueEntry(name, digit))
-            elif on_other is not None:
+            elif on_other is not None and not Layout.is_nfs_silly_rename(name):
                 on_other(name, digit)
     finally:
         _fs.close_dir(fd)

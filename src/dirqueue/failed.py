@@ -326,8 +326,12 @@ class FailedStore:
         for name in self._names():
             try:
                 yield self._read(name)
-            except (FileNotFoundError, CorruptJobError):
-                continue  # Requeued or purged while we looked, or not ours to read.
+            except CorruptJobError:
+                continue  # Not ours to read.
+            except OSError as err:
+                if not _fs.is_gone(err):
+                    raise
+                # Requeued or purged while we looked (by another host: ESTALE).
 
     def count(self) -> int:
         """How many failed jobs there are."""

@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Generic, TypeVar
 
+from . import _fs
 from ._config import QueueConfig
 from ._deferred import scan_deferred
 from ._enqueue import Chunk, DataWriter, enqueue, ensure_queue_dirs, write_chunks, writer
@@ -452,9 +453,9 @@ class DirQueue:
             try:
                 control = read_control(queue_path)
                 check_data(config, name, queue_path)
-            except FileNotFoundError:
-                continue
             except OSError as err:
+                if _fs.is_gone(err):
+                    continue  # Finished meanwhile (ESTALE: by another NFS client).
                 _log.warning("skipping unreadable job %s: %s", queue_path, err)
                 continue
             except CorruptJobError as err:
@@ -484,9 +485,11 @@ class DirQueue:
             path = layout.deferred_path(name)
             try:
                 control = read_control(path)
-            except FileNotFoundError:
+            except OSError as err:
+                if not _fs.is_gone(err):
+                    _log.warning("skipping unreadable deferred job %s: %s", path, err)
                 continue  # Promoted (or moved aside) while we looked.
-            except (OSError, CorruptJobError) as err:
+            except CorruptJobError as err:
                 _log.warning("skipping unreadable deferred job %s: %s", path, err)
                 continue
             yield Job(config, name, path, control, layout.data_path(name), deferred_until=due)

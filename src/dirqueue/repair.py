@@ -24,7 +24,6 @@ import enum
 import errno
 import os
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -35,7 +34,7 @@ from ._deferred import scan_deferred
 from ._format import data_location, is_job_name
 from ._identity import owner_is_dead
 from ._jobfiles import check_data, move_aside, read_control
-from ._judge import Verdict, judge
+from ._judge import Verdict, filesystem_now, judge
 from ._layout import Layout, TmpLockName
 from ._scanner import QueueEntry, locate, scan
 from .errors import CorruptJobError, DirQueueError, QueueIOError
@@ -170,7 +169,8 @@ class _Repairer:
         self.layout: Layout = config.layout
         self.dry_run = dry_run
         self.min_age = min_age
-        self.now = time.time()
+        # Ages in the clock that stamped the files (see _judge.filesystem_now).
+        self.now = filesystem_now(config)
         self.report = RepairReport(config.dir, dry_run)
 
     # -- helpers ----------------------------------------------------------------------
@@ -206,7 +206,9 @@ class _Repairer:
             yield None
             return
         try:
-            yield fd, os.listdir(fd)
+            # An NFS client's .nfsXXXX files (open, unlinked) vanish on their own when
+            # closed: neither strays nor leftovers.
+            yield fd, [n for n in os.listdir(fd) if not Layout.is_nfs_silly_rename(n)]
         finally:
             _fs.close_dir(fd)
 
@@ -437,10 +439,12 @@ class _Repairer:
         try:
             control = read_control(queue_path)
             check_data(self.config, name, queue_path, control)
-        except FileNotFoundError:
-            return None
         except PermissionError as err:
             return FindingKind.UNREADABLE_CONTROL, f"cannot be read: {err}"
+        except OSError as err:
+            if _fs.is_gone(err):
+                return None  # Finished meanwhile (over NFS, by another host: ESTALE).
+            raise
         except CorruptJobError as err:
             if err.path == self.layout.data_path(name) and not os.path.lexists(err.path):
                 return FindingKind.MISSING_DATA, str(err)
@@ -594,8 +598,10 @@ def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
     # The queue is in use while we look: whatever we listed may be gone by now.
     try:
         return os.lstat(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
+    except OSError as err:
+        if _fs.is_gone(err):
+            return None
+        raise
 
 
 def repair_queue(config: QueueConfig, *, dry_run: bool, min_age: float) -> RepairReport:

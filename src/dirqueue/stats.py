@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ._judge import Verdict, judge_lock
+from ._judge import Verdict, filesystem_now, judge_lock
 from ._scanner import scan
 from .errors import DirQueueError
 from .failed import FailedStore, attempts_of
@@ -114,11 +114,12 @@ class JobInfo:
         }
 
 
-def _lock_state(queue: DirQueue, job: Job, now: float) -> tuple[JobState, str]:
+def _lock_state(queue: DirQueue, job: Job, now: float, skew: float) -> tuple[JobState, str]:
     if job.deferred_until is not None:
         due = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.deferred_until))
         return "deferred", f"due at {due} ({max(0.0, job.deferred_until - now):.0f}s)"
-    judged = judge_lock(queue.config, job.jobid, now)
+    # A lock's age in the filesystem's clock, as pickup judges it.
+    judged = judge_lock(queue.config, job.jobid, now + skew)
     if judged is None:
         return "queued", ""
     if judged.breakable:
@@ -138,9 +139,10 @@ def list_jobs(queue: DirQueue, *, now: float | None = None) -> Iterator[JobInfo]
     """Every job in the queue with its state, in pickup order."""
     if now is None:
         now = time.time()
+    skew = filesystem_now(queue.config) - time.time()
     for job in queue.jobs():
         submitted = job.get_time_submitted_secs() + job.get_time_submitted_usecs() / 1e6
-        state, note = _lock_state(queue, job, now)
+        state, note = _lock_state(queue, job, now, skew)
         yield JobInfo(
             job=job,
             state=state,

@@ -1,0 +1,155 @@
+"""Hosts whose clocks are minutes apart (issue 12, clock skew).
+
+A lock's age is judged in the filesystem's clock (the mtime of a file just written in
+``tmp/``), not the judging host's: a worker five minutes fast must not break a live
+heartbeat lock, and one five minutes slow must still break a lock that has really been
+quiet for longer than the lifetime.
+
+The skewed worker runs under libfaketime (Debian's ``faketime``), which moves its
+``time.time()``; the file timestamps still come from the kernel's clock, as they come
+from the file server's over NFS. (libfaketime also fakes ``utime(NULL)``, which a real
+NFS client sends as "the server's time now": so only the judging worker is skewed here,
+never a lock's owner.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from dirqueue import DirQueue, _judge
+from dirqueue._config import QueueConfig
+from dirqueue._format import format_lock
+from dirqueue._layout import Layout
+
+FAKETIME = shutil.which("faketime")
+LIFETIME = 3.0
+
+#: ``faketime OFFSET python -c TRY QDIR SECONDS``: pickups every 0.2 s for SECONDS
+#: (by the monotonic clock, which faketime shifts but does not stretch) or until one succeeds.
+TRY = textwrap.dedent(
+    f"""
+    import json, sys, time
+    from dirqueue import DirQueue
+    q = DirQueue(sys.argv[1], active_file_lifetime={LIFETIME!r})
+    start = time.monotonic()
+    taken = None
+    while time.monotonic() - start < float(sys.argv[2]):
+        job = q.pickup_queued_job()
+        if job is not None:
+            taken = job.jobid
+            job.finish()
+            break
+        time.sleep(0.2)
+    print(json.dumps({{"taken": taken, "after": time.monotonic() - start,
+                      "skew": time.time() - __import__("os").stat(sys.argv[1]).st_mtime}}))
+    """
+)
+
+needs_faketime = pytest.mark.skipif(
+    FAKETIME is None, reason="no faketime (apt-get install faketime)"
+)
+
+
+def _skewed(offset: str, qdir: Path, seconds: float) -> subprocess.Popen[str]:
+    assert FAKETIME is not None
+    return subprocess.Popen(
+        [FAKETIME, "-f", offset, sys.executable, "-c", TRY, str(qdir), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _other_hosts_lock(qdir: Path) -> tuple[str, Path]:
+    """A job locked by a heartbeating worker on another host, touched just now."""
+    queue = DirQueue(qdir, active_file_lifetime=LIFETIME)
+    jobid = queue.enqueue_string("held elsewhere")
+    lock = qdir / "active" / jobid
+    lock.write_bytes(format_lock("far-away-host", 4242, True, boot="b", pidns="1", start=7))
+    return jobid, lock
+
+
+@needs_faketime
+@pytest.mark.timeout(60)
+def test_a_worker_5_minutes_fast_keeps_a_fresh_heartbeat_lock(tmp_path: Path) -> None:
+    qdir = tmp_path / "q"
+    _, lock = _other_hosts_lock(qdir)
+    worker = _skewed("+5m", qdir, 3 * LIFETIME)
+    while worker.poll() is None:  # The owner's heartbeat, every lifetime / 4.
+        os.utime(lock)
+        time.sleep(LIFETIME / 4)
+    seen = json.loads(worker.communicate()[0])
+    assert seen["skew"] > 250  # It did run 5 minutes fast.
+    assert seen["taken"] is None
+    assert lock.exists()
+
+
+@needs_faketime
+@pytest.mark.timeout(60)
+def test_a_worker_5_minutes_slow_still_breaks_a_quiet_lock(tmp_path: Path) -> None:
+    qdir = tmp_path / "q"
+    jobid, lock = _other_hosts_lock(qdir)
+    quiet_since = time.monotonic()  # Its owner died after this last touch.
+    worker = _skewed("-5m", qdir, 6 * LIFETIME)
+    seen = json.loads(worker.communicate(timeout=40)[0])
+    assert seen["skew"] < -250
+    assert seen["taken"] == jobid
+    # After the lifetime, within its random grace (lifetime / 2) and a poll or two.
+    assert time.monotonic() - quiet_since > LIFETIME
+    assert float(seen["after"]) < LIFETIME * 1.5 + 2
+    assert not lock.exists()
+
+
+def test_the_clock_offset_is_measured_once_per_recheck_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    qdir = tmp_path / "q"
+    DirQueue(qdir).enqueue_string("makes the queue's directories")
+    config = QueueConfig(Layout(str(qdir)), "h")
+    measured: list[float] = []
+    real = _judge._measure_offset
+
+    def counting(cfg: QueueConfig) -> float:
+        measured.append(real(cfg))
+        return measured[-1]
+
+    monkeypatch.setattr(_judge, "_measure_offset", counting)
+    _judge._offsets.clear()
+    for _ in range(100):
+        assert abs(_judge.filesystem_now(config) - time.time()) < 1.0
+    assert measured == [0.0]  # A local filesystem: one clock, no offset.
+    assert os.listdir(qdir / "tmp") == []  # The probe file is gone again.
+    clock = time.monotonic()
+    monkeypatch.setattr(_judge.time, "monotonic", lambda: clock + _judge.CLOCK_RECHECK + 1)
+    _judge.filesystem_now(config)
+    assert len(measured) == 2
+
+
+def test_a_skewed_filesystem_clock_is_what_a_locks_age_is_judged_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    qdir = tmp_path / "q"
+    _, lock = _other_hosts_lock(qdir)
+    config = QueueConfig(Layout(str(qdir)), "h", active_file_lifetime=LIFETIME)
+    # This host's clock 5 minutes fast: the filesystem's is 300 s behind it.
+    monkeypatch.setattr(_judge, "_measure_offset", lambda cfg: -300.0)
+    mtime = os.stat(lock).st_mtime
+    monkeypatch.setattr(_judge.time, "time", lambda: mtime + 301)
+    _judge._offsets.clear()
+    judged = _judge.judge(config, os.lstat(lock), lock.read_bytes())
+    assert judged.verdict is _judge.Verdict.HELD
+    assert judged.age == pytest.approx(1.0)
+
+
+def test_a_read_only_queue_uses_this_hosts_clock(tmp_path: Path) -> None:
+    config = QueueConfig(Layout(str(tmp_path / "missing")), "h")
+    _judge._offsets.clear()
+    assert abs(_judge.filesystem_now(config) - time.time()) < 0.5
