@@ -142,10 +142,11 @@ def test_three_hosts_perl_and_dirqueue_do_every_job_once(
     """On each host 2 producers and 2 consumers: one of each Perl's, the others
     dirqueue's ("mixed"), or all Perl's ("perl-only", the baseline)."""
     stop = tmp_path / "stop"
-    per_producer = JOBS // (2 * len(HOSTS))
+    producers_n = 2 * len(HOSTS)
+    shares = [JOBS // producers_n + (i < JOBS % producers_n) for i in range(producers_n)]
     done_logs: list[Path] = []
     acks: list[Path] = []
-    consumers = []
+    consumers: list[subprocess.Popen[str]] = []
     for n in HOSTS:
         for k, lang in enumerate(("perl", "dq" if mix == "mixed" else "perl")):
             log = tmp_path / f"done-h{n}-{k}-{lang}.txt"
@@ -153,19 +154,19 @@ def test_three_hosts_perl_and_dirqueue_do_every_job_once(
             start = hosts.start_perl if lang == "perl" else hosts.start
             consumers.append(start(n, "consume", hosts.qdir(n), str(log), str(stop)))
     began = time.monotonic()
-    producers = []
+    producers: list[subprocess.Popen[str]] = []
     for n in HOSTS:
         for k, lang in enumerate(("perl", "dq" if mix == "mixed" else "perl")):
             tag = f"h{n}p{k}{lang}"
             ack = tmp_path / f"ack-{tag}.txt"
             acks.append(ack)
             start = hosts.start_perl if lang == "perl" else hosts.start
-            producers.append(
-                start(n, "produce", hosts.qdir(n), str(per_producer), tag, str(ack))
-            )
-    total = per_producer * len(producers)
-    for proc in producers:
-        assert hosts.result(proc, timeout=60 + JOBS // 8) == {"produced": per_producer}
+            share = shares[len(producers)]
+            producers.append(start(n, "produce", hosts.qdir(n), str(share), tag, str(ack)))
+    total = sum(shares)
+    assert total == JOBS
+    for proc, share in zip(producers, shares, strict=True):
+        assert hosts.result(proc, timeout=60 + JOBS // 8) == {"produced": share}
     assert wait_for(lambda: sum(_lines(done_logs).values()) >= total, timeout=120 + JOBS // 10)
     seconds = time.monotonic() - began
     stop.touch()
