@@ -20,13 +20,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The multi-host tests on real GlusterFS and NFSv3 (needs root: network namespaces;
+# The multi-host tests on real GlusterFS and NFSv3, three hosts (needs root: network namespaces;
 # installs Debian packages). tests/multihost/teardown.sh takes the test bed down.
 MULTIHOST ?= tests/multihost
 test-multihost: $(STAMP)
-	$(MULTIHOST)/setup-gluster.sh
-	$(MULTIHOST)/setup-nfs-ganesha.sh
-	$(BIN)/python -m pytest -q tests/test_multihost.py
+	FSP_HOSTS=3 $(MULTIHOST)/setup-gluster.sh
+	FSP_HOSTS=3 FSP_NFS_ATTR_TIMEOUT=3 $(MULTIHOST)/setup-nfs-ganesha.sh
+	$(BIN)/python -m pytest -q tests/test_multihost.py tests/test_multihost_hosts.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

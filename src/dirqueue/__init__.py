@@ -9,6 +9,7 @@ from ._version import __version__
 from .errors import (
     CorruptJobError,
     DirQueueError,
+    HostAliveError,
     InvalidMetadataError,
     InvalidPriorityError,
     JobLostError,
@@ -42,6 +43,7 @@ __all__ = [
     "FailedStore",
     "Finding",
     "FindingKind",
+    "HostAliveError",
     "InvalidMetadataError",
     "InvalidPriorityError",
     "Job",

@@ -348,7 +348,7 @@ def cmd_fsck(ctx: Context) -> int:
     queue = ctx.queue()
     require_queue(queue)
     check = queue.repair if args.repair else queue.fsck
-    report = check(min_age=args.min_age)
+    report = check(min_age=args.min_age, host=args.host)
     if args.json:
         print_json(report.to_dict(), ctx.out)
     elif args.nl:

@@ -172,7 +172,8 @@ _EPILOGS: Final = {
     "purge": "example:\n  dq purge --dir /var/spool/q --failed --older-than 7d",
     "fsck": (
         "examples:\n  dq fsck --dir /var/spool/q\n"
-        "  dq fsck --dir /var/spool/q --repair --min-age 10m"
+        "  dq fsck --dir /var/spool/q --repair --min-age 10m\n"
+        "  dq fsck --dir /var/spool/q --repair --host deadhost   # after a host died"
     ),
 }
 
@@ -335,6 +336,11 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         "--min-age", type=_seconds_or_zero, default=DEFAULT_MIN_AGE, metavar="AGE",
         help="leave debris younger than this alone: a live process may own it"
         f" (default {DEFAULT_MIN_AGE / 3600:g}h; 10m, 2h, or seconds)",
+    )
+    p.add_argument(
+        "--host", metavar="HOST",
+        help="a host known to be dead: also free the locks its workers hold (refused"
+        " for this host, or one whose locks show a fresh heartbeat)",
     )
     _json_options(p, "a JSON object", nl="a JSON object per finding, one per line")
     p.set_defaults(func=cmd_fsck)

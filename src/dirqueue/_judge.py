@@ -242,7 +242,8 @@ def judge(
         verdict = Verdict.FOREIGN
         reason = (
             f"held by a worker on host {owner.host} that keeps no heartbeat (a Perl"
-            f" worker): never broken from here ({age:.0f}s old; see 'dq fsck')"
+            f" worker): never broken from here ({age:.0f}s old; if that host is down,"
+            f" 'dq fsck --repair --host {owner.host}' frees it)"
         )
     else:
         verdict, reason = Verdict.HELD, f"{who} is alive ({age:.0f}s old)"

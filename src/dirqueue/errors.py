@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CorruptJobError",
     "DirQueueError",
+    "HostAliveError",
     "InvalidMetadataError",
     "InvalidPriorityError",
     "JobLostError",
@@ -49,6 +50,16 @@ class CorruptJobError(DirQueueError, ValueError):
     def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class HostAliveError(DirQueueError, ValueError):
+    """``repair(host=...)`` refused to free a host's locks: the host is this one, or
+    one of its locks shows a fresh heartbeat (the host looks alive). ``host`` names it.
+    """
+
+    def __init__(self, message: str, host: str) -> None:
+        super().__init__(message)
+        self.host = host
 
 
 class JobStateError(DirQueueError):

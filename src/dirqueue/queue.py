@@ -349,11 +349,19 @@ class DirQueue:
 
     # -- checking and repairing ---------------------------------------------------------
 
-    def fsck(self, *, min_age: float = DEFAULT_MIN_AGE) -> RepairReport:
+    def fsck(
+        self, *, min_age: float = DEFAULT_MIN_AGE, host: str | None = None
+    ) -> RepairReport:
         """Check the queue directory and report what :meth:`repair` would fix; change nothing."""
-        return repair_queue(self.config, dry_run=True, min_age=min_age)
+        return repair_queue(self.config, dry_run=True, min_age=min_age, host=host)
 
-    def repair(self, *, dry_run: bool = False, min_age: float = DEFAULT_MIN_AGE) -> RepairReport:
+    def repair(
+        self,
+        *,
+        dry_run: bool = False,
+        min_age: float = DEFAULT_MIN_AGE,
+        host: str | None = None,
+    ) -> RepairReport:
         """Find and fix what killed processes left behind; return what was found and done.
 
         Removes tmp files, data files no control file names, and orphan locks once they
@@ -363,8 +371,14 @@ class DirQueue:
         without data, and anything that is not a lock file in ``active/``, to
         ``corrupt/`` with a ``.reason`` file; nothing corrupt is deleted. Safe to run
         while the queue is in use. ``dry_run=True`` is :meth:`fsck`.
+
+        ``host``: a host known to be dead (powered off, its mount gone). The locks its
+        workers hold are removed too, so their jobs go back to the workers: the only
+        way to free a Perl worker's lock from another host, which no worker breaks.
+        Raises :class:`~dirqueue.errors.HostAliveError`, changing nothing, if ``host``
+        is this host, or if one of its locks shows a fresh heartbeat.
         """
-        return repair_queue(self.config, dry_run=dry_run, min_age=min_age)
+        return repair_queue(self.config, dry_run=dry_run, min_age=min_age, host=host)
 
     # -- waiting ----------------------------------------------------------------------
 

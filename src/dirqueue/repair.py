@@ -37,7 +37,7 @@ from ._jobfiles import check_data, move_aside, read_control
 from ._judge import Verdict, filesystem_now, judge
 from ._layout import Layout, TmpLockName
 from ._scanner import QueueEntry, locate, scan
-from .errors import CorruptJobError, DirQueueError, QueueIOError
+from .errors import CorruptJobError, DirQueueError, HostAliveError, QueueIOError
 
 __all__ = ["DEFAULT_MIN_AGE", "Finding", "FindingKind", "RepairReport", "repair_queue"]
 
@@ -65,6 +65,10 @@ class FindingKind(str, enum.Enum):
     DEAD_LOCK = "dead-lock"
     #: A lock in ``active/`` for a job that is no longer in the queue.
     ORPHAN_LOCK = "orphan-lock"
+    #: A lock held by a worker of a host the operator declared dead
+    #: (``repair(host=...)``): the only way to free a Perl worker's lock from another
+    #: host, which no worker ever breaks.
+    DEAD_HOST_LOCK = "dead-host-lock"
     #: A symlink where the queue holds only files and directories.
     SYMLINK = "symlink"
     #: Something other than a file where a lock or job file should be (a directory,
@@ -164,8 +168,12 @@ class RepairReport:
 
 
 class _Repairer:
-    def __init__(self, config: QueueConfig, *, dry_run: bool, min_age: float) -> None:
+    def __init__(
+        self, config: QueueConfig, *, dry_run: bool, min_age: float, host: str | None = None
+    ) -> None:
         self.config = config
+        #: A host the operator declared dead: its workers' locks are removed.
+        self.dead_host = host
         self.layout: Layout = config.layout
         self.dry_run = dry_run
         self.min_age = min_age
@@ -293,6 +301,8 @@ class _Repairer:
     # -- the passes -------------------------------------------------------------------
 
     def run(self) -> RepairReport:
+        if self.dead_host is not None:
+            self._check_host_is_dead(self.dead_host)
         # Without a readable queue/ (a symlink there), nothing can be called an orphan.
         self.queue_ok = self._queue_readable()
         self.check_tmp()
@@ -353,6 +363,35 @@ class _Repairer:
             return False
         return owner_is_dead(host, pid, None, None, None, my_host=host)
 
+    def _check_host_is_dead(self, host: str) -> None:
+        """Refuse (before changing anything) to free the locks of this very host, or of
+        a host one of whose locks shows a fresh heartbeat: it looks alive, and its
+        workers would lose jobs they are doing. A host whose workers keep no heartbeat
+        (Perl's) cannot be told alive from here: the operator's word stands."""
+        if host == self.config.hostname:
+            raise HostAliveError(
+                f"{host} is this host: its dead workers' locks are removed without"
+                " --host; a live worker's lock must not be", host
+            )
+        for fd, name, st in self.entries(Layout.ACTIVE):
+            if not (stat.S_ISREG(st.st_mode) and is_job_name(name)):
+                continue
+            judged = judge(self.config, st, self._lock_text(fd, name), self.now)
+            if judged.owner.host == host and judged.verdict is Verdict.HELD and (
+                judged.owner.heartbeat
+            ):
+                raise HostAliveError(
+                    f"host {host} looks alive: its worker's lock on job {name} shows a"
+                    f" heartbeat {judged.age:.0f}s ago (lifetime"
+                    f" {judged.lifetime:g}s); nothing was removed", host
+                )
+
+    @staticmethod
+    def _lock_text(fd: int, name: str) -> bytes:
+        with contextlib.suppress(OSError):
+            return _fs.read_limited(_fs.open_regular(name, dir_fd=fd), 4096)
+        return b""
+
     def check_active(self) -> None:
         for fd, name, st in self.entries(Layout.ACTIVE):
             self.check_lock(fd, name, st)
@@ -366,10 +405,7 @@ class _Repairer:
         if not is_job_name(name):
             self.note(FindingKind.STRAY, path, "not a job id; readers ignore it", "left", False)
             return
-        raw = b""
-        if stat.S_ISREG(st.st_mode):
-            with contextlib.suppress(OSError):
-                raw = _fs.read_limited(_fs.open_regular(name, dir_fd=fd), 4096)
+        raw = self._lock_text(fd, name) if stat.S_ISREG(st.st_mode) else b""
         judged = judge(self.config, st, raw, self.now)
         if judged.verdict is Verdict.NOT_A_LOCK:
             # Pickups skip the job while it is there; unlink cannot remove a directory.
@@ -384,6 +420,14 @@ class _Repairer:
             return
         if judged.removable:
             self.remove_lock(FindingKind.DEAD_LOCK, name, st, judged.reason)
+        elif self.dead_host is not None and judged.owner.host == self.dead_host:
+            self.remove_lock(
+                FindingKind.DEAD_HOST_LOCK,
+                name,
+                st,
+                f"held by worker {judged.owner.host}:{judged.owner.pid}, a host declared"
+                f" dead ({judged.age:.0f}s old)",
+            )
         elif self.queue_ok and not locate(self.layout, name) and self.old_enough(st):
             owner = judged.owner
             self.remove_lock(
@@ -604,12 +648,20 @@ def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
         raise
 
 
-def repair_queue(config: QueueConfig, *, dry_run: bool, min_age: float) -> RepairReport:
-    """Check (and unless ``dry_run``, repair) a queue's directory; see the module doc."""
+def repair_queue(
+    config: QueueConfig, *, dry_run: bool, min_age: float, host: str | None = None
+) -> RepairReport:
+    """Check (and unless ``dry_run``, repair) a queue's directory; see the module doc.
+
+    ``host``: a host the operator knows is dead; its workers' locks are removed too
+    (:class:`~dirqueue.errors.HostAliveError` if it is this host, or looks alive).
+    """
     if min_age < 0:
         raise ValueError(f"min_age must be 0 or more seconds, not {min_age}")
+    if host is not None and not host:
+        raise ValueError("host must be a host name, not empty")
     try:
-        return _Repairer(config, dry_run=dry_run, min_age=min_age).run()
+        return _Repairer(config, dry_run=dry_run, min_age=min_age, host=host).run()
     except DirQueueError:
         raise
     except OSError as err:
