@@ -31,6 +31,7 @@ __all__ = [
     "read_control",
     "read_control_at",
     "read_data",
+    "set_aside",
     "unlink_data",
 ]
 
@@ -195,6 +196,29 @@ def create_control(
         return fd
     os.close(fd)
     return None
+
+
+def set_aside(config: QueueConfig, parts: tuple[str, ...], name: str, suffix: str) -> str:
+    """Move ``DIR/parts.../name`` (a stray that is not a job file: a directory at a
+    lock's name, say) to ``corrupt/NAME[.N]SUFFIX``, the first such name free, through
+    descriptors opened without following symlinks. Returns its new path."""
+    layout = config.layout
+    cfd, _ = _fs.ensure_dir_nofollow(config.dir, (Layout.CORRUPT,))
+    try:
+        fd = _fs.open_dir_nofollow(config.dir, parts)
+        try:
+            for n in itertools.count():
+                target = layout.corrupt_stem(name, n) + suffix
+                try:
+                    os.lstat(target, dir_fd=cfd)
+                except FileNotFoundError:
+                    break
+            os.rename(name, target, src_dir_fd=fd, dst_dir_fd=cfd)
+        finally:
+            _fs.close_dir(fd)
+    finally:
+        _fs.close_dir(cfd)
+    return layout.corrupt_path(target)
 
 
 def move_aside(config: QueueConfig, jobid: str, queue_path: str, reason: str) -> str:

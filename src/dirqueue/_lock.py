@@ -32,6 +32,7 @@ from . import _fs
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import this_process
+from ._jobfiles import set_aside
 from ._judge import Judgement, Verdict, filesystem_now, judge, read_lock_file
 
 __all__ = [
@@ -332,28 +333,10 @@ def remove_judged(config: QueueConfig, jobid: str, lock: os.stat_result) -> bool
             return None
         except IsADirectoryError:
             # Not a lock but a directory, which unlink cannot remove: set it aside.
-            _set_aside(config, jobid)
+            set_aside(config, (config.layout.ACTIVE,), jobid, ".lock")
         return True
     finally:
         _drop_break_token(token)
-
-
-def _set_aside(config: QueueConfig, jobid: str) -> None:
-    """Move whatever is at ``active/NAME`` to ``corrupt/NAME[.N].lock``."""
-    layout = config.layout
-    fd, _ = _fs.ensure_dir_nofollow(config.dir, (layout.CORRUPT,))
-    try:
-        n = 0
-        while True:
-            target = layout.corrupt_stem(jobid, n) + ".lock"
-            try:
-                os.lstat(target, dir_fd=fd)
-            except FileNotFoundError:
-                break
-            n += 1
-        os.rename(layout.active_path(jobid), target, dst_dir_fd=fd)
-    finally:
-        _fs.close_dir(fd)
 
 
 def _take_break_token(config: QueueConfig, jobid: str) -> tuple[str, os.stat_result] | None:

@@ -32,7 +32,7 @@ from ._deferred import scan_deferred
 from ._findings import Finding, FindingKind, RepairReport
 from ._format import data_location, is_job_name
 from ._identity import owner_is_dead
-from ._jobfiles import check_data, move_aside, read_control
+from ._jobfiles import check_data, move_aside, read_control, set_aside
 from ._judge import Verdict, filesystem_now, judge
 from ._layout import Layout, TmpLockName
 from ._scanner import QueueEntry, locate, scan
@@ -170,12 +170,20 @@ class _Repairer:
             return
         self.note(kind, path, detail, f"moved to {shown}", fixed=True)
 
-    def free_corrupt_name(self, name: str, suffix: str = "") -> str:
-        """A name in ``corrupt/`` not yet taken: ``NAME``, ``NAME.1``, ..."""
-        n = 0
-        while os.path.lexists(self.layout.corrupt_path(Layout.corrupt_stem(name, n) + suffix)):
-            n += 1
-        return Layout.corrupt_stem(name, n) + suffix
+    def set_aside(
+        self, kind: FindingKind, parts: tuple[str, ...], name: str, detail: str
+    ) -> None:
+        """Move ``name`` in ``DIR/parts...`` to ``corrupt/NAME[.N].lock``."""
+        path = self.layout.path(*parts, name)
+        if self.dry_run:
+            self.note(kind, path, detail, "would move to corrupt/", fixed=False)
+            return
+        try:
+            aside = set_aside(self.config, parts, name, ".lock")
+        except OSError as err:
+            self.note(kind, path, detail, f"left: moving failed: {err}", fixed=False)
+            return
+        self.note(kind, path, detail, f"moved to {aside}", fixed=True)
 
     # -- the passes -------------------------------------------------------------------
 
@@ -288,11 +296,10 @@ class _Repairer:
         judged = judge(self.config, st, raw, self.now)
         if judged.verdict is Verdict.NOT_A_LOCK:
             # Pickups skip the job while it is there; unlink cannot remove a directory.
-            self.move_to_corrupt(
+            self.set_aside(
                 FindingKind.NOT_A_FILE,
                 parts,
                 name,
-                self.free_corrupt_name(name, ".lock"),
                 "not a lock file (a directory, socket or FIFO): it keeps the job from"
                 " every worker",
             )
