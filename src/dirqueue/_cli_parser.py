@@ -90,31 +90,34 @@ def _priority(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} must be {least} or more")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
 
 
 def _count(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def _duration(text: str) -> float:
+    """Seconds, as a number or an age (``30s``, ``5m``)."""
     try:
-        value = int(text)
+        return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+        return parse_age(text)
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = parse_age(text)
+    value = _duration(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
     return value
@@ -136,10 +139,7 @@ def _when(text: str) -> float:
 
 
 def _seconds_or_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = parse_age(text)
+    value = _duration(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more seconds")
     return value
