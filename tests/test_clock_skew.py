@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -33,26 +32,8 @@ from dirqueue._layout import Layout
 FAKETIME = shutil.which("faketime")
 LIFETIME = 3.0
 
-#: ``faketime OFFSET python -c TRY QDIR SECONDS``: pickups every 0.2 s for SECONDS
-#: (by the monotonic clock, which faketime shifts but does not stretch) or until one succeeds.
-TRY = textwrap.dedent(
-    f"""
-    import json, sys, time
-    from dirqueue import DirQueue
-    q = DirQueue(sys.argv[1], active_file_lifetime={LIFETIME!r})
-    start = time.monotonic()
-    taken = None
-    while time.monotonic() - start < float(sys.argv[2]):
-        job = q.pickup_queued_job()
-        if job is not None:
-            taken = job.jobid
-            job.finish()
-            break
-        time.sleep(0.2)
-    print(json.dumps({{"taken": taken, "after": time.monotonic() - start,
-                      "skew": time.time() - __import__("os").stat(sys.argv[1]).st_mtime}}))
-    """
-)
+#: Tries pickups for a while and prints what it took (see the script).
+TRY = str(Path(__file__).parent / "_try_pickup.py")
 
 needs_faketime = pytest.mark.skipif(
     FAKETIME is None, reason="no faketime (apt-get install faketime)"
@@ -62,7 +43,7 @@ needs_faketime = pytest.mark.skipif(
 def _skewed(offset: str, qdir: Path, seconds: float) -> subprocess.Popen[str]:
     assert FAKETIME is not None
     return subprocess.Popen(
-        [FAKETIME, "-f", offset, sys.executable, "-c", TRY, str(qdir), str(seconds)],
+        [FAKETIME, "-f", offset, sys.executable, TRY, str(qdir), str(seconds), str(LIFETIME)],
         stdout=subprocess.PIPE,
         text=True,
     )

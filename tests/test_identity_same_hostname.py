@@ -48,26 +48,8 @@ HOLD = textwrap.dedent(
     """
 )
 
-#: ``python -c TRY QDIR SECONDS``: try a pickup every 0.2 s for SECONDS (or until one
-#: succeeds); print what was taken and when.
-TRY = textwrap.dedent(
-    f"""
-    import json, os, socket, sys, time
-    from dirqueue import DirQueue
-    q = DirQueue(sys.argv[1], active_file_lifetime={LIFETIME!r})
-    start = time.monotonic()
-    taken = None
-    while time.monotonic() - start < float(sys.argv[2]):
-        job = q.pickup_queued_job()
-        if job is not None:
-            taken = job.jobid
-            job.finish()
-            break
-        time.sleep(0.2)
-    print(json.dumps({{"taken": taken, "after": time.monotonic() - start,
-                      "host": socket.gethostname(), "pid": os.getpid()}}))
-    """
-)
+#: Tries pickups for a while and prints what it took (see the script).
+TRY = str(Path(__file__).parent / "_try_pickup.py")
 
 
 def _as_twin(*argv: str, pad: int = 3) -> list[str]:
@@ -102,7 +84,7 @@ def twin_holder(tmp_path: Path) -> Iterator[tuple[DirQueue, str, subprocess.Pope
 
 def _try_from_twin(qdir: str, seconds: float, pad: int = 0) -> dict[str, object]:
     out = subprocess.run(
-        _as_twin(sys.executable, "-c", TRY, qdir, str(seconds), pad=pad),
+        _as_twin(sys.executable, TRY, qdir, str(seconds), str(LIFETIME), pad=pad),
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
