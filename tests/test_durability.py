@@ -33,8 +33,16 @@ def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
         path = os.path.realpath(path)
         return "." if path == root else os.path.relpath(path, root)
 
+    def fd_path(fd: int) -> str:
+        # The kernel's name for it first: directories opened in one openat2() call do
+        # not go through os.open, and their numbers are reused.
+        try:
+            return rel(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            return fd_paths.get(fd, "?")
+
     def where(name: Any, dir_fd: int | None) -> str:
-        base = fd_paths.get(dir_fd, "?") if dir_fd is not None else ""
+        base = fd_path(dir_fd) if dir_fd is not None else ""
         return os.path.join(base, name) if base else str(name)
 
     def open_(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
@@ -44,7 +52,7 @@ def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
         return fd
 
     def fsync(fd: int) -> None:
-        events.append(("fsync", fd_paths.get(fd, "?")))
+        events.append(("fsync", fd_path(fd)))
         real["fsync"](fd)
 
     def link(src: str, dst: str, **kw: Any) -> None:

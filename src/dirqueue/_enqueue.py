@@ -44,6 +44,7 @@ from typing import Final
 from . import _fs
 from ._config import QueueConfig
 from ._format import ControlFile, make_job_id, validate_metadata, validate_priority
+from ._identity import current_pid
 from ._jobfiles import create_control, unlink_data
 from ._layout import Layout
 from .errors import DirQueueError, QueueIOError
@@ -151,7 +152,7 @@ def enqueue(
     ]
     prepare()
     _check_free_space(config, size_hint)
-    pid = os.getpid()
+    pid = current_pid()
     staged: list[_Staged] = []
 
     def stage() -> None:
@@ -168,7 +169,7 @@ def requeue(config: QueueConfig, jobid: str, control: ControlFile, kept_data: st
 
     Raises :class:`DirQueueError` if a job of that id is already in the queue.
     """
-    pid = os.getpid()
+    pid = current_pid()
     layout = config.layout
     staged: list[_Staged] = []
 

@@ -6,11 +6,15 @@ Nothing here knows the queue's layout; :mod:`dirqueue._format` does.
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import errno
 import os
+import platform
 import stat
-from typing import Final
+import sys
+from collections.abc import Callable
+from typing import Final, cast
 
 __all__ = [
     "LinkResult",
@@ -24,7 +28,9 @@ __all__ = [
     "makedirs",
     "open_dir_nofollow",
     "open_regular",
+    "open_regular_stat",
     "read_limited",
+    "read_whole",
     "same_file",
     "unlink_quietly",
 ]
@@ -57,6 +63,12 @@ def open_regular(path: str, dir_fd: int | None = None) -> int:
 
     Raises :class:`NotRegularFileError` for anything else found at the name.
     """
+    return open_regular_stat(path, dir_fd)[0]
+
+
+def open_regular_stat(path: str, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
+    """Like :func:`open_regular`, also returning the open file's ``fstat`` (the one
+    call that proves it regular also gives its size)."""
     try:
         fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
     except OSError as err:
@@ -73,7 +85,38 @@ def open_regular(path: str, dir_fd: int | None = None) -> int:
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, st
+
+
+def read_whole(fd: int, size: int, limit: int) -> bytes:
+    """Read the file open at ``fd`` (then closed), at most ``limit`` bytes; ``size`` is
+    its size by ``fstat``.
+
+    One ``read`` of ``size + 1`` bytes usually says it all: a regular file that gives
+    back exactly ``size`` of them has ended. (A file object would add a ``fstat``, an
+    ``ioctl`` and an ``lseek``, and one more ``read`` to see the end.) Anything else (a
+    file that grew or shrank meanwhile) is read on until the end or the limit.
+    """
+    try:
+        parts: list[bytes] = []
+        total = 0
+        want = min(limit, size + 1)
+        while total < limit:
+            ask = min(limit - total, max(want - total, _READ_CHUNK))
+            chunk = os.read(fd, ask)
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+            if total == size and len(chunk) < ask:
+                break  # A short read at the size fstat gave: the end of the file.
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+#: Reads past the expected size (a file that grew) go on in pieces of this size.
+_READ_CHUNK: Final = 1 << 16
 
 
 def read_limited(fd: int, limit: int) -> bytes:
@@ -104,6 +147,12 @@ def fsync_dir(path: str) -> None:
         close_dir(fd)
 
 
+def _check_parts(parts: tuple[str, ...] | list[str]) -> None:
+    for part in parts:
+        if not part or part in (".", "..") or "/" in part:
+            raise OSError(errno.EINVAL, "not a plain directory name", part)
+
+
 def open_dir_nofollow(root: str, parts: tuple[str, ...] | list[str]) -> int:
     """Open directory ``root/parts[0]/parts[1]/...`` and return its fd.
 
@@ -113,12 +162,18 @@ def open_dir_nofollow(root: str, parts: tuple[str, ...] | list[str]) -> int:
     reader read, a file outside the queue. A symlink raises ``OSError`` (``ELOOP`` or
     ``ENOTDIR``). Each step opens relative to the last, so swapping a directory for a
     symlink between steps does not help either.
+
+    On Linux one ``openat2(RESOLVE_NO_SYMLINKS)`` does the whole walk (two system calls
+    with the close, where a step at a time takes eight for ``data/C1/C2``).
     """
+    _check_parts(parts)
+    if parts and _openat2 is not None:
+        fd = _open_beneath(root, parts)
+        if fd is not None:
+            return fd
     fd = os.open(root, _DIR_FLAGS)
     try:
         for part in parts:
-            if not part or part in (".", "..") or "/" in part:
-                raise OSError(errno.EINVAL, "not a plain directory name", part)
             next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
             close_dir(fd)
             fd = next_fd
@@ -134,13 +189,20 @@ def ensure_dir_nofollow(root: str, parts: tuple[str, ...] | list[str]) -> tuple[
     Returns the fd of the last directory and the paths of those created, outermost
     first (each is durable only once its parent is fsynced). Racing creators are fine.
     """
+    _check_parts(parts)
+    if parts and _openat2 is not None:
+        # Nearly always the directories are there already: one walk finds them.
+        try:
+            found = _open_beneath(root, parts)
+        except FileNotFoundError:
+            found = None  # Some are missing: make them a step at a time.
+        if found is not None:
+            return found, []
     fd = os.open(root, _DIR_FLAGS)
     created: list[str] = []
     path = root
     try:
         for part in parts:
-            if not part or part in (".", "..") or "/" in part:
-                raise OSError(errno.EINVAL, "not a plain directory name", part)
             path = os.path.join(path, part)
             try:
                 next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
@@ -158,6 +220,92 @@ def ensure_dir_nofollow(root: str, parts: tuple[str, ...] | list[str]) -> tuple[
         close_dir(fd)
         raise
     return fd, created
+
+
+# -- openat2(2): a whole walk without following symlinks, in one call (Linux 5.6+) ------
+
+_AT_FDCWD: Final = -100
+_RESOLVE_NO_SYMLINKS: Final = 0x04
+#: openat2 has the same number on every architecture that numbers its calls together
+#: (all of Linux's since 5.1); others keep the step-at-a-time walk.
+_OPENAT2_MACHINES: Final = frozenset(
+    {"x86_64", "amd64", "aarch64", "arm64", "riscv64", "ppc64le", "ppc64", "s390x",
+     "i386", "i686", "armv7l", "armv8l", "loongarch64"}
+)
+_SYS_OPENAT2: Final = 437
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    )
+
+
+def _load_openat2() -> Callable[..., int] | None:
+    if sys.platform != "linux" or platform.machine() not in _OPENAT2_MACHINES:
+        return None
+    try:
+        syscall = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    syscall.restype = ctypes.c_long
+    syscall.argtypes = (
+        ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t
+    )
+    return cast("Callable[..., int]", syscall)
+
+
+_openat2 = _load_openat2()
+_HOW: Final = _OpenHow(_DIR_FLAGS, 0, _RESOLVE_NO_SYMLINKS)
+_HOW_REF: Final = ctypes.byref(_HOW)
+_HOW_SIZE: Final = ctypes.sizeof(_HOW)
+#: Queue directories reached through a symlink of the caller's choosing: for these the
+#: walk starts from the directory itself, opened first (one call more).
+_symlinked_roots: set[str] = set()
+
+
+def _openat2_dir(dir_fd: int, path: str) -> int | None:
+    """``openat2(dir_fd, path, O_DIRECTORY, RESOLVE_NO_SYMLINKS)``; None if the kernel
+    (or a seccomp filter) has no openat2, which then is not tried again."""
+    global _openat2  # noqa: PLW0603 - switched off once for the process
+    call = _openat2
+    if call is None:
+        return None
+    raw = os.fsencode(path)
+    while True:
+        fd: int = call(_SYS_OPENAT2, dir_fd, raw, _HOW_REF, _HOW_SIZE)
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err == errno.EINTR:
+            continue
+        if err in (errno.ENOSYS, errno.EPERM, errno.E2BIG, errno.EINVAL):
+            _openat2 = None
+            return None
+        raise OSError(err, os.strerror(err), path)
+
+
+def _open_beneath(root: str, parts: tuple[str, ...] | list[str]) -> int | None:
+    """The fd of directory ``root/parts...`` with no symlink in ``parts``; None if
+    openat2 is not available (the caller walks a step at a time)."""
+    if root not in _symlinked_roots:
+        try:
+            return _openat2_dir(_AT_FDCWD, os.path.join(root, *parts))
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+        # A symlink on the way, in root (the caller's to choose) or in parts (refused
+        # below): walk from root itself.
+    top = os.open(root, _DIR_FLAGS)
+    try:
+        fd = _openat2_dir(top, "/".join(parts))
+    finally:
+        close_dir(top)
+    if fd is not None and root not in _symlinked_roots:
+        _symlinked_roots.add(root)  # Found whole from root: root holds the symlink.
+    return fd
 
 
 def close_dir(fd: int) -> None:

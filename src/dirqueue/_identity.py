@@ -21,7 +21,13 @@ import os
 import socket
 from dataclasses import dataclass
 
-__all__ = ["ProcessIdentity", "owner_is_dead", "process_start_time", "this_process"]
+__all__ = [
+    "ProcessIdentity",
+    "current_pid",
+    "owner_is_dead",
+    "process_start_time",
+    "this_process",
+]
 
 
 @dataclass(frozen=True)
@@ -74,12 +80,29 @@ def process_start_time(pid: int) -> int | None:
     return None
 
 
+#: This process's pid: asked of the kernel once, and again in each forked child.
+_pid: list[int] = [os.getpid()]
+
+
+def _forked() -> None:
+    _pid[0] = os.getpid()
+    _cache.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def current_pid() -> int:
+    """``os.getpid()`` without a system call per job (kept right across ``fork``)."""
+    return _pid[0]
+
+
 _cache: dict[int, ProcessIdentity] = {}
 
 
 def this_process() -> ProcessIdentity:
     """This process's identity (cached per pid, so a forked child gets its own)."""
-    pid = os.getpid()
+    pid = _pid[0]
     me = _cache.get(pid)
     if me is None:
         _cache.clear()

@@ -15,11 +15,13 @@ import errno
 import itertools
 import os
 import stat
+import sys
 import time
 
 from . import _fs
 from ._config import QueueConfig
 from ._format import CONTROL_FILE_MAX_BYTES, ControlFile, parse_control
+from ._identity import current_pid
 from ._layout import Layout
 from .errors import CorruptJobError
 
@@ -44,21 +46,22 @@ def read_control(queue_path: str) -> ControlFile:
     it has gone.
     """
     try:
-        fd = _fs.open_regular(queue_path)
+        fd, st = _fs.open_regular_stat(queue_path)
     except _fs.NotRegularFileError as err:
         raise CorruptJobError(f"control file {err.strerror}", queue_path) from None
     except IsADirectoryError:
         raise CorruptJobError("control file is a directory", queue_path) from None
-    return parse_control(_fs.read_limited(fd, CONTROL_FILE_MAX_BYTES + 1), queue_path)
+    raw = _fs.read_whole(fd, st.st_size, CONTROL_FILE_MAX_BYTES + 1)
+    return parse_control(raw, queue_path)
 
 
 def read_control_at(path: str, name: str, dir_fd: int) -> ControlFile:
     """Like :func:`read_control`, for ``name`` in the directory ``dir_fd``."""
     try:
-        fd = _fs.open_regular(name, dir_fd=dir_fd)
+        fd, st = _fs.open_regular_stat(name, dir_fd=dir_fd)
     except _fs.NotRegularFileError as err:
         raise CorruptJobError(f"control file {err.strerror}", path) from None
-    return parse_control(_fs.read_limited(fd, CONTROL_FILE_MAX_BYTES + 1), path)
+    return parse_control(_fs.read_whole(fd, st.st_size, CONTROL_FILE_MAX_BYTES + 1), path)
 
 
 def _data_dir_fd(config: QueueConfig, jobid: str) -> tuple[int, str]:
@@ -123,11 +126,15 @@ def check_data(
 
 def open_data(config: QueueConfig, jobid: str) -> int:
     """Open job ``jobid``'s data file for reading; never through a symlink."""
+    return _open_data_stat(config, jobid)[0]
+
+
+def _open_data_stat(config: QueueConfig, jobid: str) -> tuple[int, os.stat_result]:
     path = config.layout.data_path(jobid)
     try:
         fd, base = _data_dir_fd(config, jobid)
         try:
-            return _fs.open_regular(base, dir_fd=fd)
+            return _fs.open_regular_stat(base, dir_fd=fd)
         finally:
             _fs.close_dir(fd)
     except _fs.NotRegularFileError as err:
@@ -146,10 +153,10 @@ def read_data(config: QueueConfig, jobid: str, size: int | None) -> bytes:
     A data file that has grown past its recorded size is refused
     (:class:`CorruptJobError`) rather than read into memory.
     """
-    fd = open_data(config, jobid)
+    fd, st = _open_data_stat(config, jobid)
     if size is None:
-        return _fs.read_limited(fd, -1)
-    data = _fs.read_limited(fd, size + 1)
+        return _fs.read_whole(fd, st.st_size, sys.maxsize)
+    data = _fs.read_whole(fd, st.st_size, size + 1)
     if len(data) != size:
         raise CorruptJobError(
             f"the data file of job {jobid} holds {'more' if len(data) > size else len(data)}"
@@ -243,7 +250,7 @@ def move_aside(config: QueueConfig, jobid: str, queue_path: str, reason: str) ->
         # moved job without one.
         text = (
             f"job: {jobid}\nfrom: {queue_path}\nreason: {reason}\n"
-            f"moved-by: {config.hostname} pid {os.getpid()}\n"
+            f"moved-by: {config.hostname} pid {current_pid()}\n"
             f"moved-at: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
         )
         try:

@@ -31,7 +31,7 @@ from typing import Final
 from . import _fs
 from ._config import QueueConfig
 from ._format import format_lock
-from ._identity import this_process
+from ._identity import current_pid, this_process
 from ._jobfiles import set_aside
 from ._judge import Judgement, Verdict, filesystem_now, judge, read_lock_file
 
@@ -121,7 +121,7 @@ def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused
         may_take, broke = break_if_stale(config, jobid, lock)
         if not may_take:
             return Refused.HELD
-    pid = os.getpid()
+    pid = current_pid()
     tmp_lock = layout.tmp_path(layout.tmp_lock_name(jobid, config.hostname, pid))
     try:
         fd = _fs.create_exclusive(tmp_lock, config.queue_file_mode)
@@ -343,7 +343,7 @@ def _take_break_token(config: QueueConfig, jobid: str) -> tuple[str, os.stat_res
     """Hold job ``jobid``'s breaker token: its path and our inode, or None if taken."""
     layout = config.layout
     path = layout.breaker_token_path(jobid)
-    mine = layout.tmp_path(layout.tmp_breaker_name(jobid, config.hostname, os.getpid()))
+    mine = layout.tmp_path(layout.tmp_breaker_name(jobid, config.hostname, current_pid()))
     fd = _fs.create_exclusive(mine, config.queue_file_mode)
     try:
         ours = os.fstat(fd)

@@ -19,6 +19,7 @@ from . import _lock
 from ._config import QueueConfig
 from ._deferred import promote_due
 from ._format import attempts_of, with_attempts
+from ._identity import current_pid
 from ._jobfiles import check_data, move_aside, read_control
 from ._scanner import QueueEntry, locate, scan
 from .errors import CorruptJobError, DirQueueError, QueueIOError
@@ -205,7 +206,7 @@ class Picker:
             control,
             config.layout.data_path(name),
             active_host=config.hostname,
-            active_pid=os.getpid(),
+            active_pid=current_pid(),
             held=held,
         )
         if held.broke is not None and held.broke.owner_died:

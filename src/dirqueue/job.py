@@ -24,6 +24,7 @@ from ._config import QueueConfig
 from ._enqueue import bump_queue_mtime
 from ._format import ControlFile, attempts_of, parse_lock_file, with_attempts
 from ._heartbeat import Heartbeat
+from ._identity import current_pid
 from ._jobfiles import create_control, open_data, read_data, unlink_data
 from ._judge import read_lock_file
 from ._layout import Layout
@@ -308,7 +309,7 @@ class Job:
         config = self._config
         layout = config.layout
         control = dataclasses.replace(control, data_path=self._control.data_path)
-        tmp = layout.tmp_path(layout.tmp_rewrite_name(self.jobid, os.getpid(), "attempts"))
+        tmp = layout.tmp_path(layout.tmp_rewrite_name(self.jobid, current_pid(), "attempts"))
         try:
             create_control(config, tmp, control)
             if due is not None:
