@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dirqueue import DirQueue, DirQueueError, InvalidMetadataError
+from dirqueue import DirQueue, DirQueueError, InvalidMetadataError, _fs
 from durability_checks import assert_no_half_jobs, assert_no_orphans
 
 pytestmark = pytest.mark.timeout(30)
@@ -26,6 +26,7 @@ def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
     """Record fsync/link/unlink calls as ``(call, path relative to the queue)``."""
     events: list[tuple[str, str]] = []
     real = {name: getattr(os, name) for name in ("fsync", "link", "unlink", "open")}
+    real_syncfs = _fs.syncfs
     fd_paths: dict[int, str] = {}
     root = os.path.realpath(q.dir)
 
@@ -55,6 +56,10 @@ def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
         events.append(("fsync", fd_path(fd)))
         real["fsync"](fd)
 
+    def syncfs(fd: int) -> None:
+        events.append(("syncfs", fd_path(fd)))
+        real_syncfs(fd)
+
     def link(src: str, dst: str, **kw: Any) -> None:
         real["link"](src, dst, **kw)
         target = os.path.normpath(where(dst, kw.get("dst_dir_fd")))
@@ -70,10 +75,12 @@ def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
     try:
         for name, fn in patched.items():
             setattr(os, name, fn)
+        _fs.syncfs = syncfs  # type: ignore[assignment]
         yield events
     finally:
         for name, fn in real.items():
             setattr(os, name, fn)
+        _fs.syncfs = real_syncfs  # type: ignore[assignment]
 
 
 def _data_rel(q: DirQueue, jobid: str) -> str:
@@ -119,7 +126,19 @@ def test_not_durable_enqueue_makes_no_fsync(tmp_path: Path) -> None:
     assert [e for e in events if e[0] == "fsync"] == []
 
 
-def test_batch_fsyncs_directories_once_for_all_jobs(tmp_path: Path) -> None:
+@pytest.fixture(params=["syncfs", "fsyncs"])
+def whole_fs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Both ways a big batch is made durable: one syncfs where it covers the queue's
+    filesystem, an fsync per file elsewhere."""
+    if request.param == "fsyncs":
+        monkeypatch.setattr(_fs, "syncfs_covers", lambda path: False)
+        return False
+    if not _fs.syncfs_covers(str(request.getfixturevalue("tmp_path"))):
+        pytest.skip("syncfs does not cover this filesystem (or the kernel is before 5.8)")
+    return True
+
+
+def test_batch_fsyncs_directories_once_for_all_jobs(tmp_path: Path, whole_fs: bool) -> None:
     q = DirQueue(tmp_path / "q")
     q.enqueue_string("warm up")
     n = 20
@@ -133,19 +152,31 @@ def test_batch_fsyncs_directories_once_for_all_jobs(tmp_path: Path) -> None:
     def file_fsyncs(events: list[tuple[str, str]]) -> int:
         return sum(1 for call, path in events if call == "fsync" and path.startswith("tmp"))
     assert dir_fsyncs(single) == 2 * n
-    assert dir_fsyncs(batch) == 2  # One data directory (one producer's tag), one queue/.
-    assert file_fsyncs(batch) == file_fsyncs(single) == 2 * n
-    # And the order holds for the batch: every file and data file name is durable
-    # before any control file is linked, and every one is linked before queue/'s fsync.
+    assert file_fsyncs(single) == 2 * n
     ctrl_links = [i for i, (call, path) in enumerate(batch)
                   if call == "link" and path.startswith("queue")]
-    data_dir_sync = next(i for i, (call, path) in enumerate(batch)
-                         if call == "fsync" and path.startswith("data"))
     queue_sync = batch.index(("fsync", "queue"))
     first_ctrl_link, last_ctrl_link = ctrl_links[0], ctrl_links[-1]
-    last_file_sync = max(i for i, (call, path) in enumerate(batch)
-                         if call == "fsync" and path.startswith("tmp"))
-    assert last_file_sync < data_dir_sync < first_ctrl_link <= last_ctrl_link < queue_sync
+    if whole_fs:
+        # One syncfs of the filesystem for every file and data file name, then queue/.
+        syncs = [i for i, (call, _) in enumerate(batch) if call == "syncfs"]
+        assert len(syncs) == 1
+        assert dir_fsyncs(batch) == 1
+        assert file_fsyncs(batch) == 0
+        last_data_link = max(i for i, (call, path) in enumerate(batch)
+                             if call == "link" and path.startswith("data"))
+        assert last_data_link < syncs[0] < first_ctrl_link <= last_ctrl_link < queue_sync
+    else:
+        assert dir_fsyncs(batch) == 2  # One data directory (one producer's tag), one queue/.
+        assert file_fsyncs(batch) == 2 * n
+        # And the order holds for the batch: every file and data file name is durable
+        # before any control file is linked, and every one is linked before queue/'s
+        # fsync.
+        data_dir_sync = next(i for i, (call, path) in enumerate(batch)
+                             if call == "fsync" and path.startswith("data"))
+        last_file_sync = max(i for i, (call, path) in enumerate(batch)
+                             if call == "fsync" and path.startswith("tmp"))
+        assert last_file_sync < data_dir_sync < first_ctrl_link <= last_ctrl_link < queue_sync
     assert len(ids) == len(set(ids)) == n
 
 
@@ -189,6 +220,7 @@ def _open_fds() -> int:
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_big_batch_keeps_few_files_open_and_leaks_none(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fs, "syncfs_covers", lambda path: False)  # an fsync per file
     q = DirQueue(tmp_path / "q")
     q.enqueue_string("warm up")
     before = _open_fds()
@@ -214,6 +246,38 @@ def test_big_batch_keeps_few_files_open_and_leaks_none(tmp_path: Path,
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(DirQueueError, match="fsync"):
+        q.enqueue_many([f"doomed {i}" for i in range(150)])
+    monkeypatch.undo()
+    assert _open_fds() == before
+    assert len(assert_no_half_jobs(q)) == 151
+    assert_no_orphans(q)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_big_batch_by_syncfs_keeps_few_files_open_and_fails_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q = DirQueue(tmp_path / "q")
+    q.enqueue_string("warm up")
+    before = _open_fds()
+    most = [0]
+    monkeypatch.setattr(_fs, "syncfs_covers", lambda path: True)
+
+    def syncfs(fd: int) -> None:
+        most[0] = _open_fds() - before
+        os.sync()  # what it stands for, where it is not real
+
+    monkeypatch.setattr(_fs, "syncfs", syncfs)
+    ids = q.enqueue_many([f"job {i}" for i in range(150)])
+    assert len(ids) == 150
+    assert most[0] == 1  # Every job's files closed; only the descriptor it syncs through.
+    assert _open_fds() == before
+
+    def failing_syncfs(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(_fs, "syncfs", failing_syncfs)
     with pytest.raises(DirQueueError, match="fsync"):
         q.enqueue_many([f"doomed {i}" for i in range(150)])
     monkeypatch.undo()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import errno
+import itertools
 import os
 import platform
 import stat
@@ -28,10 +29,13 @@ __all__ = [
     "makedirs",
     "open_dir_nofollow",
     "open_regular",
+    "open_regular_beneath",
     "open_regular_stat",
     "read_limited",
     "read_whole",
     "same_file",
+    "syncfs",
+    "syncfs_covers",
     "unlink_quietly",
 ]
 
@@ -86,6 +90,38 @@ def open_regular_stat(path: str, dir_fd: int | None = None) -> tuple[int, os.sta
         os.close(fd)
         raise
     return fd, st
+
+
+def open_regular_beneath(
+    root: str, parts: tuple[str, ...] | list[str], name: str
+) -> tuple[int, os.stat_result]:
+    """Open the regular file ``root/parts.../name`` for reading, with no symlink in
+    ``parts`` or at ``name``; return the fd and its ``fstat``.
+
+    One openat2 and one fstat where the kernel has openat2; anything unusual (a
+    symlink, a FIFO, a missing file) is looked at again a step at a time, which raises
+    exactly what :func:`open_dir_nofollow` and :func:`open_regular_stat` raise.
+    """
+    _check_parts([*parts, name])
+    if _openat2 is not None:
+        try:
+            fd = _open_beneath(root, [*parts, name], _HOW_READ)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                st = os.fstat(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if stat.S_ISREG(st.st_mode):
+                return fd, st
+            os.close(fd)
+    dir_fd = open_dir_nofollow(root, parts)
+    try:
+        return open_regular_stat(name, dir_fd=dir_fd)
+    finally:
+        close_dir(dir_fd)
 
 
 def read_whole(fd: int, size: int, limit: int) -> bytes:
@@ -151,6 +187,78 @@ def _check_parts(parts: tuple[str, ...] | list[str]) -> None:
     for part in parts:
         if not part or part in (".", "..") or "/" in part:
             raise OSError(errno.EINVAL, "not a plain directory name", part)
+
+
+# -- syncfs(2): one flush for a whole batch of new files ---------------------------------
+
+#: Filesystems whose syncfs commits everything written so far, directory entries
+#: included, in one journal (or log, or transaction) commit. Elsewhere (NFS, FUSE...)
+#: each file is fsynced.
+_SYNCFS_FILESYSTEMS: Final = frozenset({"ext4", "xfs", "btrfs", "tmpfs"})
+#: Before Linux 5.8 syncfs returned 0 even when writing back failed: an error would be
+#: lost, and a job reported durable that is not.
+_SYNCFS_SINCE: Final = (5, 8)
+
+
+def _kernel_at_least(version: tuple[int, int]) -> bool:
+    numbers: list[int] = []
+    for part in platform.release().split(".")[:2]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        numbers.append(int(digits or 0))
+    return tuple(numbers) >= version
+
+
+def _filesystem_type(path: str) -> str | None:
+    """The type of the filesystem ``path`` is on, from ``/proc/self/mountinfo``."""
+    st = os.stat(path)
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    found = None
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == device and " - " in line:
+                found = line.split(" - ", 1)[1].split()[0]  # the last mount wins
+    return found
+
+
+_syncfs_known: dict[str, bool] = {}
+
+
+def syncfs_covers(path: str) -> bool:
+    """True if one :func:`syncfs` makes durable whatever was written under directory
+    ``path`` (Linux 5.8 or later, on ext4, xfs, btrfs or tmpfs). Asked once per path."""
+    known = _syncfs_known.get(path)
+    if known is None:
+        known = False
+        if sys.platform == "linux" and _kernel_at_least(_SYNCFS_SINCE):
+            try:
+                known = _filesystem_type(path) in _SYNCFS_FILESYSTEMS
+            except OSError:
+                known = False
+        _syncfs_known[path] = known
+    return known
+
+
+def syncfs(fd: int) -> None:
+    """``syncfs(fd)``: write back and commit the whole filesystem ``fd`` is on.
+
+    Open ``fd`` before writing what must be made durable: a writeback error is
+    reported to descriptors opened before it happened.
+    """
+    libc = _libc()
+    while libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        if err != errno.EINTR:
+            raise OSError(err, os.strerror(err))
+
+
+def _libc() -> ctypes.CDLL:
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
+
+
+_LIBC: list[ctypes.CDLL] = []
 
 
 def open_dir_nofollow(root: str, parts: tuple[str, ...] | list[str]) -> int:
@@ -258,24 +366,24 @@ def _load_openat2() -> Callable[..., int] | None:
 
 
 _openat2 = _load_openat2()
-_HOW: Final = _OpenHow(_DIR_FLAGS, 0, _RESOLVE_NO_SYMLINKS)
-_HOW_REF: Final = ctypes.byref(_HOW)
-_HOW_SIZE: Final = ctypes.sizeof(_HOW)
+_HOW_DIR: Final = _OpenHow(_DIR_FLAGS, 0, _RESOLVE_NO_SYMLINKS)
+_HOW_READ: Final = _OpenHow(_READ_FLAGS, 0, _RESOLVE_NO_SYMLINKS)
+_HOW_SIZE: Final = ctypes.sizeof(_OpenHow)
 #: Queue directories reached through a symlink of the caller's choosing: for these the
 #: walk starts from the directory itself, opened first (one call more).
 _symlinked_roots: set[str] = set()
 
 
-def _openat2_dir(dir_fd: int, path: str) -> int | None:
-    """``openat2(dir_fd, path, O_DIRECTORY, RESOLVE_NO_SYMLINKS)``; None if the kernel
-    (or a seccomp filter) has no openat2, which then is not tried again."""
+def _openat2_call(dir_fd: int, path: str, how: _OpenHow) -> int | None:
+    """``openat2(dir_fd, path, how)`` (``RESOLVE_NO_SYMLINKS``); None if the kernel (or
+    a seccomp filter) has no openat2, which then is not tried again."""
     global _openat2  # noqa: PLW0603 - switched off once for the process
     call = _openat2
     if call is None:
         return None
     raw = os.fsencode(path)
     while True:
-        fd: int = call(_SYS_OPENAT2, dir_fd, raw, _HOW_REF, _HOW_SIZE)
+        fd: int = call(_SYS_OPENAT2, dir_fd, raw, ctypes.byref(how), _HOW_SIZE)
         if fd >= 0:
             return fd
         err = ctypes.get_errno()
@@ -287,12 +395,14 @@ def _openat2_dir(dir_fd: int, path: str) -> int | None:
         raise OSError(err, os.strerror(err), path)
 
 
-def _open_beneath(root: str, parts: tuple[str, ...] | list[str]) -> int | None:
-    """The fd of directory ``root/parts...`` with no symlink in ``parts``; None if
-    openat2 is not available (the caller walks a step at a time)."""
+def _open_beneath(
+    root: str, parts: tuple[str, ...] | list[str], how: _OpenHow = _HOW_DIR
+) -> int | None:
+    """The fd of ``root/parts...`` (a directory, or as ``how`` says) with no symlink in
+    ``parts``; None if openat2 is not available (the caller walks a step at a time)."""
     if root not in _symlinked_roots:
         try:
-            return _openat2_dir(_AT_FDCWD, os.path.join(root, *parts))
+            return _openat2_call(_AT_FDCWD, os.path.join(root, *parts), how)
         except OSError as err:
             if err.errno != errno.ELOOP:
                 raise
@@ -300,7 +410,7 @@ def _open_beneath(root: str, parts: tuple[str, ...] | list[str]) -> int | None:
         # below): walk from root itself.
     top = os.open(root, _DIR_FLAGS)
     try:
-        fd = _openat2_dir(top, "/".join(parts))
+        fd = _openat2_call(top, "/".join(parts), how)
     finally:
         close_dir(top)
     if fd is not None and root not in _symlinked_roots:

@@ -131,12 +131,9 @@ def open_data(config: QueueConfig, jobid: str) -> int:
 
 def _open_data_stat(config: QueueConfig, jobid: str) -> tuple[int, os.stat_result]:
     path = config.layout.data_path(jobid)
+    parts, base = Layout.data_parts(jobid)
     try:
-        fd, base = _data_dir_fd(config, jobid)
-        try:
-            return _fs.open_regular_stat(base, dir_fd=fd)
-        finally:
-            _fs.close_dir(fd)
+        return _fs.open_regular_beneath(config.dir, parts, base)
     except _fs.NotRegularFileError as err:
         raise CorruptJobError(
             f"data file of job {jobid} {err.strerror}: refusing to read it", path
