@@ -23,9 +23,12 @@ a whole job or no job.
 
 A crash before step 4 leaves no job: only tmp files and perhaps a data file no control
 file names, which repair removes once they are old enough that no enqueue can still be
-working on them. A batch runs steps 1-2 for every job, step 3 once for all (its files
-fsynced one after another: on a journalling filesystem the first fsync commits the
-journal for all of them), step 4 for every job and step 5 once. Files stay open from
+working on them. A batch runs steps 1-2 for every job, step 3 once for all, step 4 for
+every job and step 5 once. Step 3 of a batch of :data:`_SYNCFS_MIN_BATCH` jobs or more,
+where one syncfs covers the filesystem (:func:`dirqueue._fs.syncfs_covers`), is that
+one syncfs: a single commit for every file, name and directory written. Otherwise the
+files are fsynced one after another (on a journalling filesystem the first fsync
+commits the journal for all of them), then each data directory; files stay open from
 step 1 to step 3, at most :data:`_SYNC_CHUNK` jobs' worth.
 """
 
