@@ -26,10 +26,10 @@ from typing import Any
 # bench/ is on sys.path when a script here runs.
 from _common import describe, machine, print_table, write_results
 
-from dirqueue import DirQueue, _pickup
+from dirqueue import DirQueue, _index, _pickup
 
 _counts = {"scans": 0, "tried": 0}
-_scan = _pickup.scan
+_scan = _index.scan
 _try = _pickup.Picker.try_pickup
 
 
@@ -43,7 +43,7 @@ def _counting_try(self: _pickup.Picker, entry: Any) -> Any:
     return _try(self, entry)
 
 
-_pickup.scan = _counting_scan  # type: ignore[assignment]  # counting, not changing
+_index.scan = _counting_scan  # type: ignore[assignment]  # counting, not changing
 _pickup.Picker.try_pickup = _counting_try  # type: ignore[method-assign]  # counting
 
 

@@ -23,13 +23,14 @@ from multiprocessing.connection import Connection
 # bench/ is on sys.path when a script here runs.
 from _common import describe, machine, print_table, write_results
 
-import dirqueue._waiting as waiting
+import dirqueue._index
 from dirqueue import DirQueue
 
 
 def waiter(qdir: str, poll_interval: float, inotify: bool, rounds: int, conn: Connection) -> None:
     if not inotify:
-        waiting._LIBC = None  # type: ignore[misc]  # Pure polling for this process.
+        # Pure polling for this process, as on a host whose peers raise no events.
+        dirqueue._index.open_notifier = lambda: None  # type: ignore[assignment]
     q = DirQueue(qdir)
     conn.send("ready")
     for _ in range(rounds):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import dirqueue._index
 from dirqueue import DirQueue
 
 
@@ -21,6 +22,14 @@ def qdir(tmp_path: Path) -> Path:
 def queue(qdir: Path) -> DirQueue:
     """A DirQueue with default settings in a fresh directory."""
     return DirQueue(qdir)
+
+
+@pytest.fixture
+def judge_held_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pickup judges the locks it met held again (up to HELD_BATCH of them), as
+    if HELD_RECHECK had passed: for tests of the stale-lock rules, which change a lock
+    between two pickups made at once."""
+    monkeypatch.setattr(dirqueue._index, "HELD_RECHECK", 0.0)
 
 
 @pytest.fixture

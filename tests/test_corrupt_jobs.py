@@ -126,6 +126,7 @@ def test_a_non_file_under_a_job_name_in_queue_is_skipped_not_fatal(
     assert os.listdir(qdir / "active") == []
 
 
+@pytest.mark.usefixtures("judge_held_at_once")
 @pytest.mark.timeout(10)  # A FIFO opened for reading without a writer blocks forever.
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
 def test_a_non_file_lock_in_active_does_not_crash_or_hang_readers(

@@ -175,6 +175,7 @@ def test_a_unix_socket_at_a_job_name_is_moved_aside_not_fatal(tmp_path: Path) ->
         sock.close()
 
 
+@pytest.mark.usefixtures("judge_held_at_once")
 def test_a_directory_at_a_lock_name_is_set_aside_once_old(tmp_path: Path) -> None:
     q = DirQueue(tmp_path / "q", active_file_lifetime=1)
     jobid = q.enqueue_string("blocked")

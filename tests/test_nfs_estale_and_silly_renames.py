@@ -49,10 +49,7 @@ def _queue_with_a_victim(qdir: Path) -> tuple[DirQueue, str, str]:
     victim = queue.enqueue_string("removed by another host", priority=1)
     # And one failed job, whose files the failed store reads.
     failing = queue.enqueue_string("failed", priority=2)
-    job = queue.pickup_queued_job()
-    while job is not None and job.jobid != failing:
-        job.return_to_queue()
-        job = queue.pickup_queued_job()
+    job = queue.pickup_queued_job(failing)
     assert job is not None
     FailedStore(queue).add(job, "boom", attempts=1)
     return queue, keep, victim

@@ -54,9 +54,7 @@ def test_default_priority_is_50(queue: DirQueue) -> None:
     job.finish()
 
 
-def test_a_new_urgent_job_overtakes_waiting_ones(
-    queue: DirQueue, qdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_new_urgent_job_overtakes_waiting_ones(queue: DirQueue, qdir: Path) -> None:
     for i in range(3):
         queue.enqueue_string(f"normal {i}")
     first = queue.pickup_queued_job()
@@ -69,9 +67,7 @@ def test_a_new_urgent_job_overtakes_waiting_ones(
     assert newcomer is not None
     assert newcomer.get_data() == b"urgent"
     newcomer.return_to_queue()
-    # A running worker reuses its listing for up to _RESCAN_INTERVAL seconds (a
-    # documented trade-off); once that has passed, it sees the urgent job next.
-    monkeypatch.setattr("dirqueue._pickup.RESCAN_INTERVAL", 0.0)
+    # A running worker sees it next too, at once.
     assert [job.data for job in drain(queue)] == [b"urgent", b"normal 1", b"normal 2"]
 
 

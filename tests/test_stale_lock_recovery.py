@@ -117,6 +117,7 @@ def test_a_refreshed_lock_is_not_stale(qdir: Path, dead_pid: int) -> None:
     assert DirQueue(qdir, active_file_lifetime=600).pickup_queued_job() is None
 
 
+@pytest.mark.usefixtures("judge_held_at_once")
 @pytest.mark.parametrize(
     ("lifetime", "max_grace"), [(1, 0.5), (10, 5.0), (600, 255.0), (100_000, 255.0)]
 )
@@ -145,6 +146,7 @@ def test_grace_delay_scales_with_the_lifetime(
     job.finish()
 
 
+@pytest.mark.usefixtures("judge_held_at_once")
 def test_with_lifetime_1_a_dead_lock_is_always_broken_within_1_5_seconds(
     qdir: Path, dead_pid: int
 ) -> None:
@@ -211,6 +213,7 @@ def test_a_held_job_keeps_its_lock_fresh_while_its_process_lives(qdir: Path) -> 
     job.finish()
 
 
+@pytest.mark.usefixtures("judge_held_at_once")
 @pytest.mark.parametrize("pid", [2**31, 2**63, 10**30])
 def test_a_lock_naming_an_impossible_pid_does_not_break_pickup(qdir: Path, pid: int) -> None:
     """A corrupt lock (a pid no process can have) must not make every pickup crash."""

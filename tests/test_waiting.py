@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dirqueue import DirQueue
-from dirqueue._waiting import DirWatcher
+from dirqueue._inotify import open_notifier
 
 
 class FakeTime:
@@ -129,6 +129,13 @@ ENQUEUER = textwrap.dedent(
 )
 
 
+def skip_without_inotify() -> None:
+    notifier = open_notifier()
+    if notifier is None:
+        pytest.skip("no inotify here: a waiter on this platform only polls")
+    notifier.close()
+
+
 @pytest.mark.timeout(30)
 def test_wakes_promptly_when_another_process_enqueues(qdir: Path) -> None:
     queue = DirQueue(qdir)
@@ -136,9 +143,7 @@ def test_wakes_promptly_when_another_process_enqueues(qdir: Path) -> None:
     warm = queue.pickup_queued_job()
     assert warm is not None
     warm.finish()
-    with DirWatcher([str(qdir / "queue")]) as watcher:
-        if not watcher.uses_inotify:
-            pytest.skip("no inotify here: a waiter on this platform only polls")
+    skip_without_inotify()
     child = subprocess.Popen(
         [sys.executable, "-c", ENQUEUER, str(qdir), "1.0"], stdout=subprocess.PIPE, text=True
     )
@@ -165,9 +170,7 @@ def test_wakes_promptly_when_a_job_is_returned(qdir: Path) -> None:
     held = queue.pickup_queued_job()
     assert held is not None
     waiter = DirQueue(qdir)
-    with DirWatcher([str(qdir / "queue")]) as watcher:
-        if not watcher.uses_inotify:
-            pytest.skip("no inotify here: a waiter on this platform only polls")
+    skip_without_inotify()
     returner = subprocess.Popen(
         [
             sys.executable,

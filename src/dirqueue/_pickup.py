@@ -1,9 +1,5 @@
-"""Taking the next job: the listing of waiting jobs (and its cache), the lock, and
-reading what we locked (moving it aside if it is corrupt).
-
-Listing ``queue/`` costs milliseconds at 100,000 jobs, so a listing is reused while
-``queue/``'s mtime says nothing changed, and, while it still has candidates, for up
-to :data:`RESCAN_INTERVAL` even if something did.
+"""Taking the next job: asking the index (:mod:`dirqueue._index`) which job is next,
+locking it, and reading what we locked (moving it aside if it is corrupt).
 """
 
 from __future__ import annotations
@@ -20,57 +16,31 @@ from ._config import QueueConfig
 from ._deferred import promote_due
 from ._format import attempts_of, with_attempts
 from ._identity import current_pid
+from ._index import QueueIndex
 from ._jobfiles import check_data, move_aside, read_control
-from ._scanner import QueueEntry, locate, scan
+from ._scanner import QueueEntry, locate
 from .errors import CorruptJobError, DirQueueError, QueueIOError
 from .job import Job
 
-__all__ = ["RESCAN_INTERVAL", "Picker"]
+__all__ = ["PROMOTE_INTERVAL", "Picker"]
 
 _log = logging.getLogger("dirqueue")
 
-#: A queue listing is reused while queue/'s mtime is unchanged, unless that mtime is
-#: this recent: on filesystems with coarse timestamps two changes in the same tick
-#: leave one mtime, so a fresh one proves nothing.
-_MTIME_TRUST_AFTER: Final = 2.0
-#: While a listing still has candidates it is reused for up to this many seconds even
-#: though queue/ changed, so a busy queue of 100,000 jobs is not re-read and re-sorted
-#: for every pickup. The cost: a job of better priority that arrives meanwhile waits
-#: up to this long to jump the line.
-RESCAN_INTERVAL: Final = 1.0
 #: How often (seconds) a pickup looks for deferred jobs that have come due: the
 #: precision of a retry's back-off or a delayed job's start.
 PROMOTE_INTERVAL: Final = 0.5
 
 
-class _Listing:
-    """A sorted snapshot of the waiting job names, reused while ``queue/`` is unchanged."""
-
-    __slots__ = ("entries", "mtime_ns", "pos", "taken_at")
-
-    def __init__(self, mtime_ns: int, entries: list[QueueEntry], taken_at: float):
-        self.mtime_ns = mtime_ns
-        self.entries = entries
-        self.taken_at = taken_at
-        #: Entries before this index are known to be gone from the queue (or ours).
-        self.pos = 0
-
-    def remaining(self) -> bool:
-        return self.pos < len(self.entries)
-
-    def unchanged(self, mtime_ns: int) -> bool:
-        """True if queue/, now at ``mtime_ns``, provably has not changed since."""
-        return self.mtime_ns == mtime_ns and self.taken_at - mtime_ns / 1e9 > _MTIME_TRUST_AFTER
-
-
 class Picker:
-    """Picks up jobs for one :class:`dirqueue.DirQueue` (holding its listing cache)."""
+    """Picks up jobs for one :class:`dirqueue.DirQueue` (holding its index)."""
 
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
-        self._listing: _Listing | None = None
+        self.index = QueueIndex(config)
         #: When (monotonic) to look in deferred/ next.
         self._next_promote = 0.0
+        #: Claims lost to another worker that locked a waiting job first.
+        self.lost_claims = 0
 
     def promote(self) -> None:
         """Move deferred jobs that have come due into queue/ (at most every
@@ -86,66 +56,60 @@ class Picker:
         # due sooner meanwhile.
         self._next_promote = now + PROMOTE_INTERVAL
         if moved:
-            self._listing = None  # New candidates: list again.
+            self.index.changed_here()
 
     def pickup(self) -> Job | None:
         """Take the next waiting job, or None if there is none we can take."""
         self.promote()
-        reusable = self._listing
-        listing = self._candidates()
-        job = self._pickup_from(listing)
-        if job is None and listing is reusable and not self._is_current(listing):
-            # The listing was reused (see RESCAN_INTERVAL) and jobs may have arrived
-            # since: look again before reporting that there is nothing to take.
-            job = self._pickup_from(self._candidates(rescan=True))
-        return job
+        index = self.index
+        try:
+            index.refresh()
+        except OSError as err:
+            raise QueueIOError(f"listing the jobs in {self.config.layout.queue_dir}", err) from err
+        # First a few jobs held by others, in case a holder died: a pickup's cost stays
+        # flat however many jobs are in progress.
+        for held in index.held_due():
+            job = self._settle(held, self.try_pickup(held))
+            if job is not None:
+                return job
+        while (entry := index.head()) is not None:
+            outcome = self.try_pickup(entry)
+            if outcome is _lock.Refused.HELD:
+                self.lost_claims += 1
+            job = self._settle(entry, outcome)
+            if job is not None:
+                return job
+        return None
 
     def pickup_named(self, jobid: str) -> Job | None:
         """Take job ``jobid`` if it is waiting."""
         for entry in locate(self.config.layout, jobid):
-            job = self.try_pickup(entry)
-            if isinstance(job, Job):
+            job = self._settle(entry, self.try_pickup(entry))
+            if job is not None:
                 return job
         return None
 
-    def _candidates(self, *, rescan: bool = False) -> _Listing:
-        """Waiting jobs to try, reusing the last listing while queue/ is unchanged."""
-        config = self.config
-        try:
-            try:
-                mtime_ns = os.stat(config.layout.queue_dir).st_mtime_ns
-            except FileNotFoundError:
-                return _Listing(0, [], 0.0)
-            now = time.time()
-            cached = self._listing
-            if (
-                cached is not None
-                and not rescan
-                and (
-                    cached.unchanged(mtime_ns)
-                    or (cached.remaining() and now - cached.taken_at < RESCAN_INTERVAL)
-                )
-            ):
-                return cached
-            self._listing = _Listing(mtime_ns, scan(config.layout, ordered=config.ordered), now)
-        except OSError as err:
-            raise QueueIOError(f"listing the jobs in {config.layout.queue_dir}", err) from err
-        return self._listing
+    def wait(self, timeout: float) -> None:
+        """Sleep until the queue may have changed (inotify), or ``timeout`` seconds."""
+        notifier = self.index.notifier()
+        if notifier is None:
+            time.sleep(timeout)
+        else:
+            notifier.wait(timeout)
 
-    def _is_current(self, listing: _Listing) -> bool:
-        try:
-            return listing.unchanged(os.stat(self.config.layout.queue_dir).st_mtime_ns)
-        except FileNotFoundError:
-            return False
+    def close(self) -> None:
+        """Release the index's inotify descriptor."""
+        self.index.close()
 
-    def _pickup_from(self, listing: _Listing) -> Job | None:
-        entries = listing.entries
-        for index in range(listing.pos, len(entries)):
-            job = self.try_pickup(entries[index])
-            if job is not _lock.Refused.HELD and index == listing.pos:
-                listing.pos += 1  # Gone or ours: later pickups start past it.
-            if isinstance(job, Job):
-                return job
+    def _settle(self, entry: QueueEntry, outcome: Job | _lock.Refused) -> Job | None:
+        """Tell the index what a try at ``entry`` found; the job if we took it."""
+        if isinstance(outcome, Job):
+            self.index.taken(entry.name)
+            return outcome
+        if outcome is _lock.Refused.HELD:
+            self.index.held(entry.name)
+        else:
+            self.index.gone(entry.name)
         return None
 
     def try_pickup(self, entry: QueueEntry) -> Job | _lock.Refused:

@@ -2,8 +2,8 @@
 
 ``DirQueue`` holds a queue's settings and hands each request to the module that owns
 its protocol: :mod:`dirqueue._enqueue` (the one way into the queue),
-:mod:`dirqueue._pickup` (listing and locking the next job), :mod:`dirqueue._waiting`
-(blocking until a job arrives), :mod:`dirqueue._scanner` (listing ``queue/``) and
+:mod:`dirqueue._pickup` (choosing, locking and waiting for the next job, with the
+index of :mod:`dirqueue._index`), :mod:`dirqueue._scanner` (listing ``queue/``) and
 :mod:`dirqueue.repair`. ``docs/design.md`` draws who calls whom.
 """
 
@@ -28,7 +28,6 @@ from ._judge import read_lock_file
 from ._layout import Layout
 from ._pickup import Picker
 from ._scanner import scan
-from ._waiting import DirWatcher
 from .errors import CorruptJobError, QueueIOError
 from .job import Job
 from .repair import DEFAULT_MIN_AGE, RepairReport, repair_queue
@@ -159,10 +158,9 @@ class DirQueue:
             lock_heartbeat=lock_heartbeat,
         )
         self._picker = Picker(self.config)
-        # The inotify watcher of wait_for_queued_job, kept open between calls: closing
-        # one costs the kernel about 10 ms, which every wake-up would otherwise pay.
-        self._watcher: DirWatcher | None = None
-        self._watcher_pid = 0
+        # The picker's inotify descriptor is kept open between calls (closing one costs
+        # the kernel about 10 ms), and closed with the queue object.
+        weakref.finalize(self, self._picker.close)
         self._dirs_ready = False
 
     def __repr__(self) -> str:
@@ -400,19 +398,6 @@ class DirQueue:
             raise ValueError(f"poll_interval must be positive, not {poll_interval}")
         self.create()
         deadline = None if timeout is None else clock() + timeout
-        if sleep is not time.sleep:
-            # A test drives time: a watcher of its own, which only sleeps.
-            with DirWatcher([], sleep=sleep) as sleeper:
-                return self._wait_loop(sleeper, deadline, poll_interval, clock)
-        return self._wait_loop(self._shared_watcher(), deadline, poll_interval, clock)
-
-    def _wait_loop(
-        self,
-        watcher: DirWatcher,
-        deadline: float | None,
-        poll_interval: float,
-        clock: Callable[[], float],
-    ) -> Job | None:
         while True:
             job = self.pickup_queued_job()
             if job is not None:
@@ -423,21 +408,10 @@ class DirQueue:
                 if remaining <= 0:
                     return None
                 pause = min(pause, remaining)
-            watcher.wait(pause)
-
-    def _shared_watcher(self) -> DirWatcher:
-        """This process's watcher of queue/ and active/, made on first use."""
-        watcher = self._watcher
-        if watcher is not None and self._watcher_pid == os.getpid():
-            return watcher
-        if watcher is not None:
-            # Inherited across fork(): the parent's. Closing our copy of the descriptor
-            # is cheap (the parent still holds it) and leaves the parent's events alone.
-            watcher.close()
-        watcher = DirWatcher([self.layout.queue_dir, self.layout.active_dir])
-        self._watcher, self._watcher_pid = watcher, os.getpid()
-        weakref.finalize(self, watcher.close)
-        return watcher
+            if sleep is time.sleep:
+                self._picker.wait(pause)
+            else:
+                sleep(pause)  # A test drives time.
 
     # -- listing ----------------------------------------------------------------------
 

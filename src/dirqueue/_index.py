@@ -1,0 +1,366 @@
+"""The index of waiting jobs a dequeuer picks from: kept exact by inotify, re-read
+from ``queue/`` only when it must be.
+
+Every name in ``queue/`` is, for this index, in one of three states:
+
+- *waiting*: a candidate, in ``_pending`` (sorted when the queue is ordered), tried in
+  that order;
+- *held*: locked by another worker (seen in ``active/``, or refused when we tried it);
+  re-judged now and then, a few at a time, so a dead worker's lock is still broken;
+- *taken*: locked by this process.
+
+**Local filesystems** (ext4, XFS, tmpfs, ...): one inotify instance watches ``queue/``
+(and its fan-out directories) and ``active/`` for names arriving and leaving. A job
+enqueued by any process of this host is a waiting name before that process's
+``link()`` has returned; a lock created by another dequeuer makes the name held before
+we waste a claim on it; a lock removed (a job given back, a stale lock broken) makes
+it waiting again. So a returned job, or a newly enqueued job of better priority, is
+the very next pickup of every dequeuer on the host, and a pickup costs the same at
+100,000 queued as at 10: ``queue/`` is never re-read, save when the kernel's event
+queue overflowed, or a watched directory was replaced, or (a safety net)
+:data:`EXACT_RESCAN` seconds have passed and ``queue/`` changed.
+
+**Network filesystems** (NFS, GlusterFS, CephFS, any FUSE) and hosts without inotify:
+this host's own changes still arrive as events, but no event says that another host
+enqueued a job or gave one back. So the index re-reads ``queue/`` and ``active/``
+when either's mtime has changed, at most every :data:`SCAN_INTERVAL` seconds (longer
+if one scan costs over a tenth of that): a job enqueued on another host is seen
+within ``SCAN_INTERVAL`` plus the client's attribute cache (``actimeo``). A poll
+that finds nothing new costs two ``stat()`` calls, never a re-read.
+
+**Exactly once** does not rest on this index. It only proposes names; the lock
+(``link()`` in ``active/``, judged by its inode) decides who takes a job. A stale
+index can therefore cost a wasted claim or a delay, never a job taken twice. Nor can
+it skip a job for good: a name leaves the index only when its control file is seen
+gone (an event, a failed ``lstat``, or a re-read), and a held name comes back when
+its lock is seen removed or when re-judging finds the lock broken.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import random
+import time
+from typing import Final
+
+from . import _fs
+from ._config import QueueConfig
+from ._format import match_job_name
+from ._inotify import (
+    IN_CREATE,
+    IN_ISDIR,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    LOST_WATCH,
+    Event,
+    Notifier,
+    is_local_filesystem,
+    open_notifier,
+)
+from ._judge import filesystem_now
+from ._layout import Layout
+from ._scanner import QueueEntry, scan
+
+__all__ = ["EXACT_RESCAN", "HELD_RECHECK", "SCAN_INTERVAL", "QueueIndex"]
+
+#: On a network filesystem, the least time (seconds) between two re-reads of a
+#: changed ``queue/``: the bound on seeing another host's job, beside the attribute cache.
+SCAN_INTERVAL: Final = 0.5
+#: Where inotify sees everything, ``queue/`` is still re-read this often (seconds) if
+#: it changed: a safety net that costs nothing measurable.
+EXACT_RESCAN: Final = 30.0
+#: Locks held by others are re-judged (to break a dead worker's) at most this often...
+HELD_RECHECK: Final = 0.1
+#: ... and at most this many at a time, least recently judged first, so that a pickup's
+#: cost stays flat with a thousand jobs in progress.
+HELD_BATCH: Final = 8
+#: A directory mtime this recent (seconds, by the filesystem's clock) proves nothing on
+#: filesystems with coarse timestamps: two changes in one tick leave one mtime.
+_MTIME_TRUST_AFTER: Final = 2.0
+#: Where the pending list is trimmed of the names already passed.
+_COMPACT_AT: Final = 4096
+
+_ACTIVE: Final = "active"  # the place of active/'s watch (a queue place is None or a digit)
+_ARRIVED: Final = IN_CREATE | IN_MOVED_TO
+
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation  # noqa: PLW0603 (one counter per process, bumped by fork)
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class QueueIndex:
+    """The waiting, held and taken jobs of one queue, as this process knows them."""
+
+    def __init__(self, config: QueueConfig) -> None:
+        self.config = config
+        self._generation = _fork_generation
+        self._pending: list[str] = []
+        self._pos = 0
+        self._waiting: set[str] = set()
+        self._held: dict[str, float] = {}
+        self._taken: set[str] = set()
+        self._fanout: dict[str, str] = {}
+        self._notifier: Notifier | None = None
+        self._notifier_tried = False
+        self._places: dict[int, str | None] = {}
+        self._watching = False
+        self._exact = False
+        self._dirty = True
+        self._scanned_at = 0.0
+        self._scan_cost = 0.0
+        self._mtimes: tuple[int, int] = (0, 0)
+        self._mtimes_trusted = False
+        self._next_recheck = 0.0
+        #: How many full re-reads of queue/ this index has made (for tests and benches).
+        self.scans = 0
+
+    # -- what the picker asks ---------------------------------------------------------
+
+    @property
+    def exact(self) -> bool:
+        """True while inotify reports every change to the queue (a local filesystem)."""
+        return self._exact and not self._dirty
+
+    def refresh(self) -> None:
+        """Bring the index up to date: read the events queued, re-read if needed."""
+        if self._generation != _fork_generation:
+            self._forget_the_parents()
+        notifier = self._notifier
+        if notifier is not None and not self._dirty:
+            for event in notifier.events():
+                self._apply(event)
+        if self._dirty:
+            self._scan()
+            return
+        interval = EXACT_RESCAN if self._exact else max(SCAN_INTERVAL, 10 * self._scan_cost)
+        if time.monotonic() - self._scanned_at >= interval and self._changed():
+            self._scan()
+
+    def head(self) -> QueueEntry | None:
+        """The first waiting job, or None."""
+        pending, waiting = self._pending, self._waiting
+        pos = self._pos
+        if pos > _COMPACT_AT and pos * 2 > len(pending):
+            del pending[:pos]  # Trim the names passed (memory, at a million jobs).
+            pos = 0
+        while pos < len(pending):
+            name = pending[pos]
+            if name in waiting:
+                self._pos = pos
+                return QueueEntry(name, self._fanout.get(name))
+            pos += 1
+        self._pos = pos
+        return None
+
+    def held_due(self) -> list[QueueEntry]:
+        """A few jobs held by others whose locks are due to be judged again."""
+        held = self._held
+        now = time.monotonic()
+        if not held or now < self._next_recheck:
+            return []
+        self._next_recheck = now + HELD_RECHECK
+        due = [(when, name) for name, when in held.items() if now - when >= HELD_RECHECK]
+        due.sort()
+        return [QueueEntry(name, self._fanout.get(name)) for _, name in due[:HELD_BATCH]]
+
+    def taken(self, name: str) -> None:
+        """We locked job ``name``."""
+        self._waiting.discard(name)
+        self._held.pop(name, None)
+        self._taken.add(name)
+
+    def held(self, name: str) -> None:
+        """Another worker holds job ``name`` (judged alive just now)."""
+        self._waiting.discard(name)
+        self._held[name] = time.monotonic()
+
+    def gone(self, name: str) -> None:
+        """Job ``name`` has left the queue."""
+        self._forget(name)
+
+    def changed_here(self) -> None:
+        """This process added jobs to queue/: without inotify, look again."""
+        if self._notifier is None:
+            self._dirty = True
+
+    def notifier(self) -> Notifier | None:
+        """The inotify instance that wakes a waiting dequeuer, if there is one."""
+        if self._generation != _fork_generation:
+            self._forget_the_parents()
+        if self._notifier is None:
+            self._scan()
+        return self._notifier
+
+    # -- events -----------------------------------------------------------------------
+
+    def _apply(self, event: Event) -> None:
+        mask = event.mask
+        if mask & IN_Q_OVERFLOW:
+            self._dirty = True  # Events were lost.
+            return
+        if mask & LOST_WATCH:
+            # A watched directory was removed or replaced: watch (and read) it anew.
+            self._places.pop(event.wd, None)
+            self._watching = False
+            self._dirty = True
+            return
+        if event.wd not in self._places:
+            return
+        place = self._places[event.wd]
+        name = event.name
+        if not match_job_name(name):
+            if place is None and mask & IN_ISDIR and name in Layout.FANOUT_DIGITS:
+                # A fan-out directory came or went: watch it too.
+                self._watching = False
+                self._dirty = True
+            return
+        if place == _ACTIVE:
+            self._lock_event(name, arrived=bool(mask & _ARRIVED))
+        elif mask & _ARRIVED:
+            if name not in self._waiting and name not in self._held and name not in self._taken:
+                if place is not None:
+                    self._fanout[name] = place
+                self._add_waiting(name)
+        else:
+            self._forget(name)
+
+    def _lock_event(self, name: str, *, arrived: bool) -> None:
+        """A lock appeared in (or left) active/."""
+        if arrived:
+            if name in self._waiting:
+                self.held(name)
+        elif name in self._held or name in self._taken:
+            # A lock removed: the job given back, or a stale lock broken.
+            self._held.pop(name, None)
+            self._taken.discard(name)
+            self._add_waiting(name)
+
+    def _add_waiting(self, name: str) -> None:
+        self._waiting.add(name)
+        pending, pos = self._pending, self._pos
+        if self.config.ordered:
+            # Never before the head: names passed are done with.
+            bisect.insort(pending, name, lo=pos)
+        else:
+            pending.insert(random.randint(pos, len(pending)), name)
+
+    def _forget(self, name: str) -> None:
+        self._waiting.discard(name)
+        self._held.pop(name, None)
+        self._taken.discard(name)
+        self._fanout.pop(name, None)
+
+    # -- re-reading the queue ---------------------------------------------------------
+
+    def _changed(self) -> bool:
+        """Whether queue/ or active/ may have changed since the last re-read."""
+        return not self._mtimes_trusted or self._stat_mtimes() != self._mtimes
+
+    def _stat_mtimes(self) -> tuple[int, int]:
+        layout = self.config.layout
+        return (_mtime_ns(layout.queue_dir), _mtime_ns(layout.active_dir))
+
+    def _scan(self) -> None:
+        """Re-read queue/ and active/ (watching them first, so nothing is missed)."""
+        started = time.monotonic()
+        self._watch()
+        mtimes = self._stat_mtimes()
+        locked = _locked_names(self.config.layout)
+        entries = scan(self.config.layout, ordered=self.config.ordered)
+        old_held, old_taken = self._held, self._taken
+        pending: list[str] = []
+        held: dict[str, float] = {}
+        taken: set[str] = set()
+        fanout: dict[str, str] = {}
+        for name, digit in entries:
+            if digit is not None:
+                fanout[name] = digit
+            if name not in locked:
+                pending.append(name)
+            elif name in old_taken:
+                taken.add(name)
+            else:
+                # Judged afresh soon if new to us: its owner may be dead.
+                held[name] = old_held.get(name, 0.0)
+        self._pending, self._pos = pending, 0
+        self._waiting = set(pending)
+        self._held, self._taken, self._fanout = held, taken, fanout
+        self._mtimes = mtimes
+        newest = max(mtimes) / 1e9
+        self._mtimes_trusted = filesystem_now(self.config) - newest > _MTIME_TRUST_AFTER
+        self._dirty = False
+        self._scanned_at = time.monotonic()
+        self._scan_cost = self._scanned_at - started
+        self.scans += 1
+
+    def _watch(self) -> None:
+        """Set up the inotify watches, once (or again after one was lost), and drop
+        the events queued before the re-read that follows, which covers them."""
+        layout = self.config.layout
+        if not self._notifier_tried:
+            self._notifier_tried = True
+            self._notifier = open_notifier()
+        notifier = self._notifier
+        if notifier is None:
+            self._exact = False
+            return
+        if not self._watching:
+            places: list[tuple[str, str | None]] = [
+                (layout.queue_dir, None),
+                (layout.active_dir, _ACTIVE),
+            ]
+            places += [(os.path.join(layout.queue_dir, d), d) for d in Layout.FANOUT_DIGITS]
+            watched = 0
+            for path, place in places:
+                wd = notifier.watch(path)
+                if wd >= 0:
+                    self._places[wd] = place
+                    watched += place is None or place == _ACTIVE
+            self._watching = True
+            self._exact = watched == 2 and is_local_filesystem(layout.queue_dir)
+        for _ in notifier.events():
+            pass
+
+    def _forget_the_parents(self) -> None:
+        """After fork(): the inherited inotify descriptor shares the parent's events."""
+        if self._notifier is not None:
+            self._notifier.close()
+        self._notifier, self._notifier_tried, self._places = None, False, {}
+        self._watching = False
+        self._taken.clear()  # The parent's jobs, not ours.
+        self._generation = _fork_generation
+        self._dirty = True
+
+    def close(self) -> None:
+        """Release the inotify descriptor."""
+        if self._notifier is not None and self._generation == _fork_generation:
+            self._notifier.close()
+        self._notifier, self._places = None, {}
+        self._notifier_tried = self._watching = False
+        self._dirty = True
+
+
+def _mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+def _locked_names(layout: Layout) -> set[str]:
+    """The job names that have a lock in active/."""
+    try:
+        fd = _fs.open_dir_nofollow(layout.dir, (Layout.ACTIVE,))
+    except FileNotFoundError:
+        return set()
+    try:
+        return {name for name in os.listdir(fd) if match_job_name(name)}
+    finally:
+        _fs.close_dir(fd)

@@ -1,0 +1,197 @@
+"""Linux inotify through ctypes: which names appeared in, or left, a directory.
+
+The standard library has no inotify binding; the four calls needed (``inotify_init1``,
+``inotify_add_watch``, ``read`` and ``close``) are few enough to make through ctypes
+rather than depend on a package. Elsewhere (or when the kernel refuses, say because the
+per-user limit of inotify instances is reached) :func:`open_notifier` returns None and
+callers fall back on looking for themselves.
+
+Also here: whether a directory is on a local filesystem, where inotify reports every
+change, or on a network one, where it reports only this host's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import math
+import os
+import select
+import struct
+import sys
+from collections.abc import Iterator
+from typing import Final, NamedTuple
+
+__all__ = [
+    "IN_CREATE",
+    "IN_DELETE",
+    "IN_ISDIR",
+    "IN_MOVED_FROM",
+    "IN_MOVED_TO",
+    "IN_Q_OVERFLOW",
+    "LOST_WATCH",
+    "Event",
+    "Notifier",
+    "is_local_filesystem",
+    "open_notifier",
+]
+
+IN_MOVED_FROM: Final = 0x00000040
+IN_MOVED_TO: Final = 0x00000080
+IN_CREATE: Final = 0x00000100
+IN_DELETE: Final = 0x00000200
+IN_DELETE_SELF: Final = 0x00000400
+IN_MOVE_SELF: Final = 0x00000800
+IN_UNMOUNT: Final = 0x00002000
+IN_Q_OVERFLOW: Final = 0x00004000
+IN_IGNORED: Final = 0x00008000
+IN_ONLYDIR: Final = 0x01000000
+IN_DONT_FOLLOW: Final = 0x02000000
+IN_ISDIR: Final = 0x40000000
+#: The watched directory itself went away (or its filesystem did): its watch is gone.
+LOST_WATCH: Final = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
+#: Names arriving and leaving; the directory's own attributes (a bumped mtime, a
+#: touched lock) are left out, so a heartbeat wakes nobody.
+_NAMES: Final = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM
+_CLOEXEC: Final = 0o2000000
+_NONBLOCK: Final = 0o4000
+_HEADER: Final = struct.Struct("iIII")  # wd, mask, cookie, len
+_close: Final = os.close
+
+#: statfs() f_type of filesystems where inotify sees every change, because only this
+#: kernel writes to them: ext2/3/4, XFS, Btrfs, tmpfs, ramfs, F2FS, ZFS, JFS, ReiserFS,
+#: bcachefs and overlayfs.
+_LOCAL_FILESYSTEMS: Final = frozenset(
+    {
+        0xEF53,
+        0x58465342,
+        0x9123683E,
+        0x01021994,
+        0x858458F6,
+        0xF2F52010,
+        0x2FC12FC1,
+        0x3153464A,
+        0x52654973,
+        0xCA451A4E,
+        0x794C7630,
+    }
+)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC: Final = _load_libc()
+
+
+class Event(NamedTuple):
+    """One inotify event: the watch it came from, what happened, and to which name."""
+
+    wd: int
+    mask: int
+    name: str
+
+
+class Notifier:
+    """An inotify instance watching directories for names arriving and leaving.
+
+    Non-blocking: :meth:`events` returns what is queued now. :meth:`wait` sleeps until
+    something is queued. One per process: a descriptor inherited across fork() shares
+    its event queue with the parent, so the child must open its own.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+
+    def watch(self, directory: str) -> int:
+        """Watch ``directory`` (not through a symlink); its watch descriptor, or -1."""
+        if _LIBC is None:  # Never: a Notifier is only made where libc was loaded.
+            return -1
+        return int(
+            _LIBC.inotify_add_watch(
+                self._fd, os.fsencode(directory), _NAMES | IN_ONLYDIR | IN_DONT_FOLLOW
+            )
+        )
+
+    def events(self) -> Iterator[Event]:
+        """The events queued so far, oldest first (none if nothing happened)."""
+        fd = self._fd
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            if not chunk:
+                return
+            yield from _parse(chunk)
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True if events are queued.
+
+        Leaves the events queued for :meth:`events` to read.
+        """
+        if timeout <= 0:
+            return False
+        # poll(), not select(): select() refuses descriptors past FD_SETSIZE (1024),
+        # which a long-running worker with many open files easily hands us.
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(math.ceil(timeout * 1000)))
+
+    def close(self) -> None:
+        """Release the inotify descriptor (and every watch with it)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            # Often from a finalizer, at whatever moment the queue object is collected:
+            # through the close() bound at import, which nothing can fail on purpose.
+            with contextlib.suppress(OSError):
+                _close(fd)
+
+
+def _parse(chunk: bytes) -> Iterator[Event]:
+    offset, end = 0, len(chunk)
+    header = _HEADER
+    while offset + header.size <= end:
+        wd, mask, _cookie, length = header.unpack_from(chunk, offset)
+        offset += header.size
+        raw = chunk[offset : offset + length].rstrip(b"\0")
+        offset += length
+        yield Event(wd, mask, os.fsdecode(raw))
+
+
+def open_notifier() -> Notifier | None:
+    """A new inotify instance, or None where inotify is not to be had."""
+    if _LIBC is None:
+        return None
+    fd = _LIBC.inotify_init1(_CLOEXEC | _NONBLOCK)
+    if fd < 0:
+        return None
+    return Notifier(fd)
+
+
+def is_local_filesystem(path: str) -> bool:
+    """True if ``path`` is on a filesystem that only this kernel writes (so inotify
+    reports every change made to it); False for network and FUSE filesystems, and
+    wherever it cannot be told."""
+    if _LIBC is None:
+        return False
+    buffer = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86-64
+    if _LIBC.statfs(os.fsencode(path), buffer) != 0:
+        return False
+    # f_type is the first member, a C long.
+    f_type = ctypes.c_long.from_buffer(buffer).value & 0xFFFFFFFF
+    return f_type in _LOCAL_FILESYSTEMS
