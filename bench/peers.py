@@ -297,8 +297,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Apply --quick and --million, and refuse unknown peers and workloads."""
     if args.quick:
-        args.rounds, args.sizes, args.jobs, args.many_jobs = 1, [300], 300, 600
-        args.samples, args.server_jobs, args.contention_jobs = 10, 300, 300
+        args.rounds, args.sizes, args.jobs, args.many_jobs = 1, [200], 200, 400
+        args.samples, args.server_jobs, args.contention_jobs = 10, 200, 200
         args.timeout = min(args.timeout, 60)
     args.workloads = args.workloads or list(DEFAULT_WORKLOADS)
     if args.million and "million" not in args.workloads:
@@ -374,7 +374,9 @@ def report(args: argparse.Namespace, steps: list[tuple[str, str, dict[str, Any]]
         "machine": m, "options": {k: (str(v) if isinstance(v, Path) else v)
                                   for k, v in vars(args).items()},
         "peers": {p: {**PEERS[p], "fsync": _fsync(p)} for p in peers},
-        "skipped": skipped, "medians": medians, "rounds": rounds,
+        "skipped": skipped,
+        "steps": [{"key": key, "workload": w, "params": params} for key, w, params in steps],
+        "medians": medians, "rounds": rounds,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
