@@ -257,7 +257,8 @@ def _many_perl(qdir: str, n: int, producers: int, consumers: int,
                                  text=True) for _ in range(consumers)]
         procs += cons
         prods = [subprocess.Popen(_perl("enqueue", qdir, share, p * _BLOCK),
-                                  stdout=subprocess.DEVNULL) for p in range(producers)]
+                                  stdout=subprocess.DEVNULL, text=True)
+                 for p in range(producers)]
         procs += prods
         for proc in prods:
             proc.wait(max(0.1, timeout - (time.perf_counter() - start)))
@@ -395,7 +396,7 @@ def _count_held_refusals() -> dict[str, int]:
         counters["held"] += result is _lock.Refused.HELD
         return result
 
-    _lock.take = counting_take  # type: ignore[assignment]
+    _lock.take = counting_take
     return counters
 
 
