@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.synchronize import Barrier, Event
@@ -130,6 +131,27 @@ def drain(peer: str, qdir: str, n: int, **_: Any) -> dict[str, Any]:
 # -- many producers and consumers, in processes of their own ------------------------
 
 
+def _reporting_errors(role: Callable[..., None]) -> Callable[..., None]:
+    """Run ``role`` in a child; if it raises, leave the error where the parent reads it."""
+
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            role(*args, **kwargs)
+        except BaseException as exc:
+            where = os.path.join(os.path.dirname(args[1]), f"error-{os.getpid()}.txt")
+            Path(where).write_text(f"{role.__name__.strip('_')}: {type(exc).__name__}: {exc}")
+            raise
+
+    return run
+
+
+def _first_error(qdir: str) -> str:
+    errors = [path.read_text()[:200] for path in Path(qdir).parent.glob("error-*.txt")]
+    # A broken start barrier is what the others see of the child that failed first.
+    errors.sort(key=lambda text: "BrokenBarrierError" in text)
+    return errors[0] if errors else ""
+
+
 def _producer(peer: str, qdir: str, first: int, count: int, barrier: Barrier) -> None:
     queue = _open(peer, qdir)
     barrier.wait()
@@ -203,11 +225,12 @@ def many(
     barrier, done = _FORK.Barrier(producers + consumers + 1), _FORK.Event()
     outs = [os.path.join(os.path.dirname(qdir), f"seen-{c}.json") for c in range(consumers)]
     prods = [
-        _FORK.Process(target=_producer, args=(peer, qdir, p * _BLOCK, share, barrier))
+        _FORK.Process(target=_reporting_errors(_producer),
+                      args=(peer, qdir, p * _BLOCK, share, barrier))
         for p in range(producers)
     ]
     cons = [
-        _FORK.Process(target=_consumer, args=(peer, qdir, out),
+        _FORK.Process(target=_reporting_errors(_consumer), args=(peer, qdir, out),
                       kwargs={"barrier": barrier, "done": done, "take_hook": take_hook})
         for out in outs
     ]
@@ -215,7 +238,10 @@ def many(
     try:
         for proc in (*cons, *prods):
             proc.start()
-        barrier.wait(timeout)
+        try:
+            barrier.wait(timeout)
+        except threading.BrokenBarrierError:
+            return {"error": f"a child failed before the start: {_first_error(qdir)}"}
         start = time.perf_counter()
         if prefilled:
             done.set()
@@ -227,7 +253,8 @@ def many(
         seconds = time.perf_counter() - start
         if any(proc.exitcode != 0 for proc in (*prods, *cons)):
             codes = [proc.exitcode for proc in (*prods, *cons)]
-            return {"error": f"a child failed or overran {timeout:.0f} s (exit codes {codes})"}
+            why = _first_error(qdir) or f"overran {timeout:.0f} s"
+            return {"error": f"a child failed (exit codes {codes}): {why}"}
     finally:
         _stop([*prods, *cons])
     reports = [json.loads(Path(out).read_text()) for out in outs]
