@@ -38,9 +38,11 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $(BENCH_STAMP)
 
-# dirqueue side by side with its peers, on disk and on tmpfs: a few minutes on 2 CPUs.
-# The full run (100,000 deep too) is bench/peers.py with its own defaults.
-BENCH_ARGS ?= --sizes 1000,10000
+# dirqueue side by side with its peers, on disk and on tmpfs: the runs of docs/performance.md,
+# a few minutes each on 2 idle CPUs. The full run (100,000 deep, 20,000 jobs for 2+2) is
+# bench/peers.py with its own defaults.
+BENCH_ARGS ?= --sizes 1000,10000 --perl-max-depth 1000 --jobs 5000 --many-jobs 10000 \
+	--samples 100 --server-jobs 3000 --contention-jobs 3000
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/peers.py $(BENCH_ARGS)
 	$(BIN)/python bench/peers.py --dir /dev/shm $(BENCH_ARGS)

@@ -325,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             peers.append(peer)
     steps = plan(args)
+    # A SIGTERM unwinds like Ctrl-C: the running measurement's session is killed and the
+    # queues are removed (run_one and the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = tempfile.mkdtemp(prefix="dirqueue-peers-", dir=args.dir)
     rounds: dict[str, dict[str, list[dict[str, Any]]]] = {}
     started = time.monotonic()
