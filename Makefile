@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test test-multihost lint bench clean
 
@@ -32,8 +33,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 
-bench: $(STAMP)
-	$(BIN)/python bench/pickup_scale.py
+# The peers of bench/peers.py, installed only for the benchmark (make test never needs them).
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# dirqueue side by side with its peers, on disk and on tmpfs: the runs of docs/performance.md,
+# a few minutes each on 2 idle CPUs. The full run (100,000 deep, 20,000 jobs for 2+2) is
+# bench/peers.py with its own defaults.
+BENCH_ARGS ?= --sizes 1000,10000 --perl-max-depth 1000 --jobs 5000 --many-jobs 10000 \
+	--samples 100 --server-jobs 3000 --contention-jobs 3000
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/peers.py $(BENCH_ARGS)
+	$(BIN)/python bench/peers.py --dir /dev/shm $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache

@@ -1,0 +1,68 @@
+# The Perl module's side of bench/peers.py: one workload per run, timed here, with the
+# result printed as JSON (or, for 'consume' and 'wait', a line per job).
+#
+#   perl -I.../IPC-DirQueue/lib bench/_peers_perl.pl MODE DIR [ARGS...]
+#
+#   enqueue DIR N FIRST   enqueue jobs FIRST .. FIRST+N-1; print {"seconds": S}
+#   drain DIR             take every job in order; print seconds, count, out_of_order
+#   consume DIR DONEFILE  take jobs, print each job's number, until DONEFILE exists
+#                         and nothing is left to take
+#   wait DIR COUNT POLL   print "ready", then for COUNT jobs: block in
+#                         wait_for_queued_job(30, POLL), print the time it came back
+use strict;
+use warnings;
+use IPC::DirQueue;
+use Time::HiRes qw(time usleep);
+
+my ($mode, $dir, @args) = @ARGV;
+my $queue = IPC::DirQueue->new({ dir => $dir });  # ordered, the module's default
+$| = 1;
+
+sub payload { return sprintf("%010d", $_[0]) . ("." x 90) }
+
+if ($mode eq 'enqueue') {
+    my ($count, $first) = @args;
+    my $start = time;
+    $queue->enqueue_string(payload($_)) for $first .. $first + $count - 1;
+    printf "{\"seconds\": %.6f}\n", time - $start;
+}
+elsif ($mode eq 'drain') {
+    my ($count, $previous, $out_of_order) = (0, -1, 0);
+    my $start = time;
+    while (my $job = $queue->pickup_queued_job()) {
+        my $number = substr($job->get_data(), 0, 10) + 0;
+        $out_of_order++ if $number < $previous;
+        $previous = $number;
+        $count++;
+        $job->finish();
+    }
+    printf "{\"seconds\": %.6f, \"count\": %d, \"out_of_order\": %d}\n",
+        time - $start, $count, $out_of_order;
+}
+elsif ($mode eq 'consume') {
+    my ($donefile) = @args;
+    while (1) {
+        # Looked at before the pickup: once every job is in, a pickup that finds
+        # nothing means every job is taken.
+        my $done = -e $donefile;
+        if (my $job = $queue->pickup_queued_job()) {
+            print substr($job->get_data(), 0, 10) + 0, "\n";
+            $job->finish();
+            next;
+        }
+        last if $done;
+        usleep(1000);
+    }
+}
+elsif ($mode eq 'wait') {
+    my ($count, $poll) = @args;
+    print "ready\n";
+    for (1 .. $count) {
+        my $job = $queue->wait_for_queued_job(30, $poll) or die "no job within 30 s\n";
+        printf "%.6f\n", time;
+        $job->finish();
+    }
+}
+else {
+    die "unknown mode '$mode'\n";
+}
