@@ -411,7 +411,7 @@ def server(peer: str, qdir: str, n: int, timeout: float = 300, **_: Any) -> dict
 
 
 def _count_held_refusals() -> dict[str, int]:
-    """Wrap ``dirqueue._lock.take`` in this process: count its calls and HELD refusals."""
+    """Wrap ``dirqueue._lock.take`` in this process: count its calls and the claims it lost (LOST)."""
     from dirqueue import _lock  # noqa: PLC0415
 
     counters = {"takes": 0, "held": 0}
@@ -420,7 +420,8 @@ def _count_held_refusals() -> dict[str, int]:
     def counting_take(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
         counters["takes"] += 1
-        counters["held"] += result is _lock.Refused.HELD
+        # A claim lost at the link (LOST); older builds said HELD for it.
+        counters["held"] += result is getattr(_lock.Refused, "LOST", _lock.Refused.HELD)
         return result
 
     _lock.take = counting_take
@@ -429,7 +430,7 @@ def _count_held_refusals() -> dict[str, int]:
 
 def contention(peer: str, qdir: str, n: int, timeout: float = 300,
                **_: Any) -> dict[str, Any]:
-    """Four consumers on a deep ordered queue: failed claims (``Refused.HELD``) per job."""
+    """Four consumers on a deep ordered queue: failed claims (``Refused.LOST``: another worker linked first) per job."""
     assert peer == "dirqueue"
     from dirqueue import _lock  # noqa: PLC0415
 

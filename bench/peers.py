@@ -24,7 +24,7 @@ The workloads, all with jobs of 100 bytes:
   against pickup + finish in one process, on the same N.
 - ``contention`` (dirqueue): 4 consumer processes on one deep ordered queue; failed
   claims per job, counted by wrapping ``dirqueue._lock.take`` in each consumer and
-  counting the calls that return ``Refused.HELD``.
+  counting the calls that return ``Refused.LOST`` (the link lost to another worker's).
 - ``million`` (dirqueue, only with ``--million``): enqueue and drain 1,000,000 jobs.
 
 Every measurement runs in a fresh process (in a session of its own, killed whole if it
@@ -226,7 +226,7 @@ def dirqueue_rows(steps: list[tuple[str, str, dict[str, Any]]],
                          _fmt(med("server_rate"))])
             rows.append([key, "ratio server / library", _fmt(med("ratio"), 2)])
         elif workload == "contention":
-            rows.append([key, "failed claims (Refused.HELD) per job",
+            rows.append([key, "failed claims (Refused.LOST) per job",
                          _fmt(med("held_per_job"), 3)])
             takes = _median([sum(c["takes"] for c in r["counters"]) / r["jobs"] for r in runs])
             rows.append([key, "claim attempts (_lock.take calls) per job", _fmt(takes, 2)])

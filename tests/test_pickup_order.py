@@ -178,9 +178,9 @@ def test_an_idle_pickup_does_not_retry_every_job_others_hold(
     tries: list[str] = []
     real_take = _lock.take
 
-    def counting_take(config: object, jobid: str, queue_path: str) -> object:
+    def counting_take(config: object, jobid: str, queue_path: str, **kwargs: bool) -> object:
         tries.append(jobid)
-        return real_take(config, jobid, queue_path)  # type: ignore[arg-type]
+        return real_take(config, jobid, queue_path, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_lock, "take", counting_take)
     monkeypatch.setattr(dirqueue._index, "HELD_RECHECK", 3600.0)

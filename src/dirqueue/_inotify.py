@@ -58,6 +58,8 @@ _CLOEXEC: Final = 0o2000000
 _NONBLOCK: Final = 0o4000
 _HEADER: Final = struct.Struct("iIII")  # wd, mask, cookie, len
 _close: Final = os.close
+_READ_SIZE: Final = 65536
+_MAX_EVENT: Final = _HEADER.size + 256  # NAME_MAX + 1, padded
 
 #: statfs() f_type of filesystems where inotify sees every change, because only this
 #: kernel writes to them: ext2/3/4, XFS, Btrfs, tmpfs, ramfs, F2FS, ZFS, JFS, ReiserFS,
@@ -130,14 +132,16 @@ class Notifier:
         fd = self._fd
         while True:
             try:
-                chunk = os.read(fd, 65536)
+                chunk = os.read(fd, _READ_SIZE)
             except BlockingIOError:
                 return
             except InterruptedError:
                 continue
-            if not chunk:
-                return
             yield from _parse(chunk)
+            if len(chunk) <= _READ_SIZE - _MAX_EVENT:
+                # The kernel fills a read with every whole event queued: room left
+                # over means the queue was empty, and one more read would only say so.
+                return
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds; True if events are queued.

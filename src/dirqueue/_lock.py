@@ -66,6 +66,9 @@ class Refused(enum.Enum):
     HELD = "held"
     #: The job left the queue (finished by another worker) before we locked it.
     GONE = "gone"
+    #: Another worker linked its lock first, between our look and our link: a claim
+    #: lost (the bench counts these; callers treat it as HELD).
+    LOST = "lost"
 
 
 class HeldLock:
@@ -101,26 +104,32 @@ class HeldLock:
             )
 
 
-def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused:
+def take(
+    config: QueueConfig, jobid: str, queue_path: str, *, seen_free: bool = False
+) -> HeldLock | Refused:
     """Lock job ``jobid`` (control file at ``queue_path``) for this process.
 
-    Breaks the job's lock first if it is stale.
+    Breaks the job's lock first if it is stale. ``seen_free``: an index that sees every
+    change (inotify on a local filesystem) has just seen the job queued and unlocked,
+    so the two looks before the lock is written are left out; the look after it, and
+    the link, still decide.
     """
     layout = config.layout
     active_path = layout.active_path(jobid)
-    if not os.path.lexists(queue_path):
-        # Done by another worker since we listed it: a cheap check before the lock
-        # file is written.
-        return Refused.GONE
     broke: Judgement | None = None
-    try:
-        lock = os.lstat(active_path)
-    except FileNotFoundError:
-        pass
-    else:
-        may_take, broke = break_if_stale(config, jobid, lock)
-        if not may_take:
-            return Refused.HELD
+    if not seen_free:
+        if not os.path.lexists(queue_path):
+            # Done by another worker since we listed it: a cheap check before the lock
+            # file is written.
+            return Refused.GONE
+        try:
+            lock = os.lstat(active_path)
+        except FileNotFoundError:
+            pass
+        else:
+            may_take, broke = break_if_stale(config, jobid, lock)
+            if not may_take:
+                return Refused.HELD
     pid = current_pid()
     tmp_lock = layout.tmp_path(layout.tmp_lock_name(jobid, config.hostname, pid))
     try:
@@ -146,7 +155,7 @@ def take(config: QueueConfig, jobid: str, queue_path: str) -> HeldLock | Refused
             or not _fs.same_file(landed, held.stat)
             or landed.st_uid != held.stat.st_uid
         ):
-            return Refused.HELD  # Another worker's lock.
+            return Refused.LOST  # Another worker's lock.
         # The mtime as the filesystem keeps it (over NFS the server's, after close).
         held.mtime_ns = landed.st_mtime_ns
         held.broke = broke

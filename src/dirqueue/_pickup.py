@@ -72,8 +72,8 @@ class Picker:
             if job is not None:
                 return job
         while (entry := index.head()) is not None:
-            outcome = self.try_pickup(entry)
-            if outcome is _lock.Refused.HELD:
+            outcome = self.try_pickup(entry, seen_free=index.exact)
+            if outcome is _lock.Refused.LOST:
                 self.lost_claims += 1
             job = self._settle(entry, outcome)
             if job is not None:
@@ -105,18 +105,18 @@ class Picker:
         if isinstance(outcome, Job):
             self.index.taken(entry.name)
             return outcome
-        if outcome is _lock.Refused.HELD:
+        if outcome is not _lock.Refused.GONE:
             self.index.held(entry.name)
         else:
             self.index.gone(entry.name)
         return None
 
-    def try_pickup(self, entry: QueueEntry) -> Job | _lock.Refused:
-        """The job if we took it, else why not."""
+    def try_pickup(self, entry: QueueEntry, *, seen_free: bool = False) -> Job | _lock.Refused:
+        """The job if we took it, else why not (``seen_free``: see :func:`_lock.take`)."""
         name = entry.name
         queue_path = self.config.layout.queue_path(name, entry.fanout)
         try:
-            held = _lock.take(self.config, name, queue_path)
+            held = _lock.take(self.config, name, queue_path, seen_free=seen_free)
             if isinstance(held, _lock.Refused):
                 return held
             return self._open_locked_job(name, queue_path, held)

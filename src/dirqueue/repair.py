@@ -403,7 +403,7 @@ class _Repairer:
             live.add(name)
             return
         if isinstance(held, _lock.Refused):
-            if held is _lock.Refused.HELD:
+            if held is not _lock.Refused.GONE:
                 self.note(kind, queue_path, reason, "left: a worker holds it", fixed=False)
                 live.add(name)
             return
