@@ -411,7 +411,7 @@ def server(peer: str, qdir: str, n: int, timeout: float = 300, **_: Any) -> dict
 
 
 def _count_held_refusals() -> dict[str, int]:
-    """Wrap ``dirqueue._lock.take`` in this process: count its calls and the claims it lost (LOST)."""
+    """Wrap ``dirqueue._lock.take`` in this process: count its calls and lost claims."""
     from dirqueue import _lock  # noqa: PLC0415
 
     counters = {"takes": 0, "held": 0}
@@ -430,7 +430,8 @@ def _count_held_refusals() -> dict[str, int]:
 
 def contention(peer: str, qdir: str, n: int, timeout: float = 300,
                **_: Any) -> dict[str, Any]:
-    """Four consumers on a deep ordered queue: failed claims (``Refused.LOST``: another worker linked first) per job."""
+    """Four consumers on a deep ordered queue: failed claims per job (``Refused.LOST``:
+    another worker linked first)."""
     assert peer == "dirqueue"
     from dirqueue import _lock  # noqa: PLC0415
 
