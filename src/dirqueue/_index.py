@@ -166,9 +166,13 @@ class QueueIndex:
         if not held or now < self._next_recheck:
             return []
         self._next_recheck = now + HELD_RECHECK
-        due = [(when, name) for name, when in held.items() if now - when >= HELD_RECHECK]
-        due.sort()
-        return [QueueEntry(name, self._fanout.get(name)) for _, name in due[:HELD_BATCH]]
+        due: list[QueueEntry] = []
+        # The dict is in the order of the last judgement, oldest first (see held()).
+        for name, when in held.items():
+            if now - when < HELD_RECHECK or len(due) == HELD_BATCH:
+                break
+            due.append(QueueEntry(name, self._fanout.get(name)))
+        return due
 
     def taken(self, name: str) -> None:
         """We locked job ``name``."""
@@ -179,6 +183,8 @@ class QueueIndex:
     def held(self, name: str) -> None:
         """Another worker holds job ``name`` (judged alive just now)."""
         self._waiting.discard(name)
+        # Moved to the end: the dict stays in the order of the last judgement.
+        self._held.pop(name, None)
         self._held[name] = time.monotonic()
 
     def gone(self, name: str) -> None:
@@ -291,6 +297,8 @@ class QueueIndex:
                 held[name] = old_held.get(name, 0.0)
         self._pending, self._pos = pending, 0
         self._waiting = set(pending)
+        # Oldest judgement first (a stable sort: in queue order among equals).
+        held = dict(sorted(held.items(), key=lambda item: item[1]))
         self._held, self._taken, self._fanout = held, taken, fanout
         self._mtimes = mtimes
         newest = max(mtimes) / 1e9
