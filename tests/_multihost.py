@@ -148,8 +148,8 @@ def run_mixed(
 
     Returns the figures: jobs, lost (acknowledged by a producer, never logged by a
     consumer), doubled (logged twice), seconds, jobs_per_s, what each consumer did;
-    asserts nothing about them. ``progress(done, seconds)`` is called every few
-    seconds while the jobs are done.
+    asserts nothing about them. ``progress(done, seconds)`` is called every 10 s
+    until then.
     """
     deadline = time.monotonic() + timeout
     stop = workdir / "stop"
@@ -174,13 +174,11 @@ def run_mixed(
             start = hosts.start_perl if lang == "perl" else hosts.start
             share = str(shares[len(producers)])
             producers.append(start(n, "produce", hosts.qdir(n), share, tag, str(acks[-1])))
-    produced = [
-        hosts.result(proc, timeout=max(1.0, deadline - time.monotonic()))["produced"]
-        for proc in producers
-    ]
     # Reading the logs is not free on a small machine: look a few times a second.
-    count, last_said = 0, began
+    last_said = began
     while (count := sum(lines(done_logs).values())) < jobs:
+        if any(proc.poll() not in (None, 0) for proc in producers):
+            break  # A producer failed: its result, below, says how.
         now = time.monotonic()
         if now > deadline:
             raise TimeoutError(f"{count} of {jobs} jobs done after {now - began:.0f} s")
@@ -189,6 +187,8 @@ def run_mixed(
             last_said = now
         time.sleep(0.25)
     seconds = time.monotonic() - began
+    produced = [hosts.result(proc, timeout=max(1.0, deadline - time.monotonic()))["produced"]
+                for proc in producers]  # fmt: skip
     stop.touch()
     counts = [hosts.result(proc, timeout=max(60.0, deadline - time.monotonic()))
               for proc in consumers]  # fmt: skip
