@@ -5,8 +5,8 @@ The test bed is three simulated hosts (``FSP_HOSTS=3``; see tests/multihost/READ
 each its own network namespace, host name and client mount. Without it these tests are
 skipped, saying why. Settings:
 
-- ``DQ_MULTIHOST_JOBS``: jobs in the mixed-language runs (default 1,200; the figures in
-  docs/deploying.md are from 10,000).
+- ``DQ_MULTIHOST_JOBS``: jobs in the mixed-language runs (default 1,200). The same
+  scenario at 10,000 jobs, on both filesystems, with a table: ``bench/multihost_mixed.py``.
 - ``DQ_MULTIHOST_RESULTS``: a file to which each scenario appends one JSON line of its
   figures (jobs, lost, doubled, seconds, wake-up delays, recovery time).
 """
