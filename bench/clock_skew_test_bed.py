@@ -28,12 +28,8 @@ from dirqueue import DirQueue
 from dirqueue._format import format_lock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _multihost import host_cmd
 from test_clock_skew import LIFETIME, TRY  # The test's own worker.
-
-
-def on_host_2(*argv: str) -> list[str]:
-    return ["nsenter", "--net=/run/netns/fsp-h2", "unshare", "-u",
-            "sh", "-c", 'hostname "$0"; exec "$@"', "fsphost2", *argv]  # fmt: skip
 
 
 def run(short: str, offset: str) -> dict[str, object]:
@@ -46,7 +42,7 @@ def run(short: str, offset: str) -> dict[str, object]:
             fh.write(format_lock("far-away-host", 4242, True, boot="b", pidns="1", start=7))
         seconds = 3 * LIFETIME if offset.startswith("+") else 6 * LIFETIME
         worker = subprocess.Popen(
-            on_host_2("faketime", "-f", offset, sys.executable, "-c", TRY, q2, str(seconds)),
+            host_cmd(2, "faketime", "-f", offset, sys.executable, "-c", TRY, q2, str(seconds)),
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -20,15 +20,12 @@ tests/multihost/setup-gluster.sh``)::
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,7 +33,8 @@ from pathlib import Path
 
 import pytest
 
-AGENT = str(Path(__file__).parent / "multihost" / "agent.py")
+from _multihost import Hosts, lines
+
 VOL = "fsrvol"
 SRV_IP = "10.213.0.1"
 BRICKS = [f"/srv/fsr-gluster/b{n}" for n in (1, 2, 3)]
@@ -114,17 +112,6 @@ def replica() -> Iterator[dict[int, str]]:
             shutil.rmtree("/srv/fsr-gluster", ignore_errors=True)
 
 
-def _on_host(n: int, *argv: str) -> list[str]:
-    return ["nsenter", f"--net=/run/netns/fsp-h{n}", "unshare", "-u",
-            "sh", "-c", 'hostname "$0"; exec "$@"', f"fsphost{n}", *argv]  # fmt: skip
-
-
-def _done(logs: list[Path]) -> collections.Counter[str]:
-    return collections.Counter(
-        line for log in logs if log.exists() for line in log.read_text().splitlines()
-    )
-
-
 @pytest.mark.timeout(900)
 def test_a_brick_stopped_and_restarted_mid_run_loses_and_doubles_nothing(
     replica: dict[int, str], tmp_path: Path
@@ -134,26 +121,18 @@ def test_a_brick_stopped_and_restarted_mid_run_loses_and_doubles_nothing(
     os.makedirs(qdirs[1])
     stop = tmp_path / "stop"
     logs = [tmp_path / f"done-{n}.txt" for n in (1, 2)]
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(n: int, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(_on_host(n, sys.executable, AGENT, *args), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)  # fmt: skip
-        procs.append(proc)
-        return proc
-
+    hosts = Hosts("glusterfs", name)  # Its agents; the queue is on this test's own mounts.
     try:
-        [start(n, "consume", qdirs[n], str(logs[n - 1]), str(stop)) for n in (1, 2)]
-        producers = [start(n, "produce", qdirs[n], str(JOBS), f"h{n}") for n in (1, 2)]
+        [hosts.start(n, "consume", qdirs[n], str(logs[n - 1]), str(stop)) for n in (1, 2)]
+        producers = [hosts.start(n, "produce", qdirs[n], str(JOBS), f"h{n}") for n in (1, 2)]
         began = time.monotonic()
         last_count, last_progress, longest_stall = 0, began, 0.0
         killed_at = restarted_at = None
         victim = _brick_pid(BRICKS[1])
         assert victim is not None
-        while any(p.poll() is None for p in producers) or sum(_done(logs).values()) < 2 * JOBS:
+        while any(p.poll() is None for p in producers) or sum(lines(logs).values()) < 2 * JOBS:
             now = time.monotonic()
-            count = sum(_done(logs).values())
+            count = sum(lines(logs).values())
             if count != last_count:
                 last_count, last_progress = count, now
             longest_stall = max(longest_stall, now - last_progress)
@@ -164,18 +143,18 @@ def test_a_brick_stopped_and_restarted_mid_run_loses_and_doubles_nothing(
                 _gluster("volume", "start", VOL, "force")
                 restarted_at = now
             assert now - began < 600, f"stuck at {count} of {2 * JOBS} jobs"
-            assert all(p.poll() in (None, 0) for p in procs), "a client failed"
+            assert all(p.poll() in (None, 0) for p in hosts.procs), "a client failed"
             time.sleep(0.2)
         if restarted_at is None:
             _gluster("volume", "start", VOL, "force")
             restarted_at = time.monotonic()
         stop.touch()
         errors = []
-        for proc in procs:
+        for proc in hosts.procs:
             _out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err
             errors += [line for line in err.splitlines() if line.strip()]
-        done = _done(logs)
+        done = lines(logs)
         expected = {f"h{n}-{i}" for n in (1, 2) for i in range(JOBS)}
         lost = expected - set(done)
         doubled = [job for job, times in done.items() if times > 1]
@@ -195,9 +174,5 @@ def test_a_brick_stopped_and_restarted_mid_run_loses_and_doubles_nothing(
         assert lost == set()
         assert doubled == []
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate(timeout=10)
+        hosts.kill_all()
         subprocess.run(["rm", "-rf", qdirs[1]], check=False, timeout=120)

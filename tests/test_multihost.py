@@ -10,89 +10,27 @@ Without those mounts these tests are skipped.
 from __future__ import annotations
 
 import collections
-import contextlib
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from _helpers import recorded_logs
+from _multihost import KINDS, Hosts, lines, missing, shared_queue
 from dirqueue import DirQueue
-
-AGENT = str(Path(__file__).parent / "multihost" / "agent.py")
-KINDS = {"glusterfs": "gl", "nfs3": "nfs"}
-
-
-def _available(short: str) -> bool:
-    return all(
-        os.path.ismount(f"/mnt/fsp-{short}-h{n}") and os.path.exists(f"/run/netns/fsp-h{n}")
-        for n in (1, 2)
-    )
-
-
-def _host_cmd(n: int, *argv: str) -> list[str]:
-    # The host's own network and host name; the mount namespace stays shared, so the
-    # venv and the test's files are where they are.
-    return [
-        "nsenter", f"--net=/run/netns/fsp-h{n}", "unshare", "-u",
-        "sh", "-c", 'hostname "$0"; exec "$@"', f"fsphost{n}", *argv,
-    ]
-
-
-class Hosts:
-    """Starts agents on simulated hosts and kills whatever is left at the end."""
-
-    def __init__(self, short: str, name: str) -> None:
-        self.short = short
-        self.name = name
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def qdir(self, n: int) -> str:
-        return f"/mnt/fsp-{self.short}-h{n}/{self.name}"
-
-    def start(self, n: int, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            _host_cmd(n, sys.executable, AGENT, *args),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def result(self, proc: subprocess.Popen[str], timeout: float) -> dict[str, object]:
-        out, err = proc.communicate(timeout=timeout)
-        assert proc.returncode == 0, err
-        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=10)  # Reaps it and closes its pipes.
 
 
 @pytest.fixture(params=sorted(KINDS))
 def hosts(request: pytest.FixtureRequest) -> Iterator[Hosts]:
-    short = KINDS[request.param]
-    if os.geteuid() != 0 or not _available(short):
-        pytest.skip(f"no {request.param} test bed: run 'make test-multihost' as root to set it up")
-    h = Hosts(short, f"dq-test-{uuid.uuid4().hex[:8]}")
-    os.makedirs(h.qdir(1))
-    try:
+    why = missing(KINDS[request.param], (1, 2), perl=False)
+    if why:
+        pytest.skip(f"no {request.param} test bed ({why}): run 'make test-multihost' as root")
+    with shared_queue(request.param) as h:
         yield h
-    finally:
-        h.kill_all()
-        subprocess.run(["rm", "-rf", h.qdir(1)], check=False, timeout=60)
 
 
 @pytest.mark.timeout(180)
@@ -109,16 +47,14 @@ def test_two_hosts_share_a_queue_and_every_job_is_done_once(hosts: Hosts, tmp_pa
     stop.touch()
     counts = [hosts.result(proc, timeout=120) for proc in consumers]
 
-    done = collections.Counter(
-        line for log in logs if log.exists() for line in log.read_text().splitlines()
-    )
+    done = lines(logs)
     expected = {f"h{n}-{i}" for n in (1, 2) for i in range(150)}
     assert set(done) == expected
     assert [job for job, times in done.items() if times > 1] == []
     # Both hosts did work, and the queue is empty on both views of it.
     by_host = collections.Counter()
     for c in counts:
-        by_host[c["host"]] += c["consumed"]  # type: ignore[index,operator]
+        by_host[c["host"]] += c["consumed"]
     assert set(by_host) == {"fsphost1", "fsphost2"}
     for n in (1, 2):
         assert list(DirQueue(hosts.qdir(n)).jobs()) == []
@@ -127,7 +63,6 @@ def test_two_hosts_share_a_queue_and_every_job_is_done_once(hosts: Hosts, tmp_pa
 
 @pytest.mark.timeout(60)
 def test_a_job_from_one_host_wakes_a_waiter_on_the_other(hosts: Hosts) -> None:
-    DirQueue(hosts.qdir(2)).pickup_queued_job()  # Creates the queue's directories.
     waiter = hosts.start(2, "wait", hosts.qdir(2), "30")
     time.sleep(2)  # Let it settle into waiting.
     sent = time.time()
@@ -136,7 +71,7 @@ def test_a_job_from_one_host_wakes_a_waiter_on_the_other(hosts: Hosts) -> None:
     result = hosts.result(waiter, timeout=40)
     assert result["data"] == "wake-0"
     # No inotify crosses hosts: the poll (0.5 s) must find it.
-    assert float(result["now"]) - sent < 3.0  # type: ignore[arg-type]
+    assert float(result["now"]) - sent < 3.0
 
 
 @pytest.mark.timeout(90)
