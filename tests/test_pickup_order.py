@@ -9,6 +9,7 @@ exactly what each one did before the next one picks up.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -256,3 +257,23 @@ def _mount_type(path: Path) -> str:
         if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
             best, kind = point, fields[2]
     return kind
+
+
+@pytest.mark.usefixtures("judge_held_at_once")
+def test_a_dead_workers_job_taken_back_keeps_its_place_in_the_order(
+    qdir: Path, dead_pid: int
+) -> None:
+    """A job whose worker died is taken back when the pickups reach it, not before a
+    waiting job of better priority."""
+    queue = DirQueue(qdir, active_file_lifetime=1)
+    orphan = queue.enqueue_string("its worker died", priority=50)
+    lock = Path(queue.layout.active_path(orphan))
+    lock.write_text(f"{socket.gethostname()}\n{dead_pid}\n")
+    os.utime(lock, (time.time() - 10, time.time() - 10))  # Stale: past the lifetime.
+    urgent = queue.enqueue_string("urgent", priority=10)
+    fresh = DirQueue(qdir, active_file_lifetime=1)
+    taken = []
+    while (job := fresh.pickup_queued_job()) is not None:
+        taken.append(job.jobid)
+        job.finish()
+    assert taken == [urgent, orphan]

@@ -159,19 +159,25 @@ class QueueIndex:
         self._pos = pos
         return None
 
-    def held_due(self) -> list[QueueEntry]:
-        """A few jobs held by others whose locks are due to be judged again."""
+    def held_due(self, before: QueueEntry | None) -> list[QueueEntry]:
+        """A few jobs held by others whose locks are due to be judged again.
+
+        In an ordered queue only those that come before ``before`` (the first waiting
+        job; None: all): a dead worker's job, taken back, keeps its place in the order.
+        """
         held = self._held
         now = time.monotonic()
         if not held or now < self._next_recheck:
             return []
         self._next_recheck = now + HELD_RECHECK
+        limit = before.name if before is not None and self.config.ordered else None
         due: list[QueueEntry] = []
         # The dict is in the order of the last judgement, oldest first (see held()).
         for name, when in held.items():
             if now - when < HELD_RECHECK or len(due) == HELD_BATCH:
                 break
-            due.append(QueueEntry(name, self._fanout.get(name)))
+            if limit is None or name < limit:
+                due.append(QueueEntry(name, self._fanout.get(name)))
         return due
 
     def taken(self, name: str) -> None:

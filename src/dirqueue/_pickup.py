@@ -65,9 +65,9 @@ class Picker:
             index.refresh()
         except OSError as err:
             raise QueueIOError(f"listing the jobs in {self.config.layout.queue_dir}", err) from err
-        # First a few jobs held by others, in case a holder died: a pickup's cost stays
-        # flat however many jobs are in progress.
-        for held in index.held_due():
+        # First a few jobs held by others that come before the first waiting one, in
+        # case a holder died: a pickup's cost stays flat however many are in progress.
+        for held in index.held_due(index.head()):
             job = self._settle(held, self.try_pickup(held))
             if job is not None:
                 return job
