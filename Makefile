@@ -46,6 +46,8 @@ BENCH_ARGS ?= --sizes 1000,10000 --perl-max-depth 1000 --jobs 5000 --many-jobs 1
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/peers.py $(BENCH_ARGS)
 	$(BIN)/python bench/peers.py --dir /dev/shm $(BENCH_ARGS)
+	$(BIN)/python bench/peers.py --dir /dev/shm --only dirqueue,perl,bare \
+		--workload enqueue,drain,many --sizes 1000 --jobs 2000 --many-jobs 2000
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache

@@ -140,7 +140,8 @@ def _peers_for(workload: str, params: dict[str, Any], peers: Sequence[str],
                perl_max_depth: int) -> list[str]:
     if workload in DIRQUEUE_WORKLOADS:
         return [p for p in peers if p == "dirqueue"]
-    if workload == "drain" and params["n"] > perl_max_depth:
+    if workload in ("drain", "many") and params["n"] > perl_max_depth:
+        # In 2 + 2 too: the producers run ahead and the queue grows that deep.
         return [p for p in peers if p != "perl"]
     return list(peers)
 
@@ -274,8 +275,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--contention-jobs", type=int, default=10000)
     parser.add_argument("--million-jobs", type=int, default=1_000_000, help=argparse.SUPPRESS)
     parser.add_argument("--perl-max-depth", type=int, default=10000,
-                        help="deepest queue the Perl module drains (it lists the whole"
-                             " queue for every pickup; default 10000)")
+                        help="most jobs the Perl module drains or runs 2 + 2 (it lists the"
+                             " whole queue for every pickup; default 10000)")
     parser.add_argument("--only", type=lambda s: [p.lower() for p in _csv(s)],
                         help="peers to run: " + ",".join(PEERS))
     parser.add_argument("--workload", type=_csv, dest="workloads",
