@@ -277,3 +277,20 @@ def test_a_dead_workers_job_taken_back_keeps_its_place_in_the_order(
         taken.append(job.jobid)
         job.finish()
     assert taken == [urgent, orphan]
+
+
+@pytest.mark.timeout(60)
+def test_without_inotify_a_waiter_does_not_reread_the_queue_at_every_poll(
+    qdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dirqueue._index, "open_notifier", lambda: None)
+    queue = DirQueue(qdir)
+    queue.enqueue_string("warm up")
+    job = queue.pickup_queued_job()
+    assert job is not None
+    job.finish()
+    time.sleep(2.5)  # Past the window in which a fresh mtime proves nothing.
+    assert queue.wait_for_queued_job(timeout=1.0, poll_interval=0.05) is None
+    # Twenty polls, and queue/ unchanged: re-read once at most (its mtime moved when the
+    # warm-up job was finished).
+    assert queue._picker.index.scans <= 2

@@ -206,8 +206,8 @@ class QueueIndex:
         """The inotify instance that wakes a waiting dequeuer, if there is one."""
         if self._generation != _fork_generation:
             self._forget_the_parents()
-        if self._notifier is None:
-            self._scan()
+        if not self._notifier_tried:
+            self._scan()  # Opens it (once: where inotify fails, polls must stay cheap).
         return self._notifier
 
     # -- events -----------------------------------------------------------------------
