@@ -71,6 +71,19 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
     return predicate()
 
 
+def handles_signal(pid: int, signum: int) -> bool:
+    """True once process ``pid`` has a handler for ``signum`` (its SigCgt mask in
+    /proc); where /proc cannot tell, True (the caller then relies on its own wait)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return True
+
+
 def descendants_of(pid: int, *, children_only: bool = False) -> list[int]:
     """The pids of every process below ``pid`` (children, their children, ...; Linux)."""
     parents = {child: int(fields[1]) for child, fields in _proc_stats()}

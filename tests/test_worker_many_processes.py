@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import handles_signal, wait_for
 from dirqueue import DirQueue
 
 pytestmark = pytest.mark.timeout(90)
@@ -69,7 +70,9 @@ def test_deque_waiting_for_a_job_stops_promptly_on_sigterm(tmp_path: Path) -> No
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
-        time.sleep(0.5)
+        # Not before dq handles SIGTERM: on a loaded machine starting it takes seconds.
+        assert wait_for(lambda: handles_signal(proc.pid, signal.SIGTERM), 30)
+        time.sleep(0.5)  # And is waiting for a job.
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
