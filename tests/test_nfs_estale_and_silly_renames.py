@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-import dirqueue._index
+import dirqueue._fs
 from dirqueue import DirQueue
 from dirqueue.failed import FailedStore
 from dirqueue.stats import list_jobs, queue_stats
@@ -44,7 +44,7 @@ def _stale_for(victim: str, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(os, name, wrap(name))
     # As over NFS: no inotify event tells of another host's changes, so the index does
     # not vouch for what it lists.
-    monkeypatch.setattr(dirqueue._index, "is_local_filesystem", lambda path: False)
+    monkeypatch.setattr(dirqueue._fs, "is_local_filesystem", lambda path: False)
 
 
 def _queue_with_a_victim(qdir: Path) -> tuple[DirQueue, str, str]:

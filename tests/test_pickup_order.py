@@ -21,7 +21,8 @@ import pytest
 
 import dirqueue._index
 from dirqueue import DirQueue, _lock
-from dirqueue._inotify import IN_Q_OVERFLOW, Event, Notifier, is_local_filesystem, open_notifier
+from dirqueue._fs import is_local_filesystem
+from dirqueue._inotify import IN_Q_OVERFLOW, Event, Notifier, open_notifier
 
 DEQUEUER = textwrap.dedent(
     """

@@ -64,7 +64,6 @@ _SYNC_CHUNK: Final = 64
 #: filesystem (where that covers it: _fs.syncfs_covers) instead of an fsync per file.
 #: Below it the fsyncs cost less than flushing whatever else is dirty on the disk.
 _SYNCFS_MIN_BATCH: Final = 8
-_SYNC_DIR_FLAGS: Final = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 #: How many new names an enqueue tries when the one it made is taken.
 _NAME_ATTEMPTS: Final = 10
 #: Chunks are gathered into writes of this size...
@@ -289,7 +288,7 @@ def _run(
         if whole_fs:
             # Opened before anything is written: syncfs reports a writeback error only
             # to descriptors opened before it happened.
-            sync_fd = os.open(config.layout.tmp_dir, _SYNC_DIR_FLAGS)
+            sync_fd = _fs.open_dir_nofollow(config.dir, (Layout.TMP,))
         # Steps 1-2.
         stage()
         # Step 3, once for the batch.

@@ -25,6 +25,8 @@ __all__ = [
     "ensure_dir_nofollow",
     "free_bytes",
     "fsync_dir",
+    "is_local_filesystem",
+    "libc",
     "link_verified",
     "makedirs",
     "open_dir_nofollow",
@@ -239,20 +241,40 @@ def syncfs_covers(path: str) -> bool:
     return known
 
 
+#: Filesystems that only this kernel writes, so that inotify reports every change made
+#: to them; on network and FUSE filesystems it reports only this host's.
+_LOCAL_FILESYSTEMS: Final = _SYNCFS_FILESYSTEMS | {
+    "ext2", "ext3", "ramfs", "f2fs", "zfs", "jfs", "reiserfs", "bcachefs", "overlay"
+}
+
+
+def is_local_filesystem(path: str) -> bool:
+    """True if ``path`` is on a filesystem only this kernel writes (ext4, XFS, tmpfs,
+    ...); False for network and FUSE filesystems, and wherever it cannot be told."""
+    if sys.platform != "linux":
+        return False
+    try:
+        return _filesystem_type(path) in _LOCAL_FILESYSTEMS
+    except OSError:
+        return False
+
+
 def syncfs(fd: int) -> None:
     """``syncfs(fd)``: write back and commit the whole filesystem ``fd`` is on.
 
     Open ``fd`` before writing what must be made durable: a writeback error is
     reported to descriptors opened before it happened.
     """
-    libc = _libc()
-    while libc.syncfs(fd) != 0:
+    c = libc()
+    while c.syncfs(fd) != 0:
         err = ctypes.get_errno()
         if err != errno.EINTR:
             raise OSError(err, os.strerror(err))
 
 
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """This process's C library, loaded once, for the few calls Python has no
+    function for (syncfs, openat2, inotify, prctl)."""
     if not _LIBC:
         _LIBC.append(ctypes.CDLL(None, use_errno=True))
     return _LIBC[0]
@@ -355,7 +377,7 @@ def _load_openat2() -> Callable[..., int] | None:
     if sys.platform != "linux" or platform.machine() not in _OPENAT2_MACHINES:
         return None
     try:
-        syscall = ctypes.CDLL(None, use_errno=True).syscall
+        syscall = libc().syscall
     except (OSError, AttributeError):
         return None
     syscall.restype = ctypes.c_long

@@ -55,7 +55,6 @@ from ._inotify import (
     LOST_WATCH,
     Event,
     Notifier,
-    is_local_filesystem,
     open_notifier,
 )
 from ._judge import filesystem_now
@@ -338,23 +337,20 @@ class QueueIndex:
                     self._places[wd] = place
                     watched += place is None or place == _ACTIVE
             self._watching = True
-            self._exact = watched == 2 and is_local_filesystem(layout.queue_dir)
+            self._exact = watched == 2 and _fs.is_local_filesystem(layout.queue_dir)
         for _ in notifier.events():
             pass
 
     def _forget_the_parents(self) -> None:
-        """After fork(): the inherited inotify descriptor shares the parent's events."""
-        if self._notifier is not None:
-            self._notifier.close()
-        self._notifier, self._notifier_tried, self._places = None, False, {}
-        self._watching = False
-        self._taken.clear()  # The parent's jobs, not ours.
+        """After fork(): the inherited inotify descriptor shares the parent's events
+        (closing our copy leaves the parent's alone), and the jobs taken are its."""
+        self.close()
+        self._taken.clear()
         self._generation = _fork_generation
-        self._dirty = True
 
     def close(self) -> None:
-        """Release the inotify descriptor."""
-        if self._notifier is not None and self._generation == _fork_generation:
+        """Release the inotify descriptor; the next pickup re-reads the queue."""
+        if self._notifier is not None:
             self._notifier.close()
         self._notifier, self._places = None, {}
         self._notifier_tried = self._watching = False

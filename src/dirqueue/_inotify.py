@@ -6,15 +6,14 @@ rather than depend on a package. Elsewhere (or when the kernel refuses, say beca
 per-user limit of inotify instances is reached) :func:`open_notifier` returns None and
 callers fall back on looking for themselves.
 
-Also here: whether a directory is on a local filesystem, where inotify reports every
-change, or on a network one, where it reports only this host's.
+Whether inotify sees every change to a directory (a local filesystem) or only this
+host's (NFS, FUSE) is :func:`dirqueue._fs.is_local_filesystem`'s to tell.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import math
 import os
 import select
@@ -22,6 +21,8 @@ import struct
 import sys
 from collections.abc import Iterator
 from typing import Final, NamedTuple
+
+from ._fs import libc
 
 __all__ = [
     "IN_CREATE",
@@ -33,7 +34,6 @@ __all__ = [
     "LOST_WATCH",
     "Event",
     "Notifier",
-    "is_local_filesystem",
     "open_notifier",
 ]
 
@@ -61,37 +61,16 @@ _close: Final = os.close
 _READ_SIZE: Final = 65536
 _MAX_EVENT: Final = _HEADER.size + 256  # NAME_MAX + 1, padded
 
-#: statfs() f_type of filesystems where inotify sees every change, because only this
-#: kernel writes to them: ext2/3/4, XFS, Btrfs, tmpfs, ramfs, F2FS, ZFS, JFS, ReiserFS,
-#: bcachefs and overlayfs.
-_LOCAL_FILESYSTEMS: Final = frozenset(
-    {
-        0xEF53,
-        0x58465342,
-        0x9123683E,
-        0x01021994,
-        0x858458F6,
-        0xF2F52010,
-        0x2FC12FC1,
-        0x3153464A,
-        0x52654973,
-        0xCA451A4E,
-        0x794C7630,
-    }
-)
-
-
 def _load_libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.inotify_init1.argtypes = [ctypes.c_int]
-        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+        c = libc()
+        c.inotify_init1.argtypes = [ctypes.c_int]
+        c.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
     except (OSError, AttributeError):
         return None
-    return libc
+    return c
 
 
 _LIBC: Final = _load_libc()
@@ -185,17 +164,3 @@ def open_notifier() -> Notifier | None:
     if fd < 0:
         return None
     return Notifier(fd)
-
-
-def is_local_filesystem(path: str) -> bool:
-    """True if ``path`` is on a filesystem that only this kernel writes (so inotify
-    reports every change made to it); False for network and FUSE filesystems, and
-    wherever it cannot be told."""
-    if _LIBC is None:
-        return False
-    buffer = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86-64
-    if _LIBC.statfs(os.fsencode(path), buffer) != 0:
-        return False
-    # f_type is the first member, a C long.
-    f_type = ctypes.c_long.from_buffer(buffer).value & 0xFFFFFFFF
-    return f_type in _LOCAL_FILESYSTEMS

@@ -31,7 +31,6 @@ __all__ = [
     "move_aside",
     "open_data",
     "read_control",
-    "read_control_at",
     "read_data",
     "set_aside",
     "unlink_data",
@@ -53,15 +52,6 @@ def read_control(queue_path: str) -> ControlFile:
         raise CorruptJobError("control file is a directory", queue_path) from None
     raw = _fs.read_whole(fd, st.st_size, CONTROL_FILE_MAX_BYTES + 1)
     return parse_control(raw, queue_path)
-
-
-def read_control_at(path: str, name: str, dir_fd: int) -> ControlFile:
-    """Like :func:`read_control`, for ``name`` in the directory ``dir_fd``."""
-    try:
-        fd, st = _fs.open_regular_stat(name, dir_fd=dir_fd)
-    except _fs.NotRegularFileError as err:
-        raise CorruptJobError(f"control file {err.strerror}", path) from None
-    return parse_control(_fs.read_whole(fd, st.st_size, CONTROL_FILE_MAX_BYTES + 1), path)
 
 
 def _data_dir_fd(config: QueueConfig, jobid: str) -> tuple[int, str]:

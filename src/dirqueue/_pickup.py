@@ -38,8 +38,6 @@ class Picker:
         self.index = QueueIndex(config)
         #: When (monotonic) to look in deferred/ next.
         self._next_promote = 0.0
-        #: Claims lost to another worker that locked a waiting job first.
-        self.lost_claims = 0
 
     def promote(self) -> None:
         """Move deferred jobs that have come due into queue/ (at most every
@@ -72,10 +70,7 @@ class Picker:
             if job is not None:
                 return job
         while (entry := index.head()) is not None:
-            outcome = self.try_pickup(entry, seen_free=index.exact)
-            if outcome is _lock.Refused.LOST:
-                self.lost_claims += 1
-            job = self._settle(entry, outcome)
+            job = self._settle(entry, self.try_pickup(entry, seen_free=index.exact))
             if job is not None:
                 return job
         return None

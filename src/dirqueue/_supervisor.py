@@ -24,7 +24,6 @@ Two promises, and what keeps them:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -35,6 +34,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final
+
+from . import _fs
 
 __all__ = [
     "Backoff",
@@ -435,8 +436,7 @@ def _die_with_parent(supervisor_pid: int) -> None:
     """Have the kernel send this child SIGTERM when its supervisor dies (Linux)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+            _fs.libc().prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() != supervisor_pid:
         # The supervisor died before the request was made: send what it would have.
         os.kill(os.getpid(), signal.SIGTERM)
