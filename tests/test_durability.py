@@ -50,6 +50,8 @@ def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
         fd: int = real["open"](path, flags, mode, dir_fd=dir_fd)
         fd_paths[fd] = rel(where(path, dir_fd)) if dir_fd is None else os.path.normpath(
             where(path, dir_fd))
+        if flags & os.O_CREAT:
+            events.append(("create", fd_paths[fd]))
         return fd
 
     def fsync(fd: int) -> None:
@@ -94,14 +96,14 @@ def test_enqueue_fsyncs_data_control_and_directories_before_unlinking_tmp(tmp_pa
         jobid = q.enqueue_string("payload")
     data, data_dir = _data_rel(q, jobid), os.path.dirname(_data_rel(q, jobid))
     expected = [
-        ("link", data),                      # 1. the data, linked into data/ (unread yet)
-        ("fsync", f"tmp/{jobid}.data"),     # 3. its bytes,
-        ("fsync", f"tmp/{jobid}.ctrl"),     #    the control file's bytes (written in 2),
+        ("create", data),                    # 1. the data, made in data/ (unread yet)
+        ("create", f"tmp/{jobid}.ctrl"),    # 2. the control file
+        ("fsync", data),                     # 3. the data's bytes,
+        ("fsync", f"tmp/{jobid}.ctrl"),     #    the control file's bytes,
         ("fsync", data_dir),                 #    and the data file's name, on disk
         ("link", f"queue/{jobid}"),          # 4. visible
         ("fsync", "queue"),                  # 5. durable; only now...
-        ("unlink", f"tmp/{jobid}.data"),     # 6. ...are the tmp names removed
-        ("unlink", f"tmp/{jobid}.ctrl"),
+        ("unlink", f"tmp/{jobid}.ctrl"),    # 6. ...is the tmp name removed
     ]
     assert [(call, path.replace(os.sep, "/")) for call, path in events] == expected
 
@@ -148,9 +150,10 @@ def test_batch_fsyncs_directories_once_for_all_jobs(tmp_path: Path, whole_fs: bo
     with recording(q) as batch:
         ids = q.enqueue_many([f"job {i}" for i in range(n)])
     def dir_fsyncs(events: list[tuple[str, str]]) -> int:
-        return sum(1 for call, path in events if call == "fsync" and not path.startswith("tmp"))
+        return sum(1 for call, path in events if call == "fsync" and (Path(q.dir) / path).is_dir())
     def file_fsyncs(events: list[tuple[str, str]]) -> int:
-        return sum(1 for call, path in events if call == "fsync" and path.startswith("tmp"))
+        return sum(1 for call, path in events
+                   if call == "fsync" and not (Path(q.dir) / path).is_dir())
     assert dir_fsyncs(single) == 2 * n
     assert file_fsyncs(single) == 2 * n
     ctrl_links = [i for i, (call, path) in enumerate(batch)
@@ -164,7 +167,7 @@ def test_batch_fsyncs_directories_once_for_all_jobs(tmp_path: Path, whole_fs: bo
         assert dir_fsyncs(batch) == 1
         assert file_fsyncs(batch) == 0
         last_data_link = max(i for i, (call, path) in enumerate(batch)
-                             if call == "link" and path.startswith("data"))
+                             if call == "create" and path.startswith("data"))
         assert last_data_link < syncs[0] < first_ctrl_link <= last_ctrl_link < queue_sync
     else:
         assert dir_fsyncs(batch) == 2  # One data directory (one producer's tag), one queue/.
@@ -173,9 +176,10 @@ def test_batch_fsyncs_directories_once_for_all_jobs(tmp_path: Path, whole_fs: bo
         # before any control file is linked, and every one is linked before queue/'s
         # fsync.
         data_dir_sync = next(i for i, (call, path) in enumerate(batch)
-                             if call == "fsync" and path.startswith("data"))
+                             if call == "fsync" and path.startswith("data")
+                             and (Path(q.dir) / path).is_dir())
         last_file_sync = max(i for i, (call, path) in enumerate(batch)
-                             if call == "fsync" and path.startswith("tmp"))
+                             if call == "fsync" and not (Path(q.dir) / path).is_dir())
         assert last_file_sync < data_dir_sync < first_ctrl_link <= last_ctrl_link < queue_sync
     assert len(ids) == len(set(ids)) == n
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from _helpers import logs_warning, recorded_logs
-from dirqueue import CorruptJobError, DirQueue, InvalidMetadataError, _fs
+from dirqueue import CorruptJobError, DirQueue, InvalidMetadataError, _dirfds, _fs
 from dirqueue._format import CONTROL_FILE_MAX_BYTES, METADATA_MAX_BYTES
 from durability_checks import assert_no_half_jobs
 
@@ -36,8 +36,9 @@ def _queue(tmp_path: Path) -> DirQueue:
     return DirQueue(tmp_path / "q")
 
 
+@pytest.mark.parametrize("opened_before", [False, True], ids=["first-look", "kept-open"])
 def test_finish_does_not_delete_through_symlinked_data_directory(
-    tmp_path: Path, outside: Path
+    tmp_path: Path, outside: Path, opened_before: bool
 ) -> None:
     q = _queue(tmp_path)
     jobid = q.enqueue_string("payload")
@@ -49,12 +50,21 @@ def test_finish_does_not_delete_through_symlinked_data_directory(
     (outside / os.path.basename(c2)).mkdir()
     victim = outside / os.path.basename(c2) / base
     victim.write_bytes(b"precious too")
-    os.rename(c1, str(tmp_path / "moved"))
+    moved = tmp_path / "moved"
+    os.rename(c1, str(moved))
     os.symlink(outside, c1)
-    with pytest.raises(CorruptJobError, match="symlink"):
-        job.get_data()
-    with logs_warning("symlink"):
+    if opened_before:
+        # This thread kept the real data/C1/C2 open since the pickup: it reads and
+        # removes the job's own data file there, wherever it was moved; never the victim.
+        assert job.get_data() == b"payload"
         job.finish()
+        assert not (moved / os.path.basename(c2) / base).exists()
+    else:
+        _dirfds.clear()  # A worker meeting data/C1 for the first time, as a symlink.
+        with pytest.raises(CorruptJobError, match="symlink"):
+            job.get_data()
+        with logs_warning("symlink"):
+            job.finish()
     assert victim.read_bytes() == b"precious too"
     assert not os.path.lexists(job.queue_path)
 

@@ -10,11 +10,20 @@ from typing import Any
 
 import pytest
 
+import dirqueue._fs
 from _helpers import files_under, lock_without_owner_line
 from dirqueue import DirQueue
 from dirqueue.failed import FailedStore
 
 REAL_LINK = os.link
+
+
+@pytest.fixture(autouse=True)
+def _as_over_nfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # These link() answers only come from an NFS client: the queue must believe it is
+    # on one (where no inotify vouches for what the index lists, and no link() answer
+    # is trusted over the inode).
+    monkeypatch.setattr(dirqueue._fs, "is_local_filesystem", lambda path: False)
 
 
 def link_then_fail(err: int) -> Any:

@@ -7,10 +7,11 @@ Crash safety (``durable=True``): each step is on disk before the next step makes
 reachable, so that whatever moment power fails, what a reader can find after reboot is
 a whole job or no job.
 
-1. ``tmp/NAME.data`` is written (or, for a requeue, linked to the kept data) and linked
-   to ``data/C1/C2/BASE``. (No reader looks at a data file that no control file
-   names, so its bytes need not be on disk yet: after a crash here it is an orphan,
-   which repair removes.)
+1. ``data/C1/C2/BASE`` is created exclusively (its name is the job's: a name taken
+   gives the job another) and written; a requeue links its kept data there through
+   ``tmp/NAME.data``. (No reader looks at a data file that no control file names, so
+   neither its bytes nor a half-written file matter yet: after a crash here it is an
+   orphan, which repair removes once it is old.)
 2. ``tmp/NAME.ctrl`` is written.
 3. Both files are fsynced, then ``data/C1/C2`` and the parent of every directory made
    for it: the job's bytes, its control file and its data file's name are all on disk
@@ -18,7 +19,7 @@ a whole job or no job.
 4. ``tmp/NAME.ctrl`` is linked to ``queue/NAME``: the job becomes visible, whole.
 5. ``queue/`` (or ``queue/X``, and ``queue/`` too if X was made) is fsynced: the job's
    name survives power loss. Only now does the enqueue return.
-6. The tmp names are unlinked and ``queue/``'s mtime bumped. A crash here leaves stray
+6. The tmp name is unlinked and ``queue/``'s mtime bumped. A crash here leaves stray
    tmp files (removed by repair), never a broken job.
 
 A crash before step 4 leaves no job: only tmp files and perhaps a data file no control
@@ -44,7 +45,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from . import _fs
+from . import _dirfds, _fs
 from ._config import QueueConfig
 from ._format import ControlFile, make_job_id, validate_metadata, validate_priority
 from ._identity import current_pid
@@ -202,7 +203,7 @@ def requeue(config: QueueConfig, jobid: str, control: ControlFile, kept_data: st
         )
         _link_or_copy(config, kept_data, tmp_data, st)
         staged.append(st)
-        _link_data(config, st, pid)
+        _link_data(config, st)
 
     return _run(config, staged, stage, pid)[0]
 
@@ -325,10 +326,7 @@ def _run(
             _fs.close_dir(sync_fd)
     # Step 6: the jobs are in the queue; the rest is tidying and a wake-up call.
     for st in staged:
-        for path in (st.tmp_data, st.tmp_ctrl):
-            # A stray tmp file is harmless; repair() collects it.
-            with contextlib.suppress(OSError):
-                _fs.unlink_quietly(path)
+        _unlink_tmp_names(st)
     # The link into queue/ set queue/'s mtime already where the filesystem does that by
     # itself (seen once per process, _mtime_follows). Otherwise (and with fan-out, or
     # for jobs that went to deferred/, where queue/ itself did not change) touch it.
@@ -346,13 +344,6 @@ def _run(
 #: not, hence its utime() of queue/ after every enqueue). Only a change seen makes it
 #: True: a filesystem with whole-second timestamps may show none, and keeps the utime.
 _mtime_follows: dict[str, bool] = {}
-
-
-def _tmp_mtime(config: QueueConfig) -> int | None:
-    try:
-        return os.stat(config.layout.tmp_dir).st_mtime_ns
-    except OSError:
-        return None
 
 
 def _check_free_space(config: QueueConfig, size_hint: int) -> None:
@@ -381,31 +372,42 @@ def _stage(
 ) -> None:
     """Steps 1-2 for one job: its data in data/, its control file in tmp/.
 
-    With ``durable``, both files are left open in ``staged[-1].open_fds`` for step 3.
+    The data file is created under its final name, exclusively: the name is the job's,
+    and no reader looks at a data file before a control file in queue/ names it. With
+    ``durable``, both files are left open in ``staged[-1].open_fds`` for step 3.
     """
-    layout = config.layout
+    mode = config.data_file_mode
     jobid, secs, usecs = make_job_id(priority, config.hostname, pid)
-    probe = config.dir not in _mtime_follows
-    before = _tmp_mtime(config) if probe else None
+    new_dirs: list[str] = []
     for attempt in range(_NAME_ATTEMPTS):
+        parts, base = Layout.data_parts(jobid)
+        probe = config.dir not in _mtime_follows
+        before = _dir_mtime(config, parts) if probe else None
         try:
-            fd = _fs.create_exclusive(
-                layout.tmp_path(layout.tmp_data_name(jobid)), config.data_file_mode
+            fd = _dirfds.at(
+                config.dir,
+                parts,
+                lambda dir_fd: _fs.create_exclusive(base, mode, dir_fd=dir_fd),  # noqa: B023
+                create=True,
+                created=new_dirs,
             )
-            if probe:
-                # Once per queue and process: does a new name change its directory's
-                # mtime by itself? (Nobody touches tmp/, so only the filesystem can.)
-                after = _tmp_mtime(config)
-                _mtime_follows[config.dir] = before is not None and after not in (None, before)
-            break
         except FileExistsError:
             jobid, secs, usecs = _new_name(config, priority, pid, attempt)
+            continue
+        if probe and before is not None:
+            # Once per queue and process: does a new name change its directory's mtime
+            # by itself? (If not, every enqueue must touch queue/ for the waiters.)
+            # Not judged by a directory made just now, which had no mtime before.
+            after = _dir_mtime(config, parts)
+            _mtime_follows[config.dir] = after not in (None, before)
+        break
     else:
-        raise DirQueueError(f"could not find a free job name in {layout.tmp_dir}")
-    st = _Staged(jobid, secs, usecs, priority, meta, layout.tmp_path(layout.tmp_data_name(jobid)))
+        raise DirQueueError(
+            f"could not find a free job name in {config.layout.data_dir} after"
+            f" {_NAME_ATTEMPTS} tries: is the clock going backwards?"
+        )
+    st = _Staged(jobid, secs, usecs, priority, meta, "", data_linked=True, new_dirs=new_dirs)
     staged.append(st)  # From here on a failure removes what this job left.
-    # (No fstat for the link's check: link_verified looks at the tmp file only if the
-    # link reports a failure, which is rare.)
     try:
         st.size = write_data(fd)
     finally:
@@ -413,42 +415,70 @@ def _stage(
             st.open_fds.append(fd)  # fsynced with the others before step 4
         else:
             os.close(fd)
-    _link_data(config, st, pid)
-
-
-def _link_data(config: QueueConfig, st: _Staged, pid: int) -> None:
-    """Link ``st``'s data under a name free in data/ and tmp/; write its control file."""
-    layout = config.layout
     for attempt in range(_NAME_ATTEMPTS):
-        parts, base = Layout.data_parts(st.jobid)
-        fd, created = _fs.ensure_dir_nofollow(config.dir, parts)
-        st.new_dirs.extend(created)
         try:
-            result = _fs.link_verified(st.tmp_data, base, st.data_stat, dst_dir_fd=fd)
-            # Recorded at once, so a failure from here on undoes the link.
-            st.data_linked = result is _fs.LinkResult.LINKED
-        finally:
-            _fs.close_dir(fd)
-        if st.data_linked:
-            try:
-                _write_tmp_control(config, st)
-                return
-            except FileExistsError:
-                if st.fixed_name:
-                    raise
-                # A killed enqueue left a tmp file of this name: pick another.
-                unlink_data(config, st.jobid)
-                st.data_linked = False
-        elif st.fixed_name:
-            raise DirQueueError(
-                f"job {st.jobid} already has data in {layout.data_dir}: it was requeued"
-                " already; leaving the failed copy in place"
-            )
-        st.jobid, st.secs, st.usecs = _new_name(config, st.priority, pid, attempt)
-    raise DirQueueError(
-        f"could not find a free job name in {layout.data_dir} after"
-        f" {_NAME_ATTEMPTS} tries: is the clock going backwards?"
+            _write_tmp_control(config, st)
+            return
+        except FileExistsError:
+            # A killed enqueue left a tmp file of this name: the job takes another.
+            _move_data(config, st, pid, attempt)
+    raise DirQueueError(f"could not find a free job name in {config.layout.tmp_dir}")
+
+
+def _dir_mtime(config: QueueConfig, parts: tuple[str, ...]) -> int | None:
+    try:
+        return os.stat(config.layout.path(*parts)).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _move_data(config: QueueConfig, st: _Staged, pid: int, attempt: int) -> None:
+    """Give job ``st`` a new name: link its data file under it, then unlink the old."""
+    source = config.layout.data_path(st.jobid)
+    for retry in range(attempt, attempt + _NAME_ATTEMPTS):
+        jobid, secs, usecs = _new_name(config, st.priority, pid, retry)
+        parts, base = Layout.data_parts(jobid)
+        result = _dirfds.at(
+            config.dir,
+            parts,
+            lambda dir_fd: _fs.link_verified(source, base, dst_dir_fd=dir_fd),  # noqa: B023
+            create=True,
+            created=st.new_dirs,
+        )
+        if result is _fs.LinkResult.LINKED:
+            break
+    else:
+        raise DirQueueError(
+            f"could not find a free job name in {config.layout.data_dir} after"
+            f" {_NAME_ATTEMPTS} tries: is the clock going backwards?"
+        )
+    unlink_data(config, st.jobid)
+    st.jobid, st.secs, st.usecs = jobid, secs, usecs
+    if st.tmp_ctrl:
+        _fs.unlink_quietly(st.tmp_ctrl)
+        st.tmp_ctrl = ""
+
+
+def _link_data(config: QueueConfig, st: _Staged) -> None:
+    """A requeue's data: link ``st.tmp_data`` into data/ under the job's own id and
+    write its control file."""
+    layout = config.layout
+    parts, base = Layout.data_parts(st.jobid)
+    result = _dirfds.at(
+        config.dir,
+        parts,
+        lambda dir_fd: _fs.link_verified(st.tmp_data, base, st.data_stat, dst_dir_fd=dir_fd),
+        create=True,
+        created=st.new_dirs,
     )
+    if result is not _fs.LinkResult.LINKED:
+        raise DirQueueError(
+            f"job {st.jobid} already has data in {layout.data_dir}: it was requeued"
+            " already; leaving the failed copy in place"
+        )
+    # Recorded at once, so a failure from here on undoes the link.
+    st.data_linked = True
+    _write_tmp_control(config, st)
 
 
 def _write_tmp_control(config: QueueConfig, st: _Staged) -> None:
@@ -492,20 +522,20 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
         if st.due is not None:
             # The due time is the control file's mtime, set before the link shows it.
             os.utime(st.tmp_ctrl, (st.due, st.due))
-        fd, created = _fs.ensure_dir_nofollow(config.dir, parts)
-        st.new_queue_dirs.extend(created)
-        try:
-            result = _fs.link_verified(st.tmp_ctrl, st.jobid, dst_dir_fd=fd)
-            if result is _fs.LinkResult.LINKED:
-                # Recorded at once: from here a failure must take the job out again.
-                st.queue_path = (
-                    layout.deferred_path(st.jobid)
-                    if st.due is not None
-                    else layout.queue_path(st.jobid, fanout)
-                )
-        finally:
-            _fs.close_dir(fd)
-        if st.queue_path:
+        result = _dirfds.at(
+            config.dir,
+            parts,
+            lambda dir_fd: _fs.link_verified(st.tmp_ctrl, st.jobid, dst_dir_fd=dir_fd),
+            create=True,
+            created=st.new_queue_dirs,
+        )
+        if result is _fs.LinkResult.LINKED:
+            # Recorded at once: from here a failure must take the job out again.
+            st.queue_path = (
+                layout.deferred_path(st.jobid)
+                if st.due is not None
+                else layout.queue_path(st.jobid, fanout)
+            )
             return
         if st.fixed_name:
             raise DirQueueError(
@@ -513,12 +543,8 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
             )
         # Another host made the same name in the same microsecond. Move our data to a
         # new name and make that durable before its control file can point at it.
-        unlink_data(config, st.jobid)
-        st.data_linked = False
-        _fs.unlink_quietly(st.tmp_ctrl)
-        st.tmp_ctrl = ""
-        st.jobid, st.secs, st.usecs = _new_name(config, st.priority, pid, attempt)
-        _link_data(config, st, pid)
+        _move_data(config, st, pid, attempt)
+        _write_tmp_control(config, st)
         if config.durable:
             _sync_files([st])
             _fsync_parents([os.path.dirname(layout.data_path(st.jobid))], st.new_dirs)
@@ -544,10 +570,15 @@ def _roll_back(config: QueueConfig, staged: list[_Staged]) -> None:
         if st.data_linked:
             with contextlib.suppress(OSError):
                 unlink_data(config, st.jobid)
-        for path in (st.tmp_data, st.tmp_ctrl):
-            if path:
-                with contextlib.suppress(OSError):
-                    _fs.unlink_quietly(path)
+        _unlink_tmp_names(st)
+
+
+def _unlink_tmp_names(st: _Staged) -> None:
+    for path in (st.tmp_data, st.tmp_ctrl):
+        if path:
+            # A stray tmp file is harmless; repair() collects it.
+            with contextlib.suppress(OSError):
+                _fs.unlink_quietly(path)
 
 
 def _new_name(config: QueueConfig, priority: int, pid: int, attempt: int) -> tuple[str, int, int]:

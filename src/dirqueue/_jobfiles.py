@@ -18,7 +18,7 @@ import stat
 import sys
 import time
 
-from . import _fs
+from . import _dirfds, _fs
 from ._config import QueueConfig
 from ._format import CONTROL_FILE_MAX_BYTES, ControlFile, parse_control
 from ._identity import current_pid
@@ -78,12 +78,9 @@ def check_data(
     there), not a regular file, or (given ``control``) not the size ``QDSB`` records;
     ``FileNotFoundError`` if the whole job has gone (finished meanwhile).
     """
+    parts, base = Layout.data_parts(jobid)
     try:
-        fd, base = _data_dir_fd(config, jobid)
-        try:
-            st = os.lstat(base, dir_fd=fd)
-        finally:
-            _fs.close_dir(fd)
+        st = _dirfds.at(config.dir, parts, lambda fd: os.lstat(base, dir_fd=fd))
     except FileNotFoundError as err:
         path = config.layout.data_path(jobid)
         if not os.path.lexists(queue_path):
@@ -123,7 +120,7 @@ def _open_data_stat(config: QueueConfig, jobid: str) -> tuple[int, os.stat_resul
     path = config.layout.data_path(jobid)
     parts, base = Layout.data_parts(jobid)
     try:
-        return _fs.open_regular_beneath(config.dir, parts, base)
+        return _dirfds.at(config.dir, parts, lambda fd: _fs.open_regular_stat(base, dir_fd=fd))
     except _fs.NotRegularFileError as err:
         raise CorruptJobError(
             f"data file of job {jobid} {err.strerror}: refusing to read it", path
@@ -155,16 +152,11 @@ def read_data(config: QueueConfig, jobid: str, size: int | None) -> bytes:
 
 def unlink_data(config: QueueConfig, jobid: str) -> bool:
     """Remove job ``jobid``'s data file; never through a symlinked directory."""
+    parts, base = Layout.data_parts(jobid)
     try:
-        fd, base = _data_dir_fd(config, jobid)
+        _dirfds.at(config.dir, parts, lambda fd: os.unlink(base, dir_fd=fd))
     except FileNotFoundError:
         return False
-    try:
-        os.unlink(base, dir_fd=fd)
-    except FileNotFoundError:
-        return False
-    finally:
-        _fs.close_dir(fd)
     return True
 
 

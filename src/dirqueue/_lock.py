@@ -111,8 +111,9 @@ def take(
 
     Breaks the job's lock first if it is stale. ``seen_free``: an index that sees every
     change (inotify on a local filesystem) has just seen the job queued and unlocked,
-    so the two looks before the lock is written are left out; the look after it, and
-    the link, still decide.
+    so the looks before and after the link are left out: on a local filesystem the
+    link's own answer decides. (A job finished meanwhile is found gone when its control
+    file is read, and the lock taken back.)
     """
     layout = config.layout
     active_path = layout.active_path(jobid)
@@ -143,21 +144,11 @@ def take(
             held = HeldLock(jobid, _write_lock(config, fd, pid))
         finally:
             os.close(fd)
-        if not os.path.lexists(queue_path):
+        if not seen_free and not os.path.lexists(queue_path):
             return Refused.GONE
         linked = True
-        # Whatever link() says, only the inode says whether the lock is ours.
-        with contextlib.suppress(OSError):
-            os.link(tmp_lock, active_path)
-        landed = _lstat_twice(active_path)
-        if (
-            landed is None
-            or not _fs.same_file(landed, held.stat)
-            or landed.st_uid != held.stat.st_uid
-        ):
+        if not _link_lock(tmp_lock, active_path, held, trust_link=seen_free):
             return Refused.LOST  # Another worker's lock.
-        # The mtime as the filesystem keeps it (over NFS the server's, after close).
-        held.mtime_ns = landed.st_mtime_ns
         held.broke = broke
     except BaseException:
         # A lock we may have linked but could not confirm would keep the job from
@@ -170,6 +161,35 @@ def take(
         with contextlib.suppress(OSError):
             _fs.unlink_quietly(tmp_lock)
     return held
+
+
+def _link_lock(tmp_lock: str, active_path: str, held: HeldLock, *, trust_link: bool) -> bool:
+    """Link our lock at ``active_path``; True if the lock there is ours.
+
+    ``trust_link``: a local filesystem (the index's inotify says so), where link()
+    tells the truth and leaves the mtime as fstat saw it. Elsewhere only the inode
+    says whose lock landed, whatever link() answered.
+    """
+    try:
+        os.link(tmp_lock, active_path)
+    except FileExistsError:
+        if trust_link:
+            return False
+    except OSError:
+        pass
+    else:
+        if trust_link:
+            return True
+    landed = _lstat_twice(active_path)
+    if (
+        landed is None
+        or not _fs.same_file(landed, held.stat)
+        or landed.st_uid != held.stat.st_uid
+    ):
+        return False
+    # The mtime as the filesystem keeps it (over NFS the server's, after close).
+    held.mtime_ns = landed.st_mtime_ns
+    return True
 
 
 def _write_lock(config: QueueConfig, fd: int, pid: int) -> os.stat_result:

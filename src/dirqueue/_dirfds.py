@@ -1,0 +1,136 @@
+"""Directory descriptors kept open between jobs, so that a job's files are reached
+without walking to their directory each time.
+
+Every enqueue links into ``data/C1/C2`` and ``queue/``; every pickup reads from and
+finishes in ``data/C1/C2``. Opened afresh for each job (one ``openat2`` and one
+``close``, with the walk that refuses symlinks), those directories cost a third of an
+enqueue's system calls. Here each thread keeps the descriptors it opened, up to
+:data:`PER_THREAD`, and hands them out again.
+
+Why this is safe:
+
+- A descriptor is a directory reached once without following a symlink
+  (:func:`dirqueue._fs.ensure_dir_nofollow`). Swapping a name for a symlink later
+  does not move it: it still names the real directory.
+- A directory removed since (``rm -r`` of a queue, a directory another host removed)
+  makes every operation through the old descriptor fail with ``ENOENT`` (or ``ESTALE``
+  over NFS), never succeed somewhere else. :func:`at` then forgets the descriptor and
+  tries once more through a fresh one, so the operation's own answer is the one the
+  caller sees.
+- Each thread has its own descriptors and closes only those, so no thread can ever use
+  a number another thread has closed (and the kernel given to some other file). A
+  finished thread's descriptors are closed when its cache is collected.
+- After ``fork`` the child keeps using the inherited descriptors (they name the same
+  directories); they are opened ``O_CLOEXEC``, so a job's command never inherits them.
+
+What it does not notice: a queue directory *renamed* away (not removed) keeps being
+used under its new name by a process that had it open. Moving a live queue is not
+supported; stop its workers first.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+from . import _fs
+
+__all__ = ["PER_THREAD", "at", "clear", "get"]
+
+#: Descriptors one thread keeps; the least recently opened goes first. A producer uses
+#: two (its data directory and queue/), a consumer one per producer it meets.
+PER_THREAD: Final = 32
+
+_T = TypeVar("_T")
+_Key = tuple[str, tuple[str, ...]]
+
+
+class _Held:
+    """One open directory; closed when no thread's cache holds it any more."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    # os.close bound here: a finalizer can run while the interpreter shuts down (its
+    # modules' globals gone), or while a test has patched the os module.
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        try:  # noqa: SIM105 - no contextlib at shutdown either
+            _close(self.fd)
+        except OSError:
+            pass
+
+
+class _Cache(threading.local):
+    def __init__(self) -> None:
+        self.held: dict[_Key, _Held] = {}
+
+
+_cache = _Cache()
+
+
+def get(root: str, parts: tuple[str, ...], *, create: bool = False) -> tuple[int, list[str]]:
+    """This thread's descriptor of ``root/parts...`` (never through a symlink in
+    ``parts``), and the directories made for it (with ``create``; empty if it was open
+    already). The caller must not close it."""
+    fd, created, _ = _get(root, parts, create)
+    return fd, created
+
+
+def _get(root: str, parts: tuple[str, ...], create: bool) -> tuple[int, list[str], bool]:
+    held = _cache.held
+    key = (root, parts)
+    entry = held.get(key)
+    if entry is not None:
+        return entry.fd, [], False
+    if create:
+        fd, created = _fs.ensure_dir_nofollow(root, parts)
+    else:
+        fd, created = _fs.open_dir_nofollow(root, parts), []
+    if len(held) >= PER_THREAD:
+        del held[next(iter(held))]  # Closed by _Held.__del__.
+    held[key] = _Held(fd)
+    return fd, created, True
+
+
+def forget(root: str, parts: tuple[str, ...]) -> None:
+    """Close this thread's descriptor of ``root/parts...`` if it has one."""
+    _cache.held.pop((root, parts), None)
+
+
+def clear() -> None:
+    """Close every descriptor this thread keeps."""
+    _cache.held.clear()
+
+
+def at(
+    root: str,
+    parts: tuple[str, ...],
+    operation: Callable[[int], _T],
+    *,
+    create: bool = False,
+    created: list[str] | None = None,
+) -> _T:
+    """``operation(fd)`` with this thread's descriptor of ``root/parts...``.
+
+    If it fails with ``ENOENT`` or ``ESTALE`` through a descriptor kept from before,
+    the directory may have been removed since: the descriptor is dropped and the
+    operation tried once more through a fresh one. Directories made on the way are
+    added to ``created``.
+    """
+    fd, made, fresh = _get(root, parts, create)
+    if created is not None:
+        created.extend(made)
+    try:
+        return operation(fd)
+    except OSError as err:
+        if fresh or not _fs.is_gone(err):
+            raise
+    forget(root, parts)
+    fd, made, _ = _get(root, parts, create)
+    if created is not None:
+        created.extend(made)
+    return operation(fd)
