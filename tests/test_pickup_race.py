@@ -21,11 +21,50 @@ from typing import Any
 
 import pytest
 
+import dirqueue._fs
 from _helpers import files_under, recorded_logs
 from dirqueue import DirQueue, Job
 
 GATE_TIMEOUT = 5.0
 REAL_LINK = os.link
+REAL_NAME = dirqueue._fs.name_unnamed
+
+#: ``install(gate)``: from now on the step that lands a lock in active/ runs as
+#: ``gate(step)``, where ``step()`` does it.
+GateInstaller = Callable[[Callable[[Callable[[], Any]], Any]], None]
+
+
+@pytest.fixture(params=["link", "create"], ids=["link-as-over-nfs", "create-in-place"])
+def lock_step(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, qdir: Path
+) -> GateInstaller:
+    """Both ways a lock lands: a tmp lock linked into active/ (as over NFS, where the
+    inode decides), and an unnamed lock named in active/ (a local filesystem whose
+    index inotify keeps exact)."""
+    if request.param == "link":
+        monkeypatch.setattr(dirqueue._fs, "is_local_filesystem", lambda path: False)
+
+        def install_link(gate: Callable[[Callable[[], Any]], Any]) -> None:
+            def link(src: str, dst: str, **kwargs: Any) -> None:
+                if "/active/" not in dst:
+                    REAL_LINK(src, dst, **kwargs)
+                    return
+                gate(lambda: REAL_LINK(src, dst, **kwargs))
+
+            monkeypatch.setattr("dirqueue._lock.os.link", link)
+
+        return install_link
+    qdir.mkdir(exist_ok=True)
+    if not dirqueue._fs.is_local_filesystem(str(qdir)):
+        pytest.skip("locks are named in place only on a local filesystem")
+
+    def install_create(gate: Callable[[Callable[[], Any]], Any]) -> None:
+        def name(fd: int, jobid: str, dir_fd: int) -> None:
+            gate(lambda: REAL_NAME(fd, jobid, dir_fd))
+
+        monkeypatch.setattr(dirqueue._fs, "name_unnamed", name)
+
+    return install_create
 
 
 def run_threads(targets: dict[str, Callable[[], Any]]) -> dict[str, Any]:
@@ -102,7 +141,7 @@ def assert_held_by(qdir: Path, job: Job) -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("first", ["A", "B"])
 def test_two_pickups_linking_the_same_lock_exactly_one_wins(
-    qdir: Path, monkeypatch: pytest.MonkeyPatch, first: str
+    qdir: Path, monkeypatch: pytest.MonkeyPatch, first: str, lock_step: GateInstaller
 ) -> None:
     queues = {"A": DirQueue(qdir), "B": DirQueue(qdir)}
     jobid = queues["A"].enqueue_string("contested")
@@ -111,22 +150,21 @@ def test_two_pickups_linking_the_same_lock_exactly_one_wins(
     both_linked = threading.Barrier(2, timeout=GATE_TIMEOUT)
     calls = FirstCalls()
 
-    def gated_link(src: str, dst: str, **kwargs: Any) -> None:
-        if "/active/" not in dst or not calls.first():
-            REAL_LINK(src, dst, **kwargs)
-            return
-        # Both have written a tmp lock and seen the job still queued ...
+    def gate(step: Callable[[], Any]) -> Any:
+        if not calls.first():
+            return step()
+        # Both have written a lock and seen the job still queued ...
         both_ready.wait()
         if me() != first:
             wait(first_linked, "the first link")
         try:
-            REAL_LINK(src, dst, **kwargs)
+            return step()
         finally:
             first_linked.set()
             # ... and both have linked before either checks what it got.
             both_linked.wait()
 
-    monkeypatch.setattr("dirqueue._lock.os.link", gated_link)
+    lock_step(gate)
     results = run_threads({name: q.pickup_queued_job for name, q in queues.items()})
     monkeypatch.undo()
 
@@ -140,7 +178,9 @@ def test_two_pickups_linking_the_same_lock_exactly_one_wins(
 
 
 @pytest.mark.timeout(30)
-def test_many_pickups_at_once_one_job_each(qdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_pickups_at_once_one_job_each(
+    qdir: Path, monkeypatch: pytest.MonkeyPatch, lock_step: GateInstaller
+) -> None:
     """Eight dequeuers start together on five jobs: five win one each, three get none."""
     seed = DirQueue(qdir)
     jobids = {seed.enqueue_string(f"job {i}") for i in range(5)}
@@ -149,16 +189,16 @@ def test_many_pickups_at_once_one_job_each(qdir: Path, monkeypatch: pytest.Monke
     first_link = threading.Barrier(racers, timeout=GATE_TIMEOUT)
     calls = FirstCalls()
 
-    def gated_link(src: str, dst: str, **kwargs: Any) -> None:
+    def gate(step: Callable[[], Any]) -> Any:
         if calls.first():
-            first_link.wait()  # Every racer links its first lock at the same moment.
-        REAL_LINK(src, dst, **kwargs)
+            first_link.wait()  # Every racer lands its first lock at the same moment.
+        return step()
 
     def racer(queue: DirQueue) -> Job | None:
         start.wait()
         return queue.pickup_queued_job()
 
-    monkeypatch.setattr("dirqueue._lock.os.link", gated_link)
+    lock_step(gate)
     queues = {f"R{i}": DirQueue(qdir) for i in range(racers)}
     results = run_threads({name: functools.partial(racer, q) for name, q in queues.items()})
     monkeypatch.undo()
@@ -174,7 +214,7 @@ def test_many_pickups_at_once_one_job_each(qdir: Path, monkeypatch: pytest.Monke
 
 @pytest.mark.timeout(30)
 def test_a_pickup_that_loses_to_finish_takes_nothing(
-    qdir: Path, monkeypatch: pytest.MonkeyPatch
+    qdir: Path, monkeypatch: pytest.MonkeyPatch, lock_step: GateInstaller
 ) -> None:
     """B saw the job queued, but A finishes it before B's lock lands: B must not
     return a finished job, nor leave its lock behind."""
@@ -187,19 +227,20 @@ def test_a_pickup_that_loses_to_finish_takes_nothing(
     job_a = worker_a.pickup_queued_job()
     assert job_a is not None
     job_a.return_to_queue()
+    b_is_landing = False
 
-    def finish_first_then_link(src: str, dst: str, **kwargs: Any) -> None:
-        if "/active/" in dst:
-            nonlocal job_a
-            # Between B's check that queue/NAME exists and B's link, A takes and
-            # finishes the job (A's own lock link goes through unpatched).
-            monkeypatch.setattr("dirqueue._lock.os.link", REAL_LINK)
+    def finish_first(step: Callable[[], Any]) -> Any:
+        nonlocal job_a, b_is_landing
+        if not b_is_landing:
+            b_is_landing = True
+            # Between B's look at the job and B's lock landing, A takes and finishes
+            # the job (A's own lock lands through here unhindered).
             job_a = worker_a.pickup_queued_job()
             assert job_a is not None
             job_a.finish()
-        REAL_LINK(src, dst, **kwargs)
+        return step()
 
-    monkeypatch.setattr("dirqueue._lock.os.link", finish_first_then_link)
+    lock_step(finish_first)
     assert worker_b.pickup_queued_job() is None
     monkeypatch.undo()
     assert job_a is not None
@@ -380,5 +421,29 @@ def test_a_dead_breakers_token_does_not_block_recovery(qdir: Path, dead_pid: int
     assert job is not None
     assert job.jobid == jobid
     assert_held_by(qdir, job)  # The old token was cleared, and ours let go.
+    job.finish()
+    assert files_under(qdir) == []
+
+
+def test_where_no_unnamed_file_can_be_made_the_lock_is_linked_from_tmp(
+    qdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local filesystem without O_TMPFILE: the lock lands the way it does over NFS."""
+    queue = DirQueue(qdir)
+    jobid = queue.enqueue_string("work")
+    monkeypatch.setattr(dirqueue._fs, "create_unnamed", lambda dir_fd, mode: None)
+    linked: list[str] = []
+
+    def link(src: str, dst: str, **kwargs: Any) -> None:
+        linked.append(dst)
+        REAL_LINK(src, dst, **kwargs)
+
+    monkeypatch.setattr("dirqueue._lock.os.link", link)
+    job = queue.pickup_queued_job()
+    monkeypatch.undo()
+    assert job is not None
+    assert job.jobid == jobid
+    assert linked == [str(qdir / "active" / jobid)]
+    assert_held_by(qdir, job)
     job.finish()
     assert files_under(qdir) == []

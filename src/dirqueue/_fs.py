@@ -22,6 +22,7 @@ __all__ = [
     "NotRegularFileError",
     "close_dir",
     "create_exclusive",
+    "create_unnamed",
     "ensure_dir_nofollow",
     "free_bytes",
     "fsync_dir",
@@ -29,6 +30,7 @@ __all__ = [
     "libc",
     "link_verified",
     "makedirs",
+    "name_unnamed",
     "open_dir_nofollow",
     "open_regular",
     "open_regular_beneath",
@@ -136,19 +138,20 @@ def read_whole(fd: int, size: int, limit: int) -> bytes:
     file that grew or shrank meanwhile) is read on until the end or the limit.
     """
     try:
-        parts: list[bytes] = []
-        total = 0
-        want = min(limit, size + 1)
+        # Asking for just size + 1 bytes: os.read allocates what it is asked for.
+        ask = min(limit, size + 1)
+        first = os.read(fd, ask)
+        if (len(first) == size and size < ask) or len(first) >= limit or not first:
+            return first  # A short read at the size fstat gave: the end of the file.
+        parts = [first]
+        total = len(first)
         while total < limit:
-            ask = min(limit - total, max(want - total, _READ_CHUNK))
-            chunk = os.read(fd, ask)
+            chunk = os.read(fd, min(limit - total, max(size + 1 - total, _READ_CHUNK)))
             if not chunk:
                 break
             parts.append(chunk)
             total += len(chunk)
-            if total == size and len(chunk) < ask:
-                break  # A short read at the size fstat gave: the end of the file.
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(parts)
     finally:
         os.close(fd)
 
@@ -166,6 +169,35 @@ def read_limited(fd: int, limit: int) -> bytes:
 def create_exclusive(path: str, mode: int, *, dir_fd: int | None = None) -> int:
     """Create ``path`` with ``O_EXCL`` (never following a symlink) and return its fd."""
     return os.open(path, _CREATE_FLAGS, mode, dir_fd=dir_fd)
+
+
+#: ``O_TMPFILE`` files can be given a name through ``/proc/self/fd`` (Linux 3.11+, on
+#: ext4, XFS, Btrfs, tmpfs; not over NFS).
+_TMPFILE: Final = getattr(os, "O_TMPFILE", 0)
+_HAVE_PROC_FD: Final = _TMPFILE != 0 and os.path.isdir("/proc/self/fd")
+_UNNAMED_UNSUPPORTED: Final = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+
+
+def create_unnamed(dir_fd: int, mode: int) -> int | None:
+    """A new file with no name yet, on the filesystem of directory ``dir_fd``, open
+    for writing; None where the filesystem (or the kernel) cannot make one. Give it its
+    name with :func:`name_unnamed`: it appears whole, and a process killed before that
+    leaves nothing behind."""
+    if not _HAVE_PROC_FD:
+        return None
+    try:
+        return os.open(".", _TMPFILE | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), mode,
+                       dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno in _UNNAMED_UNSUPPORTED:
+            return None
+        raise
+
+
+def name_unnamed(fd: int, name: str, dir_fd: int) -> None:
+    """Link the file :func:`create_unnamed` made (open at ``fd``) as ``name`` in
+    ``dir_fd``; ``FileExistsError`` if the name is taken."""
+    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
 
 
 def write_all(fd: int, data: bytes) -> None:

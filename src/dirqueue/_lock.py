@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Final
 
-from . import _fs
+from . import _dirfds, _fs
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import current_pid, this_process
@@ -110,27 +110,18 @@ def take(
     """Lock job ``jobid`` (control file at ``queue_path``) for this process.
 
     Breaks the job's lock first if it is stale. ``seen_free``: an index that sees every
-    change (inotify on a local filesystem) has just seen the job queued and unlocked,
-    so the looks before and after the link are left out: on a local filesystem the
-    link's own answer decides. (A job finished meanwhile is found gone when its control
-    file is read, and the lock taken back.)
+    change (inotify on a local filesystem) has just seen the job queued and unlocked:
+    see :func:`_create_in_place`.
     """
+    if seen_free:
+        landed = _create_in_place(config, jobid)
+        if landed is not None:
+            return landed
     layout = config.layout
     active_path = layout.active_path(jobid)
-    broke: Judgement | None = None
-    if not seen_free:
-        if not os.path.lexists(queue_path):
-            # Done by another worker since we listed it: a cheap check before the lock
-            # file is written.
-            return Refused.GONE
-        try:
-            lock = os.lstat(active_path)
-        except FileNotFoundError:
-            pass
-        else:
-            may_take, broke = break_if_stale(config, jobid, lock)
-            if not may_take:
-                return Refused.HELD
+    refused, broke = _look_first(config, jobid, queue_path)
+    if refused is not None:
+        return refused
     pid = current_pid()
     tmp_lock = layout.tmp_path(layout.tmp_lock_name(jobid, config.hostname, pid))
     try:
@@ -144,10 +135,10 @@ def take(
             held = HeldLock(jobid, _write_lock(config, fd, pid))
         finally:
             os.close(fd)
-        if not seen_free and not os.path.lexists(queue_path):
+        if not os.path.lexists(queue_path):
             return Refused.GONE
         linked = True
-        if not _link_lock(tmp_lock, active_path, held, trust_link=seen_free):
+        if not _link_lock(tmp_lock, active_path, held):
             return Refused.LOST  # Another worker's lock.
         held.broke = broke
     except BaseException:
@@ -163,23 +154,78 @@ def take(
     return held
 
 
-def _link_lock(tmp_lock: str, active_path: str, held: HeldLock, *, trust_link: bool) -> bool:
+def _look_first(
+    config: QueueConfig, jobid: str, queue_path: str
+) -> tuple[Refused | None, Judgement | None]:
+    """Before a lock is written: is the job still queued, and its lock free or stale
+    (then broken)? Returns why not, or None; and the judgement of a lock broken."""
+    if not os.path.lexists(queue_path):
+        # Done by another worker since we listed it: a cheap check before the lock
+        # file is written.
+        return Refused.GONE, None
+    try:
+        lock = os.lstat(config.layout.active_path(jobid))
+    except FileNotFoundError:
+        return None, None
+    may_take, broke = break_if_stale(config, jobid, lock)
+    return (None if may_take else Refused.HELD), broke
+
+
+def _create_in_place(config: QueueConfig, jobid: str) -> HeldLock | Refused | None:
+    """Lock job ``jobid`` with a lock written unnamed in active/ and then named: it
+    appears whole, and a worker killed before naming it leaves nothing behind.
+
+    Only on a local filesystem whose index sees every change: there link() tells the
+    truth (over NFS a lost reply makes a lock we linked look like another's, so there
+    the lock is written in tmp/ and linked, and its inode decides). A job finished
+    meanwhile is found gone when its control file is read, and the lock taken back.
+    None where the filesystem makes no unnamed files: the caller links as over NFS.
+    """
+    active = (config.layout.ACTIVE,)
+    mode = config.queue_file_mode
+    fd = _dirfds.at(config.dir, active, lambda dir_fd: _fs.create_unnamed(dir_fd, mode),
+                    create=True)
+    if fd is None:
+        return None
+    outcome: HeldLock | Refused = Refused.LOST
+    try:
+        held = HeldLock(jobid, _write_lock(config, fd, current_pid()))
+        try:
+            _dirfds.at(config.dir, active, lambda dir_fd: _fs.name_unnamed(fd, jobid, dir_fd))
+        except OSError as err:
+            # Rare enough to look: whose lock is there now? (A link reported failed but
+            # made would otherwise keep the job from every worker while we live.)
+            if not _is_ours(config.layout.active_path(jobid), held):
+                if isinstance(err, FileExistsError):
+                    return Refused.LOST  # Another worker's lock.
+                raise
+        outcome = held
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            # The lock may not say what we wrote: take it back, and fail the pickup.
+            if isinstance(outcome, HeldLock):
+                with contextlib.suppress(OSError):
+                    release(config, outcome)
+            raise
+    return outcome
+
+
+def _link_lock(tmp_lock: str, active_path: str, held: HeldLock) -> bool:
     """Link our lock at ``active_path``; True if the lock there is ours.
 
-    ``trust_link``: a local filesystem (the index's inotify says so), where link()
-    tells the truth and leaves the mtime as fstat saw it. Elsewhere only the inode
-    says whose lock landed, whatever link() answered.
+    Whatever link() answers, only the inode says whose lock landed: over NFS a lost
+    reply to a retried link reports EEXIST (or another error) for a link made.
     """
-    try:
+    with contextlib.suppress(OSError):
         os.link(tmp_lock, active_path)
-    except FileExistsError:
-        if trust_link:
-            return False
-    except OSError:
-        pass
-    else:
-        if trust_link:
-            return True
+    return _is_ours(active_path, held)
+
+
+def _is_ours(active_path: str, held: HeldLock) -> bool:
+    """True if the lock at ``active_path`` is the file we wrote for ``held``; then its
+    mtime is taken as the filesystem keeps it (over NFS the server's, after close)."""
     landed = _lstat_twice(active_path)
     if (
         landed is None
@@ -187,7 +233,6 @@ def _link_lock(tmp_lock: str, active_path: str, held: HeldLock, *, trust_link: b
         or landed.st_uid != held.stat.st_uid
     ):
         return False
-    # The mtime as the filesystem keeps it (over NFS the server's, after close).
     held.mtime_ns = landed.st_mtime_ns
     return True
 
