@@ -213,10 +213,9 @@ def test_events_lost_to_an_overflowing_inotify_queue_cost_nothing(
     job.finish()
     real_events = Notifier.events
 
-    def overflowed(self: Notifier) -> Iterator[Event]:
-        for _ in real_events(self):
-            pass  # Dropped: the kernel's queue was full.
-        yield Event(-1, IN_Q_OVERFLOW, "")
+    def overflowed(self: Notifier) -> list[Event]:
+        real_events(self)  # Dropped: the kernel's queue was full.
+        return [(-1, IN_Q_OVERFLOW, "")]
 
     monkeypatch.setattr(Notifier, "events", overflowed)
     ids = queue.enqueue_many([f"job {i}" for i in range(50)])

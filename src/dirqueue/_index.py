@@ -212,20 +212,19 @@ class QueueIndex:
     # -- events -----------------------------------------------------------------------
 
     def _apply(self, event: Event) -> None:
-        mask = event.mask
+        wd, mask, name = event
         if mask & IN_Q_OVERFLOW:
             self._dirty = True  # Events were lost.
             return
         if mask & LOST_WATCH:
             # A watched directory was removed or replaced: watch (and read) it anew.
-            self._places.pop(event.wd, None)
+            self._places.pop(wd, None)
             self._watching = False
             self._dirty = True
             return
-        if event.wd not in self._places:
+        if wd not in self._places:
             return
-        place = self._places[event.wd]
-        name = event.name
+        place = self._places[wd]
         if not match_job_name(name):
             if place is None and mask & IN_ISDIR and name in Layout.FANOUT_DIGITS:
                 # A fan-out directory came or went: watch it too.

@@ -19,8 +19,7 @@ import os
 import select
 import struct
 import sys
-from collections.abc import Iterator
-from typing import Final, NamedTuple
+from typing import Final
 
 from ._fs import libc
 
@@ -60,6 +59,8 @@ _HEADER: Final = struct.Struct("iIII")  # wd, mask, cookie, len
 _close: Final = os.close
 _READ_SIZE: Final = 65536
 _MAX_EVENT: Final = _HEADER.size + 256  # NAME_MAX + 1, padded
+_FS_ENCODING: Final = sys.getfilesystemencoding()
+_FS_ERRORS: Final = sys.getfilesystemencodeerrors()
 
 def _load_libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
@@ -76,12 +77,10 @@ def _load_libc() -> ctypes.CDLL | None:
 _LIBC: Final = _load_libc()
 
 
-class Event(NamedTuple):
-    """One inotify event: the watch it came from, what happened, and to which name."""
-
-    wd: int
-    mask: int
-    name: str
+#: One inotify event: ``(wd, mask, name)``, the watch it came from, what happened, and
+#: to which name. A plain tuple: a pickup reads a few of them, and a named tuple's
+#: construction showed in the profile.
+Event = tuple[int, int, str]
 
 
 class Notifier:
@@ -106,21 +105,22 @@ class Notifier:
             )
         )
 
-    def events(self) -> Iterator[Event]:
+    def events(self) -> list[Event]:
         """The events queued so far, oldest first (none if nothing happened)."""
         fd = self._fd
+        found: list[Event] = []
         while True:
             try:
                 chunk = os.read(fd, _READ_SIZE)
             except BlockingIOError:
-                return
+                return found
             except InterruptedError:
                 continue
-            yield from _parse(chunk)
+            _parse(chunk, found)
             if len(chunk) <= _READ_SIZE - _MAX_EVENT:
                 # The kernel fills a read with every whole event queued: room left
                 # over means the queue was empty, and one more read would only say so.
-                return
+                return found
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds; True if events are queued.
@@ -145,15 +145,17 @@ class Notifier:
                 _close(fd)
 
 
-def _parse(chunk: bytes) -> Iterator[Event]:
+def _parse(chunk: bytes, found: list[Event]) -> None:
+    """Append the events in ``chunk`` (what one read gave) to ``found``."""
     offset, end = 0, len(chunk)
-    header = _HEADER
-    while offset + header.size <= end:
-        wd, mask, _cookie, length = header.unpack_from(chunk, offset)
-        offset += header.size
+    unpack, size = _HEADER.unpack_from, _HEADER.size
+    append, encoding, errors = found.append, _FS_ENCODING, _FS_ERRORS
+    while offset + size <= end:
+        wd, mask, _cookie, length = unpack(chunk, offset)
+        offset += size
         raw = chunk[offset : offset + length].rstrip(b"\0")
         offset += length
-        yield Event(wd, mask, os.fsdecode(raw))
+        append((wd, mask, raw.decode(encoding, errors)))  # what os.fsdecode does
 
 
 def open_notifier() -> Notifier | None:

@@ -237,12 +237,19 @@ def _is_ours(active_path: str, held: HeldLock) -> bool:
     return True
 
 
+#: What our locks say, made once: (host, pid, heartbeat) -> the lock file's bytes.
+_lock_contents: dict[tuple[str, int, bool], bytes] = {}
+
+
 def _write_lock(config: QueueConfig, fd: int, pid: int) -> os.stat_result:
     """Write our lock's contents to ``fd``; return its stat."""
-    me = this_process()
-    content = format_lock(
-        config.hostname, pid, config.lock_heartbeat, boot=me.boot, pidns=me.pidns, start=me.start
-    )
+    key = (config.hostname, pid, config.lock_heartbeat)
+    content = _lock_contents.get(key)
+    if content is None:
+        me = this_process()
+        content = format_lock(*key, boot=me.boot, pidns=me.pidns, start=me.start)
+        _lock_contents.clear()  # One process, one identity (a forked child makes its own).
+        _lock_contents[key] = content
     try:
         _fs.write_all(fd, content)
     except OSError as err:
