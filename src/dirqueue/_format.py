@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import binascii
 import dataclasses
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ QSTM: Final = "QSTM"
 QSHN: Final = "QSHN"
 
 
+@functools.lru_cache(maxsize=64)
 def host_tag(text: str) -> str:
     """The short tag the Perl module derives from ``hostname + str(pid)``.
 
@@ -91,11 +93,16 @@ def make_job_id(
         now_ns = time.time_ns()
     secs, rest = divmod(now_ns, 1_000_000_000)
     usecs = rest // 1000
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(secs))
-    jobid = f"{priority:02d}.{stamp}{usecs:06d}.{host_tag(hostname + str(pid))}"
+    jobid = f"{priority:02d}.{_stamp(secs)}{usecs:06d}.{host_tag(hostname + str(pid))}"
     if collision_suffix is not None:
         jobid += f".{pid}.{collision_suffix}"
     return jobid, secs, usecs
+
+
+@functools.lru_cache(maxsize=4)
+def _stamp(secs: int) -> str:
+    """``YYYYMMDDhhmmss`` (UTC) of ``secs``: one per second, not one per job."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(secs))
 
 
 #: ``match_job_name(name)`` is truthy when ``name`` is shaped like a job id: the bare
