@@ -126,3 +126,36 @@ def test_threads_use_their_own_directories_and_close_them_when_they_end(
     gc.collect()
     # The threads' own descriptors closed with them; this thread keeps its two or three.
     assert _open_fds() - before <= 3
+
+
+def test_many_threads_together_keep_a_bounded_number_of_directories(tmp_path: Path) -> None:
+    threads, queues_each = 40, 8
+    queues = [DirQueue(tmp_path / f"q{i}", durable=False) for i in range(queues_each)]
+    for q in queues:
+        q.enqueue_string("make the directories")
+    gc.collect()
+    before = _open_fds()
+    done = threading.Barrier(threads + 1, timeout=30)
+    errors: list[BaseException] = []
+
+    def enqueue_everywhere() -> None:
+        try:
+            for q in queues:  # Two directories a queue: 16 a thread if nothing bounds it.
+                q.enqueue_string("x")
+        except BaseException as err:
+            errors.append(err)
+        done.wait()  # Stay alive (with the descriptors kept) until counted.
+        done.wait()
+
+    workers = [threading.Thread(target=enqueue_everywhere) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    done.wait()
+    kept = _open_fds() - before
+    done.wait()
+    for t in workers:
+        t.join(30)
+    assert not errors
+    assert kept <= _dirfds.PER_PROCESS + threads * _dirfds.FEW
+    assert kept < threads * queues_each * 2
+    assert sum(len(list(q.jobs())) for q in queues) == queues_each * (threads + 1)

@@ -25,7 +25,8 @@ Why this is safe:
 
 What it does not notice: a queue directory *renamed* away (not removed) keeps being
 used under its new name by a process that had it open. Moving a live queue is not
-supported; stop its workers first.
+supported; stop its workers first (as before unmounting the filesystem it is on: the
+kept descriptors, like any open file, keep it busy).
 """
 
 from __future__ import annotations
@@ -37,14 +38,24 @@ from typing import Final, TypeVar
 
 from . import _fs
 
-__all__ = ["PER_THREAD", "at", "clear", "get"]
+__all__ = ["FEW", "PER_PROCESS", "PER_THREAD", "at", "clear", "forget", "get"]
 
 #: Descriptors one thread keeps; the least recently opened goes first. A producer uses
 #: two (its data directory and queue/), a consumer one per producer it meets.
 PER_THREAD: Final = 32
+#: Descriptors all threads of a process keep together, beyond which each thread keeps
+#: no more than :data:`FEW` (a pool of 100 consumer threads must not reach the usual
+#: limit of 1,024 open files).
+PER_PROCESS: Final = 128
+FEW: Final = 4
 
 _T = TypeVar("_T")
 _Key = tuple[str, tuple[str, ...]]
+
+
+#: How many descriptors the threads of this process keep (only a guide for how many
+#: more to keep: two threads counting at once may leave it a little off).
+_open_count = [0]
 
 
 class _Held:
@@ -54,10 +65,14 @@ class _Held:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        _open_count[0] += 1
 
-    # os.close bound here: a finalizer can run while the interpreter shuts down (its
-    # modules' globals gone), or while a test has patched the os module.
-    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+    # os.close and the count bound here: a finalizer can run while the interpreter
+    # shuts down (its modules' globals gone), or while a test has patched os.
+    def __del__(
+        self, _close: Callable[[int], None] = os.close, _count: list[int] = _open_count
+    ) -> None:
+        _count[0] -= 1
         try:  # noqa: SIM105 - no contextlib at shutdown either
             _close(self.fd)
         except OSError:
@@ -90,7 +105,7 @@ def _get(root: str, parts: tuple[str, ...], create: bool) -> tuple[int, list[str
         fd, created = _fs.ensure_dir_nofollow(root, parts)
     else:
         fd, created = _fs.open_dir_nofollow(root, parts), []
-    if len(held) >= PER_THREAD:
+    if len(held) >= PER_THREAD or (len(held) >= FEW and _open_count[0] >= PER_PROCESS):
         del held[next(iter(held))]  # Closed by _Held.__del__.
     held[key] = _Held(fd)
     return fd, created, True
