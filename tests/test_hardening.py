@@ -235,6 +235,33 @@ def test_get_data_refuses_a_data_file_that_grew_after_pickup(tmp_path: Path) -> 
     job.return_to_queue()
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("replacement", ["fifo", "directory", "shorter", "empty"])
+def test_get_data_refuses_a_data_file_replaced_after_pickup(
+    tmp_path: Path, replacement: str
+) -> None:
+    """get_data trusts the size checked at pickup instead of asking the file again: a
+    file put in its place since is refused with a clear error, never blocked on."""
+    q = DirQueue(tmp_path / "q")
+    q.enqueue_string("the real data")
+    job = q.pickup_queued_job()
+    assert job is not None
+    path = job.get_data_path()
+    os.unlink(path)
+    if replacement == "fifo":
+        os.mkfifo(path)
+        expected = "not a regular file"
+    elif replacement == "directory":
+        os.mkdir(path)
+        expected = "not a regular file"
+    else:
+        Path(path).write_bytes(b"short" if replacement == "shorter" else b"")
+        expected = "holds [0-9]+ bytes, not the 13 its control file records"
+    with pytest.raises(CorruptJobError, match=expected):
+        job.get_data()
+    job.return_to_queue()
+
+
 # -- 10. a slow stream keeps its tmp file fresh ------------------------------------------
 
 

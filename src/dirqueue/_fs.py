@@ -32,9 +32,11 @@ __all__ = [
     "makedirs",
     "name_unnamed",
     "open_dir_nofollow",
+    "open_for_reading",
     "open_regular",
     "open_regular_beneath",
     "open_regular_stat",
+    "read_at_most",
     "read_limited",
     "read_whole",
     "same_file",
@@ -74,11 +76,12 @@ def open_regular(path: str, dir_fd: int | None = None) -> int:
     return open_regular_stat(path, dir_fd)[0]
 
 
-def open_regular_stat(path: str, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
-    """Like :func:`open_regular`, also returning the open file's ``fstat`` (the one
-    call that proves it regular also gives its size)."""
+def open_for_reading(path: str, dir_fd: int | None = None) -> int:
+    """Open ``path`` for reading, never through a symlink at its own name and never
+    blocking on a FIFO there; :class:`NotRegularFileError` for a symlink or a socket.
+    Not proved a regular file (:func:`open_regular_stat` does that)."""
     try:
-        fd = os.open(path, _READ_FLAGS, dir_fd=dir_fd)
+        return os.open(path, _READ_FLAGS, dir_fd=dir_fd)
     except OSError as err:
         if err.errno == errno.ELOOP:
             raise NotRegularFileError(errno.ELOOP, "is a symlink", path) from None
@@ -86,6 +89,12 @@ def open_regular_stat(path: str, dir_fd: int | None = None) -> tuple[int, os.sta
             # A UNIX socket (ENXIO), or a device node, planted at the name.
             raise NotRegularFileError(err.errno, "is not a regular file", path) from None
         raise
+
+
+def open_regular_stat(path: str, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
+    """Like :func:`open_regular`, also returning the open file's ``fstat`` (the one
+    call that proves it regular also gives its size)."""
+    fd = open_for_reading(path, dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -154,6 +163,24 @@ def read_whole(fd: int, size: int, limit: int) -> bytes:
         return b"".join(parts)
     finally:
         os.close(fd)
+
+
+def read_at_most(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd`` (left open), in one read where the file is
+    that short: reads go on after a short one until the end of the file or the limit."""
+    first = os.read(fd, limit)
+    if not first or len(first) >= limit - 1:
+        # limit - 1: the caller's expected size, which it asked one byte past; a read
+        # that stops there has all it wanted (a longer file gives the extra byte).
+        return first
+    parts, total = [first], len(first)
+    while total < limit:
+        chunk = os.read(fd, limit - total)
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)
 
 
 #: Reads past the expected size (a file that grew) go on in pieces of this size.

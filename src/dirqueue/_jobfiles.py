@@ -116,6 +116,22 @@ def open_data(config: QueueConfig, jobid: str) -> int:
     return _open_data_stat(config, jobid)[0]
 
 
+def _open_data(config: QueueConfig, jobid: str) -> int:
+    """Job ``jobid``'s data file opened for reading (not proved regular)."""
+    path = config.layout.data_path(jobid)
+    parts, base = Layout.data_parts(jobid)
+    try:
+        return _dirfds.at(config.dir, parts, lambda fd: _fs.open_for_reading(base, dir_fd=fd))
+    except _fs.NotRegularFileError as err:
+        raise CorruptJobError(
+            f"data file of job {jobid} {err.strerror}: refusing to read it", path
+        ) from None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _symlinked_dirs(jobid, path) from None
+        raise
+
+
 def _open_data_stat(config: QueueConfig, jobid: str) -> tuple[int, os.stat_result]:
     path = config.layout.data_path(jobid)
     parts, base = Layout.data_parts(jobid)
@@ -137,17 +153,34 @@ def read_data(config: QueueConfig, jobid: str, size: int | None) -> bytes:
     A data file that has grown past its recorded size is refused
     (:class:`CorruptJobError`) rather than read into memory.
     """
-    fd, st = _open_data_stat(config, jobid)
     if size is None:
+        fd, st = _open_data_stat(config, jobid)
         return _fs.read_whole(fd, st.st_size, sys.maxsize)
-    data = _fs.read_whole(fd, st.st_size, size + 1)
-    if len(data) != size:
-        raise CorruptJobError(
-            f"the data file of job {jobid} holds {'more' if len(data) > size else len(data)}"
-            f" bytes, not the {size} its control file records (QDSB)",
-            config.layout.data_path(jobid),
-        )
-    return data
+    # The recorded size (checked against the file's at pickup) stands in for an fstat:
+    # one read of size + 1 bytes shows a file that grew, and anything that is not a
+    # regular file (a FIFO, a directory put there since) reads as the wrong size, or
+    # not at all. Only then is the file asked what it is, to say so.
+    fd = _open_data(config, jobid)
+    try:
+        try:
+            data = _fs.read_at_most(fd, size + 1)
+        except (IsADirectoryError, BlockingIOError):
+            data = None
+        if data is not None and len(data) == size:
+            return data
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CorruptJobError(
+                f"data file of job {jobid} is not a regular file: refusing to read it",
+                config.layout.data_path(jobid),
+            )
+    finally:
+        os.close(fd)
+    got = "more" if data is None or len(data) > size else len(data)
+    raise CorruptJobError(
+        f"the data file of job {jobid} holds {got} bytes, not the {size} its control file"
+        " records (QDSB)",
+        config.layout.data_path(jobid),
+    )
 
 
 def unlink_data(config: QueueConfig, jobid: str) -> bool:
