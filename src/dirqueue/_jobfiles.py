@@ -17,6 +17,8 @@ import os
 import stat
 import sys
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from . import _dirfds, _fs
 from ._config import QueueConfig
@@ -35,6 +37,8 @@ __all__ = [
     "set_aside",
     "unlink_data",
 ]
+
+_T = TypeVar("_T")
 
 
 def read_control(queue_path: str) -> ControlFile:
@@ -118,25 +122,24 @@ def open_data(config: QueueConfig, jobid: str) -> int:
 
 def _open_data(config: QueueConfig, jobid: str) -> int:
     """Job ``jobid``'s data file opened for reading (not proved regular)."""
-    path = config.layout.data_path(jobid)
-    parts, base = Layout.data_parts(jobid)
-    try:
-        return _dirfds.at(config.dir, parts, lambda fd: _fs.open_for_reading(base, dir_fd=fd))
-    except _fs.NotRegularFileError as err:
-        raise CorruptJobError(
-            f"data file of job {jobid} {err.strerror}: refusing to read it", path
-        ) from None
-    except OSError as err:
-        if err.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise _symlinked_dirs(jobid, path) from None
-        raise
+    return _open_data_with(config, jobid, _fs.open_for_reading)
 
 
 def _open_data_stat(config: QueueConfig, jobid: str) -> tuple[int, os.stat_result]:
+    """Job ``jobid``'s data file opened for reading, proved regular, and its fstat."""
+    return _open_data_with(config, jobid, _fs.open_regular_stat)
+
+
+def _open_data_with(
+    config: QueueConfig, jobid: str, opener: Callable[[str, int], _T]
+) -> _T:
+    """``opener(name, dir_fd)`` on job ``jobid``'s data file, reached from the job id
+    without following a symlink; what is found there that is not a file to read is a
+    :class:`CorruptJobError`."""
     path = config.layout.data_path(jobid)
     parts, base = Layout.data_parts(jobid)
     try:
-        return _dirfds.at(config.dir, parts, lambda fd: _fs.open_regular_stat(base, dir_fd=fd))
+        return _dirfds.at(config.dir, parts, lambda fd: opener(base, fd))
     except _fs.NotRegularFileError as err:
         raise CorruptJobError(
             f"data file of job {jobid} {err.strerror}: refusing to read it", path
