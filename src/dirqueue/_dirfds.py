@@ -38,7 +38,7 @@ from typing import Final, TypeVar
 
 from . import _fs
 
-__all__ = ["FEW", "PER_PROCESS", "PER_THREAD", "at", "clear", "forget", "get"]
+__all__ = ["FEW", "PER_PROCESS", "PER_THREAD", "at", "clear", "forget"]
 
 #: Descriptors one thread keeps; the least recently opened goes first. A producer uses
 #: two (its data directory and queue/), a consumer one per producer it meets.
@@ -87,15 +87,10 @@ class _Cache(threading.local):
 _cache = _Cache()
 
 
-def get(root: str, parts: tuple[str, ...], *, create: bool = False) -> tuple[int, list[str]]:
-    """This thread's descriptor of ``root/parts...`` (never through a symlink in
-    ``parts``), and the directories made for it (with ``create``; empty if it was open
-    already). The caller must not close it."""
-    fd, created, _ = _get(root, parts, create)
-    return fd, created
-
-
 def _get(root: str, parts: tuple[str, ...], create: bool) -> tuple[int, list[str], bool]:
+    """This thread's descriptor of ``root/parts...`` (never through a symlink in
+    ``parts``), the directories made for it (with ``create``), and whether it was
+    opened just now. The caller must not close it."""
     held = _cache.held
     key = (root, parts)
     entry = held.get(key)

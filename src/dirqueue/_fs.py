@@ -34,9 +34,7 @@ __all__ = [
     "open_dir_nofollow",
     "open_for_reading",
     "open_regular",
-    "open_regular_beneath",
     "open_regular_stat",
-    "read_at_most",
     "read_limited",
     "read_whole",
     "same_file",
@@ -105,77 +103,24 @@ def open_regular_stat(path: str, dir_fd: int | None = None) -> tuple[int, os.sta
     return fd, st
 
 
-def open_regular_beneath(
-    root: str, parts: tuple[str, ...] | list[str], name: str
-) -> tuple[int, os.stat_result]:
-    """Open the regular file ``root/parts.../name`` for reading, with no symlink in
-    ``parts`` or at ``name``; return the fd and its ``fstat``.
-
-    One openat2 and one fstat where the kernel has openat2; anything unusual (a
-    symlink, a FIFO, a missing file) is looked at again a step at a time, which raises
-    exactly what :func:`open_dir_nofollow` and :func:`open_regular_stat` raise.
-    """
-    _check_parts([*parts, name])
-    if _openat2 is not None:
-        try:
-            fd = _open_beneath(root, [*parts, name], _HOW_READ)
-        except OSError:
-            fd = None
-        if fd is not None:
-            try:
-                st = os.fstat(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-            if stat.S_ISREG(st.st_mode):
-                return fd, st
-            os.close(fd)
-    dir_fd = open_dir_nofollow(root, parts)
-    try:
-        return open_regular_stat(name, dir_fd=dir_fd)
-    finally:
-        close_dir(dir_fd)
-
-
 def read_whole(fd: int, size: int, limit: int) -> bytes:
-    """Read the file open at ``fd`` (then closed), at most ``limit`` bytes; ``size`` is
-    its size by ``fstat``.
+    """Read the file open at ``fd`` (left open), at most ``limit`` bytes; ``size`` is
+    its size by ``fstat``, or the size the caller expects.
 
     One ``read`` of ``size + 1`` bytes usually says it all: a regular file that gives
     back exactly ``size`` of them has ended. (A file object would add a ``fstat``, an
     ``ioctl`` and an ``lseek``, and one more ``read`` to see the end.) Anything else (a
     file that grew or shrank meanwhile) is read on until the end or the limit.
     """
-    try:
-        # Asking for just size + 1 bytes: os.read allocates what it is asked for.
-        ask = min(limit, size + 1)
-        first = os.read(fd, ask)
-        if (len(first) == size and size < ask) or len(first) >= limit or not first:
-            return first  # A short read at the size fstat gave: the end of the file.
-        parts = [first]
-        total = len(first)
-        while total < limit:
-            chunk = os.read(fd, min(limit - total, max(size + 1 - total, _READ_CHUNK)))
-            if not chunk:
-                break
-            parts.append(chunk)
-            total += len(chunk)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
-
-
-def read_at_most(fd: int, limit: int) -> bytes:
-    """Up to ``limit`` bytes from ``fd`` (left open), in one read where the file is
-    that short: reads go on after a short one until the end of the file or the limit."""
-    first = os.read(fd, limit)
-    if not first or len(first) >= limit - 1:
-        # limit - 1: the caller's expected size, which it asked one byte past; a read
-        # that stops there has all it wanted (a longer file gives the extra byte).
-        return first
-    parts, total = [first], len(first)
+    # Asking for just size + 1 bytes: os.read allocates what it is asked for.
+    ask = min(limit, size + 1)
+    first = os.read(fd, ask)
+    if (len(first) == size and size < ask) or len(first) >= limit or not first:
+        return first  # A short read at the size expected: the end of the file.
+    parts = [first]
+    total = len(first)
     while total < limit:
-        chunk = os.read(fd, limit - total)
+        chunk = os.read(fd, min(limit - total, max(size + 1 - total, _READ_CHUNK)))
         if not chunk:
             break
         parts.append(chunk)
@@ -448,7 +393,6 @@ def _load_openat2() -> Callable[..., int] | None:
 
 _openat2 = _load_openat2()
 _HOW_DIR: Final = _OpenHow(_DIR_FLAGS, 0, _RESOLVE_NO_SYMLINKS)
-_HOW_READ: Final = _OpenHow(_READ_FLAGS, 0, _RESOLVE_NO_SYMLINKS)
 _HOW_SIZE: Final = ctypes.sizeof(_OpenHow)
 #: Queue directories reached through a symlink of the caller's choosing: for these the
 #: walk starts from the directory itself, opened first (one call more).
@@ -476,14 +420,12 @@ def _openat2_call(dir_fd: int, path: str, how: _OpenHow) -> int | None:
         raise OSError(err, os.strerror(err), path)
 
 
-def _open_beneath(
-    root: str, parts: tuple[str, ...] | list[str], how: _OpenHow = _HOW_DIR
-) -> int | None:
-    """The fd of ``root/parts...`` (a directory, or as ``how`` says) with no symlink in
-    ``parts``; None if openat2 is not available (the caller walks a step at a time)."""
+def _open_beneath(root: str, parts: tuple[str, ...] | list[str]) -> int | None:
+    """The fd of directory ``root/parts...``, with no symlink in ``parts``; None if
+    openat2 is not available (the caller walks a step at a time)."""
     if root not in _symlinked_roots:
         try:
-            return _openat2_call(_AT_FDCWD, os.path.join(root, *parts), how)
+            return _openat2_call(_AT_FDCWD, os.path.join(root, *parts), _HOW_DIR)
         except OSError as err:
             if err.errno != errno.ELOOP:
                 raise
@@ -491,7 +433,7 @@ def _open_beneath(
         # below): walk from root itself.
     top = os.open(root, _DIR_FLAGS)
     try:
-        fd = _openat2_call(top, "/".join(parts), how)
+        fd = _openat2_call(top, "/".join(parts), _HOW_DIR)
     finally:
         close_dir(top)
     if fd is not None and root not in _symlinked_roots:

@@ -54,15 +54,11 @@ def read_control(queue_path: str) -> ControlFile:
         raise CorruptJobError(f"control file {err.strerror}", queue_path) from None
     except IsADirectoryError:
         raise CorruptJobError("control file is a directory", queue_path) from None
-    raw = _fs.read_whole(fd, st.st_size, CONTROL_FILE_MAX_BYTES + 1)
+    try:
+        raw = _fs.read_whole(fd, st.st_size, CONTROL_FILE_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
     return parse_control(raw, queue_path)
-
-
-def _data_dir_fd(config: QueueConfig, jobid: str) -> tuple[int, str]:
-    """An fd of job ``jobid``'s data directory (reached without following symlinks),
-    and the data file's name in it."""
-    parts, base = Layout.data_parts(jobid)
-    return _fs.open_dir_nofollow(config.dir, parts), base
 
 
 def _symlinked_dirs(jobid: str, path: str) -> CorruptJobError:
@@ -158,7 +154,10 @@ def read_data(config: QueueConfig, jobid: str, size: int | None) -> bytes:
     """
     if size is None:
         fd, st = _open_data_stat(config, jobid)
-        return _fs.read_whole(fd, st.st_size, sys.maxsize)
+        try:
+            return _fs.read_whole(fd, st.st_size, sys.maxsize)
+        finally:
+            os.close(fd)
     # The recorded size (checked against the file's at pickup) stands in for an fstat:
     # one read of size + 1 bytes shows a file that grew, and anything that is not a
     # regular file (a FIFO, a directory put there since) reads as the wrong size, or
@@ -166,7 +165,7 @@ def read_data(config: QueueConfig, jobid: str, size: int | None) -> bytes:
     fd = _open_data(config, jobid)
     try:
         try:
-            data = _fs.read_at_most(fd, size + 1)
+            data = _fs.read_whole(fd, size, size + 1)
         except (IsADirectoryError, BlockingIOError):
             data = None
         if data is not None and len(data) == size:
@@ -290,18 +289,18 @@ def move_aside(config: QueueConfig, jobid: str, queue_path: str, reason: str) ->
             raise
         # The job has left the queue. Its data follows; if that fails, repair() finds
         # the data file without a control file and brings it here.
+        parts, base = Layout.data_parts(jobid)
+        target = layout.corrupt_data_name(stem)
         try:
-            dfd, base = _data_dir_fd(config, jobid)
+            _dirfds.at(
+                config.dir,
+                parts,
+                lambda dfd: os.rename(base, target, src_dir_fd=dfd, dst_dir_fd=fd),
+            )
         except OSError as err:
             if err.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
                 raise
-            return layout.corrupt_path(stem)  # No data, or not in the queue.
-        try:
-            os.rename(base, layout.corrupt_data_name(stem), src_dir_fd=dfd, dst_dir_fd=fd)
-        except FileNotFoundError:
-            pass  # It had none.
-        finally:
-            _fs.close_dir(dfd)
+            # No data, or not in the queue (a symlink above it).
     finally:
         _fs.close_dir(fd)
     return layout.corrupt_path(stem)
