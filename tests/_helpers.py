@@ -6,9 +6,12 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from dirqueue._layout import TmpLockName
 
 #: ``shared/`` sits next to the checkout (in CI and in every worktree).
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -16,12 +19,27 @@ FIXTURES_TARBALL = SHARED / "fixtures" / "ipc-dirqueue-1.1-queues.tar.gz"
 
 
 def files_under(directory: str | os.PathLike[str]) -> list[str]:
-    """Every non-directory entry below ``directory``, as sorted relative paths."""
+    """Every non-directory entry below ``directory``, as sorted relative paths; not
+    the lock file in ``tmp/`` of a process that still runs (every job it takes is
+    linked to it, and it goes when the process ends: see :func:`live_lock_files`)."""
     found: list[str] = []
     for root, _dirs, files in os.walk(directory):
         for name in files:
-            found.append(os.path.relpath(os.path.join(root, name), directory))
+            if not is_live_lock_file(name):
+                found.append(os.path.relpath(os.path.join(root, name), directory))
     return sorted(found)
+
+
+def live_lock_files(tmp_dir: str | os.PathLike[str]) -> list[str]:
+    """The names in ``tmp_dir`` of lock files whose processes (on this host) still run."""
+    return sorted(name for name in os.listdir(tmp_dir) if is_live_lock_file(name))
+
+
+def is_live_lock_file(name: str) -> bool:
+    if not TmpLockName.is_lock_file(name):
+        return False
+    pid = TmpLockName.owner(name, socket.gethostname())
+    return pid is not None and process_alive(pid)
 
 
 def lock_without_owner_line(text: str) -> str:

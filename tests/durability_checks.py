@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 
+from _helpers import is_live_lock_file
 from dirqueue import DirQueue
 from dirqueue._format import is_job_name, parse_control
 
@@ -57,10 +58,10 @@ def deferred_jobs(q: DirQueue) -> set[str]:
 
 
 def files_under(directory: str) -> list[str]:
-    """Every non-directory under ``directory``."""
+    """Every non-directory under ``directory`` (not a running process's lock file)."""
     out: list[str] = []
     for root, dirs, files in os.walk(directory):
-        out.extend(os.path.join(root, f) for f in files)
+        out.extend(os.path.join(root, f) for f in files if not is_live_lock_file(f))
         out.extend(os.path.join(root, d) for d in dirs if os.path.islink(os.path.join(root, d)))
     return out
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import files_under
 from dirqueue import DirQueue, _judge
 from dirqueue._config import QueueConfig
 from dirqueue._format import format_lock
@@ -107,7 +108,7 @@ def test_the_clock_offset_is_measured_once_per_recheck_interval(
     for _ in range(100):
         assert abs(_judge.filesystem_now(config) - time.time()) < 1.0
     assert measured == [0.0]  # A local filesystem: one clock, no offset.
-    assert os.listdir(qdir / "tmp") == []  # The probe file is gone again.
+    assert files_under(qdir / "tmp") == []  # The probe file is gone again.
     clock = time.monotonic()
     monkeypatch.setattr(_judge.time, "monotonic", lambda: clock + _judge.CLOCK_RECHECK + 1)
     _judge.filesystem_now(config)

@@ -160,7 +160,7 @@ def test_pickup_on_a_full_disk_takes_the_job_with_an_empty_lock(small_disk: Path
     lock = qdir / "active" / job.jobid
     assert lock.is_file()
     assert lock.stat().st_size == 0  # No room for its bytes: an empty lock.
-    assert os.listdir(qdir / "tmp") == []  # The tmp lock was linked and unlinked.
+    assert files_under(qdir / "tmp") == []  # The tmp lock was linked and unlinked.
 
     # While held and fresh, the empty lock shows the job active, not stale: nothing
     # takes it from us.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import dirqueue._enqueue
+from _helpers import files_under
 from dirqueue import DirQueue, _dirfds
 from dirqueue._format import make_job_id
 
@@ -23,9 +24,6 @@ pytestmark = pytest.mark.timeout(60)
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
-
-def _files_under(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def test_a_queue_removed_and_made_again_is_used_afresh(tmp_path: Path) -> None:
@@ -42,7 +40,7 @@ def test_a_queue_removed_and_made_again_is_used_afresh(tmp_path: Path) -> None:
     assert job.jobid == jobid
     assert job.get_data() == b"after"
     job.finish()
-    assert _files_under(qdir) == []
+    assert files_under(qdir) == []
 
 
 def test_a_tmp_name_left_by_a_killed_enqueue_gives_the_job_another_name(
@@ -73,7 +71,7 @@ def test_a_tmp_name_left_by_a_killed_enqueue_gives_the_job_another_name(
     assert job.jobid == jobid
     assert job.get_data() == b"payload"
     job.finish()
-    assert _files_under(tmp_path / "q") == [f"tmp/{taken}.ctrl"]
+    assert files_under(tmp_path / "q") == [f"tmp/{taken}.ctrl"]
 
 
 def test_one_thread_keeps_a_bounded_number_of_directories(tmp_path: Path) -> None:

@@ -204,7 +204,7 @@ def test_list_says_stale_exactly_when_the_next_pickup_takes_the_job(
     assert job.get_data() == b"the payload"
     job.finish()
     assert os.listdir(q.layout.active_dir) == []
-    assert os.listdir(q.layout.tmp_dir) == []
+    assert files_under(q.layout.tmp_dir) == []
     assert files_under(q.layout.queue_dir) == []
 
 

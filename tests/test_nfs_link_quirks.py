@@ -44,7 +44,7 @@ def test_enqueue_keeps_a_link_that_reported_failure_but_happened(
     # No rename after a phantom collision: the first name was kept, once.
     assert f".{os.getpid()}." not in jobid
     assert [job.jobid for job in queue.jobs()] == [jobid]
-    assert os.listdir(qdir / "tmp") == []
+    assert files_under(qdir / "tmp") == []
     job = queue.pickup_queued_job()
     assert job is not None
     assert job.get_data() == b"linked after all"
@@ -65,7 +65,7 @@ def test_pickup_keeps_a_lock_link_that_reported_failure_but_happened(
     assert lock_without_owner_line((qdir / "active" / jobid).read_text()) == (
         f"{queue.hostname}\n{os.getpid()}\nheartbeat\n"
     )
-    assert os.listdir(qdir / "tmp") == []
+    assert files_under(qdir / "tmp") == []
     job.finish()
     assert files_under(qdir) == []
 
@@ -101,7 +101,7 @@ def test_a_stale_lock_breaker_keeps_a_token_link_that_reported_failure(
     monkeypatch.undo()
     assert job is not None
     assert job.jobid == jobid
-    assert os.listdir(qdir / "tmp") == []  # The token was ours, and was dropped.
+    assert files_under(qdir / "tmp") == []  # The token was ours, and was dropped.
     job.finish()
     assert files_under(qdir) == []
 

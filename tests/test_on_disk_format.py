@@ -61,7 +61,7 @@ def test_enqueue_writes_the_name_data_file_and_control_file_of_format_md(
         "with space: a: b: c\n"
     ).encode()
     # Nothing half-written is left in tmp/, and nothing is locked.
-    assert os.listdir(qdir / "tmp") == []
+    assert files_under(qdir / "tmp") == []
     assert os.listdir(qdir / "active") == []
 
 
@@ -130,7 +130,7 @@ def test_pickup_writes_a_lock_naming_host_and_pid(
     *lines, owner = lock.read_text().splitlines(keepends=True)
     assert "".join(lines) == f"{socket.gethostname()}\n{os.getpid()}\n{extra}"
     assert re.fullmatch(r"owner boot=[0-9a-f-]{36} pidns=\d+ start=\d+\n", owner), owner
-    assert os.listdir(qdir / "tmp") == []  # The tmp lock was unlinked after linking.
+    assert files_under(qdir / "tmp") == []  # The tmp lock was unlinked after linking.
     job.finish()
     assert files_under(qdir) == []
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tarfile
 import time
 from pathlib import Path
@@ -192,4 +191,4 @@ def test_python_jobs_join_a_perl_queue_in_order(fixtures: tuple[Path, dict[str, 
     assert order[1] == urgent  # After the Perl job of priority 0.
     assert order[-1] == late
     assert len(order) == 9
-    assert os.listdir(qdir / "tmp") == []
+    assert files_under(qdir / "tmp") == []

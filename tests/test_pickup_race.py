@@ -27,20 +27,20 @@ from dirqueue import DirQueue, Job
 
 GATE_TIMEOUT = 5.0
 REAL_LINK = os.link
-REAL_NAME = dirqueue._fs.name_unnamed
+REAL_LINK_OPEN = dirqueue._fs.link_open_file
 
 #: ``install(gate)``: from now on the step that lands a lock in active/ runs as
 #: ``gate(step)``, where ``step()`` does it.
 GateInstaller = Callable[[Callable[[Callable[[], Any]], Any]], None]
 
 
-@pytest.fixture(params=["link", "create"], ids=["link-as-over-nfs", "create-in-place"])
+@pytest.fixture(params=["link", "lock-file"], ids=["link-as-over-nfs", "process-lock-file"])
 def lock_step(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, qdir: Path
 ) -> GateInstaller:
     """Both ways a lock lands: a tmp lock linked into active/ (as over NFS, where the
-    inode decides), and an unnamed lock named in active/ (a local filesystem whose
-    index inotify keeps exact)."""
+    inode decides), and the process's one lock file linked in active/ (a local
+    filesystem whose index inotify keeps exact)."""
     if request.param == "link":
         monkeypatch.setattr(dirqueue._fs, "is_local_filesystem", lambda path: False)
 
@@ -56,15 +56,15 @@ def lock_step(
         return install_link
     qdir.mkdir(exist_ok=True)
     if not dirqueue._fs.is_local_filesystem(str(qdir)):
-        pytest.skip("locks are named in place only on a local filesystem")
+        pytest.skip("a process's lock file is used only on a local filesystem")
 
-    def install_create(gate: Callable[[Callable[[], Any]], Any]) -> None:
-        def name(fd: int, jobid: str, dir_fd: int) -> None:
-            gate(lambda: REAL_NAME(fd, jobid, dir_fd))
+    def install_lock_file(gate: Callable[[Callable[[], Any]], Any]) -> None:
+        def link_open(fd: int, jobid: str, dir_fd: int) -> None:
+            gate(lambda: REAL_LINK_OPEN(fd, jobid, dir_fd))
 
-        monkeypatch.setattr(dirqueue._fs, "name_unnamed", name)
+        monkeypatch.setattr(dirqueue._fs, "link_open_file", link_open)
 
-    return install_create
+    return install_lock_file
 
 
 def run_threads(targets: dict[str, Callable[[], Any]]) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def assert_held_by(qdir: Path, job: Job) -> None:
     lock = os.lstat(qdir / "active" / job.jobid)
     assert job._held is not None
     assert (lock.st_ino, lock.st_dev) == (job._held.stat.st_ino, job._held.stat.st_dev)
-    assert os.listdir(qdir / "tmp") == []
+    assert files_under(qdir / "tmp") == []
 
 
 # -- two pickups at the lock-link step ---------------------------------------------------
@@ -206,7 +206,7 @@ def test_many_pickups_at_once_one_job_each(
     won = holders(results)
     assert sorted(job.jobid for job in won) == sorted(jobids)
     assert sorted(os.listdir(qdir / "active")) == sorted(jobids)
-    assert os.listdir(qdir / "tmp") == []
+    assert files_under(qdir / "tmp") == []
     for job in won:
         job.finish()
     assert files_under(qdir) == []
@@ -425,13 +425,14 @@ def test_a_dead_breakers_token_does_not_block_recovery(qdir: Path, dead_pid: int
     assert files_under(qdir) == []
 
 
-def test_where_no_unnamed_file_can_be_made_the_lock_is_linked_from_tmp(
+def test_where_no_lock_file_can_be_kept_each_lock_is_linked_from_tmp(
     qdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A local filesystem without O_TMPFILE: the lock lands the way it does over NFS."""
+    """Without /proc/self/fd (no open file can be linked): each lock lands the way it
+    does over NFS."""
     queue = DirQueue(qdir)
     jobid = queue.enqueue_string("work")
-    monkeypatch.setattr(dirqueue._fs, "create_unnamed", lambda dir_fd, mode: None)
+    monkeypatch.setattr(dirqueue._fs, "CAN_LINK_OPEN_FILES", False)
     linked: list[str] = []
 
     def link(src: str, dst: str, **kwargs: Any) -> None:

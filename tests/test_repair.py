@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import files_under
 from dirqueue import DirQueue
 from dirqueue.repair import FindingKind, RepairReport
 from durability_checks import assert_no_half_jobs, assert_no_orphans
@@ -72,7 +73,7 @@ def test_tmp_lock_of_dead_pickup_is_removed_at_once(tmp_path: Path) -> None:
     Path(q.layout.tmp_path(name)).write_bytes(b"x")
     report = q.repair()
     assert _kinds(report) == [FindingKind.TMP_LEFTOVER]
-    assert os.listdir(q.layout.tmp_dir) == []
+    assert files_under(q.layout.tmp_dir) == []
 
 
 def test_data_file_without_control_file_is_removed_once_old(tmp_path: Path) -> None:

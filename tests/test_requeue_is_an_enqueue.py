@@ -232,7 +232,7 @@ def test_a_requeue_never_writes_through_a_symlink_in_the_queue(
         assert FailedStore(q).count() == 0
     assert _tree(outside) == untouched
     assert assert_no_half_jobs(q) in ({}, {jobid: PAYLOAD})
-    assert os.listdir(q.layout.tmp_dir) == []
+    assert files_under(q.layout.tmp_dir) == []
 
     # The operator's remedy: repair removes the symlinks (never what they point at),
     # and the requeue goes through.
@@ -265,6 +265,6 @@ def test_a_requeue_never_takes_a_symlink_in_failed_for_the_job_data(tmp_path: Pa
         FailedStore(q).requeue(jobid)
     assert queued_jobs(q) == {}
     assert files_under(q.layout.data_dir) == []
-    assert os.listdir(q.layout.tmp_dir) == []
+    assert files_under(q.layout.tmp_dir) == []
     assert [f.jobid for f in FailedStore(q).jobs()] == [jobid]  # Kept for the operator.
     assert _tree(secret.parent) == untouched

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import logs_warning
+from _helpers import files_under, logs_warning
 from dirqueue import DirQueue
 
 
@@ -62,7 +62,7 @@ def test_old_lock_of_a_dead_local_pid_is_broken_with_a_warning(qdir: Path, dead_
     assert lock.read_text().startswith(f"{socket.gethostname()}\n{os.getpid()}\n")
     job.finish()
     assert not lock.exists()
-    assert os.listdir(qdir / "tmp") == []  # The broken lock was not left aside.
+    assert files_under(qdir / "tmp") == []  # The broken lock was not left aside.
 
 
 def test_old_lock_of_a_live_local_pid_is_kept(qdir: Path, live_pid: int) -> None:

@@ -18,19 +18,19 @@ from collections.abc import Callable
 from typing import Final, cast
 
 __all__ = [
+    "CAN_LINK_OPEN_FILES",
     "LinkResult",
     "NotRegularFileError",
     "close_dir",
     "create_exclusive",
-    "create_unnamed",
     "ensure_dir_nofollow",
     "free_bytes",
     "fsync_dir",
     "is_local_filesystem",
     "libc",
+    "link_open_file",
     "link_verified",
     "makedirs",
-    "name_unnamed",
     "open_dir_nofollow",
     "open_for_reading",
     "open_regular",
@@ -143,32 +143,14 @@ def create_exclusive(path: str, mode: int, *, dir_fd: int | None = None) -> int:
     return os.open(path, _CREATE_FLAGS, mode, dir_fd=dir_fd)
 
 
-#: ``O_TMPFILE`` files can be given a name through ``/proc/self/fd`` (Linux 3.11+, on
-#: ext4, XFS, Btrfs, tmpfs; not over NFS).
-_TMPFILE: Final = getattr(os, "O_TMPFILE", 0)
-_HAVE_PROC_FD: Final = _TMPFILE != 0 and os.path.isdir("/proc/self/fd")
-_UNNAMED_UNSUPPORTED: Final = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+#: An open file can be linked under a new name through ``/proc/self/fd`` (Linux).
+CAN_LINK_OPEN_FILES: Final = os.path.isdir("/proc/self/fd")
 
 
-def create_unnamed(dir_fd: int, mode: int) -> int | None:
-    """A new file with no name yet, on the filesystem of directory ``dir_fd``, open
-    for writing; None where the filesystem (or the kernel) cannot make one. Give it its
-    name with :func:`name_unnamed`: it appears whole, and a process killed before that
-    leaves nothing behind."""
-    if not _HAVE_PROC_FD:
-        return None
-    try:
-        return os.open(".", _TMPFILE | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), mode,
-                       dir_fd=dir_fd)
-    except OSError as err:
-        if err.errno in _UNNAMED_UNSUPPORTED:
-            return None
-        raise
-
-
-def name_unnamed(fd: int, name: str, dir_fd: int) -> None:
-    """Link the file :func:`create_unnamed` made (open at ``fd``) as ``name`` in
-    ``dir_fd``; ``FileExistsError`` if the name is taken."""
+def link_open_file(fd: int, name: str, dir_fd: int) -> None:
+    """Link the file open at ``fd`` as ``name`` in directory ``dir_fd``: the very file
+    open, whatever its own name holds now. ``FileExistsError`` if ``name`` is taken;
+    ``FileNotFoundError`` if the file has no name left to link from."""
     os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
 
 

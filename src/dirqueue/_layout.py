@@ -21,6 +21,17 @@ class TmpLockName:
 
     SUFFIX: Final = ".active"
 
+    #: The ``NAME`` of a process's lock file (see :func:`dirqueue._lock._lock_file`):
+    #: ``lock.TIME.HOST.PID.active``. No job id begins with a letter.
+    LOCK_FILE: Final = "lock"
+
+    @staticmethod
+    def is_lock_file(name: str) -> bool:
+        """True for a process's lock file, which every job it takes is linked to."""
+        return name.startswith(TmpLockName.LOCK_FILE + ".") and name.endswith(
+            TmpLockName.SUFFIX
+        )
+
     @staticmethod
     def owner(name: str, host: str) -> int | None:
         """The pid in tmp lock ``name`` if it was made by ``host``, else None.

@@ -36,6 +36,7 @@ class Picker:
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
         self.index = QueueIndex(config)
+        self.lock_file = _lock.LockFileKeeper(config)
         #: When (monotonic) to look in deferred/ next.
         self._next_promote = 0.0
 
@@ -73,6 +74,8 @@ class Picker:
             job = self._settle(entry, self.try_pickup(entry, seen_free=index.exact))
             if job is not None:
                 return job
+        # Nothing to take: this worker may now wait, or exit without a word.
+        self.lock_file.let_go()
         return None
 
     def pickup_named(self, jobid: str) -> Job | None:
@@ -92,8 +95,9 @@ class Picker:
             notifier.wait(timeout)
 
     def close(self) -> None:
-        """Release the index's inotify descriptor."""
+        """Release the index's inotify descriptor, and this process's lock file."""
         self.index.close()
+        self.lock_file.let_go()
 
     def _settle(self, entry: QueueEntry, outcome: Job | _lock.Refused) -> Job | None:
         """Tell the index what a try at ``entry`` found; the job if we took it."""
@@ -111,7 +115,9 @@ class Picker:
         name = entry.name
         queue_path = self.config.layout.queue_path(name, entry.fanout)
         try:
-            held = _lock.take(self.config, name, queue_path, seen_free=seen_free)
+            held = _lock.take(
+                self.config, name, queue_path, seen_free=seen_free, keeper=self.lock_file
+            )
             if isinstance(held, _lock.Refused):
                 return held
             return self._open_locked_job(name, queue_path, held)

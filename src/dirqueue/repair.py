@@ -232,6 +232,8 @@ class _Repairer:
                 self.remove_at(FindingKind.SYMLINK, parts, name, path, "symlink in tmp/")
             elif stat.S_ISDIR(st.st_mode):
                 self.note(FindingKind.STRAY, path, "a directory in tmp/", "left", False)
+            elif TmpLockName.is_lock_file(name) and self._tmp_owner_alive(name):
+                pass  # A live worker's lock file: every job it takes is linked to it.
             elif self.old_enough(st) or self._tmp_owner_dead(name):
                 self.remove_at(
                     FindingKind.TMP_LEFTOVER,
@@ -240,6 +242,15 @@ class _Repairer:
                     path,
                     f"left by a process that died ({self.age(st):.0f}s old)",
                 )
+
+    def _tmp_owner_alive(self, name: str) -> bool:
+        # Only on this host can a process be seen alive; another host's lock file is
+        # left until min_age (its owner makes a new one if it still needs one).
+        host = self.config.hostname
+        pid = TmpLockName.owner(name, host)
+        if pid is None:
+            return False
+        return pid == os.getpid() or not owner_is_dead(host, pid, None, None, None, my_host=host)
 
     def _tmp_owner_dead(self, name: str) -> bool:
         # A pickup's tmp lock names its owner; only a provably dead one lets us take
