@@ -1,0 +1,134 @@
+"""A queue object's one lock file: on a local filesystem every job it takes is a hard
+link to ``tmp/lock.TIME.HOST.PID.active``, and the name goes when it is not needed."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from _helpers import lock_without_owner_line
+from dirqueue import DirQueue
+from dirqueue._fs import is_local_filesystem
+from dirqueue._layout import TmpLockName
+from dirqueue.repair import FindingKind
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def q(tmp_path: Path) -> DirQueue:
+    queue = DirQueue(tmp_path / "q", durable=False)
+    if not is_local_filesystem(str(tmp_path)):
+        pytest.skip("a queue object keeps a lock file only on a local filesystem")
+    return queue
+
+
+def lock_files(q: DirQueue) -> list[str]:
+    return sorted(name for name in os.listdir(q.layout.tmp_dir) if TmpLockName.is_lock_file(name))
+
+
+def test_jobs_held_together_are_links_to_one_lock_file_that_goes_when_idle(q: DirQueue) -> None:
+    first, second = q.enqueue_string("one"), q.enqueue_string("two")
+    a, b = q.pickup_queued_job(), q.pickup_queued_job()
+    assert a is not None
+    assert b is not None
+    assert {a.jobid, b.jobid} == {first, second}
+    [name] = lock_files(q)
+    assert TmpLockName.owner(name, socket.gethostname()) == os.getpid()
+    lock_file = os.lstat(q.layout.tmp_path(name))
+    for jobid in (first, second):
+        lock = os.lstat(q.layout.active_path(jobid))
+        assert (lock.st_dev, lock.st_ino) == (lock_file.st_dev, lock_file.st_ino)
+        # What the Perl module reads of a lock: our host and pid, and the promise.
+        text = Path(q.layout.active_path(jobid)).read_text()
+        assert lock_without_owner_line(text) == f"{q.hostname}\n{os.getpid()}\nheartbeat\n"
+    assert lock_file.st_nlink == 3
+    a.finish()
+    b.return_to_queue()
+    assert not os.path.exists(q.layout.active_path(second))
+    assert os.path.exists(q.layout.queue_path(second))
+    again = q.pickup_queued_job()
+    assert again is not None
+    assert again.jobid == second
+    again.finish()
+    assert lock_files(q) == [name]  # Still working: kept.
+    assert q.pickup_queued_job() is None  # Idle: let go.
+    assert lock_files(q) == []
+    assert os.listdir(q.layout.active_dir) == []
+
+
+def test_a_collected_queue_object_leaves_no_lock_file(q: DirQueue) -> None:
+    q.enqueue_string("one")
+    q.enqueue_string("two")
+    other = DirQueue(q.dir, durable=False)  # Not the fixture's: nothing else holds it.
+    job = other.pickup_queued_job()
+    assert job is not None
+    job.finish()
+    assert len(lock_files(q)) == 1
+    del other, job
+    gc.collect()
+    assert lock_files(q) == []
+
+
+def test_a_removed_lock_file_name_is_made_again(q: DirQueue) -> None:
+    jobs = [q.enqueue_string(str(i)) for i in range(3)]
+    held = q.pickup_queued_job()
+    assert held is not None
+    assert held.jobid == jobs[0]
+    [name] = lock_files(q)
+    os.unlink(q.layout.tmp_path(name))  # As repair on another host may do.
+    # A job still linked to the file keeps it linkable.
+    second = q.pickup_queued_job()
+    assert second is not None
+    assert second.jobid == jobs[1]
+    assert os.path.samefile(q.layout.active_path(jobs[0]), q.layout.active_path(jobs[1]))
+    held.finish()
+    second.finish()
+    # No name and no job left: the next pickup makes a new file.
+    third = q.pickup_queued_job()
+    assert third is not None
+    assert third.jobid == jobs[2]
+    assert len(lock_files(q)) == 1
+    assert third.get_data() == b"2"
+    third.finish()
+
+
+def test_repair_leaves_a_working_queue_objects_lock_file(q: DirQueue) -> None:
+    q.enqueue_string("one")
+    job = q.pickup_queued_job()
+    assert job is not None
+    report = q.repair(min_age=0)
+    assert FindingKind.TMP_LEFTOVER not in [finding.kind for finding in report.findings]
+    assert len(lock_files(q)) == 1
+    job.finish()
+
+
+#: Queue objects a child keeps to the end (never collected before it exits).
+_kept: list[DirQueue] = []
+
+
+def _take_one_and_return(qdir: str) -> None:
+    _kept.append(DirQueue(qdir, durable=False))
+    job = _kept[0].pickup_queued_job()
+    assert job is not None
+    job.finish()  # The queue is not empty: the lock file is still kept here.
+
+
+def test_a_multiprocessing_worker_leaves_no_lock_file(q: DirQueue) -> None:
+    q.enqueue_string("one")
+    q.enqueue_string("two")
+    child = multiprocessing.get_context("fork").Process(target=_take_one_and_return,
+                                                        args=(q.dir,))
+    child.start()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
+    assert os.listdir(q.layout.tmp_dir) == []
+    assert len(os.listdir(q.layout.queue_dir)) == 1
