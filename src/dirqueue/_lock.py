@@ -5,8 +5,8 @@ Taking (the pickup protocol, steps 2-4 of ``docs/format.md``): write a lock in
 ``tmp/``, check the job is still queued, ``link()`` the lock to ``active/NAME``. Over
 NFS ``link()`` may report failure although it worked, or success for a retried call
 that did not, so only the inode at ``active/NAME`` says who won. On a local
-filesystem, every job a process takes is a link to one lock file of its own
-(:class:`_LockFile`), so no lock file is written per job.
+filesystem every job a queue object takes is a link to its one lock file
+(:class:`LockFileKeeper`), so no lock file is written per job.
 
 Breaking: whether a lock is stale is :func:`dirqueue._judge.judge`'s call. Dequeuers
 breaking one lock take turns with a token (``tmp/NAME.breaking``, linked like a lock);
@@ -100,8 +100,8 @@ class HeldLock:
     anything we set (ours was a whole lifetime old when it was broken). An mtime moved
     back (by hand, or a restore) still counts as ours.
 
-    Jobs locked with this process's :class:`_LockFile` share one inode and one mtime
-    (``_stamp``); each keeps the lock file (and so its inode number) alive.
+    Jobs locked with one queue object's :class:`_LockFile` share one inode and one
+    mtime (``_stamp``); each keeps the lock file (and so its inode number) alive.
     """
 
     __slots__ = ("_source", "_stamp", "broke", "jobid", "stat")
@@ -218,8 +218,8 @@ def _look_first(
 
 
 class _LockFile:
-    """This process's lock for one queue, as a file in ``tmp/`` that every job it takes
-    is linked to (on a local filesystem): ``tmp/lock.TIME.HOST.PID.active``.
+    """A queue object's lock, as a file in ``tmp/`` that every job it takes is linked
+    to (on a local filesystem): ``tmp/lock.TIME.HOST.PID.active``.
 
     Every lock of one process says the same (``HOST\nPID\n``), so one file serves
     them all. Taking a job is then an ``utime`` (the lock must look fresh) and a
@@ -374,8 +374,15 @@ def _link_lock_file(
             # Whatever link() said (a retry through a fresh directory descriptor can
             # answer EEXIST for our own first try), our inode there means ours: no
             # other job of ours has that name.
-            if isinstance(err, OSError) and _is_ours(config.layout.active_path(jobid), held):
+            try:
+                ours = _is_ours(config.layout.active_path(jobid), held)
+            except OSError:
+                ours = False
+            if ours and isinstance(err, OSError):
                 return held
+            if ours:
+                with contextlib.suppress(OSError):
+                    release(config, held)  # Interrupted: not ours to keep.
             lock_file.holding.discard(jobid)
             if isinstance(err, FileExistsError):
                 return Refused.LOST  # Another worker's lock.
