@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,17 @@ SLOW_JOB = 'touch "$MARKS/$DQ_JOBID.started"; sleep 2; touch "$MARKS/$DQ_JOBID.d
 
 
 
+@contextlib.contextmanager
+def hang_ups_by_default() -> Iterator[None]:
+    """Processes started within get SIGHUP at its default, as under a terminal. (Run
+    under nohup, the test would start a server that ignores hang-ups, as it should.)"""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def started(marks: Path) -> list[str]:
     return sorted(p.name.removesuffix(".started") for p in marks.glob("*.started"))
 
@@ -44,12 +56,13 @@ def test_workers_stop_when_the_supervisor_is_killed_or_hung_up(
     marks = tmp_path / "marks"
     marks.mkdir()
     ids = [q.enqueue_string(str(i)) for i in range(6)]
-    proc = subprocess.Popen(
-        [DQ, "server", "--dir", str(tmp_path / "q"), "--workers", "2", "--poll-interval",
-         "0.2", "--", "sh", "-c", SLOW_JOB, "sh"],
-        env={**os.environ, "MARKS": str(marks)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
+    with hang_ups_by_default():
+        proc = subprocess.Popen(
+            [DQ, "server", "--dir", str(tmp_path / "q"), "--workers", "2", "--poll-interval",
+             "0.2", "--", "sh", "-c", SLOW_JOB, "sh"],
+            env={**os.environ, "MARKS": str(marks)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
     everyone: list[int] = []
     try:
         assert wait_for(lambda: len(started(marks)) == 2, timeout=15)
