@@ -21,13 +21,14 @@ class TmpLockName:
 
     SUFFIX: Final = ".active"
 
-    #: The ``NAME`` of a process's lock file (see :func:`dirqueue._lock._lock_file`):
-    #: ``lock.TIME.HOST.PID.active``. No job id begins with a letter.
+    #: The ``NAME`` of a queue object's lock file (see
+    #: :class:`dirqueue._lock.LockFileKeeper`): ``lock.TIME.HOST.PID.active``. No job id
+    #: begins with a letter.
     LOCK_FILE: Final = "lock"
 
     @staticmethod
     def is_lock_file(name: str) -> bool:
-        """True for a process's lock file, which every job it takes is linked to."""
+        """True for a queue object's lock file, which every job it takes is linked to."""
         return name.startswith(TmpLockName.LOCK_FILE + ".") and name.endswith(
             TmpLockName.SUFFIX
         )

@@ -252,7 +252,7 @@ class _LockFile:
 
     def unlink(self) -> None:
         """Remove the file's name (jobs still linked to it keep their locks)."""
-        if self.pid == os.getpid():
+        if self.pid == current_pid():
             with contextlib.suppress(OSError):
                 _fs.unlink_quietly(self.path)
 
@@ -320,7 +320,7 @@ _keepers: weakref.WeakSet[LockFileKeeper] = weakref.WeakSet()
 def _clean_up_at_exit() -> None:
     """Have our lock files' names removed when this process ends: at exit, and at the
     end of a ``multiprocessing`` child (which leaves by ``os._exit``, past ``atexit``)."""
-    pid = os.getpid()
+    pid = current_pid()
     if _cleanup_registered and _cleanup_registered[0] == pid:
         return
     _cleanup_registered[:] = [pid]

@@ -95,7 +95,7 @@ class Picker:
             notifier.wait(timeout)
 
     def close(self) -> None:
-        """Release the index's inotify descriptor, and this process's lock file."""
+        """Release the index's inotify descriptor, and this queue object's lock file."""
         self.index.close()
         self.lock_file.let_go()
 

@@ -31,7 +31,7 @@ from ._config import QueueConfig
 from ._deferred import scan_deferred
 from ._findings import Finding, FindingKind, RepairReport
 from ._format import data_location, is_job_name
-from ._identity import owner_is_dead
+from ._identity import current_pid, owner_is_dead
 from ._jobfiles import check_data, move_aside, read_control, set_aside
 from ._judge import Verdict, filesystem_now, judge
 from ._layout import Layout, TmpLockName
@@ -230,11 +230,14 @@ class _Repairer:
             path = self.layout.tmp_path(name)
             if stat.S_ISLNK(st.st_mode):
                 self.remove_at(FindingKind.SYMLINK, parts, name, path, "symlink in tmp/")
-            elif stat.S_ISDIR(st.st_mode):
+                continue
+            if stat.S_ISDIR(st.st_mode):
                 self.note(FindingKind.STRAY, path, "a directory in tmp/", "left", False)
-            elif TmpLockName.is_lock_file(name) and self._tmp_owner_alive(name):
-                pass  # A live worker's lock file: every job it takes is linked to it.
-            elif self.old_enough(st) or self._tmp_owner_dead(name):
+                continue
+            dead = self._tmp_owner_dead(name)
+            if TmpLockName.is_lock_file(name) and dead is False:
+                continue  # A live worker's lock file: every job it takes is linked to it.
+            if self.old_enough(st) or dead:
                 self.remove_at(
                     FindingKind.TMP_LEFTOVER,
                     parts,
@@ -243,21 +246,16 @@ class _Repairer:
                     f"left by a process that died ({self.age(st):.0f}s old)",
                 )
 
-    def _tmp_owner_alive(self, name: str) -> bool:
-        # Only on this host can a process be seen alive; another host's lock file is
-        # left until min_age (its owner makes a new one if it still needs one).
+    def _tmp_owner_dead(self, name: str) -> bool | None:
+        # A pickup's tmp lock (or a lock file) names its owner: only a provably dead one
+        # lets us take it before min_age, and a live one keeps its lock file. None: no
+        # owner on this host (only here can a process be seen alive; another host's lock
+        # file goes at min_age, and its owner makes a new one if it needs one).
         host = self.config.hostname
         pid = TmpLockName.owner(name, host)
         if pid is None:
-            return False
-        return pid == os.getpid() or not owner_is_dead(host, pid, None, None, None, my_host=host)
-
-    def _tmp_owner_dead(self, name: str) -> bool:
-        # A pickup's tmp lock names its owner; only a provably dead one lets us take
-        # it before min_age.
-        host = self.config.hostname
-        pid = TmpLockName.owner(name, host)
-        if pid is None or pid == os.getpid():
+            return None
+        if pid == current_pid():
             return False
         return owner_is_dead(host, pid, None, None, None, my_host=host)
 
