@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test test-multihost lint bench clean
+.PHONY: demo test test-multihost test-multihost-run lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# The multi-host suite runs after it (test-multihost), as .ci/run does.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m 'not multihost'
 
 # The multi-host tests on real GlusterFS and NFSv3, three hosts (needs root: network namespaces;
 # installs Debian packages). tests/multihost/teardown.sh takes the test bed down.
@@ -27,7 +28,11 @@ MULTIHOST ?= tests/multihost
 test-multihost: $(STAMP)
 	FSP_HOSTS=3 $(MULTIHOST)/setup-gluster.sh
 	FSP_HOSTS=3 FSP_NFS_ATTR_TIMEOUT=3 $(MULTIHOST)/setup-nfs-ganesha.sh
-	$(BIN)/python -m pytest -q tests/test_multihost.py tests/test_multihost_hosts.py
+	$(MAKE) test-multihost-run
+
+# The multi-host tests alone, on a test bed that is already up (.ci/run brings it up).
+test-multihost-run: $(STAMP)
+	$(BIN)/python -m pytest -q -m multihost
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

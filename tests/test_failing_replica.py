@@ -35,6 +35,9 @@ import pytest
 
 from _multihost import Hosts, lines
 
+# Run after `make test`, by `make test-multihost` and .ci/run, once the test bed is up.
+pytestmark = pytest.mark.multihost
+
 VOL = "fsrvol"
 SRV_IP = "10.213.0.1"
 BRICKS = [f"/srv/fsr-gluster/b{n}" for n in (1, 2, 3)]

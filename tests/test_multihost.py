@@ -23,6 +23,9 @@ from _helpers import recorded_logs
 from _multihost import KINDS, Hosts, lines, missing, shared_queue
 from dirqueue import DirQueue
 
+# Run after `make test`, by `make test-multihost` and .ci/run, once the test bed is up.
+pytestmark = pytest.mark.multihost
+
 
 @pytest.fixture(params=sorted(KINDS))
 def hosts(request: pytest.FixtureRequest) -> Iterator[Hosts]:

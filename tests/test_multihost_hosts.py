@@ -43,6 +43,9 @@ from _multihost import (
 )
 from dirqueue import DirQueue, list_jobs
 
+# Run after `make test`, by `make test-multihost` and .ci/run, once the test bed is up.
+pytestmark = pytest.mark.multihost
+
 JOBS = int(os.environ.get("DQ_MULTIHOST_JOBS", "1200"))
 
 
