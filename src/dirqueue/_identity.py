@@ -21,6 +21,8 @@ import os
 import socket
 from dataclasses import dataclass
 
+from ._procs import is_zombie, live_members
+
 __all__ = [
     "ProcessIdentity",
     "current_pid",
@@ -118,13 +120,25 @@ def this_process() -> ProcessIdentity:
 
 
 def _pid_exists(pid: int) -> bool:
+    """True if process ``pid`` runs. A zombie does not: it has exited and holds nothing,
+    and waits only for its parent to reap it (which may take as long as the parent
+    likes), though ``kill(pid, 0)`` still finds it."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):
         return False  # Gone, or a pid (from a corrupt lock) that no process can have.
     except PermissionError:
-        return True  # It exists, under another user.
-    return True
+        pass  # It exists, under another user.
+    return not is_zombie(pid)
+
+
+def _run_lives_on(pid: int) -> bool:
+    """True if the dead process ``pid`` left live processes in the session or process
+    group it led: a worker's command and what the command started (see
+    :class:`dirqueue.CommandHandler`). The job they work on is not free until they are
+    gone. The ids are sound: the kernel hands ``pid`` to no new process while any
+    member of a group or session of that id lives."""
+    return bool(live_members(pgrp=pid, session=pid))
 
 
 def owner_is_dead(
@@ -154,7 +168,7 @@ def owner_is_dead(
         if boot != me.boot or pidns != me.pidns or me.boot is None or me.pidns is None:
             return False
         if not _pid_exists(pid):
-            return True
+            return not _run_lives_on(pid)
         now_start = process_start_time(pid)
         return start is not None and now_start is not None and now_start != start
     # A Perl lock: the Perl module's own rule.
