@@ -4,11 +4,17 @@ is dead, a killed worker's command dies with it (and keeps the job meanwhile), a
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from _helpers import process_alive, wait_for
 from _job_holder import Holder, _state
 from dirqueue import DirQueue
 
@@ -39,3 +45,121 @@ def test_a_zombie_owners_job_is_recovered_at_once(qdir: Path) -> None:
         job.finish()
     finally:
         holder.kill()
+
+
+DQ = str(Path(sys.executable).parent / "dq")
+
+# Each run of the job first looks whether a process of an earlier run still runs
+# ("overlap PID"), then says it runs; the first run starts a child in the background
+# (which a parent-death signal on the command alone would not reach) and waits.
+RUN_ONCE_SLOWLY = r"""
+for p in $(cat "$LOG.pids" 2>/dev/null); do
+  if [ -r "/proc/$p/stat" ] && [ "$(cut -d' ' -f3 "/proc/$p/stat")" != Z ]; then
+    echo "overlap $p" >> "$LOG"
+  fi
+done
+echo "run $$" >> "$LOG"
+if [ ! -e "$LOG.once" ]; then
+  : > "$LOG.once"
+  sleep 120 &
+  echo "$!" >> "$LOG.pids.new"
+  echo "$$" >> "$LOG.pids.new"
+  mv "$LOG.pids.new" "$LOG.pids"
+  wait
+fi
+"""
+
+
+class Server:
+    """A ``dq server -- sh SCRIPT`` in a session of its own; :meth:`stop` ends it and
+    every process of the test's runs."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        script = tmp_path / "run.sh"
+        script.write_text(RUN_ONCE_SLOWLY)
+        self.log = tmp_path / "log"
+        self.proc = subprocess.Popen(
+            [DQ, "server", "--dir", str(tmp_path / "q"), "--poll-interval", "0.2", *args,
+             "--", "sh", str(script)],
+            env={**os.environ, "LOG": str(self.log)},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def runs(self) -> list[str]:
+        with contextlib.suppress(FileNotFoundError):
+            return self.log.read_text().splitlines()
+        return []
+
+    def first_run(self, timeout: float = 20) -> list[int]:
+        """The pids of the first run (its command, and its child), once both run."""
+        pids = Path(f"{self.log}.pids")
+        assert wait_for(pids.exists, timeout), "the job never ran"
+        return [int(line) for line in pids.read_text().split()]
+
+    def stop(self, *leftovers: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.communicate(timeout=30)
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        return int(fh.read().rpartition(")")[2].split()[1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.timeout(90)
+def test_a_killed_workers_command_is_gone_before_its_job_runs_again(tmp_path: Path) -> None:
+    DirQueue(tmp_path / "q").enqueue_string("one job")
+    server = Server(tmp_path, "--workers", "2")
+    first: list[int] = []
+    try:
+        first = server.first_run()
+        command = first[-1]
+        worker = _parent_of(command)
+        assert worker != server.proc.pid  # A forked worker, under the supervisor.
+        os.kill(worker, signal.SIGKILL)
+        # The supervisor restarts it; the job runs again (a worker died on it).
+        assert wait_for(lambda: len([r for r in server.runs() if r.startswith("run")]) == 2,
+                        timeout=30), f"the job did not run again: {server.runs()}"
+        overlaps = [r for r in server.runs() if r.startswith("overlap")]
+        assert not overlaps, f"the job ran again beside its killed run's processes: {overlaps}"
+        assert not [pid for pid in first if process_alive(pid)]
+    finally:
+        server.stop(*first)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.timeout(90)
+def test_a_killed_servers_command_dies_with_it_and_what_it_left_keeps_the_job(
+    tmp_path: Path,
+) -> None:
+    DirQueue(tmp_path / "q").enqueue_string("one job")
+    server = Server(tmp_path, "--workers", "1")
+    first: list[int] = []
+    second: Server | None = None
+    try:
+        first = server.first_run()
+        child, command = first
+        assert _parent_of(command) == server.proc.pid  # The server is the worker.
+        os.kill(server.proc.pid, signal.SIGKILL)
+        assert wait_for(lambda: not process_alive(command), timeout=5), (
+            "the command outlived its killed worker"
+        )
+        # Its child in the background lives on (nobody is left to kill it), in the
+        # dead worker's session: the job is not free while it runs.
+        assert process_alive(child)
+        second = Server(tmp_path, "--workers", "1")
+        time.sleep(2)  # Long enough for many pickups (the index re-judges every 0.1 s).
+        assert len(server.runs()) == 1, f"the job ran beside its last run: {server.runs()}"
+        os.kill(child, signal.SIGKILL)
+        assert wait_for(lambda: len(server.runs()) == 2, timeout=20), server.runs()
+        assert not [r for r in server.runs() if r.startswith("overlap")]
+    finally:
+        server.stop(*first)
+        if second is not None:
+            second.stop()

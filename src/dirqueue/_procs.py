@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
     "ProcStat",
+    "can_see",
     "is_zombie",
+    "kill_members",
     "live_members",
     "processes",
     "reap_orphans",
@@ -74,6 +77,12 @@ def stat_of(pid: int) -> ProcStat | None:
         return None
 
 
+def can_see() -> bool:
+    """True if ``/proc`` shows the process table (Linux): else what this module says
+    of processes means nothing."""
+    return os.path.isdir(f"{_PROC}/self")
+
+
 def processes() -> Iterator[ProcStat]:
     """Every process this pid namespace's ``/proc`` shows (those that vanish as we
     read are left out)."""
@@ -103,6 +112,40 @@ def live_members(*, pgrp: int | None = None, session: int | None = None) -> list
         if not p.dead and ((pgrp is not None and p.pgrp == pgrp)
                            or (session is not None and p.session == session))
     ]
+
+
+def kill_members(leader: int) -> int:
+    """SIGKILL every live process in the process group or session ``leader`` (a dead
+    worker's: its command, and what that started); how many were sent it.
+
+    Never an unrelated process that got a member's pid between our look and the
+    signal: on Linux each is signalled through a pidfd, opened first and checked
+    against a fresh look at the process it names.
+    """
+    sent = 0
+    for pid in live_members(pgrp=leader, session=leader):
+        with contextlib.suppress(OSError):
+            sent += _kill_if_member(pid, leader)
+    return sent
+
+
+def _kill_if_member(pid: int, leader: int) -> bool:
+    pidfd_open = getattr(os, "pidfd_open", None)
+    send = getattr(signal, "pidfd_send_signal", None)
+    if pidfd_open is None or send is None:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    fd = pidfd_open(pid)
+    try:
+        # The pidfd names one process for good; a look after opening it sees that one
+        # (or a member that has its pid since, which is as much the run's).
+        found = stat_of(pid)
+        if found is None or leader not in (found.pgrp, found.session):
+            return False
+        send(fd, signal.SIGKILL)
+        return True
+    finally:
+        os.close(fd)
 
 
 def reap_orphans(keep: Collection[int] = ()) -> int:

@@ -496,7 +496,7 @@ def run_workers(
     once, or after a wait that doubles (0.5 s up to 30 s) while it keeps dying within
     seconds; each death is logged at once (logger ``dirqueue``) and counted in its
     report's ``restarts``. With a ``timeout`` and a Python handler, a worker whose
-    attempt runs past it is killed with its process group and replaced, and the
+    attempt runs past it is killed with its session (its commands) and replaced, and the
     attempt is counted as failed ("timed out after N s"): the supervisor takes the job
     back (its lock's owner is provably dead) and returns it to the queue, or moves it
     to ``failed/`` at ``max_attempts``.
