@@ -116,6 +116,9 @@ Handler = Callable[["Job"], object]
 """What a worker runs on each job: ``handler(job)``; returning finishes the job."""
 
 DEFAULT_MAX_ATTEMPTS: Final = 3
+#: How long a job out of attempts waits in deferred/ when failed/ cannot be written,
+#: before a worker tries to move it there again.
+FAILED_STORE_RETRY: Final = 60.0
 #: How long ``until_empty`` waits for unlocked jobs that pickups do not take (the
 #: pickup's listing is reused for about a second) before it calls the queue empty.
 _UNSEEN_JOB_PATIENCE: Final = 3.0
@@ -369,8 +372,7 @@ class Worker:
                 # workers died on it (each death counted by whoever took the job next).
                 # Running it again would kill another worker.
                 error = last_error_of(job.control) or "its workers died"
-                self.failed.add(job, error, attempts=attempt - 1)
-                return StepResult(Outcome.FAILED, job.jobid, attempt - 1, error)
+                return self._to_failed(job, error, attempt - 1, started)
             return self._process(job, attempt, started)
         except JobLostError as err:
             # Taken over by another worker while we stalled: theirs now, and never a
@@ -425,8 +427,7 @@ class Worker:
             return StepResult(Outcome.FINISHED, job.jobid, attempt, error, seconds)
         detail = str(detail)
         if attempt >= self.max_attempts:
-            self.failed.add(job, error, attempts=attempt, detail=detail)
-            return StepResult(Outcome.FAILED, job.jobid, attempt, error, seconds, detail)
+            return self._to_failed(job, error, attempt, started, detail)
         delay = retry_backoff(attempt, self.retry_delay, self.retry_delay_max)
         try:
             if delay > 0:
@@ -442,6 +443,38 @@ class Worker:
             if job.is_active:
                 job.return_to_queue()
         return StepResult(Outcome.RETRIED, job.jobid, attempt, error, seconds, detail, delay)
+
+    def _to_failed(
+        self, job: Job, error: str, attempts: int, started: float, detail: str = ""
+    ) -> StepResult:
+        """Move ``job``, out of attempts, to ``failed/``.
+
+        If ``failed/`` cannot be written (a full disk; a symlink another user planted
+        there), the worker must not die of it: its replacement would take the job again,
+        and again. The job waits in ``deferred/`` instead, for
+        :data:`FAILED_STORE_RETRY` seconds, with its attempts counted, so that no
+        handler runs it again: whoever takes it next tries ``failed/`` again.
+        """
+        seconds = self._clock() - started
+        try:
+            self.failed.add(job, error, attempts=attempts, detail=detail)
+        except QueueIOError as err:
+            _log.error(
+                "job %s failed (attempt %d of %d: %s) but could not be moved to failed/"
+                " (%s): it waits %g s in deferred/ and is moved then",
+                job.jobid, attempts, self.max_attempts, error, err, FAILED_STORE_RETRY,
+            )
+            error = f"{error} (not moved to failed/: {err})"
+            try:
+                job.retry_later(FAILED_STORE_RETRY, error=error)
+            except QueueIOError as defer_err:
+                error = f"{error} (nor deferred: {defer_err})"
+            finally:
+                if job.is_active:
+                    job.return_to_queue()
+            return StepResult(Outcome.RETRIED, job.jobid, attempts, error, seconds, detail,
+                              FAILED_STORE_RETRY)
+        return StepResult(Outcome.FAILED, job.jobid, attempts, error, seconds, detail)
 
     # -- the loop --------------------------------------------------------------------
 
