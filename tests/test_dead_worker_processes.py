@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,3 +164,62 @@ def test_a_killed_servers_command_dies_with_it_and_what_it_left_keeps_the_job(
         server.stop(*first)
         if second is not None:
             second.stop()
+
+
+# A job "count" writes how many zombies its pid namespace holds (once none are left,
+# or after 1.5 s: another worker's timeout may have left some a moment ago, for PID 1 to
+# reap); any other job runs into its timeout, leaving (once SIGTERM has killed it)
+# dead children for PID 1.
+COUNT_OR_HANG = r"""
+if [ "$(cat "$1")" = count ]; then
+  for _ in $(seq 15); do
+    n=0
+    for f in /proc/[0-9]*/stat; do
+      read -r line < "$f" 2>/dev/null || continue
+      case "$line" in *") Z "*) n=$((n + 1));; esac
+    done
+    [ "$n" = 0 ] && break
+    sleep 0.1
+  done
+  echo "$n" > "$OUT"
+else
+  sleep 30 & sleep 30 & wait
+fi
+"""
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("unshare"),
+    reason="starts dq server as PID 1 of a new pid namespace (unshare, as root)",
+)
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_dq_server_as_pid_1_ends_timeouts_promptly_and_reaps_zombies(
+    tmp_path: Path, workers: str
+) -> None:
+    qdir = tmp_path / "q"
+    q = DirQueue(qdir)
+    for _ in range(2):
+        q.enqueue_string("hang")
+    q.enqueue_string("count", priority=60)  # After the others.
+    out = tmp_path / "zombies"
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", DQ, "server", "--dir", str(qdir),
+         "--workers", workers, "--until-empty", "--timeout", "2", "--max-attempts", "1",
+         "--", "sh", "-c", COUNT_OR_HANG, "sh"],
+        env={**os.environ, "OUT": str(out)},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=90)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    elapsed = time.monotonic() - started
+    assert out.read_text().strip() == "0", "zombies piled up under PID 1"
+    # Two timeouts of 2 s, one after the other on one worker: each waited the whole
+    # kill grace (5 s) for its zombies before.
+    assert elapsed < 10, f"took {elapsed:.1f} s: the timeouts waited out the kill grace\n{err}"
