@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import logging
 import os
 import shutil
 import socket
@@ -38,7 +39,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _enqueue, _fs
 from ._format import (
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTEMPTS_KEY",
+    "FAILED_STORE_RETRY",
     "FailedJob",
     "FailedStore",
     "NoSuchFailedJobError",
@@ -65,6 +67,13 @@ __all__ = [
     "record_attempts",
 ]
 
+
+
+_log = logging.getLogger("dirqueue")
+
+#: How long a job out of attempts waits in deferred/ when failed/ cannot be written,
+#: before a worker tries to move it there again.
+FAILED_STORE_RETRY: Final = 60.0
 
 
 class NoSuchFailedJobError(DirQueueError, LookupError):
@@ -250,6 +259,34 @@ class FailedStore:
             control=control,
             data_path=layout.failed_file(jobid, Layout.FAILED_DATA),
         )
+
+    def add_or_defer(
+        self, job: Job, error: str, *, attempts: int, max_attempts: int, detail: str = ""
+    ) -> str | None:
+        """:meth:`add`; or, if ``failed/`` cannot be written (a full disk; a symlink
+        another user planted there), log an error and defer the job for
+        :data:`FAILED_STORE_RETRY` seconds with its attempts counted, so that no
+        handler runs it again: whoever takes it next tries ``failed/`` again. None if
+        the job went to ``failed/``; else its error, saying why it did not.
+        """
+        try:
+            self.add(job, error, attempts=attempts, detail=detail)
+        except QueueIOError as err:
+            _log.error(
+                "job %s failed (attempt %d of %d: %s) but could not be moved to failed/"
+                " (%s): it waits %g s in deferred/ and is moved then",
+                job.jobid, attempts, max_attempts, error, err, FAILED_STORE_RETRY,
+            )
+            error = f"{error} (not moved to failed/: {err})"
+            try:
+                job.retry_later(FAILED_STORE_RETRY, error=error)
+            except QueueIOError as defer_err:
+                error = f"{error} (nor deferred: {defer_err})"
+            finally:
+                if job.is_active:
+                    job.return_to_queue()
+            return error
+        return None
 
     def _fill_entry(
         self, job: Job, failed_fd: int, name: str, control: ControlFile, record: dict[str, Any]

@@ -77,7 +77,7 @@ from ._supervisor import (
 )
 from ._timeouts import count_timed_out
 from .errors import JobLostError, QueueIOError
-from .failed import FailedStore, attempts_of
+from .failed import FAILED_STORE_RETRY, FailedStore, attempts_of
 from .queue import DirQueue
 from .stats import waiting_job_ids
 
@@ -116,9 +116,6 @@ Handler = Callable[["Job"], object]
 """What a worker runs on each job: ``handler(job)``; returning finishes the job."""
 
 DEFAULT_MAX_ATTEMPTS: Final = 3
-#: How long a job out of attempts waits in deferred/ when failed/ cannot be written,
-#: before a worker tries to move it there again.
-FAILED_STORE_RETRY: Final = 60.0
 #: How long ``until_empty`` waits for unlocked jobs that pickups do not take (the
 #: pickup's listing is reused for about a second) before it calls the queue empty.
 _UNSEEN_JOB_PATIENCE: Final = 3.0
@@ -447,34 +444,17 @@ class Worker:
     def _to_failed(
         self, job: Job, error: str, attempts: int, started: float, detail: str = ""
     ) -> StepResult:
-        """Move ``job``, out of attempts, to ``failed/``.
-
-        If ``failed/`` cannot be written (a full disk; a symlink another user planted
-        there), the worker must not die of it: its replacement would take the job again,
-        and again. The job waits in ``deferred/`` instead, for
-        :data:`FAILED_STORE_RETRY` seconds, with its attempts counted, so that no
-        handler runs it again: whoever takes it next tries ``failed/`` again.
-        """
+        """Move ``job``, out of attempts, to ``failed/``; or, if ``failed/`` cannot be
+        written, defer it (:meth:`FailedStore.add_or_defer`): never die of it, which
+        would have the next worker take the job again, and again."""
+        not_moved = self.failed.add_or_defer(
+            job, error, attempts=attempts, detail=detail, max_attempts=self.max_attempts
+        )
         seconds = self._clock() - started
-        try:
-            self.failed.add(job, error, attempts=attempts, detail=detail)
-        except QueueIOError as err:
-            _log.error(
-                "job %s failed (attempt %d of %d: %s) but could not be moved to failed/"
-                " (%s): it waits %g s in deferred/ and is moved then",
-                job.jobid, attempts, self.max_attempts, error, err, FAILED_STORE_RETRY,
-            )
-            error = f"{error} (not moved to failed/: {err})"
-            try:
-                job.retry_later(FAILED_STORE_RETRY, error=error)
-            except QueueIOError as defer_err:
-                error = f"{error} (nor deferred: {defer_err})"
-            finally:
-                if job.is_active:
-                    job.return_to_queue()
-            return StepResult(Outcome.RETRIED, job.jobid, attempts, error, seconds, detail,
-                              FAILED_STORE_RETRY)
-        return StepResult(Outcome.FAILED, job.jobid, attempts, error, seconds, detail)
+        if not_moved is None:
+            return StepResult(Outcome.FAILED, job.jobid, attempts, error, seconds, detail)
+        return StepResult(Outcome.RETRIED, job.jobid, attempts, not_moved, seconds, detail,
+                          FAILED_STORE_RETRY)
 
     # -- the loop --------------------------------------------------------------------
 
