@@ -7,7 +7,12 @@ line (see :func:`dirqueue._format.format_lock`) with the boot id, the pid namesp
 the owner's start time, which the Perl module ignores. A process is judged dead only on
 proof: same host name, same boot, same pid namespace, and no process with that pid and
 start time. Without that line (a Perl lock) the Perl module's own rule applies: same
-host name and ``kill(pid, 0)`` fails.
+host name and ``kill(pid, 0)`` fails. A zombie is dead; a dead owner whose session or
+process group still has live members (its command, what that started) is not.
+
+Clones of one machine resumed from one memory snapshot share host name, boot id and
+pid namespace; only a start time later than this kernel's clock tells one of their
+locks from ours (docs/deploying.md, "Clones of one machine", says what else to do).
 
 This module answers the question; :mod:`dirqueue._judge` decides what a lock's age and
 heartbeat make of the answer.
@@ -132,6 +137,18 @@ def _pid_exists(pid: int) -> bool:
     return not is_zombie(pid)
 
 
+def _later_than_now(start: int) -> bool:
+    """True if a process start time (clock ticks since boot) lies more than a second
+    ahead of this kernel's clock since boot: no process here can have it."""
+    uptime = _read_text("/proc/uptime")
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        now = float(uptime.split()[0]) * ticks if uptime else None
+    except (ValueError, OSError):
+        return False
+    return now is not None and start > now + ticks
+
+
 def _run_lives_on(pid: int) -> bool:
     """True if the dead process ``pid`` left live processes in the session or process
     group it led: a worker's command and what the command started (see
@@ -166,6 +183,11 @@ def owner_is_dead(
         # namespace. Elsewhere (another container or machine with our host name) we
         # cannot see the owner, however dead its pid looks from here.
         if boot != me.boot or pidns != me.pidns or me.boot is None or me.pidns is None:
+            return False
+        if start is not None and _later_than_now(start):
+            # Started after this kernel's "now": written by another kernel that has our
+            # boot id, pid namespace and host name: a clone of this machine, resumed
+            # from the same memory snapshot. Its processes are not ours to see.
             return False
         if not _pid_exists(pid):
             return not _run_lives_on(pid)
