@@ -24,6 +24,7 @@ import contextlib
 import functools
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 from ._procs import is_zombie, live_members
@@ -139,14 +140,20 @@ def _pid_exists(pid: int) -> bool:
 
 def _later_than_now(start: int) -> bool:
     """True if a process start time (clock ticks since boot) lies more than a second
-    ahead of this kernel's clock since boot: no process here can have it."""
-    uptime = _read_text("/proc/uptime")
+    ahead of this kernel's clock since boot: no process here can have it.
+
+    The clock is ``CLOCK_BOOTTIME``, which ``/proc/PID/stat`` counts from (in a time
+    namespace both are shifted alike); not ``/proc/uptime``, which lxcfs replaces with
+    a container's own uptime."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None:
+        return False
     try:
         ticks = os.sysconf("SC_CLK_TCK")
-        now = float(uptime.split()[0]) * ticks if uptime else None
+        now = time.clock_gettime(boottime) * ticks
     except (ValueError, OSError):
         return False
-    return now is not None and start > now + ticks
+    return start > now + ticks
 
 
 def _run_lives_on(pid: int) -> bool:
