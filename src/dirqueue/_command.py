@@ -110,9 +110,9 @@ class CommandHandler:
     The command runs in a process group of its own, so a Ctrl-C at the terminal reaches
     the worker (which lets the job finish) and not the command, and it dies with its
     worker (see :func:`_tied_to`): a job's processes never run on beside the run that
-    takes the job next. Its stdout is the worker's; its
-    stderr is passed through and the last few KB kept for the failed-job record. Exit
-    status 0 finishes the job; anything else raises :class:`CommandFailedError`.
+    takes the job next. Its stdout is the worker's; its stderr is passed through and
+    the last few KB kept for the failed-job record. Exit status 0 finishes the job;
+    anything else raises :class:`CommandFailedError`.
 
     With a ``timeout`` (seconds), a command still running past it is stopped with its
     whole process group (what it started in the background too): SIGTERM, then SIGKILL
