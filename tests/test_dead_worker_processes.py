@@ -223,3 +223,57 @@ def test_dq_server_as_pid_1_ends_timeouts_promptly_and_reaps_zombies(
     # Two timeouts of 2 s, one after the other on one worker: each waited the whole
     # kill grace (5 s) for its zombies before.
     assert elapsed < 10, f"took {elapsed:.1f} s: the timeouts waited out the kill grace\n{err}"
+
+
+def _sigterm_pending(pid: int) -> bool:
+    """True while a SIGTERM waits to be handled by ``pid`` (its pending masks)."""
+    bit = 1 << (signal.SIGTERM - 1)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & bit:
+            return True
+    return False
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("unshare"),
+    reason="starts dq server as PID 1 of a new pid namespace (unshare, as root)",
+)
+@pytest.mark.timeout(60)
+def test_dq_server_as_pid_1_stops_promptly_on_a_second_signal(tmp_path: Path) -> None:
+    qdir = tmp_path / "q"
+    DirQueue(qdir).enqueue_string("hang")
+    mark = tmp_path / "started"
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", DQ, "server", "--dir", str(qdir),
+         "--workers", "1", "--", "sh", "-c", 'touch "$MARK"; sleep 30 & sleep 30 & wait',
+         "sh"],
+        env={**os.environ, "MARK": str(mark)},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(mark.exists, timeout=20), "the command never started"
+        (server,) = _children_of(proc.pid)  # PID 1 inside; this is its pid out here.
+        os.kill(server, signal.SIGTERM)  # The first: the job in hand runs to its end.
+        assert wait_for(lambda: not _sigterm_pending(server), timeout=10)
+        stopped = time.monotonic()
+        os.kill(server, signal.SIGTERM)  # The second: stop the command, at once.
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - stopped
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # The command's group (sh, two sleeps) dies of the SIGTERM at once; its dead
+    # members were PID 1's zombies, which made the stop wait the whole kill grace (5 s).
+    assert took < 3, f"the second signal took {took:.1f} s to stop the server\n{err}"
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError):
+                if _parent_of(int(entry)) == pid:
+                    found.append(int(entry))
+    return found
