@@ -164,3 +164,18 @@ def test_a_pickup_takes_a_job_whose_lock_names_a_recycled_pid_at_once(tmp_path: 
     finally:
         live.kill()
         live.wait()
+
+
+@pytest.mark.skipif(not hasattr(time, "CLOCK_BOOTTIME"), reason="no CLOCK_BOOTTIME")
+def test_a_lock_no_process_of_this_kernel_can_have_written_is_not_judged_dead(
+    tmp_path: Path, dead_pid: int
+) -> None:
+    """A clone of this machine, resumed from the same memory snapshot, has our host
+    name, boot id and pid namespace. A lock whose owner started later than this
+    kernel's clock says now was written by such a twin: its pid means nothing here, and
+    its lock waits for its heartbeat to go quiet."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    uptime = time.clock_gettime(time.CLOCK_BOOTTIME)
+    assert _judged(tmp_path, dead_pid, start=int((uptime + 3600) * ticks)) is Verdict.HELD
+    # A start time this kernel has passed: the pid's owner was ours, and is gone.
+    assert _judged(tmp_path, dead_pid, start=int((uptime - 1) * ticks)) is Verdict.DEAD

@@ -17,10 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from . import _fs
 from ._handler import JobTimeoutError
+from ._procs import can_see, live_members, reap_orphans
 from .errors import DirQueueError
 from .failed import attempts_of
 
@@ -39,6 +41,11 @@ __all__ = [
 DEFAULT_KILL_GRACE: Final = 5.0
 #: How much of a failed command's stderr the failed-job record keeps.
 _STDERR_TAIL: Final = 4096
+#: prctl(2): the signal a process gets when the thread that started it exits (Linux).
+_PR_SET_PDEATHSIG: Final = 1
+#: The commands this process runs now: never reaped by anyone but their ``Popen``.
+_running: set[int] = set()
+_running_guard = threading.Lock()
 
 
 class CommandFailedError(DirQueueError):
@@ -100,10 +107,12 @@ def job_environment(job: Job, attempt: int) -> dict[str, str]:
 class CommandHandler:
     """A handler that runs ``argv + [data path]`` for each job.
 
-    The command runs in its own session, so a Ctrl-C at the terminal reaches the worker
-    (which lets the job finish) and not the command. Its stdout is the worker's; its
-    stderr is passed through and the last few KB kept for the failed-job record. Exit
-    status 0 finishes the job; anything else raises :class:`CommandFailedError`.
+    The command runs in a process group of its own, so a Ctrl-C at the terminal reaches
+    the worker (which lets the job finish) and not the command, and it dies with its
+    worker (see :func:`_tied_to`): a job's processes never run on beside the run that
+    takes the job next. Its stdout is the worker's; its stderr is passed through and
+    the last few KB kept for the failed-job record. Exit status 0 finishes the job;
+    anything else raises :class:`CommandFailedError`.
 
     With a ``timeout`` (seconds), a command still running past it is stopped with its
     whole process group (what it started in the background too): SIGTERM, then SIGKILL
@@ -147,9 +156,16 @@ class CommandHandler:
         argv = [*self.argv, job.get_data_path()]
         env = {**os.environ, **job_environment(job, attempt)}
         try:
-            proc = subprocess.Popen(  # noqa: S603 - running the user's command is the point
-                argv, env=env, stderr=subprocess.PIPE, start_new_session=True
-            )
+            tie = _tied_to(os.getpid())
+            with _running_guard:
+                proc = subprocess.Popen(  # noqa: S603 - running the user's command is the point
+                    argv,
+                    env=env,
+                    stderr=subprocess.PIPE,
+                    # Only system calls run there (_tied_to), which no thread can upset.
+                    preexec_fn=tie,  # noqa: PLW1509
+                )
+                _running.add(proc.pid)
         except OSError as err:
             raise CommandFailedError(argv, 127, str(err)) from err
         tail = bytearray()
@@ -167,6 +183,7 @@ class CommandHandler:
                 # Interrupted (a second stop signal): stop the command too.
                 terminate_group(proc, self.kill_grace)
             pump.join(timeout=self.kill_grace or DEFAULT_KILL_GRACE)
+            _reap_after(proc)
         detail = tail.decode("utf-8", errors="replace")
         if timed_out and self.timeout is not None:
             raise JobTimeoutError(self.timeout, detail)
@@ -184,6 +201,51 @@ def _pump_stderr(stream: Any, tail: bytearray) -> None:
                     out.flush()
             tail.extend(chunk)
             del tail[:-_STDERR_TAIL]
+
+
+def _tied_to(worker: int) -> Callable[[], None]:
+    """What a command's process does between fork and exec, so that it never outlives
+    its worker's hold on the job.
+
+    - It dies (SIGKILL) when the worker does: a worker killed with SIGKILL can stop
+      nothing, and a restarted worker would run the job again beside it. (Linux sends
+      this when the *thread* that started it exits; that thread waits for it.)
+    - Its process group is its own (a timeout stops the group, and the worker is not in
+      it). Where the worker leads a session (every worker ``dq server`` forks; a service
+      or container started so), the group stays in that session: then what the command
+      starts carries the worker's session id after the worker died, and the stale-lock
+      judge holds the job while any of it lives, and a supervisor kills it before the
+      job runs again (:mod:`dirqueue._procs`). Elsewhere (a worker in a terminal's
+      session) it gets a session of its own, out of the terminal's reach.
+    """
+    in_my_session = os.getsid(0) == worker
+    prctl: Any = None
+    if sys.platform.startswith("linux"):
+        # Looked up now: between fork and exec no lookup should allocate or lock.
+        with contextlib.suppress(OSError, AttributeError):
+            prctl = _fs.libc().prctl
+
+    def between_fork_and_exec() -> None:
+        if in_my_session:
+            os.setpgid(0, 0)
+        else:
+            os.setsid()
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != worker:
+            # The worker died before the request was made: what it would have sent.
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return between_fork_and_exec
+
+
+def _reap_after(proc: subprocess.Popen[bytes]) -> None:
+    """Forget a command that has ended; as PID 1 (a container without an init), reap
+    what it left: its orphans are ours, and dead ones would pile up as zombies."""
+    with _running_guard:
+        if proc.returncode is not None:
+            _running.discard(proc.pid)
+        reap_orphans(keep=_running)
 
 
 def terminate_group(proc: subprocess.Popen[bytes], grace: float) -> int:
@@ -212,13 +274,20 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` runs. A zombie does not: ``killpg``
+    finds it until its parent reaps it (as PID 1 that is us, and we reap here), but it
+    runs nothing, and waiting for it would make every stop last the whole grace."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if not can_see():
         return True
-    return True
+    with _running_guard:
+        reap_orphans(keep=_running)
+    return bool(live_members(pgrp=pgid))
 
 
 def one_line(err: BaseException) -> str:

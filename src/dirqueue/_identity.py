@@ -7,7 +7,12 @@ line (see :func:`dirqueue._format.format_lock`) with the boot id, the pid namesp
 the owner's start time, which the Perl module ignores. A process is judged dead only on
 proof: same host name, same boot, same pid namespace, and no process with that pid and
 start time. Without that line (a Perl lock) the Perl module's own rule applies: same
-host name and ``kill(pid, 0)`` fails.
+host name and ``kill(pid, 0)`` fails. A zombie is dead; a dead owner whose session or
+process group still has live members (its command, what that started) is not.
+
+Clones of one machine resumed from one memory snapshot share host name, boot id and
+pid namespace; only a start time later than this kernel's clock tells one of their
+locks from ours (docs/deploying.md, "Clones of one machine", says what else to do).
 
 This module answers the question; :mod:`dirqueue._judge` decides what a lock's age and
 heartbeat make of the answer.
@@ -19,7 +24,10 @@ import contextlib
 import functools
 import os
 import socket
+import time
 from dataclasses import dataclass
+
+from ._procs import is_zombie, live_members
 
 __all__ = [
     "ProcessIdentity",
@@ -118,13 +126,43 @@ def this_process() -> ProcessIdentity:
 
 
 def _pid_exists(pid: int) -> bool:
+    """True if process ``pid`` runs. A zombie does not: it has exited and holds nothing,
+    and waits only for its parent to reap it (which may take as long as the parent
+    likes), though ``kill(pid, 0)`` still finds it."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):
         return False  # Gone, or a pid (from a corrupt lock) that no process can have.
     except PermissionError:
-        return True  # It exists, under another user.
-    return True
+        pass  # It exists, under another user.
+    return not is_zombie(pid)
+
+
+def _later_than_now(start: int) -> bool:
+    """True if a process start time (clock ticks since boot) lies more than a second
+    ahead of this kernel's clock since boot: no process here can have it.
+
+    The clock is ``CLOCK_BOOTTIME``, which ``/proc/PID/stat`` counts from (in a time
+    namespace both are shifted alike); not ``/proc/uptime``, which lxcfs replaces with
+    a container's own uptime."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None:
+        return False
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        now = time.clock_gettime(boottime) * ticks
+    except (ValueError, OSError):
+        return False
+    return start > now + ticks
+
+
+def _run_lives_on(pid: int) -> bool:
+    """True if the dead process ``pid`` left live processes in the session or process
+    group it led: a worker's command and what the command started (see
+    :class:`dirqueue.CommandHandler`). The job they work on is not free until they are
+    gone. The ids are sound: the kernel hands ``pid`` to no new process while any
+    member of a group or session of that id lives."""
+    return bool(live_members(pgrp=pid, session=pid))
 
 
 def owner_is_dead(
@@ -153,8 +191,13 @@ def owner_is_dead(
         # cannot see the owner, however dead its pid looks from here.
         if boot != me.boot or pidns != me.pidns or me.boot is None or me.pidns is None:
             return False
+        if start is not None and _later_than_now(start):
+            # Started after this kernel's "now": written by another kernel that has our
+            # boot id, pid namespace and host name: a clone of this machine, resumed
+            # from the same memory snapshot. Its processes are not ours to see.
+            return False
         if not _pid_exists(pid):
-            return True
+            return not _run_lives_on(pid)
         now_start = process_start_time(pid)
         return start is not None and now_start is not None and now_start != start
     # A Perl lock: the Perl module's own rule.

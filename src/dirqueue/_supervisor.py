@@ -36,6 +36,7 @@ from types import FrameType
 from typing import Any, Final
 
 from . import _fs
+from ._procs import kill_members, reap_orphans
 
 __all__ = [
     "Backoff",
@@ -260,11 +261,10 @@ class _Supervisor:
                 target=_child_main, args=(spec,), name=f"{self.name}-{index + 1}"
             )
             process.start()
-        # Unblocked: a signal that came meanwhile is in ``pending`` now.
-        child = _Child(index, process)
-        with contextlib.suppress(OSError):
-            os.setpgid(child.pid, child.pid)
-        return child
+        # Unblocked: a signal that came meanwhile is in ``pending`` now. (The child
+        # leaves our process group itself, for a session of its own: were we to move
+        # it into a group first, it could lead no session.)
+        return _Child(index, process)
 
     def forward_signals(self) -> None:
         while self.pending:
@@ -285,10 +285,11 @@ class _Supervisor:
             deadline = self.deadline_of(slot.index)
             if deadline is not None and now > deadline and child.process.is_alive():
                 # Python code cannot be stopped safely from inside: the whole worker
-                # goes, with whatever it started in its process group.
+                # goes, with whatever it started in its session.
                 child.overdue = True
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, signal.SIGKILL)
+                    os.kill(child.pid, signal.SIGKILL)
+                _end_session(child.pid)
 
     def reap(self, now: float) -> None:
         for slot in self.slots:
@@ -300,6 +301,10 @@ class _Supervisor:
             if code == 0 and not child.overdue:
                 slot.done = True  # It stopped on its own: a limit, or a stop signal.
                 continue
+            # Died holding what it held: its job's command may live on, and must be
+            # gone before anyone (its replacement, the timeout's count, another
+            # worker) takes the job again.
+            _end_session(child.pid)
             restart_in: float | None = None
             if self.restart and not self.stopping:
                 if child.overdue:
@@ -360,7 +365,7 @@ def supervise(
 ) -> list[ChildResult]:
     """Run ``main`` in ``count`` forked processes until each returns; how each ended.
 
-    Each child is in its own process group, so that a Ctrl-C at the terminal reaches
+    Each child is in a session of its own, so that a Ctrl-C at the terminal reaches
     only the supervisor, which forwards it once. ``on_tick(pids)`` is called every
     ``interval`` seconds with the pids of the children started, in order. A stop signal
     that comes while the children start stops those started and starts no more.
@@ -368,9 +373,10 @@ def supervise(
     With ``restart``, a child that dies (a non-zero exit, or a signal) while no stop
     was asked for is replaced by a new one in its slot, after the ``backoff`` wait if
     it keeps dying quickly. ``deadline_of(index)`` (a ``time.monotonic()`` time, or
-    None) is asked every tick: a child past its deadline is killed with its process
-    group (SIGKILL) and replaced at once. ``on_death`` hears of each such death, before
-    the replacement starts.
+    None) is asked every tick: a child past its deadline is killed with its session
+    (SIGKILL) and replaced at once. Whatever a dead child leaves in its session (a
+    command it ran, and what that started) is killed, and gone, before ``on_death``
+    hears of the death and before the replacement starts.
     """
     if count < 1:
         raise ValueError(f"count must be 1 or more, not {count}")
@@ -396,6 +402,8 @@ def supervise(
             sup.kill_overdue(now)
             sup.reap(now)
             sup.restart_due(now)
+            # As PID 1 every orphan of our workers' commands is ours to reap.
+            reap_orphans(keep={slot.child.pid for slot in sup.slots})
             if on_tick is not None:
                 on_tick([slot.child.pid for slot in sup.slots])
             if all(slot.done for slot in sup.slots):
@@ -442,11 +450,29 @@ def _die_with_parent(supervisor_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _end_session(leader: int) -> None:
+    """Kill what is left of a dead worker's session (its command, and what that
+    started), and wait until none of it runs (at most :data:`_END_SESSION_WAIT`)."""
+    deadline = time.monotonic() + _END_SESSION_WAIT
+    while kill_members(leader) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+#: How long the supervisor waits for a dead worker's leftovers to die of SIGKILL (a
+#: process in uninterruptible sleep, on a hung NFS server, dies only when it wakes).
+_END_SESSION_WAIT: Final = 5.0
+
+
 def _child_main(spec: _ChildSpec) -> None:
     # The stop signals are blocked (inherited from the fork) until main is ready.
     _die_with_parent(spec.supervisor_pid)
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
+    try:
+        # A session of its own: what its commands start carries its session id, by
+        # which the supervisor and the stale-lock judge know them after it died.
+        os.setsid()
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
     # The supervisor's handlers would only queue a signal in this process's copy of
     # its list, where nobody forwards it: put back the ones from before.
     _restore_handlers(spec.handlers)

@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import logging
 import os
 import shutil
 import socket
@@ -38,7 +39,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _enqueue, _fs
 from ._format import (
@@ -49,7 +50,6 @@ from ._format import (
     is_job_name,
     parse_control,
 )
-from ._jobfiles import create_control
 from ._layout import Layout
 from .errors import CorruptJobError, DirQueueError, JobStateError, QueueIOError
 
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTEMPTS_KEY",
+    "FAILED_STORE_RETRY",
     "FailedJob",
     "FailedStore",
     "NoSuchFailedJobError",
@@ -66,6 +67,13 @@ __all__ = [
     "record_attempts",
 ]
 
+
+
+_log = logging.getLogger("dirqueue")
+
+#: How long a job out of attempts waits in deferred/ when failed/ cannot be written,
+#: before a worker tries to move it there again.
+FAILED_STORE_RETRY: Final = 60.0
 
 
 class NoSuchFailedJobError(DirQueueError, LookupError):
@@ -76,9 +84,15 @@ class NoSuchFailedJobError(DirQueueError, LookupError):
         self.jobid = jobid
 
 
-def _write_new(path: str, data: bytes, mode: int, durable: bool) -> None:
+#: How a failed job's new entry in failed/ is opened: a directory, never a symlink.
+_ENTRY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _write_new(
+    path: str, data: bytes, mode: int, durable: bool, *, dir_fd: int | None = None
+) -> None:
     """Write a new file (``O_EXCL``, never through a symlink)."""
-    fd = _fs.create_exclusive(path, mode)
+    fd = _fs.create_exclusive(path, mode, dir_fd=dir_fd)
     try:
         _fs.write_all(fd, data)
         if durable:
@@ -204,48 +218,106 @@ class FailedStore:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-        staging = layout.failed_staging_dir(jobid, "new", _token())
+        staging = layout.failed_staging_name(jobid, "new", _token())
         try:
-            # failed/ itself must not be a symlink leading the job's files elsewhere.
-            _fs.close_dir(_fs.ensure_dir_nofollow(config.dir, (Layout.FAILED,))[0])
-            os.mkdir(staging)
+            # Every step is taken through descriptors opened without following
+            # symlinks, never by path: failed/ (or the entry being built) swapped for a
+            # symlink by another user of the queue after a check must not lead the
+            # job's files, or our mkdir, anywhere else.
+            failed_fd, _ = _fs.ensure_dir_nofollow(config.dir, (Layout.FAILED,))
             try:
-                create_control(config, os.path.join(staging, Layout.FAILED_CONTROL), control)
-                record["data_kept"] = self._keep_data(
-                    job, os.path.join(staging, Layout.FAILED_DATA)
-                )
-                _write_new(
-                    os.path.join(staging, Layout.FAILED_ERROR),
-                    (json.dumps(record, indent=1) + "\n").encode(),
-                    config.queue_file_mode,
-                    config.durable,
-                )
-                if config.durable:
-                    _fs.fsync_dir(staging)
-                target = layout.failed_job_dir(jobid)
+                os.mkdir(staging, dir_fd=failed_fd)
                 try:
-                    os.rename(staging, target)
-                except OSError as err:
-                    if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                        raise
-                    # An older failure of a job by the same id: the newer one wins.
-                    self._remove_entry(jobid, "replaced")
-                    os.rename(staging, target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            if config.durable:
-                _fs.fsync_dir(layout.failed_dir)
+                    self._fill_entry(job, failed_fd, staging, control, record)
+                    try:
+                        os.rename(staging, jobid, src_dir_fd=failed_fd, dst_dir_fd=failed_fd)
+                    except OSError as err:
+                        if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                            raise
+                        # An older failure of a job by the same id: the newer one wins.
+                        self._remove_entry(jobid, "replaced")
+                        os.rename(staging, jobid, src_dir_fd=failed_fd, dst_dir_fd=failed_fd)
+                except BaseException:
+                    _remove_new_entry(failed_fd, staging)
+                    raise
+                if config.durable:
+                    os.fsync(failed_fd)
+            finally:
+                _fs.close_dir(failed_fd)
         except OSError as err:
             raise QueueIOError(f"moving job {jobid} to {layout.failed_dir}", err) from err
         job.finish()
-        return self.get(jobid)
+        # What was written, not read back by path: failed/ may be another thing by now.
+        return FailedJob(
+            jobid=jobid,
+            attempts=attempts,
+            error=error,
+            detail=detail,
+            failed_at=_as_float(record["failed_at"]),
+            host=str(record["host"]),
+            pid=_as_int(record["pid"], 0),
+            control=control,
+            data_path=layout.failed_file(jobid, Layout.FAILED_DATA),
+        )
 
-    def _keep_data(self, job: Job, target: str) -> bool:
-        """Keep ``job``'s data at ``target``: a hard link to it, or a copy. False (and
-        an empty file) if there is no data to keep, or what is at its name is not a
-        regular file of the queue (a symlink planted there is never followed)."""
+    def add_or_defer(
+        self, job: Job, error: str, *, attempts: int, max_attempts: int, detail: str = ""
+    ) -> str | None:
+        """:meth:`add`; or, if ``failed/`` cannot be written (a full disk; a symlink
+        another user planted there), log an error and defer the job for
+        :data:`FAILED_STORE_RETRY` seconds with its attempts counted, so that no
+        handler runs it again: whoever takes it next tries ``failed/`` again. None if
+        the job went to ``failed/``; else its error, saying why it did not.
+        """
+        try:
+            self.add(job, error, attempts=attempts, detail=detail)
+        except QueueIOError as err:
+            _log.error(
+                "job %s failed (attempt %d of %d: %s) but could not be moved to failed/"
+                " (%s): it waits %g s in deferred/ and is moved then",
+                job.jobid, attempts, max_attempts, error, err, FAILED_STORE_RETRY,
+            )
+            error = f"{error} (not moved to failed/: {err})"
+            try:
+                job.retry_later(FAILED_STORE_RETRY, error=error)
+            except QueueIOError as defer_err:
+                error = f"{error} (nor deferred: {defer_err})"
+            finally:
+                if job.is_active:
+                    job.return_to_queue()
+            return error
+        return None
+
+    def _fill_entry(
+        self, job: Job, failed_fd: int, name: str, control: ControlFile, record: dict[str, Any]
+    ) -> None:
+        """Write a failed job's files into the new entry ``failed/NAME`` (``failed_fd``:
+        ``failed/``), through the entry's own descriptor."""
         config = self.config
+        fd = os.open(name, _ENTRY_FLAGS, dir_fd=failed_fd)
+        try:
+            _write_new(Layout.FAILED_CONTROL, control.to_bytes(), config.queue_file_mode,
+                       config.durable, dir_fd=fd)
+            record["data_kept"] = self._keep_data(job, fd)
+            _write_new(
+                Layout.FAILED_ERROR,
+                (json.dumps(record, indent=1) + "\n").encode(),
+                config.queue_file_mode,
+                config.durable,
+                dir_fd=fd,
+            )
+            if config.durable:
+                os.fsync(fd)
+        finally:
+            _fs.close_dir(fd)
+
+    def _keep_data(self, job: Job, entry_fd: int) -> bool:
+        """Keep ``job``'s data in the new entry (``entry_fd``): a hard link to it, or a
+        copy. False (and an empty file) if there is no data to keep, or what is at its
+        name is not a regular file of the queue (a symlink planted there is never
+        followed)."""
+        config = self.config
+        target = Layout.FAILED_DATA
         try:
             source = job.open_data()
         except FileNotFoundError:
@@ -253,20 +325,21 @@ class FailedStore:
         except CorruptJobError:
             source = None
         if source is None:
-            _write_new(target, b"", config.data_file_mode, config.durable)
+            _write_new(target, b"", config.data_file_mode, config.durable, dir_fd=entry_fd)
             return False
         with source:
             opened = os.fstat(source.fileno())
             try:
                 # Linked by name, never following a symlink; then checked to be the
                 # very file we opened (the name may have been swapped meanwhile).
-                os.link(job.get_data_path(), target, follow_symlinks=False)
-                if _fs.same_file(os.lstat(target), opened):
+                os.link(job.get_data_path(), target, dst_dir_fd=entry_fd,
+                        follow_symlinks=False)
+                if _fs.same_file(os.lstat(target, dir_fd=entry_fd), opened):
                     return True
-                os.unlink(target)
+                os.unlink(target, dir_fd=entry_fd)
             except OSError:
                 pass  # No hard links here (some FUSE and SMB mounts): copy instead.
-            fd = _fs.create_exclusive(target, config.data_file_mode)
+            fd = _fs.create_exclusive(target, config.data_file_mode, dir_fd=entry_fd)
             try:
                 while chunk := source.read(1 << 16):
                     _fs.write_all(fd, chunk)
@@ -453,6 +526,20 @@ def _read_regular(path: str) -> bytes:
     """A failed-store file's bytes (at most a control file's limit), never through a
     symlink or from a FIFO."""
     return _fs.read_limited(_fs.open_regular(path), CONTROL_FILE_MAX_BYTES + 1)
+
+
+def _remove_new_entry(failed_fd: int, name: str) -> None:
+    """Remove the entry ``failed/NAME`` we were building (what it can hold: a failed
+    job's three files), through descriptors."""
+    with contextlib.suppress(OSError):
+        fd = os.open(name, _ENTRY_FLAGS, dir_fd=failed_fd)
+        try:
+            for which in (Layout.FAILED_CONTROL, Layout.FAILED_DATA, Layout.FAILED_ERROR):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(which, dir_fd=fd)
+        finally:
+            _fs.close_dir(fd)
+        os.rmdir(name, dir_fd=failed_fd)
 
 
 def _token() -> str:

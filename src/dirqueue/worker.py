@@ -77,7 +77,7 @@ from ._supervisor import (
 )
 from ._timeouts import count_timed_out
 from .errors import JobLostError, QueueIOError
-from .failed import FailedStore, attempts_of
+from .failed import FAILED_STORE_RETRY, FailedStore, attempts_of
 from .queue import DirQueue
 from .stats import waiting_job_ids
 
@@ -369,8 +369,7 @@ class Worker:
                 # workers died on it (each death counted by whoever took the job next).
                 # Running it again would kill another worker.
                 error = last_error_of(job.control) or "its workers died"
-                self.failed.add(job, error, attempts=attempt - 1)
-                return StepResult(Outcome.FAILED, job.jobid, attempt - 1, error)
+                return self._to_failed(job, error, attempt - 1, started)
             return self._process(job, attempt, started)
         except JobLostError as err:
             # Taken over by another worker while we stalled: theirs now, and never a
@@ -425,8 +424,7 @@ class Worker:
             return StepResult(Outcome.FINISHED, job.jobid, attempt, error, seconds)
         detail = str(detail)
         if attempt >= self.max_attempts:
-            self.failed.add(job, error, attempts=attempt, detail=detail)
-            return StepResult(Outcome.FAILED, job.jobid, attempt, error, seconds, detail)
+            return self._to_failed(job, error, attempt, started, detail)
         delay = retry_backoff(attempt, self.retry_delay, self.retry_delay_max)
         try:
             if delay > 0:
@@ -442,6 +440,21 @@ class Worker:
             if job.is_active:
                 job.return_to_queue()
         return StepResult(Outcome.RETRIED, job.jobid, attempt, error, seconds, detail, delay)
+
+    def _to_failed(
+        self, job: Job, error: str, attempts: int, started: float, detail: str = ""
+    ) -> StepResult:
+        """Move ``job``, out of attempts, to ``failed/``; or, if ``failed/`` cannot be
+        written, defer it (:meth:`FailedStore.add_or_defer`): never die of it, which
+        would have the next worker take the job again, and again."""
+        not_moved = self.failed.add_or_defer(
+            job, error, attempts=attempts, detail=detail, max_attempts=self.max_attempts
+        )
+        seconds = self._clock() - started
+        if not_moved is None:
+            return StepResult(Outcome.FAILED, job.jobid, attempts, error, seconds, detail)
+        return StepResult(Outcome.RETRIED, job.jobid, attempts, not_moved, seconds, detail,
+                          FAILED_STORE_RETRY)
 
     # -- the loop --------------------------------------------------------------------
 
@@ -496,7 +509,7 @@ def run_workers(
     once, or after a wait that doubles (0.5 s up to 30 s) while it keeps dying within
     seconds; each death is logged at once (logger ``dirqueue``) and counted in its
     report's ``restarts``. With a ``timeout`` and a Python handler, a worker whose
-    attempt runs past it is killed with its process group and replaced, and the
+    attempt runs past it is killed with its session (its commands) and replaced, and the
     attempt is counted as failed ("timed out after N s"): the supervisor takes the job
     back (its lock's owner is provably dead) and returns it to the queue, or moves it
     to ``failed/`` at ``max_attempts``.
