@@ -12,6 +12,7 @@ errors through for :func:`dirqueue.cli.main` to report. The subcommands that run
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
@@ -25,10 +26,11 @@ from ._cli_output import (
     isatty,
     print_json,
     print_nl,
+    replace_file,
     table,
 )
 from ._cli_show import show_job
-from ._cli_stats import Watcher, prometheus_text, snapshot
+from ._cli_stats import Snapshot, Watcher, prometheus_text, snapshot
 from .errors import DirQueueError
 from .failed import FailedJob, FailedStore
 from .queue import DirQueue
@@ -251,18 +253,33 @@ def cmd_stats(ctx: Context) -> int:
     queue = ctx.queue()
     require_queue(queue)
     form = "json" if args.json else args.format
+    output: str | None = getattr(args, "output", None)
     if args.watch is not None:
         if form == "prometheus":
+            # No "see --help" here: every usage error gets that hint once, from main().
             raise UsageError(
                 "--watch shows a live view: for Prometheus, run 'dq stats --format"
-                " prometheus' from cron or a timer (see 'dq stats --help')"
+                " prometheus --output FILE' from cron or a timer"
             )
+        if output is not None:
+            raise UsageError("--output writes one reading: leave out --watch")
         return _watch(ctx, queue, form)
     snap = snapshot(queue)
+    if output is None:
+        _print_stats(snap, form, ctx.out)
+        return EXIT_OK
+    text = io.StringIO()
+    _print_stats(snap, form, text)
+    replace_file(output, text.getvalue())
+    return EXIT_OK
+
+
+def _print_stats(snap: Snapshot, form: str, out: IO[str]) -> None:
+    """One reading of ``dq stats`` in ``form`` (table, json or prometheus) on ``out``."""
     if form == "json":
-        print_json(snap.as_dict(), ctx.out)
+        print_json(snap.as_dict(), out)
     elif form == "prometheus":
-        ctx.out.write(prometheus_text(snap))
+        out.write(prometheus_text(snap))
     else:
         stats = snap.stats
         rows = [
@@ -275,8 +292,7 @@ def cmd_stats(ctx: Context) -> int:
         width = max(len(r[0]) for r in rows)
         value_width = max(len(r[1]) for r in rows)
         for name, value in rows:
-            ctx.line(f"{name.ljust(width)}  {value.rjust(value_width)}")
-    return EXIT_OK
+            out.write(escape_controls(f"{name.ljust(width)}  {value.rjust(value_width)}") + "\n")
 
 
 def _watch(ctx: Context, queue: DirQueue, form: str) -> int:

@@ -12,6 +12,7 @@ import datetime
 import re
 from typing import Final, NoReturn
 
+from ._cli_cancel import cmd_cancel, cmd_empty
 from ._cli_commands import (
     EXIT_OK,
     EXIT_USAGE,
@@ -159,8 +160,8 @@ _EPILOGS: Final = {
     "stats": (
         "examples:\n  dq stats --dir /var/spool/q --json\n"
         "  dq stats --dir /var/spool/q --watch 2\n"
-        "  dq stats --dir Q --format prometheus > q.prom.tmp && mv q.prom.tmp"
-        " /var/lib/node_exporter/textfile/q.prom"
+        "  dq stats --dir Q --format prometheus"
+        " --output /var/lib/node_exporter/textfile/q.prom"
     ),
     "show": "examples:\n  dq show --dir /var/spool/q JOBID\n  dq show --dir Q --json JOBID",
     "completion": (
@@ -170,6 +171,9 @@ _EPILOGS: Final = {
     ),
     "requeue": "examples:\n  dq requeue --dir /var/spool/q --failed\n  dq requeue --dir Q JOBID",
     "purge": "example:\n  dq purge --dir /var/spool/q --failed --older-than 7d",
+    "cancel": "example:\n  dq cancel --dir /var/spool/q 50.20261128192616291083.DMzg5",
+    "empty": "example:\n  dq empty --dir /var/spool/q",
+    "watch": "examples:\n  dq watch --dir /var/spool/q\n  dq watch --dir /var/spool/q 10 --json",
     "fsck": (
         "examples:\n  dq fsck --dir /var/spool/q\n"
         "  dq fsck --dir /var/spool/q --repair --min-age 10m\n"
@@ -186,6 +190,9 @@ _HELP: Final = {
     "stats": "count queued, active, stale and failed jobs; --watch for a live view",
     "requeue": "put failed jobs back in the queue",
     "purge": "delete failed jobs",
+    "cancel": "delete waiting jobs without running them (not one a worker is running)",
+    "empty": "delete every waiting job, queued and deferred (running jobs are left)",
+    "watch": "a live view of the queue's counts: dq stats --watch",
     "fsck": "check a queue for what crashed processes left behind; --repair fixes it",
     "completion": "print a shell completion script for bash or zsh",
 }
@@ -292,22 +299,38 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     p.set_defaults(func=cmd_show)
 
     p = add("stats")
-    p.add_argument("--json", action="store_true", help="print a JSON object (--format json)")
-    p.add_argument(
-        "--format", choices=("table", "json", "prometheus"), default="table",
-        help="table (default), json, or prometheus: the text format node_exporter's"
-        " textfile collector reads",
-    )
+    _stats_options(p)
     p.add_argument(
         "--watch", type=_seconds, nargs="?", const=2.0, metavar="SECONDS",
         help="refresh every SECONDS (default 2) until Ctrl-C: in place on a terminal,"
         " a line each time elsewhere (a JSON line with --json)",
     )
+    _iterations_option(p, "with --watch: stop after N refreshes")
     p.add_argument(
-        "--iterations", type=_positive_int, metavar="N",
-        help="with --watch: stop after N refreshes",
+        "--output", metavar="FILE",
+        help="write to FILE instead, replaced whole (written beside it, then renamed):"
+        " for node_exporter's textfile collector",
     )
     p.set_defaults(func=cmd_stats)
+
+    p = add("watch")
+    p.add_argument("--json", action="store_true", help="a JSON object per refresh, one a line")
+    p.add_argument(
+        "watch", type=_seconds, nargs="?", default=2.0, metavar="SECONDS",
+        help="refresh every SECONDS (default 2)",
+    )
+    _iterations_option(p, "stop after N refreshes")
+    p.set_defaults(func=cmd_stats, format="table")
+
+    p = add("cancel")
+    p.add_argument(
+        "jobids", nargs="+", type=_job_id, metavar="JOBID",
+        help="waiting jobs (queued or deferred) to delete",
+    )
+    p.set_defaults(func=cmd_cancel)
+
+    p = add("empty")
+    p.set_defaults(func=cmd_empty)
 
     p = add("requeue")
     p.add_argument("--failed", action="store_true", help="requeue every failed job")
@@ -354,6 +377,19 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
 
     p.set_defaults(func=print_completion)
     return parser
+
+
+def _stats_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a JSON object (--format json)")
+    p.add_argument(
+        "--format", choices=("table", "json", "prometheus"), default="table",
+        help="table (default), json, or prometheus: the text format node_exporter's"
+        " textfile collector reads",
+    )
+
+
+def _iterations_option(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--iterations", type=_positive_int, metavar="N", help=text)
 
 
 def _json_options(
