@@ -29,7 +29,7 @@ from ._cli_output import (
     replace_file,
     table,
 )
-from ._cli_show import show_job
+from ._cli_show import open_job_data, print_data, show_job
 from ._cli_stats import Snapshot, Watcher, prometheus_text, snapshot
 from .errors import DirQueueError
 from .failed import FailedJob, FailedStore
@@ -157,6 +157,9 @@ def cmd_list(ctx: Context) -> int:
     args = ctx.args
     queue = ctx.queue()
     require_queue(queue)
+    if args.corrupt:
+        _list_corrupt(ctx, queue)
+        return EXIT_OK
     if args.failed:
         failed = list(FailedStore(queue).jobs())
         if args.count:
@@ -223,6 +226,27 @@ def _print_jobs(ctx: Context, infos: list[JobInfo]) -> None:
     if not counts["deferred"]:
         del counts["deferred"]  # Named only when there are some.
     ctx.line(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+def _list_corrupt(ctx: Context, queue: DirQueue) -> None:
+    """``dq list --corrupt``: :meth:`DirQueue.corrupt_jobs` as a table, a count or JSON."""
+    entries = queue.corrupt_jobs()
+    if ctx.args.count:
+        _print_count(ctx, len(entries))
+    elif ctx.args.json:
+        print_json([e.as_dict() for e in entries], ctx.out)
+    elif ctx.args.nl:
+        print_nl((e.as_dict() for e in entries), ctx.out)
+    elif not entries:
+        ctx.line(f"no corrupt jobs in {ctx.args.dir}")
+    else:
+        rows = [["name", "moved at", "moved by", "reason"]]
+        rows += [[e.name, e.moved_at or "-", e.moved_by or "-",
+                  e.reason or "(no .reason file)"]
+                 for e in entries]
+        ctx.out.write(table(rows) + "\n")
+        ctx.line(f"{len(entries)} in {queue.layout.corrupt_dir} (kept: dirqueue deletes"
+                 " nothing there; see docs/durability.md to put a mended job back)")
 
 
 def _print_failed(ctx: Context, failed: list[FailedJob]) -> None:
@@ -405,6 +429,9 @@ def cmd_show(ctx: Context) -> int:
     (:func:`show_job`)."""
     queue = ctx.queue()
     require_queue(queue)
+    if ctx.args.data:
+        print_data(open_job_data(queue, ctx.args.jobid), ctx.out)
+        return EXIT_OK
     view = show_job(queue, ctx.args.jobid)
     if ctx.args.json:
         print_json(view, ctx.out)

@@ -163,7 +163,10 @@ _EPILOGS: Final = {
         "  dq stats --dir Q --format prometheus"
         " --output /var/lib/node_exporter/textfile/q.prom"
     ),
-    "show": "examples:\n  dq show --dir /var/spool/q JOBID\n  dq show --dir Q --json JOBID",
+    "show": (
+        "examples:\n  dq show --dir /var/spool/q JOBID\n  dq show --dir Q --json JOBID\n"
+        "  dq show --dir Q --data JOBID > job.bin"
+    ),
     "completion": (
         "examples:\n"
         "  dq completion bash > ~/.local/share/bash-completion/completions/dq\n"
@@ -288,11 +291,21 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     p = add("list")
     p.add_argument("--count", action="store_true", help="print only how many jobs there are")
     _json_options(p, "a JSON array")
-    p.add_argument("--failed", action="store_true", help="list the failed jobs instead")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--failed", action="store_true", help="list the failed jobs instead")
+    which.add_argument(
+        "--corrupt", action="store_true",
+        help="list corrupt/ instead: jobs moved aside as unreadable, and why",
+    )
     p.set_defaults(func=cmd_list)
 
     p = add("show")
-    p.add_argument("--json", action="store_true", help="print a JSON object")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print a JSON object")
+    shown.add_argument(
+        "--data", action="store_true",
+        help="print the job's data instead: raw when piped, escaped on a terminal",
+    )
     p.add_argument(
         "jobid", type=_job_id, metavar="JOBID", help="the job (queued, active or failed)"
     )

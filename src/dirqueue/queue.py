@@ -20,6 +20,7 @@ from typing import IO, Any, Generic, TypeVar
 
 from . import _cancel, _fs
 from ._config import QueueConfig
+from ._corrupt import CorruptEntry, list_corrupt
 from ._deferred import scan_deferred
 from ._enqueue import Chunk, DataWriter, enqueue, ensure_queue_dirs, write_chunks, writer
 from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file
@@ -371,6 +372,11 @@ class DirQueue:
             return _cancel.empty(self.config, self._picker.pickup_named)
         finally:
             self._picker.lock_file.let_go()
+
+    def corrupt_jobs(self) -> list[CorruptEntry]:
+        """What is in ``corrupt/``: jobs moved aside as unreadable, each with the reason
+        recorded when it was moved (dirqueue never deletes them; see ``docs/durability.md``)."""
+        return list_corrupt(self.config)
 
     # -- checking and repairing ---------------------------------------------------------
 
