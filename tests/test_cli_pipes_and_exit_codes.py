@@ -187,7 +187,7 @@ BAD: dict[str, tuple[list[str], list[str]]] = {
     "watch": (["--dir", "q", "soon"], ["--dir", "nowhere"]),
     "cancel": (["--dir", "q", "nonsense"], ["--dir", "q", "50.20261128192616291083.DMzg5"]),
     "empty": (["--dir", "q", "extra"], ["--dir", "nowhere"]),
-    "completion": (["fish"], []),
+    "completion": (["ksh"], []),
 }
 
 

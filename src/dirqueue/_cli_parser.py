@@ -25,12 +25,12 @@ from ._cli_commands import (
     cmd_stats,
     cmd_submit,
 )
-from ._cli_completion import SHELLS, completion_script
+from ._cli_completion import INSTALL, SHELLS, complete_as, completion_script
 from ._cli_output import escape_controls
 from ._cli_run import cmd_deque, cmd_server
 from ._format import is_job_name, validate_metadata
 from ._version import __version__
-from .errors import InvalidMetadataError
+from .errors import DirQueueError, InvalidMetadataError
 from .repair import DEFAULT_MIN_AGE
 from .worker import DEFAULT_MAX_ATTEMPTS
 
@@ -170,7 +170,9 @@ _EPILOGS: Final = {
     "completion": (
         "examples:\n"
         "  dq completion bash > ~/.local/share/bash-completion/completions/dq\n"
-        "  dq completion zsh > ~/.zfunc/_dq    # with fpath+=(~/.zfunc) in ~/.zshrc"
+        "  dq completion zsh > ~/.zfunc/_dq    # with fpath+=(~/.zfunc) in ~/.zshrc\n"
+        "  dq completion fish > ~/.config/fish/completions/dq.fish\n"
+        f"(needs shtab: {INSTALL})"
     ),
     "requeue": "examples:\n  dq requeue --dir /var/spool/q --failed\n  dq requeue --dir Q JOBID",
     "purge": "example:\n  dq purge --dir /var/spool/q --failed --older-than 7d",
@@ -197,7 +199,7 @@ _HELP: Final = {
     "empty": "delete every waiting job, queued and deferred (running jobs are left)",
     "watch": "a live view of the queue's counts: dq stats --watch",
     "fsck": "check a queue for what crashed processes left behind; --repair fixes it",
-    "completion": "print a shell completion script for bash or zsh",
+    "completion": "print a shell completion script for bash, zsh, fish or tcsh",
 }
 
 #: The subcommands that create jobs, the only ones --fanout means anything to.
@@ -219,9 +221,9 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = _Parser(add_help=False)
-    common.add_argument(
+    complete_as(common.add_argument(
         "--dir", metavar="Q", help="the queue directory (default: $DQ_DIR)"
-    )
+    ), "directory")
     fanout = _Parser(add_help=False)
     fanout.add_argument(
         "--fanout",
@@ -269,7 +271,9 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         " has a zone) or seconds since the epoch",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
-    p.add_argument("files", nargs="+", metavar="FILE", help="files to submit; - reads stdin")
+    complete_as(p.add_argument(
+        "files", nargs="+", metavar="FILE", help="files to submit; - reads stdin"
+    ), "file")
     p.set_defaults(func=cmd_submit)
 
     p = add("deque")
@@ -319,11 +323,11 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         " a line each time elsewhere (a JSON line with --json)",
     )
     _iterations_option(p, "with --watch: stop after N refreshes")
-    p.add_argument(
+    complete_as(p.add_argument(
         "--output", metavar="FILE",
         help="write to FILE instead, replaced whole (written beside it, then renamed):"
         " for node_exporter's textfile collector",
-    )
+    ), "file")
     p.set_defaults(func=cmd_stats)
 
     p = add("watch")
@@ -382,10 +386,15 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     p.set_defaults(func=cmd_fsck)
 
     p = add("completion", queue=False)
-    p.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash or zsh")
+    p.add_argument("shell", choices=SHELLS, metavar="SHELL", help=", ".join(SHELLS))
 
     def print_completion(ctx: Context) -> int:
-        ctx.out.write(completion_script(ctx.args.shell, parser, prog))
+        try:
+            # For the dq command, whatever name this one runs under (python -m dirqueue).
+            script = completion_script(ctx.args.shell, build_parser("dq"))
+        except ImportError as err:
+            raise DirQueueError(str(err)) from None
+        ctx.out.write(script)
         return EXIT_OK
 
     p.set_defaults(func=print_completion)
@@ -455,10 +464,10 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         "--json", action="store_true",
         help="print the summary as JSON on stdout, alone: the jobs' stdout goes to stderr",
     )
-    p.add_argument(
+    complete_as(p.add_argument(
         "--json-file", metavar="FILE",
         help="write the summary as JSON to FILE (the jobs keep stdout)",
-    )
+    ), "file")
     _create_option(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
     p.set_defaults(func=cmd_server)

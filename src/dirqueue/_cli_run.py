@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import io
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -262,7 +263,8 @@ def cmd_server(ctx: Context) -> int:
 def _serving_line(directory: str, args: argparse.Namespace) -> str:
     """What a server that runs until stopped says first: where, how many, what."""
     workers = f"{args.workers} worker{'s' if args.workers != 1 else ''}"
-    what = f"handler {args.handler}" if args.handler else f"command {' '.join(_command_from(args))}"
+    command = shlex.join(_command_from(args))
+    what = f"handler {args.handler}" if args.handler else f"command {command}"
     until = f", stopping after {args.njobs} jobs" if args.njobs else ""
     return (
         f"serving {os.path.abspath(directory)} with {workers}, {what}{until}"
