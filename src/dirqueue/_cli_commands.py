@@ -18,6 +18,7 @@ import sys
 import time
 from typing import IO, Final
 
+from ._cli_data import open_job_data, print_data
 from ._cli_output import (
     Progress,
     escape_controls,
@@ -29,7 +30,7 @@ from ._cli_output import (
     replace_file,
     table,
 )
-from ._cli_show import open_job_data, print_data, show_job
+from ._cli_show import show_job
 from ._cli_stats import Snapshot, Watcher, prometheus_text, snapshot
 from .errors import DirQueueError
 from .failed import FailedJob, FailedStore

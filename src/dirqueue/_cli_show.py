@@ -8,15 +8,12 @@ one more finder in :data:`_FINDERS`; deferred jobs come with the queue's listing
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import os
 import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from . import _fs
-from ._cli_output import escape_controls, isatty
 from ._format import is_job_name, last_error_of
 from .errors import NoSuchJobError
 from .failed import FailedStore, NoSuchFailedJobError
@@ -25,7 +22,7 @@ from .stats import list_jobs
 if TYPE_CHECKING:
     from .queue import DirQueue
 
-__all__ = ["NoSuchJobError", "open_job_data", "print_data", "show_job"]
+__all__ = ["NoSuchJobError", "show_job"]
 
 JobView = dict[str, Any]
 
@@ -131,60 +128,3 @@ def show_job(queue: DirQueue, jobid: str, *, now: float | None = None) -> JobVie
         " (finished jobs leave nothing behind)",
         jobid,
     )
-
-
-# -- dq show --data ------------------------------------------------------------------
-
-
-def open_job_data(queue: DirQueue, jobid: str) -> BinaryIO:
-    """Job ``jobid``'s data, wherever the job is (queued, active, deferred or failed),
-    opened without following a symlink; :class:`NoSuchJobError` if it is nowhere."""
-    if not is_job_name(jobid):
-        raise NoSuchJobError(f"{jobid!r} is not a job id: copy one from 'dq list'", jobid)
-    for job in queue.jobs():
-        if job.jobid == jobid:
-            return job.open_data()
-    try:
-        failed = FailedStore(queue).get(jobid)
-    except NoSuchFailedJobError:
-        raise NoSuchJobError(
-            f"no job {jobid} in {queue.dir}: it is not queued, active or failed", jobid
-        ) from None
-    return os.fdopen(_fs.open_regular(failed.data_path), "rb")
-
-
-#: How much of the data is read at a time: any size of data is printed in flat memory.
-_CHUNK: Final = 65536
-
-
-def print_data(source: BinaryIO, out: IO[str]) -> None:
-    """Copy ``source`` to ``out``: raw bytes unless ``out`` is a terminal.
-
-    Piped or redirected (``dq show --data ID > file``, ``| jq``), the data is copied
-    byte for byte: it is the job's own, and a program reading it wants it exact. On a
-    terminal it is whoever submitted it speaking to the operator's screen, so it is
-    shown as text (UTF-8, undecodable bytes as U+FFFD) with control characters as
-    visible escapes, as every other line ``dq`` prints, newlines kept; a last newline
-    is added if the data lacks one, so the prompt starts on a line of its own.
-    """
-    with source:
-        raw = getattr(out, "buffer", None)
-        if not isatty(out) and raw is not None:
-            out.flush()
-            while chunk := source.read(_CHUNK):
-                raw.write(chunk)
-            raw.flush()
-            return
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        last = "\n"
-        while True:
-            chunk = source.read(_CHUNK)
-            text = decoder.decode(chunk, final=not chunk)
-            if text:
-                out.write("\n".join(escape_controls(part) for part in text.split("\n")))
-                last = text[-1]
-            if not chunk:
-                break
-        if last != "\n":
-            out.write("\n")
-        out.flush()
