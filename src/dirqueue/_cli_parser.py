@@ -316,13 +316,21 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     p.set_defaults(func=cmd_show)
 
     p = add("stats")
-    _stats_options(p)
+    p.add_argument("--json", action="store_true", help="print a JSON object (--format json)")
+    p.add_argument(
+        "--format", choices=("table", "json", "prometheus"), default="table",
+        help="table (default), json, or prometheus: the text format node_exporter's"
+        " textfile collector reads",
+    )
     p.add_argument(
         "--watch", type=_seconds, nargs="?", const=2.0, metavar="SECONDS",
         help="refresh every SECONDS (default 2) until Ctrl-C: in place on a terminal,"
         " a line each time elsewhere (a JSON line with --json)",
     )
-    _iterations_option(p, "with --watch: stop after N refreshes")
+    p.add_argument(
+        "--iterations", type=_positive_int, metavar="N",
+        help="with --watch: stop after N refreshes",
+    )
     complete_as(p.add_argument(
         "--output", metavar="FILE",
         help="write to FILE instead, replaced whole (written beside it, then renamed):"
@@ -336,7 +344,7 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         "watch", type=_seconds, nargs="?", default=2.0, metavar="SECONDS",
         help="refresh every SECONDS (default 2)",
     )
-    _iterations_option(p, "stop after N refreshes")
+    p.add_argument("--iterations", type=_positive_int, metavar="N", help="stop after N refreshes")
     p.set_defaults(func=cmd_stats, format="table")
 
     p = add("cancel")
@@ -399,19 +407,6 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
 
     p.set_defaults(func=print_completion)
     return parser
-
-
-def _stats_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print a JSON object (--format json)")
-    p.add_argument(
-        "--format", choices=("table", "json", "prometheus"), default="table",
-        help="table (default), json, or prometheus: the text format node_exporter's"
-        " textfile collector reads",
-    )
-
-
-def _iterations_option(p: argparse.ArgumentParser, text: str) -> None:
-    p.add_argument("--iterations", type=_positive_int, metavar="N", help=text)
 
 
 def _json_options(
