@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from _job_holder import Holder
-from dirqueue import DirQueue, FailedStore, JobStateError, NoSuchJobError, Worker
+from dirqueue import DirQueue, FailedStore, JobStateError, NoSuchJobError, Worker, _deferred
 from dirqueue._deferred import promote_due
 from dirqueue.job import Job
 
@@ -162,3 +162,26 @@ def test_empty_cancels_queued_and_deferred_and_leaves_held_and_failed(
     assert q.empty() == []
     holder.send("finish")
     assert holder.read_line(30) == "finished"
+
+
+def test_a_promotion_that_listed_the_job_before_the_cancel_moves_nothing(
+    q: DirQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The promoter read deferred/ (the job due) just before the cancel claimed the job:
+    # its rename then finds nothing, and the job does not come back to queue/.
+    jobid = q.enqueue_string("later", delay=3600)
+    seen = _deferred.scan_deferred(q.config)
+    q.cancel(jobid)
+    monkeypatch.setattr(_deferred, "scan_deferred", lambda config: seen)
+    assert promote_due(q.config, now=1e12) == (0, None)
+    assert list(q.jobs()) == []
+    assert files_left(q) == []
+
+
+def test_a_job_promoted_just_before_the_cancel_is_cancelled_from_the_queue(
+    q: DirQueue,
+) -> None:
+    jobid = q.enqueue_string("later", delay=3600)
+    assert promote_due(q.config, now=1e12)[0] == 1
+    q.cancel(jobid)
+    assert files_left(q) == []
