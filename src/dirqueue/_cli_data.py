@@ -52,7 +52,8 @@ def print_data(source: BinaryIO, out: IO[str]) -> None:
     terminal it is whoever submitted it speaking to the operator's screen, so it is
     shown as text (UTF-8, undecodable bytes as U+FFFD) with control characters as
     visible escapes, as every other line ``dq`` prints, newlines kept; a last newline
-    is added if the data lacks one, so the prompt starts on a line of its own.
+    is added if the data lacks one, so the prompt starts on a line of its own. A text
+    stream with no bytes underneath (``main(stdout=io.StringIO())``) gets the text form.
     """
     with source:
         raw = getattr(out, "buffer", None)
