@@ -105,7 +105,8 @@ def cancel(config: QueueConfig, pickup_named: PickupNamed, jobid: str) -> None:
         holder = f" (held by {owner.host} pid {owner.pid})" if owner.host else ""
         raise JobStateError(
             f"cannot cancel job {jobid}: a worker is running it{holder}; it is left to"
-            " finish (stop that worker first to give it back to the queue)",
+            " run (a worker interrupted by a second SIGTERM or Ctrl-C returns it to the"
+            " queue, where it can be cancelled)",
             jobid,
         )
     if os.path.isdir(layout.failed_job_dir(jobid)):
