@@ -112,7 +112,7 @@ def test_list_corrupt_shows_what_was_moved_aside_and_why(tmp_path: Path) -> None
     assert lines[1].startswith(jobid)
     assert lines[1].endswith("has a control file but no data file")
     assert lines[2].startswith("stray.lock")
-    assert lines[2].endswith("(no .reason file)")
+    assert lines[2].endswith("(no readable .reason file)")
     assert lines[3].startswith("2 in q/corrupt")
     (entry, stray) = json.loads(dq("list", "--dir", "q", "--corrupt", "--json",
                                    cwd=tmp_path).stdout)

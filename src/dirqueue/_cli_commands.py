@@ -243,7 +243,7 @@ def _list_corrupt(ctx: Context, queue: DirQueue) -> None:
     else:
         rows = [["name", "moved at", "moved by", "reason"]]
         rows += [[e.name, e.moved_at or "-", e.moved_by or "-",
-                  e.reason or "(no .reason file)"]
+                  e.reason or "(no readable .reason file)"]
                  for e in entries]
         ctx.out.write(table(rows) + "\n")
         ctx.line(f"{len(entries)} in {queue.layout.corrupt_dir} (kept: dirqueue deletes"
