@@ -27,3 +27,10 @@ run dq server --dir spool --until-empty --max-attempts 1 -- ./convert.sh
 run dq list --dir spool --failed
 failed_id="$(dq list --dir spool --failed --nl | head -1 | cut -d'"' -f4)"
 run dq show --dir spool "$failed_id"
+echo "# docs/cli.md: cancelling and emptying"
+run dq submit --dir spool --priority 20 a.txt b.txt
+run "echo later | dq submit --dir spool --delay 1h -"
+first_id="$(dq list --dir spool --nl | head -1 | cut -d'"' -f4)"
+run dq cancel --dir spool "$first_id"
+run dq list --dir spool
+run dq empty --dir spool

@@ -151,6 +151,7 @@ def test_every_subcommand_into_a_file_and_into_json(tmp_path: Path) -> None:
     assert ok("stats", "--dir", "q", "--watch", "0.1", "--iterations", "2").stdout.count(
         "queued=2"
     ) == 2
+    assert "queued=2" in ok("watch", "--dir", "q", "0.1", "--iterations", "1").stdout
     ok("deque", "--dir", "q", "--", "cat", stdout="hello\n")
     served = ok("server", "--dir", "q", "--until-empty", "--max-attempts", "1", "--", "false",
                 stdout="")
@@ -160,6 +161,10 @@ def test_every_subcommand_into_a_file_and_into_json(tmp_path: Path) -> None:
     assert ok("requeue", "--dir", "q", "--failed").stdout.split() == [failed["id"]]
     ok("server", "--dir", "q", "--until-empty", "--max-attempts", "1", "--", "false")
     assert ok("purge", "--dir", "q", "--failed").stdout.split() == [failed["id"]]
+    cancelled = ok("submit", "--dir", "q", "a.txt").stdout
+    assert ok("cancel", "--dir", "q", cancelled.strip()).stdout == cancelled
+    emptied = ok("submit", "--dir", "q", "a.txt").stdout
+    assert ok("empty", "--dir", "q").stdout == emptied
     assert json.loads(ok("fsck", "--dir", "q", "--json").stdout)["ok"] is True
     assert "_dq" in ok("completion", "bash").stdout
     assert seen == subcommands(), "a subcommand this test does not run"
@@ -179,7 +184,10 @@ BAD: dict[str, tuple[list[str], list[str]]] = {
         ["--dir", "q", "--failed", "50.20261128192616291083.DMzg5"],
     ),
     "fsck": (["--dir", "q", "--min-age", "soon"], ["--dir", "nowhere"]),
-    "completion": (["fish"], []),
+    "watch": (["--dir", "q", "soon"], ["--dir", "nowhere"]),
+    "cancel": (["--dir", "q", "nonsense"], ["--dir", "q", "50.20261128192616291083.DMzg5"]),
+    "empty": (["--dir", "q", "extra"], ["--dir", "nowhere"]),
+    "completion": (["ksh"], []),
 }
 
 

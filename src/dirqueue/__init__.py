@@ -14,6 +14,7 @@ from .errors import (
     InvalidPriorityError,
     JobLostError,
     JobStateError,
+    NoSuchJobError,
     QueueIOError,
 )
 from .failed import FailedJob, FailedStore, NoSuchFailedJobError
@@ -51,6 +52,7 @@ __all__ = [
     "JobLostError",
     "JobStateError",
     "NoSuchFailedJobError",
+    "NoSuchJobError",
     "Outcome",
     "QueueIOError",
     "QueueNotFoundError",

@@ -12,11 +12,13 @@ errors through for :func:`dirqueue.cli.main` to report. The subcommands that run
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
 from typing import IO, Final
 
+from ._cli_data import open_job_data, print_data
 from ._cli_output import (
     Progress,
     escape_controls,
@@ -25,10 +27,11 @@ from ._cli_output import (
     isatty,
     print_json,
     print_nl,
+    replace_file,
     table,
 )
 from ._cli_show import show_job
-from ._cli_stats import Watcher, prometheus_text, snapshot
+from ._cli_stats import Snapshot, Watcher, prometheus_text, snapshot
 from .errors import DirQueueError
 from .failed import FailedJob, FailedStore
 from .queue import DirQueue
@@ -155,6 +158,9 @@ def cmd_list(ctx: Context) -> int:
     args = ctx.args
     queue = ctx.queue()
     require_queue(queue)
+    if args.corrupt:
+        _list_corrupt(ctx, queue)
+        return EXIT_OK
     if args.failed:
         failed = list(FailedStore(queue).jobs())
         if args.count:
@@ -223,6 +229,27 @@ def _print_jobs(ctx: Context, infos: list[JobInfo]) -> None:
     ctx.line(", ".join(f"{n} {s}" for s, n in counts.items()))
 
 
+def _list_corrupt(ctx: Context, queue: DirQueue) -> None:
+    """``dq list --corrupt``: :meth:`DirQueue.corrupt_jobs` as a table, a count or JSON."""
+    entries = queue.corrupt_jobs()
+    if ctx.args.count:
+        _print_count(ctx, len(entries))
+    elif ctx.args.json:
+        print_json([e.as_dict() for e in entries], ctx.out)
+    elif ctx.args.nl:
+        print_nl((e.as_dict() for e in entries), ctx.out)
+    elif not entries:
+        ctx.line(f"no corrupt jobs in {ctx.args.dir}")
+    else:
+        rows = [["name", "moved at", "moved by", "reason"]]
+        rows += [[e.name, e.moved_at or "-", e.moved_by or "-",
+                  e.reason or "(no readable .reason file)"]
+                 for e in entries]
+        ctx.out.write(table(rows) + "\n")
+        ctx.line(f"{len(entries)} in {queue.layout.corrupt_dir} (kept: dirqueue deletes"
+                 " nothing there; see docs/durability.md to put a mended job back)")
+
+
 def _print_failed(ctx: Context, failed: list[FailedJob]) -> None:
     if not failed:
         ctx.line(f"no failed jobs in {ctx.args.dir}")
@@ -251,18 +278,33 @@ def cmd_stats(ctx: Context) -> int:
     queue = ctx.queue()
     require_queue(queue)
     form = "json" if args.json else args.format
+    output: str | None = getattr(args, "output", None)
     if args.watch is not None:
         if form == "prometheus":
+            # No "see --help" here: every usage error gets that hint once, from main().
             raise UsageError(
                 "--watch shows a live view: for Prometheus, run 'dq stats --format"
-                " prometheus' from cron or a timer (see 'dq stats --help')"
+                " prometheus --output FILE' from cron or a timer"
             )
+        if output is not None:
+            raise UsageError("--output writes one reading: leave out --watch")
         return _watch(ctx, queue, form)
     snap = snapshot(queue)
+    if output is None:
+        _print_stats(snap, form, ctx.out)
+        return EXIT_OK
+    text = io.StringIO()
+    _print_stats(snap, form, text)
+    replace_file(output, text.getvalue())
+    return EXIT_OK
+
+
+def _print_stats(snap: Snapshot, form: str, out: IO[str]) -> None:
+    """One reading of ``dq stats`` in ``form`` (table, json or prometheus) on ``out``."""
     if form == "json":
-        print_json(snap.as_dict(), ctx.out)
+        print_json(snap.as_dict(), out)
     elif form == "prometheus":
-        ctx.out.write(prometheus_text(snap))
+        out.write(prometheus_text(snap))
     else:
         stats = snap.stats
         rows = [
@@ -275,8 +317,7 @@ def cmd_stats(ctx: Context) -> int:
         width = max(len(r[0]) for r in rows)
         value_width = max(len(r[1]) for r in rows)
         for name, value in rows:
-            ctx.line(f"{name.ljust(width)}  {value.rjust(value_width)}")
-    return EXIT_OK
+            out.write(escape_controls(f"{name.ljust(width)}  {value.rjust(value_width)}") + "\n")
 
 
 def _watch(ctx: Context, queue: DirQueue, form: str) -> int:
@@ -389,6 +430,9 @@ def cmd_show(ctx: Context) -> int:
     (:func:`show_job`)."""
     queue = ctx.queue()
     require_queue(queue)
+    if ctx.args.data:
+        print_data(open_job_data(queue, ctx.args.jobid), ctx.out)
+        return EXIT_OK
     view = show_job(queue, ctx.args.jobid)
     if ctx.args.json:
         print_json(view, ctx.out)

@@ -7,8 +7,11 @@ goes through :func:`escape_controls`, and JSON through :func:`print_json`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any, Final
@@ -256,3 +259,28 @@ def isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def replace_file(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` whole, or leave the old file: written under a hidden
+    temporary name in the same directory, fsynced, then renamed over ``path``.
+
+    A reader (node_exporter's textfile collector reading ``*.prom``, say) never sees
+    half a file, nor a name of ours it would take for one of its own: the temporary
+    name starts with a dot and ends in ``.tmp``. Same directory, so the rename is one
+    atomic step on one filesystem; created with mode 0666 less the umask, like any
+    file the shell writes.
+    """
+    directory, base = os.path.split(path)
+    partial = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise

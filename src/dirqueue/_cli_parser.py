@@ -12,6 +12,7 @@ import datetime
 import re
 from typing import Final, NoReturn
 
+from ._cli_cancel import cmd_cancel, cmd_empty
 from ._cli_commands import (
     EXIT_OK,
     EXIT_USAGE,
@@ -24,12 +25,12 @@ from ._cli_commands import (
     cmd_stats,
     cmd_submit,
 )
-from ._cli_completion import SHELLS, completion_script
+from ._cli_completion import INSTALL, SHELLS, complete_as, completion_script
 from ._cli_output import escape_controls
 from ._cli_run import cmd_deque, cmd_server
 from ._format import is_job_name, validate_metadata
 from ._version import __version__
-from .errors import InvalidMetadataError
+from .errors import DirQueueError, InvalidMetadataError
 from .repair import DEFAULT_MIN_AGE
 from .worker import DEFAULT_MAX_ATTEMPTS
 
@@ -159,17 +160,25 @@ _EPILOGS: Final = {
     "stats": (
         "examples:\n  dq stats --dir /var/spool/q --json\n"
         "  dq stats --dir /var/spool/q --watch 2\n"
-        "  dq stats --dir Q --format prometheus > q.prom.tmp && mv q.prom.tmp"
-        " /var/lib/node_exporter/textfile/q.prom"
+        "  dq stats --dir Q --format prometheus"
+        " --output /var/lib/node_exporter/textfile/q.prom"
     ),
-    "show": "examples:\n  dq show --dir /var/spool/q JOBID\n  dq show --dir Q --json JOBID",
+    "show": (
+        "examples:\n  dq show --dir /var/spool/q JOBID\n  dq show --dir Q --json JOBID\n"
+        "  dq show --dir Q --data JOBID > job.bin"
+    ),
     "completion": (
         "examples:\n"
         "  dq completion bash > ~/.local/share/bash-completion/completions/dq\n"
-        "  dq completion zsh > ~/.zfunc/_dq    # with fpath+=(~/.zfunc) in ~/.zshrc"
+        "  dq completion zsh > ~/.zfunc/_dq    # with fpath+=(~/.zfunc) in ~/.zshrc\n"
+        "  dq completion fish > ~/.config/fish/completions/dq.fish\n"
+        f"(needs shtab: {INSTALL})"
     ),
     "requeue": "examples:\n  dq requeue --dir /var/spool/q --failed\n  dq requeue --dir Q JOBID",
     "purge": "example:\n  dq purge --dir /var/spool/q --failed --older-than 7d",
+    "cancel": "example:\n  dq cancel --dir /var/spool/q 50.20261128192616291083.DMzg5",
+    "empty": "example:\n  dq empty --dir /var/spool/q",
+    "watch": "examples:\n  dq watch --dir /var/spool/q\n  dq watch --dir /var/spool/q 10 --json",
     "fsck": (
         "examples:\n  dq fsck --dir /var/spool/q\n"
         "  dq fsck --dir /var/spool/q --repair --min-age 10m\n"
@@ -186,8 +195,11 @@ _HELP: Final = {
     "stats": "count queued, active, stale and failed jobs; --watch for a live view",
     "requeue": "put failed jobs back in the queue",
     "purge": "delete failed jobs",
+    "cancel": "delete waiting jobs without running them (not one a worker is running)",
+    "empty": "delete every waiting job, queued and deferred (running jobs are left)",
+    "watch": "a live view of the queue's counts: dq stats --watch",
     "fsck": "check a queue for what crashed processes left behind; --repair fixes it",
-    "completion": "print a shell completion script for bash or zsh",
+    "completion": "print a shell completion script for bash, zsh, fish or tcsh",
 }
 
 #: The subcommands that create jobs, the only ones --fanout means anything to.
@@ -209,9 +221,9 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = _Parser(add_help=False)
-    common.add_argument(
+    complete_as(common.add_argument(
         "--dir", metavar="Q", help="the queue directory (default: $DQ_DIR)"
-    )
+    ), "directory")
     fanout = _Parser(add_help=False)
     fanout.add_argument(
         "--fanout",
@@ -259,7 +271,9 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         " has a zone) or seconds since the epoch",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
-    p.add_argument("files", nargs="+", metavar="FILE", help="files to submit; - reads stdin")
+    complete_as(p.add_argument(
+        "files", nargs="+", metavar="FILE", help="files to submit; - reads stdin"
+    ), "file")
     p.set_defaults(func=cmd_submit)
 
     p = add("deque")
@@ -281,11 +295,21 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     p = add("list")
     p.add_argument("--count", action="store_true", help="print only how many jobs there are")
     _json_options(p, "a JSON array")
-    p.add_argument("--failed", action="store_true", help="list the failed jobs instead")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--failed", action="store_true", help="list the failed jobs instead")
+    which.add_argument(
+        "--corrupt", action="store_true",
+        help="list corrupt/ instead: jobs moved aside as unreadable, and why",
+    )
     p.set_defaults(func=cmd_list)
 
     p = add("show")
-    p.add_argument("--json", action="store_true", help="print a JSON object")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print a JSON object")
+    shown.add_argument(
+        "--data", action="store_true",
+        help="print the job's data instead: raw when piped, escaped on a terminal",
+    )
     p.add_argument(
         "jobid", type=_job_id, metavar="JOBID", help="the job (queued, active or failed)"
     )
@@ -307,7 +331,31 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         "--iterations", type=_positive_int, metavar="N",
         help="with --watch: stop after N refreshes",
     )
+    complete_as(p.add_argument(
+        "--output", metavar="FILE",
+        help="write to FILE instead, replaced whole (written beside it, then renamed):"
+        " for node_exporter's textfile collector",
+    ), "file")
     p.set_defaults(func=cmd_stats)
+
+    p = add("watch")
+    p.add_argument("--json", action="store_true", help="a JSON object per refresh, one a line")
+    p.add_argument(
+        "watch", type=_seconds, nargs="?", default=2.0, metavar="SECONDS",
+        help="refresh every SECONDS (default 2)",
+    )
+    p.add_argument("--iterations", type=_positive_int, metavar="N", help="stop after N refreshes")
+    p.set_defaults(func=cmd_stats, format="table")
+
+    p = add("cancel")
+    p.add_argument(
+        "jobids", nargs="+", type=_job_id, metavar="JOBID",
+        help="waiting jobs (queued or deferred) to delete",
+    )
+    p.set_defaults(func=cmd_cancel)
+
+    p = add("empty")
+    p.set_defaults(func=cmd_empty)
 
     p = add("requeue")
     p.add_argument("--failed", action="store_true", help="requeue every failed job")
@@ -346,10 +394,15 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     p.set_defaults(func=cmd_fsck)
 
     p = add("completion", queue=False)
-    p.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash or zsh")
+    p.add_argument("shell", choices=SHELLS, metavar="SHELL", help=", ".join(SHELLS))
 
     def print_completion(ctx: Context) -> int:
-        ctx.out.write(completion_script(ctx.args.shell, parser, prog))
+        try:
+            # For the dq command, whatever name this one runs under (python -m dirqueue).
+            script = completion_script(ctx.args.shell, build_parser("dq"))
+        except ImportError as err:
+            raise DirQueueError(str(err)) from None
+        ctx.out.write(script)
         return EXIT_OK
 
     p.set_defaults(func=print_completion)
@@ -406,10 +459,10 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         "--json", action="store_true",
         help="print the summary as JSON on stdout, alone: the jobs' stdout goes to stderr",
     )
-    p.add_argument(
+    complete_as(p.add_argument(
         "--json-file", metavar="FILE",
         help="write the summary as JSON to FILE (the jobs keep stdout)",
-    )
+    ), "file")
     _create_option(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
     p.set_defaults(func=cmd_server)

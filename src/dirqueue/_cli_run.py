@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import io
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -193,6 +194,11 @@ def cmd_server(ctx: Context) -> int:
     if progress.tty:
         handler = _clearing_progress(handler, progress)
     verbose = args.verbose
+    # A server that runs until stopped says where it listens and a line per job, as
+    # rq's worker does: silence there looks like a hang. --until-empty has its bar.
+    each_job = verbose or not (args.until_empty or args.quiet)
+    if not (args.until_empty or args.quiet):
+        ctx.say(_serving_line(queue.dir, args))
 
     def on_result(result: StepResult) -> None:
         if result.outcome in (Outcome.RETRIED, Outcome.FAILED, Outcome.LOST):
@@ -201,9 +207,8 @@ def cmd_server(ctx: Context) -> int:
             ctx.say(_failure_line(result, args.max_attempts))
             if verbose and result.detail:
                 ctx.err.write(escape_controls(result.detail.rstrip("\n")) + "\n")
-        elif verbose:
-            text = f"{result.outcome.value} {result.jobid} in {result.seconds:.3f}s"
-            ctx.say(f"[{os.getpid()}] {text}")
+        elif each_job:
+            ctx.say(_job_line(result, verbose))
 
     options: dict[str, Any] = {
         "max_attempts": args.max_attempts,
@@ -253,6 +258,25 @@ def cmd_server(ctx: Context) -> int:
         ctx.say(f"{moved} job{'s' if moved != 1 else ''} moved to failed/: see 'dq list --failed'")
         return EXIT_JOBS_FAILED
     return EXIT_OK
+
+
+def _serving_line(directory: str, args: argparse.Namespace) -> str:
+    """What a server that runs until stopped says first: where, how many, what."""
+    workers = f"{args.workers} worker{'s' if args.workers != 1 else ''}"
+    command = shlex.join(_command_from(args))
+    what = f"handler {args.handler}" if args.handler else f"command {command}"
+    until = f", stopping after {args.njobs} jobs" if args.njobs else ""
+    return (
+        f"serving {os.path.abspath(directory)} with {workers}, {what}{until}"
+        " (a line per job; Ctrl-C stops after the jobs running)"
+    )
+
+
+def _job_line(result: StepResult, verbose: bool) -> str:
+    """One line for a job that did not fail: when, which job, what became of it, how long."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+    where = f" [worker pid {os.getpid()}]" if verbose else ""
+    return f"{stamp} job {result.jobid} {result.outcome.value} in {result.seconds:.3f}s{where}"
 
 
 def _failure_line(result: StepResult, max_attempts: int) -> str:

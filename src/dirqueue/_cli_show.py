@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._format import is_job_name, last_error_of
-from .errors import DirQueueError
+from .errors import NoSuchJobError
 from .failed import FailedStore, NoSuchFailedJobError
 from .stats import list_jobs
 
@@ -25,14 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["NoSuchJobError", "show_job"]
 
 JobView = dict[str, Any]
-
-
-class NoSuchJobError(DirQueueError, LookupError):
-    """No job by this id is queued, active or failed. ``jobid`` names it."""
-
-    def __init__(self, message: str, jobid: str) -> None:
-        super().__init__(message)
-        self.jobid = jobid
 
 
 def _blank(jobid: str) -> JobView:

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidPriorityError",
     "JobLostError",
     "JobStateError",
+    "NoSuchJobError",
     "QueueIOError",
 ]
 
@@ -70,6 +71,15 @@ class JobStateError(DirQueueError):
     """
 
     def __init__(self, message: str, jobid: str | None = None) -> None:
+        super().__init__(message)
+        self.jobid = jobid
+
+
+class NoSuchJobError(DirQueueError, LookupError):
+    """No job by this id is where it was looked for (waiting, for a cancel; anywhere,
+    for ``dq show``). ``jobid`` names it."""
+
+    def __init__(self, message: str, jobid: str) -> None:
         super().__init__(message)
         self.jobid = jobid
 

@@ -18,8 +18,9 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Generic, TypeVar
 
-from . import _fs
+from . import _cancel, _fs
 from ._config import QueueConfig
+from ._corrupt import CorruptEntry, list_corrupt
 from ._deferred import scan_deferred
 from ._enqueue import Chunk, DataWriter, enqueue, ensure_queue_dirs, write_chunks, writer
 from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file
@@ -344,6 +345,38 @@ class DirQueue:
         if not is_job_name(jobid):
             raise CorruptJobError(f"{path!r} names no job: pass a job id or a queue path", path)
         return self._picker.pickup_named(jobid)
+
+    # -- cancelling --------------------------------------------------------------------
+
+    def cancel(self, jobid: str) -> None:
+        """Delete job ``jobid`` without running it: a queued, stale or deferred job.
+
+        Its lock is taken as a pickup takes it, so a job a live worker holds is never
+        removed: that raises :class:`~dirqueue.errors.JobStateError` and leaves it to
+        finish. :class:`~dirqueue.errors.NoSuchJobError` if the job is not waiting here
+        (finished, failed, or never submitted).
+        """
+        try:
+            _cancel.cancel(self.config, self._picker.pickup_named, jobid)
+        finally:
+            # The lock file a pickup made for the job: not kept for pickups to come.
+            self._picker.lock_file.let_go()
+
+    def empty(self) -> list[str]:
+        """Cancel every job waiting now, queued, stale and deferred; return their ids.
+
+        Jobs held by live workers are left to finish; failed jobs stay in ``failed/``
+        (:meth:`FailedStore.purge` deletes them).
+        """
+        try:
+            return _cancel.empty(self.config, self._picker.pickup_named)
+        finally:
+            self._picker.lock_file.let_go()
+
+    def corrupt_jobs(self) -> list[CorruptEntry]:
+        """What is in ``corrupt/``: jobs moved aside as unreadable, each with the reason
+        recorded when it was moved (dirqueue never deletes them; see ``docs/durability.md``)."""
+        return list_corrupt(self.config)
 
     # -- checking and repairing ---------------------------------------------------------
 
