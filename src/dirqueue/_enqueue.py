@@ -514,7 +514,7 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
     """Step 4 for one job: link its control file into queue/ (or, delayed, deferred/),
     renaming it on a clash."""
     layout = config.layout
-    fanout = random.choice(Layout.FANOUT_DIGITS) if config.queue_fanout else None
+    fanout = Layout.choose_fanout(config.queue_fanout)
     parts: tuple[str, ...] = Layout.queue_parts(fanout)
     if st.due is not None:
         parts = (Layout.DEFERRED,)

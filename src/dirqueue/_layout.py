@@ -8,6 +8,7 @@ of those paths is described in ``docs/format.md``.
 from __future__ import annotations
 
 import os
+import random
 import time
 from typing import Final
 
@@ -99,6 +100,13 @@ class Layout:
         if fanout is None:
             return f"{self.queue_dir}/{jobid}"
         return f"{self.queue_dir}/{fanout}/{jobid}"
+
+    @staticmethod
+    def choose_fanout(queue_fanout: bool) -> str | None:
+        """The fan-out directory a job entering ``queue/`` goes into: a random digit,
+        as the Perl module picks (a Perl fan-out worker reads only ``queue/X/``), or
+        None without fan-out. Every way into ``queue/`` asks here."""
+        return random.choice(Layout.FANOUT_DIGITS) if queue_fanout else None
 
     @staticmethod
     def queue_parts(fanout: str | None) -> tuple[str, ...]:
