@@ -1,0 +1,234 @@
+"""Threads sharing one queue object: every job done exactly once, no thread meets an
+error, and nothing is left in tmp/, while another process enqueues and a third keeps
+taking jobs and giving them back.
+
+A queue object's index (:mod:`dirqueue._index`) and lock file (``LockFileKeeper``) are
+shared by its threads: without a lock around them a pickup met ``IndexError`` in the
+index's head, ``RuntimeError: dictionary changed size`` in its held jobs, and threads
+making lock files at once left their names in tmp/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import dirqueue._index
+from dirqueue import DirQueue
+from dirqueue._index import QueueIndex
+from dirqueue._scanner import QueueEntry
+from durability_checks import assert_no_orphans
+
+pytestmark = pytest.mark.timeout(180)
+
+JOBS = 1500
+THREADS = 16
+
+#: Enqueues JOBS jobs (data: their number), then prints "done".
+_PRODUCER = """
+import sys
+from dirqueue import DirQueue
+q = DirQueue(sys.argv[1], durable=False)
+for i in range(int(sys.argv[2])):
+    q.enqueue_string(str(i))
+print("done", flush=True)
+"""
+
+#: Takes whatever job it can and gives it back at once, until stdin closes; prints how
+#: many it gave back.
+_RETURNER = """
+import os, select, sys
+from dirqueue import DirQueue
+q = DirQueue(sys.argv[1], durable=False)
+returned = 0
+while not select.select([sys.stdin], [], [], 0)[0]:
+    job = q.pickup_queued_job()
+    if job is not None:
+        job.return_to_queue()
+        returned += 1
+print(returned, flush=True)
+"""
+
+
+class _Gate:
+    """Stops the thread that calls :meth:`stop_here` first, until :meth:`open`."""
+
+    def __init__(self) -> None:
+        self.paused = threading.Event()
+        self._open = threading.Event()
+        self._thread: int | None = None
+
+    def stop_here(self) -> None:
+        if self._thread is None:
+            self._thread = threading.get_ident()
+            self.paused.set()
+            assert self._open.wait(30)
+
+    def open(self) -> None:
+        self._open.set()
+
+
+class _GatedSet(set[str]):
+    def __init__(self, names: set[str], gate: _Gate) -> None:
+        super().__init__(names)
+        self.gate = gate
+
+    def __contains__(self, name: object) -> bool:
+        self.gate.stop_here()
+        return super().__contains__(name)
+
+
+class _GatedDict(dict[str, str]):
+    def __init__(self, gate: _Gate) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        self.gate.stop_here()
+        return super().get(name, default)
+
+
+def _interleave(first: threading.Thread, second: threading.Thread, gate: _Gate) -> None:
+    """Run ``first`` until it stops at ``gate``, then ``second`` (to its end, or, when
+    the index makes it wait for ``first``, for a second), then let ``first`` go on."""
+    first.start()
+    assert gate.paused.wait(30)
+    second.start()
+    second.join(1.0)  # Without a lock around the index it runs to its end meanwhile.
+    gate.open()
+    first.join(30)
+    second.join(30)
+
+
+def _in_thread(call: Callable[[], object], errors: list[BaseException]) -> threading.Thread:
+    def run() -> None:
+        try:
+            call()
+        except BaseException as err:  # Reported by the test.
+            errors.append(err)
+
+    return threading.Thread(target=run, daemon=True)
+
+
+def test_two_threads_trimming_the_pending_list_lose_no_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One thread trimmed the names passed while another walked the list from a place
+    # that no longer existed: the waiting job was skipped (or the walk ran past the
+    # list's end: IndexError).
+    monkeypatch.setattr(dirqueue._index, "_COMPACT_AT", 1)
+    q = DirQueue(tmp_path / "q", durable=False)
+    names = [q.enqueue_string(str(i)) for i in range(8)]
+    index = QueueIndex(q.config)
+    index.refresh()
+    for name in names[:6]:
+        index.taken(name)
+    head = index.head()
+    assert head is not None
+    assert head.name == names[6]
+    index.taken(names[6])
+    gate = _Gate()
+    index._waiting = _GatedSet(index._waiting, gate)  # The gate.
+    errors: list[BaseException] = []
+    _interleave(_in_thread(index.head, errors), _in_thread(index.head, errors), gate)
+    assert errors == []
+    head = index.head()
+    assert head is not None
+    assert head.name == names[7]
+
+
+def test_a_job_marked_held_while_another_thread_walks_the_held_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RuntimeError: dictionary changed size during iteration, in held_due.
+    monkeypatch.setattr(dirqueue._index, "HELD_RECHECK", 0.0)
+    q = DirQueue(tmp_path / "q", durable=False)
+    index = QueueIndex(q.config)
+    for name in ("50.1", "50.2", "50.3"):
+        index.held(name)
+    gate = _Gate()
+    index._fanout = _GatedDict(gate)  # The gate.
+    errors: list[BaseException] = []
+    due: list[QueueEntry] = []
+    _interleave(_in_thread(lambda: due.extend(index.held_due(None)), errors),
+                _in_thread(lambda: index.held("50.4"), errors), gate)
+    assert errors == []
+    assert [entry.name for entry in due] == ["50.1", "50.2", "50.3"]
+
+
+def _start(script: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+
+def test_sixteen_threads_share_one_queue_object(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q", durable=False)
+    q.create()
+    done: list[tuple[str, bytes]] = []
+    errors: list[BaseException] = []
+    all_done = threading.Event()
+    start = threading.Barrier(THREADS + 1)
+
+    def work() -> None:
+        try:
+            start.wait()
+            while not all_done.is_set():
+                job = q.pickup_queued_job()
+                if job is None:
+                    time.sleep(0.001)  # Polling: the producer is still at work.
+                    continue
+                done.append((job.jobid, job.get_data()))
+                job.finish()
+                if len(done) >= JOBS:
+                    all_done.set()
+        except BaseException as err:
+            errors.append(err)
+            all_done.set()
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    producer = _start(_PRODUCER, q.dir, str(JOBS))
+    returner = _start(_RETURNER, q.dir)
+    try:
+        start.wait(timeout=30)
+        all_done.wait(timeout=150)
+        for thread in threads:
+            thread.join(timeout=30)
+        out, err = producer.communicate(timeout=30)
+        assert out.split() == ["done"], err
+        out, err = returner.communicate(input="stop\n", timeout=30)
+        assert out.strip().isdigit(), err
+        returned = int(out)
+    finally:
+        all_done.set()
+        _kill(producer)
+        _kill(returner)
+    assert errors == []
+    assert not any(thread.is_alive() for thread in threads)
+    counts = Counter(jobid for jobid, _ in done)
+    assert [jobid for jobid, n in counts.items() if n > 1] == []
+    assert sorted(int(data) for _, data in done) == list(range(JOBS))
+    assert q.pickup_queued_job() is None  # Idle: the lock file's name goes.
+    assert os.listdir(q.layout.tmp_dir) == []
+    assert_no_orphans(q)
+    assert returned > 0  # The returner did take jobs while the threads worked.
