@@ -11,6 +11,7 @@ making lock files at once left their names in tmp/.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 import dirqueue._index
+import dirqueue._judge
 from dirqueue import DirQueue
 from dirqueue._index import QueueIndex
 from dirqueue._scanner import QueueEntry
@@ -164,6 +166,37 @@ def test_a_job_marked_held_while_another_thread_walks_the_held_jobs(
                 _in_thread(lambda: index.held("50.4"), errors), gate)
     assert errors == []
     assert [entry.name for entry in due] == ["50.1", "50.2", "50.3"]
+
+
+def test_two_threads_read_the_filesystems_clock_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both wrote tmp/clock.HOST.PID: one removed the file the other was about to read
+    # back, and that one took "no offset" (ENOENT) for the next five seconds, whatever
+    # the file server's clock said.
+    q = DirQueue(tmp_path / "q", durable=False)
+    q.create()
+    gate = _Gate()
+    misses: list[str] = []
+    real_lstat = os.lstat
+
+    def lstat(path: str, *args: object, **kwargs: object) -> os.stat_result:
+        if isinstance(path, str) and path.startswith("clock."):
+            gate.stop_here()
+            try:
+                return real_lstat(path, *args, **kwargs)  # type: ignore[arg-type]
+            except FileNotFoundError:
+                misses.append(path)
+                raise
+        return real_lstat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dirqueue._judge.os, "lstat", lstat)
+    errors: list[BaseException] = []
+    measure = functools.partial(dirqueue._judge._measure_offset, q.config)
+    _interleave(_in_thread(measure, errors), _in_thread(measure, errors), gate)
+    assert errors == []
+    assert misses == []
+    assert os.listdir(q.layout.tmp_dir) == []
 
 
 def _start(script: str, *args: str) -> subprocess.Popen[str]:

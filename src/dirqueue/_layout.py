@@ -177,10 +177,11 @@ class Layout:
         return f"{jobid}.{time.time_ns()}.{host}.{pid}.breaker"
 
     @staticmethod
-    def tmp_clock_name(host: str, pid: int) -> str:
-        """``clock.HOST.PID``: a file written (and at once removed) to read the
-        filesystem's clock (see :func:`dirqueue._judge.filesystem_now`)."""
-        return f"clock.{host}.{pid}"
+    def tmp_clock_name(host: str, pid: int, thread: int) -> str:
+        """``clock.HOST.PID.THREAD``: a file written (and at once removed) to read the
+        filesystem's clock (see :func:`dirqueue._judge.filesystem_now`). One per thread:
+        two threads sharing one name removed each other's file before it was read."""
+        return f"clock.{host}.{pid}.{thread}"
 
     @staticmethod
     def breaker_token_name(jobid: str) -> str:
