@@ -21,17 +21,21 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+import dirqueue._fs
 import dirqueue._index
 import dirqueue._judge
-from dirqueue import DirQueue
+from dirqueue import DirQueue, _lock
 from dirqueue._index import QueueIndex
 from dirqueue._scanner import QueueEntry
 from durability_checks import assert_no_orphans
 
 pytestmark = pytest.mark.timeout(180)
+
+T = TypeVar("T")
 
 JOBS = 1500
 THREADS = 16
@@ -39,7 +43,7 @@ THREADS = 16
 #: Enqueues JOBS jobs (data: their number), then prints "done".
 _PRODUCER = """
 import sys
-from dirqueue import DirQueue
+from dirqueue import DirQueue, _lock
 q = DirQueue(sys.argv[1], durable=False)
 for i in range(int(sys.argv[2])):
     q.enqueue_string(str(i))
@@ -50,7 +54,7 @@ print("done", flush=True)
 #: many it gave back.
 _RETURNER = """
 import os, select, sys
-from dirqueue import DirQueue
+from dirqueue import DirQueue, _lock
 q = DirQueue(sys.argv[1], durable=False)
 returned = 0
 while not select.select([sys.stdin], [], [], 0)[0]:
@@ -197,6 +201,87 @@ def test_two_threads_read_the_filesystems_clock_at_once(
     assert errors == []
     assert misses == []
     assert os.listdir(q.layout.tmp_dir) == []
+
+
+def _gated(gate: _Gate, call: Callable[..., T], *, after: bool = False) -> Callable[..., T]:
+    """``call``, stopped at ``gate`` (before it runs, or after with ``after``)."""
+
+    def gated(*args: object, **kwargs: object) -> T:
+        if not after:
+            gate.stop_here()
+        result = call(*args, **kwargs)
+        if after:
+            gate.stop_here()
+        return result
+
+    return gated
+
+
+def test_a_job_being_released_by_one_thread_is_not_taken_by_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Releasing, a thread dropped the job from its lock file's holders before removing
+    # its lock; a second thread, linking the same lock file there, met EEXIST, found
+    # its own inode at active/NAME and took the job for its own. The first then
+    # removed the lock under it: a stray ENOENT, or a job held by nobody.
+    q = DirQueue(tmp_path / "q", durable=False)
+    jobid = q.enqueue_string("x")
+    path = q.layout.queue_path(jobid)
+    keeper = _lock.LockFileKeeper(q.config)
+    held = _lock.take(q.config, jobid, path, seen_free=True, keeper=keeper)
+    assert isinstance(held, _lock.HeldLock)
+    gate = _Gate()
+    monkeypatch.setattr(_lock, "_lstat_twice", _gated(gate, _lock._lstat_twice))
+    errors: list[BaseException] = []
+    second: list[object] = []
+    _interleave(
+        _in_thread(lambda: _lock.release(q.config, held), errors),
+        _in_thread(lambda: second.append(
+            _lock.take(q.config, jobid, path, seen_free=True, keeper=keeper)), errors),
+        gate,
+    )
+    assert errors == []
+    assert second == [_lock.Refused.LOST]
+    assert not os.path.lexists(q.layout.active_path(jobid))
+    keeper.let_go()
+
+
+def test_a_lock_confirmed_late_does_not_turn_back_the_shared_mtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A link that reported EEXIST for itself (a retry) is confirmed by the inode found;
+    # that lstat's mtime was taken as the shared lock file's, though another thread had
+    # freshened the file since: every lock of the queue object then looked newer than
+    # ours, taken over (JobLostError "taken over by" our own pid).
+    q = DirQueue(tmp_path / "q", durable=False)
+    first, other = q.enqueue_string("1"), q.enqueue_string("2")
+    keeper = _lock.LockFileKeeper(q.config)
+    real_link = dirqueue._fs.link_open_file
+
+    def link_then_say_exists(fd: int, name: str, dir_fd: int) -> None:
+        real_link(fd, name, dir_fd)
+        if name == first:
+            raise FileExistsError(17, "File exists")
+
+    monkeypatch.setattr(dirqueue._fs, "link_open_file", link_then_say_exists)
+    gate = _Gate()
+    monkeypatch.setattr(_lock, "_lstat_twice", _gated(gate, _lock._lstat_twice, after=True))
+    errors: list[BaseException] = []
+    taken: dict[str, object] = {}
+
+    def take(jobid: str) -> None:
+        taken[jobid] = _lock.take(q.config, jobid, q.layout.queue_path(jobid), seen_free=True,
+                                  keeper=keeper)
+
+    _interleave(_in_thread(lambda: take(first), errors), _in_thread(lambda: take(other), errors),
+                gate)
+    assert errors == []
+    for jobid in (first, other):
+        held = taken[jobid]
+        assert isinstance(held, _lock.HeldLock)
+        assert _lock.standing(q.config, held) is _lock.Standing.OURS
+        assert _lock.release(q.config, held)
+    keeper.let_go()
 
 
 def _start(script: str, *args: str) -> subprocess.Popen[str]:

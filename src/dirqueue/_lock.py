@@ -407,7 +407,9 @@ def _link_lock_file(
             # answer EEXIST for our own first try), our inode there means ours: no
             # other job of ours has that name.
             try:
-                ours = _is_ours(config.layout.active_path(jobid), held)
+                # Not adopting the mtime seen: another thread may have freshened the
+                # shared file since, and an older stamp makes all our locks look taken.
+                ours = _is_ours(config.layout.active_path(jobid), held, adopt_mtime=False)
             except OSError:
                 ours = False
             if ours and isinstance(err, OSError):
@@ -438,9 +440,10 @@ def _link_lock(tmp_lock: str, active_path: str, held: HeldLock) -> bool:
     return _is_ours(active_path, held)
 
 
-def _is_ours(active_path: str, held: HeldLock) -> bool:
-    """True if the lock at ``active_path`` is the file we wrote for ``held``; then its
-    mtime is taken as the filesystem keeps it (over NFS the server's, after close)."""
+def _is_ours(active_path: str, held: HeldLock, *, adopt_mtime: bool = True) -> bool:
+    """True if the lock at ``active_path`` is the file we wrote for ``held``; then (with
+    ``adopt_mtime``) its mtime is taken as the filesystem keeps it (over NFS the
+    server's, after close)."""
     landed = _lstat_twice(active_path)
     if (
         landed is None
@@ -448,7 +451,8 @@ def _is_ours(active_path: str, held: HeldLock) -> bool:
         or landed.st_uid != held.stat.st_uid
     ):
         return False
-    held.mtime_ns = landed.st_mtime_ns
+    if adopt_mtime:
+        held.mtime_ns = landed.st_mtime_ns
     return True
 
 
@@ -517,22 +521,34 @@ def release(config: QueueConfig, held: HeldLock) -> bool:
 
     A lock broken as stale and re-taken by another worker is theirs now: left alone.
     """
-    source, held._source = held._source, None
-    if source is not None:
-        # Dropped, so that a finished Job kept by its caller keeps no descriptor open.
-        with source.guard:
-            source.holding.discard(held.jobid)
     active_path = config.layout.active_path(held.jobid)
     current = _lstat_twice(active_path)
     if current is None or not held.matches(current):
+        _let_go_of_lock_file(held)
         return False
     try:
         os.unlink(active_path)
     except FileNotFoundError:
         if os.path.lexists(active_path):
             raise  # Still there: the job is still ours, and still locked.
+        _let_go_of_lock_file(held)
         return False
+    _let_go_of_lock_file(held)
     return True
+
+
+def _let_go_of_lock_file(held: HeldLock) -> None:
+    """Our lock of ``held`` is gone: its job leaves the lock file's holders, and the
+    lock its file (so that a finished Job kept by its caller keeps no descriptor open).
+
+    Only now, not before the unlink: until then another thread of ours, linking the
+    same file at the same name, would meet EEXIST, find its own inode there, and take
+    the job for its own.
+    """
+    source, held._source = held._source, None
+    if source is not None:
+        with source.guard:
+            source.holding.discard(held.jobid)
 
 
 def touch(config: QueueConfig, held: HeldLock) -> bool:
