@@ -284,6 +284,54 @@ def test_a_lock_confirmed_late_does_not_turn_back_the_shared_mtime(
     keeper.let_go()
 
 
+def test_a_child_forked_while_a_thread_is_inside_the_queue_object_can_use_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The index's lock and the lock file keeper's, held by a thread of the parent at the
+    # fork, would be held for ever in the child (where that thread does not exist).
+    q = DirQueue(tmp_path / "q", durable=False)
+    jobid = q.enqueue_string("x")
+    index_gate, keeper_gate = _Gate(), _Gate()
+    picker = q._picker
+    picker.index.refresh()
+    picker.index._waiting = _GatedSet(picker.index._waiting, index_gate)  # The gate.
+    monkeypatch.setattr(_lock, "_write_lock", _gated(keeper_gate, _lock._write_lock))
+    errors: list[BaseException] = []
+    in_index = _in_thread(picker.index.head, errors)
+    in_keeper = _in_thread(picker.lock_file.get, errors)
+    in_index.start()
+    in_keeper.start()
+    assert index_gate.paused.wait(30)
+    assert keeper_gate.paused.wait(30)
+    pid = os.fork()
+    if pid == 0:  # The child: take the job, or hang (the parent kills it).
+        code = 1
+        try:
+            picker.index._waiting = set(picker.index._waiting)
+            job = q.pickup_queued_job()
+            code = 0 if job is not None and job.jobid == jobid else 2
+        finally:
+            os._exit(code)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung on a lock held by a thread of its parent")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        index_gate.open()
+        keeper_gate.open()
+        in_index.join(30)
+        in_keeper.join(30)
+    assert errors == []
+
+
 def _start(script: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", script, *args],
