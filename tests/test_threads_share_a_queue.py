@@ -332,6 +332,32 @@ def test_a_child_forked_while_a_thread_is_inside_the_queue_object_can_use_it(
     assert errors == []
 
 
+def test_a_lock_that_comes_and_goes_between_two_looks_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where a job is taken and given back in a tight loop (another thread, or another
+    # process), its lock can be gone, back (the second look says "there") and gone
+    # again (the third says ENOENT): that was a stray ENOENT out of a pickup.
+    q = DirQueue(tmp_path / "q", durable=False)
+    jobid = q.enqueue_string("x")
+    held = _lock.take(q.config, jobid, q.layout.queue_path(jobid))
+    assert isinstance(held, _lock.HeldLock)
+    active = q.layout.active_path(jobid)
+    os.unlink(active)  # Broken, say: gone.
+    real_lexists = os.path.lexists
+    flaps = [active]
+
+    def lexists(path: str) -> bool:
+        if flaps and path == flaps[0]:
+            flaps.clear()
+            return True  # Another worker's lock, there at this very moment, and gone.
+        return real_lexists(path)
+
+    monkeypatch.setattr(_lock.os.path, "lexists", lexists)
+    assert _lock.standing(q.config, held) is _lock.Standing.GONE
+    assert flaps == []
+
+
 def _start(script: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", script, *args],

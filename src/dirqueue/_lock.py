@@ -486,14 +486,21 @@ def _lstat_twice(active_path: str) -> os.stat_result | None:
 
     Looks twice before concluding that nothing is: a lock of ours left behind would keep
     the job from every worker. (An NFS client can report ENOENT for a name that is
-    there, e.g. in ESTALE recovery.)
+    there, e.g. in ESTALE recovery.) A lock that was there at the second look and gone
+    at the third is a job taken and given back meanwhile (a tight loop of another
+    thread or process does that): looked at again, not an error.
     """
-    try:
-        return os.lstat(active_path)
-    except FileNotFoundError:
-        if not os.path.lexists(active_path):
-            return None
-        return os.lstat(active_path)
+    for _ in range(_LOOKS):
+        try:
+            return os.lstat(active_path)
+        except FileNotFoundError:
+            if not os.path.lexists(active_path):
+                return None
+    return os.lstat(active_path)
+
+
+#: How many times :func:`_lstat_twice` looks again at a lock seen coming and going.
+_LOOKS: Final = 3
 
 
 class Standing(enum.Enum):
