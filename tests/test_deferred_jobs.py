@@ -119,3 +119,32 @@ def test_two_processes_promote_a_due_job_once(tmp_path: Path) -> None:
     assert [job.jobid for job in got] == [jobid]
     got[0].finish()
     assert_no_orphans(q)
+
+
+PERL_FANOUT_DRAIN = PERL_DRAIN.replace("dir => $ARGV[0]", "dir => $ARGV[0], queue_fanout => 1")
+
+
+def test_a_promoted_job_lands_where_a_perl_fanout_worker_looks(tmp_path: Path) -> None:
+    # With fan-out the Perl module reads only queue/X/: a job promoted to the top of
+    # queue/ would never be taken by a Perl worker.
+    q = DirQueue(tmp_path / "q", queue_fanout=True)
+    delayed = q.enqueue_string("delayed", delay=3600)
+    q.enqueue_string("flaky")
+    job = q.pickup_queued_job()
+    assert job is not None
+    retried = job.jobid
+    job.retry_later(3600, error="later")
+    assert deferred_jobs(q) == {delayed, retried}
+    for jobid in (delayed, retried):
+        os.utime(q.layout.deferred_path(jobid), (1, 1))
+    assert promote_due(q.config) == (2, None)
+    for jobid in (delayed, retried):
+        [path] = [os.path.join(root, jobid) for root, _dirs, files in os.walk(q.layout.queue_dir)
+                  if jobid in files]
+        fanout = os.path.basename(os.path.dirname(path))
+        assert fanout in "0123456789abcdef"
+        assert len(fanout) == 1
+        assert path == q.layout.queue_path(jobid, fanout)
+    assert sorted(run_perl(PERL_FANOUT_DRAIN, q.dir).split()) == sorted([delayed, retried])
+    assert deferred_jobs(q) == set()
+    assert_no_orphans(q)

@@ -7,6 +7,8 @@ import gc
 import multiprocessing
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,57 @@ def test_a_multiprocessing_worker_leaves_no_lock_file(q: DirQueue) -> None:
     assert child.exitcode == 0
     assert os.listdir(q.layout.tmp_dir) == []
     assert len(os.listdir(q.layout.queue_dir)) == 1
+
+
+def test_an_idle_pickup_keeps_the_lock_file_that_a_held_job_keeps_linkable(q: DirQueue) -> None:
+    q.enqueue_string("held")
+    kept = q.pickup_queued_job()
+    assert kept is not None
+    lock_file = os.lstat(q.layout.active_path(kept.jobid))
+    for i in range(5):
+        jobid = q.enqueue_string(str(i))
+        job = q.pickup_queued_job()
+        assert job is not None
+        assert job.jobid == jobid
+        # The file a held job is linked to can still be linked: no new file for this one.
+        assert os.path.samefile(q.layout.active_path(jobid), q.layout.active_path(kept.jobid))
+        job.finish()
+        assert q.pickup_queued_job() is None  # Idle: the name goes, the file stays ours.
+        assert lock_files(q) == []
+    assert os.lstat(q.layout.active_path(kept.jobid)).st_ino == lock_file.st_ino
+    kept.finish()
+
+
+#: Takes 600 jobs one by one (every other one returned and taken again first), going
+#: idle after each, and keeps every Job (as a caller collecting results does), with 256
+#: descriptors allowed.
+_FEW_DESCRIPTORS = """
+import resource, sys
+from dirqueue import DirQueue
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+q = DirQueue(sys.argv[1], durable=False)
+kept = []
+for i in range(600):
+    jobid = q.enqueue_string(str(i))
+    job = q.pickup_queued_job()
+    assert job is not None and job.jobid == jobid
+    if i % 2:
+        job.return_to_queue()
+        kept.append(job)
+        job = q.pickup_queued_job()
+        assert job is not None and job.jobid == jobid
+    job.finish()
+    kept.append(job)
+    assert q.pickup_queued_job() is None
+print(len(kept))
+"""
+
+
+def test_finished_jobs_and_idle_pickups_hold_no_descriptors(q: DirQueue) -> None:
+    # Each finished Job kept its lock file open, and each pickup after an idle one made
+    # a new lock file: EMFILE at job 246 of 256 descriptors.
+    done = subprocess.run([sys.executable, "-c", _FEW_DESCRIPTORS, q.dir], capture_output=True,
+                          text=True, timeout=50, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["900"]
+    assert os.listdir(q.layout.tmp_dir) == []

@@ -29,8 +29,9 @@ from ._cli_completion import INSTALL, SHELLS, complete_as, completion_script
 from ._cli_output import escape_controls
 from ._cli_run import cmd_deque, cmd_server
 from ._format import is_job_name, validate_metadata
+from ._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, Range, check_number
 from ._version import __version__
-from .errors import DirQueueError, InvalidMetadataError
+from .errors import DirQueueError, InvalidMetadataError, InvalidNumberError
 from .repair import DEFAULT_MIN_AGE
 from .worker import DEFAULT_MAX_ATTEMPTS
 
@@ -117,33 +118,37 @@ def _duration(text: str) -> float:
         return parse_age(text)
 
 
+def _in_range(text: str, value: float, allowed: Range) -> float:
+    """``value`` (read from ``text``) if the API would take it: the same check
+    (:func:`dirqueue._numbers.check_number`), as a usage error (argparse names the
+    option)."""
+    try:
+        return check_number(repr(text), value, allowed)
+    except InvalidNumberError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: use {err.allowed}") from None
+
+
 def _seconds(text: str) -> float:
-    value = _duration(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
-    return value
+    return _in_range(text, _duration(text), SECONDS)
 
 
 def _when(text: str) -> float:
     """An ISO 8601 time (local unless it has a zone) or seconds since the epoch."""
     try:
-        return float(text)
+        when = float(text)
     except ValueError:
-        pass
-    try:
-        return datetime.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: write it like 2026-12-24T18:00 (local time),"
-            " 2026-12-24T18:00+00:00, or seconds since the epoch"
-        ) from None
+        try:
+            when = datetime.datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a time: write it like 2026-12-24T18:00 (local time),"
+                " 2026-12-24T18:00+00:00, or seconds since the epoch"
+            ) from None
+    return _in_range(text, when, EPOCH_TIME)
 
 
 def _seconds_or_zero(text: str) -> float:
-    value = _duration(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more seconds")
-    return value
+    return _in_range(text, _duration(text), SECONDS_OR_ZERO)
 
 
 # -- the parser ----------------------------------------------------------------------

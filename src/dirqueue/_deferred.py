@@ -69,21 +69,34 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
         return 0, min(later, default=None)
     moved = 0
     dfd = _fs.open_dir_nofollow(config.dir, (Layout.DEFERRED,))
+    # queue/'s directories used so far (queue/X with fan-out: where enqueue puts a job,
+    # and the only place a Perl fan-out worker looks) -> (descriptor, jobs moved in).
+    targets: dict[str | None, list[int]] = {}
+    created: list[str] = []
     try:
-        qfd = _fs.open_dir_nofollow(config.dir, (Layout.QUEUE,))
-        try:
-            for entry in due:
-                try:
-                    os.rename(entry.name, entry.name, src_dir_fd=dfd, dst_dir_fd=qfd)
-                except FileNotFoundError:
-                    continue  # Another process promoted it first.
-                moved += 1
-            if moved and config.durable:
-                os.fsync(qfd)
-                os.fsync(dfd)
-        finally:
-            _fs.close_dir(qfd)
+        for entry in due:
+            fanout = Layout.choose_fanout(config.queue_fanout)
+            target = targets.get(fanout)
+            if target is None:
+                qfd, made = _fs.ensure_dir_nofollow(config.dir, Layout.queue_parts(fanout))
+                target = targets[fanout] = [qfd, 0]
+                created += made
+            try:
+                os.rename(entry.name, entry.name, src_dir_fd=dfd, dst_dir_fd=target[0])
+            except FileNotFoundError:
+                continue  # Another process promoted it first.
+            target[1] += 1
+            moved += 1
+        if moved and config.durable:
+            for qfd, count in targets.values():
+                if count:
+                    os.fsync(qfd)
+            for directory in created:
+                _fs.fsync_dir(os.path.dirname(directory))  # A new queue/X: named in queue/.
+            os.fsync(dfd)
     finally:
+        for qfd, _ in targets.values():
+            _fs.close_dir(qfd)
         _fs.close_dir(dfd)
     if moved:
         # Waiting dequeuers watch queue/'s mtime; a rename into it moves it anyway, but

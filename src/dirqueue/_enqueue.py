@@ -42,7 +42,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from . import _dirfds, _fs
@@ -485,15 +485,8 @@ def _write_tmp_control(config: QueueConfig, st: _Staged) -> None:
     layout = config.layout
     data_path = layout.data_path(st.jobid)
     if st.control is not None:
-        control = ControlFile(
-            data_path=data_path,
-            size_bytes=st.size,
-            submitted_secs=st.control.submitted_secs,
-            submitted_usecs=st.control.submitted_usecs,
-            hostname=st.control.hostname,
-            metadata=st.control.metadata,
-            extra_system=st.control.extra_system,
-        )
+        # A requeue: the job's own fields (and the bytes of the lines it read, kept).
+        control = replace(st.control, data_path=data_path, size_bytes=st.size)
     else:
         control = ControlFile(
             data_path=data_path,
@@ -514,7 +507,7 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
     """Step 4 for one job: link its control file into queue/ (or, delayed, deferred/),
     renaming it on a clash."""
     layout = config.layout
-    fanout = random.choice(Layout.FANOUT_DIGITS) if config.queue_fanout else None
+    fanout = Layout.choose_fanout(config.queue_fanout)
     parts: tuple[str, ...] = Layout.queue_parts(fanout)
     if st.due is not None:
         parts = (Layout.DEFERRED,)

@@ -223,16 +223,38 @@ class ControlFile:
     metadata: dict[str, str] = field(default_factory=dict)
     #: System fields (``Q`` + three capitals) other than the five above, kept as read.
     extra_system: dict[str, str] = field(default_factory=dict)
+    #: The bytes this was parsed from, if it was: see :meth:`to_bytes`.
+    source: bytes | None = field(default=None, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
-        """Serialize in the Perl module's field order."""
+        """Serialize in the Perl module's field order.
+
+        A control file that was read keeps, for every field whose value is unchanged,
+        its line's very bytes: a value the Perl module wrote in Latin-1 (which we read
+        with U+FFFD in place of the bytes that are not UTF-8) must not come back
+        altered (``Z\\xfcrich`` as ``Z\\xef\\xbf\\xbdrich``) when a worker rewrites
+        the file to count an attempt.
+        """
         lines = [f"{QDFN}: {self.data_path}\n", f"{QDSB}: {self.size_bytes}\n"]
         lines.append(f"{QSTT}: {self.submitted_secs}\n")
         lines.append(f"{QSTM}: {self.submitted_usecs}\n")
         lines.append(f"{QSHN}: {self.hostname}\n")
         lines.extend(f"{key}: {value}\n" for key, value in self.extra_system.items())
         lines.extend(f"{key}: {value}\n" for key, value in self.metadata.items())
-        return "".join(lines).encode("utf-8")
+        if self.source is None:
+            return "".join(lines).encode("utf-8")
+        as_read = _lines_as_read(self.source)
+        return b"".join(as_read.get(line) or line.encode("utf-8") for line in lines)
+
+
+def _lines_as_read(raw: bytes) -> dict[str, bytes]:
+    """Each line of control file ``raw`` as :func:`parse_control` decodes it (with a
+    newline), mapped to its bytes as they were."""
+    kept: dict[str, bytes] = {}
+    for line in raw.split(b"\n"):
+        if line:
+            kept[line.decode("utf-8", errors="replace") + "\n"] = line + b"\n"
+    return kept
 
 
 #: The control-file field that counts a job's failed attempts (dirqueue's own; the Perl
@@ -294,7 +316,8 @@ def parse_control(raw: bytes, where: str | None = None) -> ControlFile:
     """Parse a control file's bytes; raise :class:`CorruptJobError` if it is not one.
 
     Bytes that are not UTF-8 are replaced (U+FFFD) rather than refused, since the Perl
-    module writes whatever bytes it was given.
+    module writes whatever bytes it was given; written back, an unchanged line keeps
+    its bytes (:meth:`ControlFile.to_bytes`).
     """
     if len(raw) > CONTROL_FILE_MAX_BYTES:
         raise CorruptJobError(
@@ -304,7 +327,7 @@ def parse_control(raw: bytes, where: str | None = None) -> ControlFile:
     if b"\0" in raw:
         raise CorruptJobError("control file contains NUL bytes: it is not a text file", where)
     text = raw.decode("utf-8", errors="replace")
-    ctrl = ControlFile()
+    ctrl = ControlFile(source=raw)
     seen_time = False
     for line in text.split("\n"):
         if line == "":

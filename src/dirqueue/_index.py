@@ -41,7 +41,9 @@ from __future__ import annotations
 import bisect
 import os
 import random
+import threading
 import time
+import weakref
 from typing import Final
 
 from . import _fs
@@ -84,21 +86,35 @@ _ACTIVE: Final = "active"  # the place of active/'s watch (a queue place is None
 _ARRIVED: Final = IN_CREATE | IN_MOVED_TO
 
 _fork_generation = 0
+#: Every index, whose guard a forked child makes anew: a thread of the parent may have
+#: held it at the fork, and nothing in the child would ever release it.
+_indexes: weakref.WeakSet[QueueIndex] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     global _fork_generation  # noqa: PLW0603 (one counter per process, bumped by fork)
     _fork_generation += 1
+    for index in list(_indexes):
+        index.guard = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class QueueIndex:
-    """The waiting, held and taken jobs of one queue, as this process knows them."""
+    """The waiting, held and taken jobs of one queue, as this process knows them.
+
+    Safe to share between threads (those of one queue object): every method runs under
+    :attr:`guard`. Without it a thread trimming the pending list made another's
+    :meth:`head` index past its end, and one marking a job held changed the dict that
+    another's :meth:`held_due` was walking.
+    """
 
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
+        #: Held by each method; re-entrant, as applying an event calls :meth:`held`.
+        self.guard = threading.RLock()
+        _indexes.add(self)
         self._generation = _fork_generation
         self._pending: list[str] = []
         self._pos = 0
@@ -125,38 +141,41 @@ class QueueIndex:
     @property
     def exact(self) -> bool:
         """True while inotify reports every change to the queue (a local filesystem)."""
-        return self._exact and not self._dirty
+        with self.guard:
+            return self._exact and not self._dirty
 
     def refresh(self) -> None:
         """Bring the index up to date: read the events queued, re-read if needed."""
-        if self._generation != _fork_generation:
-            self._forget_the_parents()
-        notifier = self._notifier
-        if notifier is not None and not self._dirty:
-            for event in notifier.events():
-                self._apply(event)
-        if self._dirty:
-            self._scan()
-            return
-        interval = EXACT_RESCAN if self._exact else max(SCAN_INTERVAL, 10 * self._scan_cost)
-        if time.monotonic() - self._scanned_at >= interval and self._changed():
-            self._scan()
+        with self.guard:
+            if self._generation != _fork_generation:
+                self._forget_the_parents()
+            notifier = self._notifier
+            if notifier is not None and not self._dirty:
+                for event in notifier.events():
+                    self._apply(event)
+            if self._dirty:
+                self._scan()
+                return
+            interval = EXACT_RESCAN if self._exact else max(SCAN_INTERVAL, 10 * self._scan_cost)
+            if time.monotonic() - self._scanned_at >= interval and self._changed():
+                self._scan()
 
     def head(self) -> QueueEntry | None:
         """The first waiting job, or None."""
-        pending, waiting = self._pending, self._waiting
-        pos = self._pos
-        if pos > _COMPACT_AT and pos * 2 > len(pending):
-            del pending[:pos]  # Trim the names passed (memory, at a million jobs).
-            pos = 0
-        while pos < len(pending):
-            name = pending[pos]
-            if name in waiting:
-                self._pos = pos
-                return QueueEntry(name, self._fanout.get(name))
-            pos += 1
-        self._pos = pos
-        return None
+        with self.guard:
+            pending, waiting = self._pending, self._waiting
+            pos = self._pos
+            if pos > _COMPACT_AT and pos * 2 > len(pending):
+                del pending[:pos]  # Trim the names passed (memory, at a million jobs).
+                pos = 0
+            while pos < len(pending):
+                name = pending[pos]
+                if name in waiting:
+                    self._pos = pos
+                    return QueueEntry(name, self._fanout.get(name))
+                pos += 1
+            self._pos = pos
+            return None
 
     def held_due(self, before: QueueEntry | None) -> list[QueueEntry]:
         """A few jobs held by others whose locks are due to be judged again.
@@ -164,50 +183,56 @@ class QueueIndex:
         In an ordered queue only those that come before ``before`` (the first waiting
         job; None: all): a dead worker's job, taken back, keeps its place in the order.
         """
-        held = self._held
-        now = time.monotonic()
-        if not held or now < self._next_recheck:
-            return []
-        self._next_recheck = now + HELD_RECHECK
-        limit = before.name if before is not None and self.config.ordered else None
-        due: list[QueueEntry] = []
-        # The dict is in the order of the last judgement, oldest first (see held()).
-        for name, when in held.items():
-            if now - when < HELD_RECHECK or len(due) == HELD_BATCH:
-                break
-            if limit is None or name < limit:
-                due.append(QueueEntry(name, self._fanout.get(name)))
-        return due
+        with self.guard:
+            held = self._held
+            now = time.monotonic()
+            if not held or now < self._next_recheck:
+                return []
+            self._next_recheck = now + HELD_RECHECK
+            limit = before.name if before is not None and self.config.ordered else None
+            due: list[QueueEntry] = []
+            # The dict is in the order of the last judgement, oldest first (see held()).
+            for name, when in held.items():
+                if now - when < HELD_RECHECK or len(due) == HELD_BATCH:
+                    break
+                if limit is None or name < limit:
+                    due.append(QueueEntry(name, self._fanout.get(name)))
+            return due
 
     def taken(self, name: str) -> None:
         """We locked job ``name``."""
-        self._waiting.discard(name)
-        self._held.pop(name, None)
-        self._taken.add(name)
+        with self.guard:
+            self._waiting.discard(name)
+            self._held.pop(name, None)
+            self._taken.add(name)
 
     def held(self, name: str) -> None:
         """Another worker holds job ``name`` (judged alive just now)."""
-        self._waiting.discard(name)
-        # Moved to the end: the dict stays in the order of the last judgement.
-        self._held.pop(name, None)
-        self._held[name] = time.monotonic()
+        with self.guard:
+            self._waiting.discard(name)
+            # Moved to the end: the dict stays in the order of the last judgement.
+            self._held.pop(name, None)
+            self._held[name] = time.monotonic()
 
     def gone(self, name: str) -> None:
         """Job ``name`` has left the queue."""
-        self._forget(name)
+        with self.guard:
+            self._forget(name)
 
     def changed_here(self) -> None:
         """This process added jobs to queue/: without inotify, look again."""
-        if self._notifier is None:
-            self._dirty = True
+        with self.guard:
+            if self._notifier is None:
+                self._dirty = True
 
     def notifier(self) -> Notifier | None:
         """The inotify instance that wakes a waiting dequeuer, if there is one."""
-        if self._generation != _fork_generation:
-            self._forget_the_parents()
-        if not self._notifier_tried:
-            self._scan()  # Opens it (once: where inotify fails, polls must stay cheap).
-        return self._notifier
+        with self.guard:
+            if self._generation != _fork_generation:
+                self._forget_the_parents()
+            if not self._notifier_tried:
+                self._scan()  # Opens it (once: where inotify fails, polls must stay cheap).
+            return self._notifier
 
     # -- events -----------------------------------------------------------------------
 
@@ -349,11 +374,12 @@ class QueueIndex:
 
     def close(self) -> None:
         """Release the inotify descriptor; the next pickup re-reads the queue."""
-        if self._notifier is not None:
-            self._notifier.close()
-        self._notifier, self._places = None, {}
-        self._notifier_tried = self._watching = False
-        self._dirty = True
+        with self.guard:
+            if self._notifier is not None:
+                self._notifier.close()
+            self._notifier, self._places = None, {}
+            self._notifier_tried = self._watching = False
+            self._dirty = True
 
 
 def _mtime_ns(path: str) -> int:

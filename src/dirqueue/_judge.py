@@ -34,6 +34,7 @@ import enum
 import errno
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -88,7 +89,7 @@ def filesystem_now(config: QueueConfig) -> float:
 
 def _measure_offset(config: QueueConfig) -> float:
     """The filesystem's clock minus ours, from the mtime of a file written just now."""
-    name = config.layout.tmp_clock_name(config.hostname, os.getpid())
+    name = config.layout.tmp_clock_name(config.hostname, os.getpid(), threading.get_native_id())
     try:
         dir_fd = _fs.open_dir_nofollow(config.dir, (config.layout.TMP,))
     except OSError:

@@ -8,6 +8,7 @@ of those paths is described in ``docs/format.md``.
 from __future__ import annotations
 
 import os
+import random
 import time
 from typing import Final
 
@@ -101,6 +102,13 @@ class Layout:
         return f"{self.queue_dir}/{fanout}/{jobid}"
 
     @staticmethod
+    def choose_fanout(queue_fanout: bool) -> str | None:
+        """The fan-out directory a job entering ``queue/`` goes into: a random digit,
+        as the Perl module picks (a Perl fan-out worker reads only ``queue/X/``), or
+        None without fan-out. Every way into ``queue/`` asks here."""
+        return random.choice(Layout.FANOUT_DIGITS) if queue_fanout else None
+
+    @staticmethod
     def queue_parts(fanout: str | None) -> tuple[str, ...]:
         """The directories from ``DIR`` to a control file: ``("queue",)`` or
         ``("queue", X)``."""
@@ -169,10 +177,11 @@ class Layout:
         return f"{jobid}.{time.time_ns()}.{host}.{pid}.breaker"
 
     @staticmethod
-    def tmp_clock_name(host: str, pid: int) -> str:
-        """``clock.HOST.PID``: a file written (and at once removed) to read the
-        filesystem's clock (see :func:`dirqueue._judge.filesystem_now`)."""
-        return f"clock.{host}.{pid}"
+    def tmp_clock_name(host: str, pid: int, thread: int) -> str:
+        """``clock.HOST.PID.THREAD``: a file written (and at once removed) to read the
+        filesystem's clock (see :func:`dirqueue._judge.filesystem_now`). One per thread:
+        two threads sharing one name removed each other's file before it was read."""
+        return f"clock.{host}.{pid}.{thread}"
 
     @staticmethod
     def breaker_token_name(jobid: str) -> str:

@@ -230,10 +230,12 @@ class _LockFile:
     while a job is linked to it; with no name left, a new one is made.
     """
 
-    __slots__ = ("fd", "guard", "holding", "path", "pid", "stamp", "stat")
+    __slots__ = ("fd", "guard", "holding", "named", "path", "pid", "stamp", "stat")
 
     def __init__(self, fd: int, path: str, pid: int, st: os.stat_result) -> None:
         self.fd = fd
+        #: Until we remove its name (a name removed by another process still counts).
+        self.named = True
         #: The jobs linked (or being linked) to this file and not yet released.
         self.holding: set[str] = set()
         self.guard = threading.Lock()
@@ -252,7 +254,8 @@ class _LockFile:
 
     def unlink(self) -> None:
         """Remove the file's name (jobs still linked to it keep their locks)."""
-        if self.pid == current_pid():
+        if self.named and self.pid == current_pid():
+            self.named = False
             with contextlib.suppress(OSError):
                 _fs.unlink_quietly(self.path)
 
@@ -268,20 +271,31 @@ class LockFileKeeper:
     collected, and when the process exits (at ``atexit``, and at the end of a
     ``multiprocessing`` child, which leaves past ``atexit``)."""
 
-    __slots__ = ("__weakref__", "config", "current")
+    __slots__ = ("__weakref__", "config", "current", "guard")
 
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
         self.current: _LockFile | None = None
+        #: Threads sharing the queue object make and drop its file one at a time: two
+        #: threads making one each at once would leave one name in tmp/ for good.
+        self.guard = threading.Lock()
+        _every_keeper.add(self)
 
-    def get(self, *, renew: bool = False) -> _LockFile | None:
-        """Our lock file (made if need be, or made again with ``renew``); None where
-        none can be kept (no ``/proc``, or a full disk: then each job gets a lock file
-        of its own)."""
-        found = self.current
+    def get(self, *, replacing: _LockFile | None = None) -> _LockFile | None:
+        """Our lock file (made if need be, or made again when it is ``replacing``, which
+        has no name left to link from); None where none can be kept (no ``/proc``, or a
+        full disk: then each job gets a lock file of its own)."""
+        with self.guard:
+            found = self.current
+            if found is not None and found.pid == current_pid() and found is not replacing:
+                # Another thread replaced it already, or it still serves: a file whose
+                # name went while a job of ours is linked to it can be linked again.
+                return found
+            return self._make()
+
+    def _make(self) -> _LockFile | None:
+        """A new lock file, as the current one (under ``guard``)."""
         pid = current_pid()
-        if found is not None and found.pid == pid and not renew:
-            return found
         if not _fs.CAN_LINK_OPEN_FILES:
             return None
         config = self.config
@@ -299,22 +313,40 @@ class LockFileKeeper:
             # The disk is full: an empty lock would stay the lock of every job we take.
             made.unlink()
             return None
-        self.let_go()
-        self.current = made
+        old, self.current = self.current, made
+        if old is not None:
+            old.unlink()
         _keepers.add(self)
         _clean_up_at_exit()
         return made
 
     def let_go(self) -> None:
-        """Remove our lock file's name; jobs still linked to it keep their locks, and
-        the next pickup makes a new one."""
-        made, self.current = self.current, None
-        if made is not None:
+        """Remove our lock file's name; jobs still linked to it keep their locks. The
+        file itself is kept while one is (it can still be linked, so the next pickup
+        makes no new file); with none, the next pickup makes a new one."""
+        with self.guard:
+            made = self.current
+            if made is None:
+                return
+            with made.guard:
+                if not made.holding:
+                    self.current = None
             made.unlink()
 
 
 #: Every keeper with a lock file, for the cleanup at exit.
 _keepers: weakref.WeakSet[LockFileKeeper] = weakref.WeakSet()
+#: Every keeper, whose guard a forked child makes anew: a thread of the parent may have
+#: held it at the fork, and nothing in the child would ever release it.
+_every_keeper: weakref.WeakSet[LockFileKeeper] = weakref.WeakSet()
+
+
+def _new_guards_after_fork() -> None:
+    for keeper in list(_every_keeper):
+        keeper.guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_guards_after_fork)
 
 
 def _clean_up_at_exit() -> None:
@@ -375,7 +407,9 @@ def _link_lock_file(
             # answer EEXIST for our own first try), our inode there means ours: no
             # other job of ours has that name.
             try:
-                ours = _is_ours(config.layout.active_path(jobid), held)
+                # Not adopting the mtime seen: another thread may have freshened the
+                # shared file since, and an older stamp makes all our locks look taken.
+                ours = _is_ours(config.layout.active_path(jobid), held, adopt_mtime=False)
             except OSError:
                 ours = False
             if ours and isinstance(err, OSError):
@@ -388,7 +422,7 @@ def _link_lock_file(
                 return Refused.LOST  # Another worker's lock.
             if isinstance(err, FileNotFoundError) and os.fstat(lock_file.fd).st_nlink == 0:
                 # The file's name was removed while no job was linked to it: a new one.
-                lock_file = keeper.get(renew=True)
+                lock_file = keeper.get(replacing=lock_file)
                 continue
             raise
         return held
@@ -406,9 +440,10 @@ def _link_lock(tmp_lock: str, active_path: str, held: HeldLock) -> bool:
     return _is_ours(active_path, held)
 
 
-def _is_ours(active_path: str, held: HeldLock) -> bool:
-    """True if the lock at ``active_path`` is the file we wrote for ``held``; then its
-    mtime is taken as the filesystem keeps it (over NFS the server's, after close)."""
+def _is_ours(active_path: str, held: HeldLock, *, adopt_mtime: bool = True) -> bool:
+    """True if the lock at ``active_path`` is the file we wrote for ``held``; then (with
+    ``adopt_mtime``) its mtime is taken as the filesystem keeps it (over NFS the
+    server's, after close)."""
     landed = _lstat_twice(active_path)
     if (
         landed is None
@@ -416,7 +451,8 @@ def _is_ours(active_path: str, held: HeldLock) -> bool:
         or landed.st_uid != held.stat.st_uid
     ):
         return False
-    held.mtime_ns = landed.st_mtime_ns
+    if adopt_mtime:
+        held.mtime_ns = landed.st_mtime_ns
     return True
 
 
@@ -450,14 +486,21 @@ def _lstat_twice(active_path: str) -> os.stat_result | None:
 
     Looks twice before concluding that nothing is: a lock of ours left behind would keep
     the job from every worker. (An NFS client can report ENOENT for a name that is
-    there, e.g. in ESTALE recovery.)
+    there, e.g. in ESTALE recovery.) A lock that was there at the second look and gone
+    at the third is a job taken and given back meanwhile (a tight loop of another
+    thread or process does that): looked at again, not an error.
     """
-    try:
-        return os.lstat(active_path)
-    except FileNotFoundError:
-        if not os.path.lexists(active_path):
-            return None
-        return os.lstat(active_path)
+    for _ in range(_LOOKS):
+        try:
+            return os.lstat(active_path)
+        except FileNotFoundError:
+            if not os.path.lexists(active_path):
+                return None
+    return os.lstat(active_path)
+
+
+#: How many times :func:`_lstat_twice` looks again at a lock seen coming and going.
+_LOOKS: Final = 3
 
 
 class Standing(enum.Enum):
@@ -485,20 +528,34 @@ def release(config: QueueConfig, held: HeldLock) -> bool:
 
     A lock broken as stale and re-taken by another worker is theirs now: left alone.
     """
-    if held._source is not None:
-        with held._source.guard:
-            held._source.holding.discard(held.jobid)
     active_path = config.layout.active_path(held.jobid)
     current = _lstat_twice(active_path)
     if current is None or not held.matches(current):
+        _let_go_of_lock_file(held)
         return False
     try:
         os.unlink(active_path)
     except FileNotFoundError:
         if os.path.lexists(active_path):
             raise  # Still there: the job is still ours, and still locked.
+        _let_go_of_lock_file(held)
         return False
+    _let_go_of_lock_file(held)
     return True
+
+
+def _let_go_of_lock_file(held: HeldLock) -> None:
+    """Our lock of ``held`` is gone: its job leaves the lock file's holders, and the
+    lock its file (so that a finished Job kept by its caller keeps no descriptor open).
+
+    Only now, not before the unlink: until then another thread of ours, linking the
+    same file at the same name, would meet EEXIST, find its own inode there, and take
+    the job for its own.
+    """
+    source, held._source = held._source, None
+    if source is not None:
+        with source.guard:
+            source.holding.discard(held.jobid)
 
 
 def touch(config: QueueConfig, held: HeldLock) -> bool:

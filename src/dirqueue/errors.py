@@ -11,6 +11,7 @@ __all__ = [
     "DirQueueError",
     "HostAliveError",
     "InvalidMetadataError",
+    "InvalidNumberError",
     "InvalidPriorityError",
     "JobLostError",
     "JobStateError",
@@ -32,6 +33,21 @@ class InvalidMetadataError(DirQueueError, ValueError):
     def __init__(self, message: str, key: object = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+class InvalidNumberError(DirQueueError, ValueError):
+    """A number of seconds (a delay, a timeout, a lifetime) or a time that is not a
+    finite number in its allowed range: ``nan``, an infinity, or out of range.
+
+    ``name`` is the parameter, ``value`` the value given and ``allowed`` the range, in
+    words.
+    """
+
+    def __init__(self, name: str, value: object, allowed: str) -> None:
+        super().__init__(f"{name} must be {allowed}, not {value!r}")
+        self.name = name
+        self.value = value
+        self.allowed = allowed
 
 
 class InvalidPriorityError(DirQueueError, ValueError):

@@ -28,6 +28,7 @@ from ._identity import current_pid
 from ._jobfiles import create_control, open_data, read_data, unlink_data
 from ._judge import read_lock_file
 from ._layout import Layout
+from ._numbers import SECONDS_OR_ZERO, check_number
 from .errors import JobLostError, JobStateError, QueueIOError
 
 __all__ = ["Job"]
@@ -348,8 +349,13 @@ class Job:
         included) can take it; then any dirqueue process that looks moves it back to
         ``queue/``. ``delay <= 0`` returns it to the queue at once. At every step the
         job is in exactly one place: a crash leaves it deferred or queued, never lost
-        or doubled. :class:`JobLostError` if another worker holds it now.
+        or doubled. :class:`JobLostError` if another worker holds it now;
+        :class:`InvalidNumberError` for a ``delay`` that is not a number of seconds
+        from 0 to ten years (``nan`` would queue it at once, ``inf`` overflow).
         """
+        if isinstance(delay, (int, float)) and delay < 0:
+            delay = 0  # At once, as documented (and nan is not < 0: refused below).
+        delay = check_number("delay", delay, SECONDS_OR_ZERO)
         held = self._require_ours("retry")
         control = with_attempts(self._control, attempts_of(self._control) + 1, error)
         if delay <= 0:

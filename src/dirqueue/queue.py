@@ -27,6 +27,7 @@ from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file
 from ._jobfiles import check_data, read_control
 from ._judge import read_lock_file
 from ._layout import Layout
+from ._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, check_number
 from ._pickup import Picker
 from ._scanner import scan
 from .errors import CorruptJobError, QueueIOError
@@ -48,25 +49,31 @@ def _due(delay: float | None, not_before: float | datetime.datetime | None) -> f
     if delay is not None and not_before is not None:
         raise ValueError("give delay or not_before, not both")
     if delay is not None:
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-            raise ValueError(f"delay must be a number of seconds, 0 or more, not {delay!r}")
+        delay = check_number("delay", delay, SECONDS_OR_ZERO)
         return time.time() + delay if delay > 0 else None
     if not_before is None:
         return None
     if isinstance(not_before, datetime.datetime):
-        return not_before.timestamp()  # A naive datetime is local time.
-    if isinstance(not_before, bool) or not isinstance(not_before, (int, float)):
-        raise ValueError(
-            f"not_before must be a datetime or seconds since the epoch, not {not_before!r}"
-        )
-    return float(not_before)
+        # A naive datetime is local time. The year 9999 is a valid datetime, not a time
+        # a file's mtime can hold.
+        return check_number("not_before", not_before.timestamp(), EPOCH_TIME)
+    return check_number("not_before", not_before, EPOCH_TIME)
+
+
+def _check_lifetime(name: str, value: float) -> float:
+    # nan made every lock look past its lifetime: a live worker's fresh lock broken.
+    return check_number(name, value, SECONDS)
 
 
 class _Setting(Generic[T]):
     """A ``DirQueue`` attribute kept in its :class:`QueueConfig`, which the protocol
-    modules share: setting it on the queue is seen by all of them."""
+    modules share: setting it on the queue is seen by all of them (checked by
+    ``check``, if given, as the constructor checks it)."""
 
     name: str
+
+    def __init__(self, check: Callable[[str, T], T] | None = None) -> None:
+        self.check = check
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -76,6 +83,8 @@ class _Setting(Generic[T]):
         return value
 
     def __set__(self, queue: DirQueue, value: T) -> None:
+        if self.check is not None:
+            value = self.check(self.name, value)
         setattr(queue.config, self.name, value)
 
 
@@ -113,7 +122,7 @@ class DirQueue:
     ordered: _Setting[bool] = _Setting()
     queue_fanout: _Setting[bool] = _Setting()
     buf_size: _Setting[int] = _Setting()
-    active_file_lifetime: _Setting[float] = _Setting()
+    active_file_lifetime: _Setting[float] = _Setting(_check_lifetime)
     durable: _Setting[bool] = _Setting()
     min_free_bytes: _Setting[int] = _Setting()
     lock_heartbeat: _Setting[bool] = _Setting()
@@ -135,11 +144,7 @@ class DirQueue:
     ) -> None:
         if buf_size <= 0:
             raise ValueError(f"buf_size must be positive, not {buf_size}")
-        if active_file_lifetime <= 0:
-            raise ValueError(
-                "active_file_lifetime must be a positive number of seconds,"
-                f" not {active_file_lifetime}"
-            )
+        active_file_lifetime = _check_lifetime("active_file_lifetime", active_file_lifetime)
         if min_free_bytes < 0:
             raise ValueError(f"min_free_bytes must be 0 or more, not {min_free_bytes}")
         self.layout = Layout(dir)
@@ -427,8 +432,9 @@ class DirQueue:
         queue is also checked every ``poll_interval`` seconds, which is how jobs from
         other hosts of a network filesystem are seen. ``timeout=None`` waits forever.
         """
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, not {poll_interval}")
+        poll_interval = check_number("poll_interval", poll_interval, SECONDS)
+        if timeout is not None:
+            timeout = check_number("timeout", timeout, SECONDS_OR_ZERO)
         self.create()
         deadline = None if timeout is None else clock() + timeout
         while True:

@@ -49,6 +49,7 @@ from ._handler import (
     load_handler,
     timed_out_message,
 )
+from ._numbers import SECONDS, SECONDS_OR_ZERO, check_number
 from ._outcomes import (
     ATTEMPT_COLUMN,
     COLUMNS,
@@ -184,21 +185,25 @@ class Worker:
         retry_delay_max: float = 3600.0,
     ) -> None:
         check_handler(handler)
-        if retry_delay < 0 or retry_delay_max < retry_delay:
+        retry_delay = check_number("retry_delay", retry_delay, SECONDS_OR_ZERO)
+        retry_delay_max = check_number("retry_delay_max", retry_delay_max, SECONDS)
+        if retry_delay_max < retry_delay:
             raise ValueError(
-                f"retry_delay must be 0 or more and at most retry_delay_max"
-                f" ({retry_delay_max}), not {retry_delay}"
+                f"retry_delay must be at most retry_delay_max ({retry_delay_max}),"
+                f" not {retry_delay}"
             )
         self.retry_delay = retry_delay
         self.retry_delay_max = retry_delay_max
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
+        if timeout is not None:
+            timeout = check_number("timeout", timeout, SECONDS)
+        if idle_timeout is not None:
+            # nan never came: the worker waited for ever.
+            idle_timeout = check_number("idle_timeout", idle_timeout, SECONDS_OR_ZERO)
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be 1 or more, not {max_attempts}")
         if njobs is not None and njobs < 0:
             raise ValueError(f"njobs must be 0 or more, not {njobs}")
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, not {poll_interval}")
+        poll_interval = check_number("poll_interval", poll_interval, SECONDS)
         self.queue = queue
         self.handler = handler
         self.timeout = timeout
