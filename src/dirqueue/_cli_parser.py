@@ -153,6 +153,7 @@ _EPILOGS: Final = {
     "server": (
         "examples:\n"
         "  dq server --dir /var/spool/q --workers 4 --handler mytasks:handle\n"
+        "  dq server --dir /var/spool/q --workers 2 --tasks myapp.tasks\n"
         "  dq server --dir /var/spool/q --until-empty -- ./process.sh"
     ),
     "list": "examples:\n  dq list --dir /var/spool/q\n  dq list --dir /var/spool/q --failed --json",
@@ -374,6 +375,16 @@ def _create_option(p: argparse.ArgumentParser) -> None:
 def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--handler", metavar="MODULE:FUNCTION", help="a Python function to call with each job"
+    )
+    p.add_argument(
+        "--tasks", action="append", metavar="MODULE",
+        help="run task jobs (see dirqueue.tasks) of the @q.task functions MODULE defines;"
+        " repeatable. Plain jobs go to --handler or the command, if given",
+    )
+    p.add_argument(
+        "--keep-results", action="store_true",
+        help="keep every job's answer in results/ (the handler's return value, a failure;"
+        " see dq result)",
     )
     p.add_argument(
         "--workers", type=_positive_int, default=1, metavar="N", help="worker processes"

@@ -27,7 +27,9 @@ from ._cli_commands import (
 from ._cli_output import Progress, escape_controls, isatty, print_json, table
 from ._cli_signals import StopAnnouncer
 from .errors import DirQueueError
+from .queue import DirQueue
 from .stats import queue_stats
+from .tasks import TaskHandler
 from .worker import (
     CommandHandler,
     Handler,
@@ -120,11 +122,16 @@ def _load_handler(ctx: Context, spec: str) -> Handler:
         raise DirQueueError(message) from err
 
 
-def _server_handler(ctx: Context) -> Handler:
+def _server_handler(ctx: Context, queue: DirQueue) -> Handler:
     args = ctx.args
     command = _command_from(args)
     if args.handler and command:
         raise UsageError("give either --handler MODULE:FUNCTION or a command after --, not both")
+    if args.tasks:
+        # Task jobs to the tasks' handler; plain ones to the handler or command, if any.
+        plain = _load_handler(ctx, args.handler) if args.handler else None
+        return TaskHandler(queue, args.tasks, fallback=plain or (
+            CommandHandler(command) if command else None))
     if not args.handler and not command:
         raise UsageError(
             "give a handler: --handler MODULE:FUNCTION, or a command after --"
@@ -176,8 +183,8 @@ def cmd_server(ctx: Context) -> int:
     output (the jobs' output then goes to standard error) or in ``--json-file``.
     """
     args = ctx.args
-    handler = _server_handler(ctx)
     queue = ctx.consumer_queue()
+    handler = _server_handler(ctx, queue)
     njobs = args.njobs or None
     total = queue_stats(queue).queued if args.until_empty else 0
     if njobs and args.until_empty:
@@ -213,6 +220,7 @@ def cmd_server(ctx: Context) -> int:
         "timeout": args.timeout,
         "retry_delay": args.retry_delay,
         "retry_delay_max": max(args.retry_delay_max, args.retry_delay),
+        "keep_results": args.keep_results,
     }
     announcer = StopAnnouncer(ctx.say)
     redirect = _job_output_to_stderr() if args.json else contextlib.nullcontext()

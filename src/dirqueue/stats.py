@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._judge import Verdict, filesystem_now, judge_lock
+from ._layout import Layout
 from ._scanner import scan
 from .errors import DirQueueError
 from .failed import FailedStore, attempts_of
@@ -30,6 +31,7 @@ __all__ = [
     "JobInfo",
     "QueueNotFoundError",
     "QueueStats",
+    "job_place",
     "list_jobs",
     "queue_stats",
     "require_queue",
@@ -200,3 +202,19 @@ def queue_stats(queue: DirQueue, *, now: float | None = None) -> QueueStats:
         oldest_waiting_age=oldest,
         deferred=counts["deferred"],
     )
+
+
+def job_place(queue: DirQueue, jobid: str) -> Literal["queued", "active", "deferred"] | None:
+    """Where job ``jobid`` is now, by its names alone (a few ``lstat`` calls, no
+    listing): ``active`` (locked), ``queued``, ``deferred``, or None if it is in none
+    of them (finished, failed, or never was). For one job's status (``TaskResult``)."""
+    layout = queue.layout
+    fanouts: tuple[str | None, ...] = (None,)
+    if queue.queue_fanout:
+        fanouts += tuple(Layout.FANOUT_DIGITS)
+    for fanout in fanouts:
+        if os.path.lexists(layout.queue_path(jobid, fanout)):
+            return "active" if os.path.lexists(layout.active_path(jobid)) else "queued"
+    if os.path.lexists(layout.deferred_path(jobid)):
+        return "deferred"
+    return None

@@ -63,10 +63,12 @@ from ._outcomes import (
     StepResult,
     StopReason,
     WorkerReport,
+    job_limits,
     retry_backoff,
     stop_code,
     stop_reason_of,
 )
+from ._results import DEFAULT_RESULT_TTL, answer_ttl, keep_answer, keep_failure
 from ._supervisor import (
     ChildContext,
     ChildDeath,
@@ -158,6 +160,12 @@ class Worker:
         the job waits in ``deferred/``, where no worker on any host (Perl ones
         included) can take it. 0 (the default) returns it to the queue at once.
     :param retry_delay_max: the longest wait between two attempts.
+    :param keep_results: keep every job's answer in ``results/`` for ``result_ttl``
+        seconds: the handler's return value (bytes, str or a JSON value), or how its
+        last attempt failed. A job whose metadata carries ``result_ttl`` (every task
+        job does) has its answer kept for that long either way. A job's own
+        ``max_attempts`` and ``retry_delay`` metadata override the worker's; an
+        exception whose ``retry`` attribute is False fails its job at once.
     :param on_running: called with ``(jobid, attempt)`` as the handler starts on a
         job, and with ``(None, 0)`` once it has returned (used by :func:`run_workers`
         to watch for timeouts).
@@ -182,6 +190,8 @@ class Worker:
         on_running: Callable[[str | None, int], None] | None = None,
         retry_delay: float = 0.0,
         retry_delay_max: float = 3600.0,
+        keep_results: bool = False,
+        result_ttl: float = DEFAULT_RESULT_TTL,
     ) -> None:
         check_handler(handler)
         if retry_delay < 0 or retry_delay_max < retry_delay:
@@ -191,6 +201,8 @@ class Worker:
             )
         self.retry_delay = retry_delay
         self.retry_delay_max = retry_delay_max
+        self.keep_results = keep_results
+        self.result_ttl = result_ttl
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
         if max_attempts < 1:
@@ -364,11 +376,12 @@ class Worker:
         attempt = attempts_of(job.control) + 1
         started = self._clock()
         try:
-            if attempt > self.max_attempts:
+            if attempt > job_limits(job.metadata, self.max_attempts, 0)[0]:
                 # Its attempts were used up without a handler ever reporting back: its
                 # workers died on it (each death counted by whoever took the job next).
                 # Running it again would kill another worker.
                 error = last_error_of(job.control) or "its workers died"
+                self._keep_failure(job, None, error, "", attempt - 1)
                 self.failed.add(job, error, attempts=attempt - 1)
                 return StepResult(Outcome.FAILED, job.jobid, attempt - 1, error)
             return self._process(job, attempt, started)
@@ -393,7 +406,9 @@ class Worker:
                     self.on_running(job.jobid, attempt)
                 try:
                     with job.kept_fresh():
-                        self._caller(job)
+                        value = self._caller(job)
+                        if job.is_active:
+                            self._keep_answer(job, value, attempt)
                 finally:
                     self._in_handler = False
                     if self.on_running is not None:
@@ -424,10 +439,14 @@ class Worker:
             # The handler ended the job itself, then raised: nothing left to decide.
             return StepResult(Outcome.FINISHED, job.jobid, attempt, error, seconds)
         detail = str(detail)
-        if attempt >= self.max_attempts:
+        max_attempts, retry_delay = job_limits(job.metadata, self.max_attempts, self.retry_delay)
+        # An error whose class says ``retry = False`` (a task call that cannot be read)
+        # would fail every attempt alike: the job fails now.
+        if attempt >= max_attempts or getattr(err, "retry", True) is False:
+            self._keep_failure(job, err, error, detail, attempt)
             self.failed.add(job, error, attempts=attempt, detail=detail)
             return StepResult(Outcome.FAILED, job.jobid, attempt, error, seconds, detail)
-        delay = retry_backoff(attempt, self.retry_delay, self.retry_delay_max)
+        delay = retry_backoff(attempt, retry_delay, self.retry_delay_max)
         try:
             if delay > 0:
                 job.retry_later(delay, error=error)
@@ -442,6 +461,19 @@ class Worker:
             if job.is_active:
                 job.return_to_queue()
         return StepResult(Outcome.RETRIED, job.jobid, attempt, error, seconds, detail, delay)
+
+    def _keep_answer(self, job: Job, value: object, attempt: int) -> None:
+        """Keep the handler's return value as the job's answer, if one is wanted:
+        before the job is finished, so that a job found gone has its answer there."""
+        ttl = answer_ttl(job.metadata, self.keep_results, self.result_ttl)
+        keep_answer(self.queue.config, job.jobid, value, attempt, ttl)
+
+    def _keep_failure(
+        self, job: Job, err: BaseException | None, error: str, detail: str, attempt: int
+    ) -> None:
+        """Keep how the job's last attempt failed as its answer, if one is wanted."""
+        ttl = answer_ttl(job.metadata, self.keep_results, self.result_ttl)
+        keep_failure(self.queue.config, job.jobid, err, error, detail, attempt, ttl)
 
     # -- the loop --------------------------------------------------------------------
 
