@@ -27,8 +27,9 @@ from ._cli_output import (
     print_nl,
     table,
 )
-from ._cli_show import show_job
+from ._cli_show import NoSuchJobError, show_job
 from ._cli_stats import Watcher, prometheus_text, snapshot
+from ._results import read_result, remove_expired
 from .errors import DirQueueError
 from .failed import FailedJob, FailedStore
 from .queue import DirQueue
@@ -47,6 +48,7 @@ __all__ = [
     "cmd_list",
     "cmd_purge",
     "cmd_requeue",
+    "cmd_result",
     "cmd_show",
     "cmd_stats",
     "cmd_submit",
@@ -270,6 +272,7 @@ def cmd_stats(ctx: Context) -> int:
             ["active", str(stats.active)],
             ["stale", str(stats.stale)],
             ["failed", str(stats.failed)],
+            ["results", str(stats.results)],
             ["oldest waiting", format_age(stats.oldest_waiting_age)],
         ]
         width = max(len(r[0]) for r in rows)
@@ -328,10 +331,15 @@ def cmd_requeue(ctx: Context) -> int:
 def cmd_purge(ctx: Context) -> int:
     """``dq purge``: delete failed jobs (:meth:`FailedStore.purge`)."""
     args = ctx.args
-    if not args.failed:
-        raise UsageError("say what to purge: --failed (only failed jobs can be purged)")
+    if not args.failed and not args.results:
+        raise UsageError("say what to purge: --failed jobs, or expired --results")
     queue = ctx.queue()
     require_queue(queue)
+    if args.results:
+        expired = remove_expired(queue.config)
+        ctx.say(f"purged {len(expired)} expired result{'' if len(expired) == 1 else 's'}")
+        if not args.failed:
+            return EXIT_OK
     store = FailedStore(queue)
     for jobid in args.jobids:
         store.get(jobid)  # Each one named must be there, as for 'dq requeue'.
@@ -389,7 +397,12 @@ def cmd_show(ctx: Context) -> int:
     (:func:`show_job`)."""
     queue = ctx.queue()
     require_queue(queue)
-    view = show_job(queue, ctx.args.jobid)
+    try:
+        view = show_job(queue, ctx.args.jobid)
+    except NoSuchJobError:
+        if read_result(queue.config, ctx.args.jobid) is None:
+            raise
+        return cmd_result(ctx)  # Finished, and its answer kept: that is all there is.
     if ctx.args.json:
         print_json(view, ctx.out)
         return EXIT_OK
@@ -424,6 +437,33 @@ def cmd_show(ctx: Context) -> int:
         ctx.line("detail:")
         for text in str(view["detail"]).rstrip("\n").split("\n"):
             ctx.line("  " + text)
+    return EXIT_OK
+
+
+def cmd_result(ctx: Context) -> int:
+    """``dq result JOBID``: a job's answer (:func:`read_result`): the value, or the
+    failure with its traceback; ``--json`` prints the whole record."""
+    queue = ctx.queue()
+    require_queue(queue)
+    record = read_result(queue.config, ctx.args.jobid)
+    if record is None:
+        raise NoSuchJobError(
+            f"job {ctx.args.jobid} has no result in {queue.dir}: not finished yet, kept"
+            " none (see result_ttl, dq server --keep-results), or expired", ctx.args.jobid
+        )
+    if ctx.args.json:
+        print_json(record.as_dict(), ctx.out)
+    elif record.status == "failed":
+        ctx.line(f"failed: {record.error_type}: {record.error_message}")
+        for text in record.traceback.rstrip("\n").split("\n") if record.traceback else []:
+            ctx.line("  " + text)
+        return EXIT_FAILURE
+    elif record.kind == "json":
+        print_json(record.value, ctx.out)
+    elif record.kind == "str":
+        ctx.out.write(record.value if record.value.endswith("\n") else record.value + "\n")
+    else:  # bytes, or a pickle only its own layer may load: base64, as kept.
+        ctx.line(f"{record.kind} (base64): {record.value}")
     return EXIT_OK
 
 

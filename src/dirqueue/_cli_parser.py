@@ -20,6 +20,7 @@ from ._cli_commands import (
     cmd_list,
     cmd_purge,
     cmd_requeue,
+    cmd_result,
     cmd_show,
     cmd_stats,
     cmd_submit,
@@ -164,6 +165,7 @@ _EPILOGS: Final = {
         " /var/lib/node_exporter/textfile/q.prom"
     ),
     "show": "examples:\n  dq show --dir /var/spool/q JOBID\n  dq show --dir Q --json JOBID",
+    "result": "examples:\n  dq result --dir /var/spool/q JOBID\n  dq result --dir Q --json JOBID",
     "completion": (
         "examples:\n"
         "  dq completion bash > ~/.local/share/bash-completion/completions/dq\n"
@@ -186,7 +188,8 @@ _HELP: Final = {
     "show": "show one job whole: metadata, data, attempts, lock, the last error",
     "stats": "count queued, active, stale and failed jobs; --watch for a live view",
     "requeue": "put failed jobs back in the queue",
-    "purge": "delete failed jobs",
+    "purge": "delete failed jobs, or expired results",
+    "result": "print a job's kept answer (its return value, or how it failed)",
     "fsck": "check a queue for what crashed processes left behind; --repair fixes it",
     "completion": "print a shell completion script for bash or zsh",
 }
@@ -292,6 +295,11 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     )
     p.set_defaults(func=cmd_show)
 
+    p = add("result")
+    p.add_argument("--json", action="store_true", help="print the whole record as JSON")
+    p.add_argument("jobid", type=_job_id, metavar="JOBID", help="a job that kept its answer")
+    p.set_defaults(func=cmd_result)
+
     p = add("stats")
     p.add_argument("--json", action="store_true", help="print a JSON object (--format json)")
     p.add_argument(
@@ -318,7 +326,8 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     p.set_defaults(func=cmd_requeue)
 
     p = add("purge")
-    p.add_argument("--failed", action="store_true", help="purge failed jobs (required)")
+    p.add_argument("--failed", action="store_true", help="purge failed jobs")
+    p.add_argument("--results", action="store_true", help="remove expired results")
     p.add_argument(
         "--older-than", type=parse_age, metavar="AGE",
         help="only jobs that failed at least this long ago (30m, 12h, 7d)",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._judge import Verdict, filesystem_now, judge_lock
 from ._layout import Layout
+from ._results import count_results
 from ._scanner import scan
 from .errors import DirQueueError
 from .failed import FailedStore, attempts_of
@@ -166,6 +167,8 @@ class QueueStats:
     oldest_waiting_age: float | None
     #: Jobs waiting in ``deferred/`` for a retry's back-off or a delayed start.
     deferred: int = 0
+    #: Answers kept in ``results/`` (done or failed, not yet expired).
+    results: int = 0
 
     @property
     def total(self) -> int:
@@ -180,6 +183,7 @@ class QueueStats:
             "stale": self.stale,
             "failed": self.failed,
             "deferred": self.deferred,
+            "results": self.results,
             "oldest_waiting_age": self.oldest_waiting_age,
         }
 
@@ -199,6 +203,7 @@ def queue_stats(queue: DirQueue, *, now: float | None = None) -> QueueStats:
         active=counts["active"],
         stale=counts["stale"],
         failed=FailedStore(queue).count(),
+        results=count_results(queue.config, now=now),
         oldest_waiting_age=oldest,
         deferred=counts["deferred"],
     )
