@@ -272,9 +272,10 @@ def cmd_stats(ctx: Context) -> int:
             ["active", str(stats.active)],
             ["stale", str(stats.stale)],
             ["failed", str(stats.failed)],
-            ["results", str(stats.results)],
             ["oldest waiting", format_age(stats.oldest_waiting_age)],
         ]
+        if stats.results:  # Only queues that keep answers have a line for them.
+            rows.insert(4, ["results", str(stats.results)])
         width = max(len(r[0]) for r in rows)
         value_width = max(len(r[1]) for r in rows)
         for name, value in rows:
