@@ -159,13 +159,14 @@ def success_record(
 
 def failure_record(  # noqa: PLR0917 - each is one field of the record
     config: QueueConfig, jobid: str, err: BaseException | None, message: str,
-    traceback_text: str, attempt: int, ttl: float,
+    traceback_text: str, attempt: int, ttl: float, error_type: str = "JobFailed",
 ) -> ResultRecord:
     """The answer of a job whose last attempt failed with ``err`` (None: no exception
-    is at hand, as for a job whose workers died; ``message`` says what happened)."""
+    is at hand, as for a job whose workers died; ``message`` says what happened, and
+    ``error_type`` names it)."""
     now = time.time()
     return ResultRecord(
-        jobid, FAILED, error_type=type(err).__name__ if err is not None else "JobFailed",
+        jobid, FAILED, error_type=type(err).__name__ if err is not None else error_type,
         error_message=message, traceback=traceback_text, attempt=attempt,
         host=config.hostname, pid=current_pid(), finished_at=now, expires_at=now + ttl,
     )
@@ -194,7 +195,7 @@ def keep_answer(config: QueueConfig, jobid: str, value: object, attempt: int, tt
 
 def keep_failure(  # noqa: PLR0917 - each is one field of the record
     config: QueueConfig, jobid: str, err: BaseException | None, error: str, detail: str,
-    attempt: int, ttl: float,
+    attempt: int, ttl: float, error_type: str = "JobFailed",
 ) -> None:
     """Keep how job ``jobid``'s last attempt failed as its answer (``ttl`` 0: none).
 
@@ -205,7 +206,10 @@ def keep_failure(  # noqa: PLR0917 - each is one field of the record
         return
     message = str(err) if err is not None else error
     try:
-        write_result(config, failure_record(config, jobid, err, message, detail, attempt, ttl))
+        write_result(
+            config,
+            failure_record(config, jobid, err, message, detail, attempt, ttl, error_type),
+        )
     except QueueIOError as io_err:
         _log.warning("job %s: its failure could not be kept as its result: %s", jobid, io_err)
 

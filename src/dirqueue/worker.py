@@ -646,7 +646,10 @@ class _Fleet:
         if death.overdue and self.timeout is not None:
             error = timed_out_message(self.timeout)
             _log.warning("%s killed: job %s %s; %s", who, jobid, error, then)
-            failed = count_timed_out(self.queue, jobid, attempt, error, self.max_attempts)
+            failed = count_timed_out(
+                self.queue, jobid, attempt, error, self.max_attempts,
+                keep_results=self.options.get("keep_results", False),
+            )
             if failed is not None:
                 outcome = Outcome.FAILED if failed else Outcome.RETRIED
                 self.counters.add(death.index, COUNTED[outcome])
