@@ -463,9 +463,21 @@ def cmd_result(ctx: Context) -> int:
         print_json(record.value, ctx.out)
     elif record.kind == "str":
         ctx.out.write(record.value if record.value.endswith("\n") else record.value + "\n")
-    else:  # bytes, or a pickle only its own layer may load: base64, as kept.
+    elif record.kind == "bytes":  # A command's stdout, say: as it was.
+        _write_bytes(ctx.out, record.decoded())
+    else:  # A pickle, which only its own layer may load: base64, as kept.
         ctx.line(f"{record.kind} (base64): {record.value}")
     return EXIT_OK
+
+
+def _write_bytes(out: IO[str], data: bytes) -> None:
+    out.flush()
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:  # A text-only stream (a test's StringIO).
+        out.write(data.decode("utf-8", "replace"))
+    else:
+        buffer.write(data)
+        buffer.flush()
 
 
 def _when(seconds: float | None, now: float) -> str:

@@ -131,7 +131,7 @@ def _server_handler(ctx: Context, queue: DirQueue) -> Handler:
         # Task jobs to the tasks' handler; plain ones to the handler or command, if any.
         plain = _load_handler(ctx, args.handler) if args.handler else None
         return TaskHandler(queue, args.tasks, fallback=plain or (
-            CommandHandler(command) if command else None))
+            CommandHandler(command, capture_stdout=args.keep_results) if command else None))
     if not args.handler and not command:
         raise UsageError(
             "give a handler: --handler MODULE:FUNCTION, or a command after --"
@@ -139,7 +139,7 @@ def _server_handler(ctx: Context, queue: DirQueue) -> Handler:
         )
     if args.handler:
         return _load_handler(ctx, args.handler)
-    return CommandHandler(command)
+    return CommandHandler(command, capture_stdout=args.keep_results)
 
 
 @contextlib.contextmanager

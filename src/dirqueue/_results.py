@@ -288,19 +288,18 @@ def read_result(
             return None
         raise QueueIOError(f"opening {config.layout.results_dir}", err) from err
     try:
-        fd = _fs.open_regular(jobid, dir_fd)
+        fd, st = _fs.open_regular_stat(jobid, dir_fd)
     except OSError as err:
         if _fs.is_gone(err):
             return None
         raise QueueIOError(f"reading {config.layout.result_path(jobid)}", err) from err
     finally:
         _fs.close_dir(dir_fd)
-    record = _parse(jobid, _fs.read_limited(fd, RESULT_MAX_BYTES))
-    if record is None:
+    # The mtime is the expiry time (what sweeps go by): one already past is gone.
+    if st.st_mtime <= (time.time() if now is None else now):
+        os.close(fd)
         return None
-    if record.expires_at <= (time.time() if now is None else now):
-        return None
-    return record
+    return _parse(jobid, _fs.read_limited(fd, RESULT_MAX_BYTES))
 
 
 def _entries(config: QueueConfig, dir_fd: int) -> list[tuple[str, os.stat_result]]:
