@@ -22,6 +22,15 @@ from ._call import BadCallError, TaskArgumentError
 from ._handler import NotATaskJobError, TaskHandler, UnknownTaskError
 from ._result import NoResultError, ResultTimeoutError, TaskFailed, TaskResult, TaskStatus
 
+# The public names read as dirqueue.tasks.X in tracebacks and reprs, not as the
+# private module each happens to live in.
+for _public in (
+    BadCallError, NoResultError, NotATaskJobError, ResultTimeoutError, Task,
+    TaskArgumentError, TaskFailed, TaskHandler, TaskOptions, TaskQueue, TaskResult,
+    UnknownTaskError,
+):
+    _public.__module__ = __name__
+
 __all__ = [
     "BadCallError",
     "NoResultError",

@@ -27,6 +27,7 @@ import pickle
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -119,8 +120,12 @@ class TaskHandler:
             raise BadCallError(f"task {name} cannot be called with {_shown(call)}: {err}") from None
         except ValueError:
             pass  # No signature to check against: the call itself will tell.
-        with _time_limit(_timeout_of(job.metadata.get(TIMEOUT_KEY))):
-            value = task.func(*call.args, **call.kwargs)
+        try:
+            with _time_limit(_timeout_of(job.metadata.get(TIMEOUT_KEY))):
+                value = task.func(*call.args, **call.kwargs)
+        except Exception as err:
+            _keep_task_traceback(err)
+            raise
         try:
             return encode_value(value)
         except UnstorableResultError:
@@ -135,6 +140,17 @@ class TaskHandler:
             failed = "; ".join(f"{m}: {e}" for m, e in self.import_errors.items())
             text += f" (modules that failed to import: {failed})"
         return text + ". Start the worker with the module that defines it (--tasks MODULE)"
+
+
+def _keep_task_traceback(err: Exception) -> None:
+    """Give ``err`` the traceback from the task's own frame down as its ``detail``
+    (what the worker keeps), so the caller reads the task's frames, not the worker's."""
+    tb = err.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next  # This handler's own frame.
+    text = "".join(traceback.format_exception(type(err), err, tb))
+    with contextlib.suppress(AttributeError, TypeError):  # A class without __dict__.
+        err.detail = text  # type: ignore[attr-defined]
 
 
 def _shown(call: Any) -> str:
