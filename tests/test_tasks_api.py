@@ -13,6 +13,7 @@ import pytest
 
 from dirqueue import FailedStore, Worker
 from dirqueue._results import read_result, success_record, write_result
+from dirqueue.failed import record_attempts
 from dirqueue.tasks import (
     TaskArgumentError,
     TaskFailed,
@@ -194,7 +195,12 @@ def test_a_job_already_answered_is_not_run_again(q: TaskQueue) -> None:
         return x * 2
 
     result = once.submit(21)
-    # As if an earlier attempt answered and its worker died before finishing the job.
+    # As if an earlier attempt answered and its worker died before finishing the job:
+    # the pickup that broke its lock counted that attempt.
+    job = q.pickup_queued_job()
+    assert job is not None
+    record_attempts(job, 1)
+    job.return_to_queue()
     write_result(q.config, success_record(q.config, result.jobid, 42, 1, 60))
     _drain(q)
     assert ran == []

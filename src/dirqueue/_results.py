@@ -28,10 +28,10 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final
 
-from . import _fs
+from . import _dirfds, _fs
 from ._config import QueueConfig
 from ._identity import current_pid
 from ._inotify import Notifier, open_notifier
@@ -39,6 +39,7 @@ from ._layout import Layout
 from .errors import DirQueueError, QueueIOError
 
 __all__ = [
+    "ALREADY_KEPT",
     "DEFAULT_RESULT_TTL",
     "RESULT_MAX_BYTES",
     "RESULT_TTL_KEY",
@@ -93,6 +94,11 @@ class Encoded:
     value: Any
 
 
+#: What a handler returns to say that the job's answer is already kept (an earlier
+#: attempt wrote it): the worker leaves that answer as it is.
+ALREADY_KEPT: Final = Encoded("kept", None)
+
+
 def encode_value(value: object) -> Encoded:
     """``value`` as a result file keeps it: bytes, str or a JSON value (an
     :class:`Encoded` passes through); :class:`UnstorableResultError` otherwise."""
@@ -135,7 +141,9 @@ class ResultRecord:
 
     def as_dict(self) -> dict[str, Any]:
         """The record as its file's JSON object holds it."""
-        return asdict(self)
+        # Not dataclasses.asdict, which deep-copies the value: a third of a task's
+        # cost when it was.
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
 
     def decoded(self) -> Any:
         """The value as the handler returned it (``json``, ``str`` or ``bytes``); a
@@ -143,6 +151,9 @@ class ResultRecord:
         if self.kind in ("bytes", "pickle"):
             return base64.b64decode(self.value)
         return self.value
+
+
+_RECORD_FIELDS: Final = tuple(f.name for f in fields(ResultRecord))
 
 
 def success_record(
@@ -188,7 +199,7 @@ def answer_ttl(metadata: dict[str, str], keep: bool, default: float) -> float:
 def keep_answer(config: QueueConfig, jobid: str, value: object, attempt: int, ttl: float) -> None:
     """Keep ``value`` (what a handler returned) as job ``jobid``'s answer for ``ttl``
     seconds (0: keep none); sweep expired answers now and then."""
-    if ttl > 0:
+    if ttl > 0 and value is not ALREADY_KEPT:
         write_result(config, success_record(config, jobid, value, attempt, ttl))
         sweep_now_and_then(config)
 
@@ -233,24 +244,27 @@ def write_result(config: QueueConfig, record: ResultRecord) -> None:
     first, then renamed, so that no reader ever sees part of it.
 
     Both directories are reached through descriptors opened without following
-    symlinks: another user of a shared queue cannot point ``results/`` elsewhere.
+    symlinks (and kept, :mod:`dirqueue._dirfds`): another user of a shared queue
+    cannot point ``results/`` elsewhere.
     """
     payload = json.dumps(record.as_dict(), allow_nan=False).encode("utf-8")
     tmp_name = Layout.tmp_rewrite_name(record.jobid, current_pid(), "result")
+    created: list[str] = []
+
+    def into(results_fd: int) -> None:
+        def from_tmp(tmp_fd: int) -> None:
+            _write_and_rename(config, record, payload, tmp_name, tmp_fd, results_fd)
+
+        _dirfds.at(config.dir, (Layout.TMP,), from_tmp)
+        if config.durable:
+            os.fsync(results_fd)
+
     try:
-        tmp_fd = _fs.open_dir_nofollow(config.dir, (Layout.TMP,))
-        try:
-            results_fd, created = _fs.ensure_dir_nofollow(config.dir, (Layout.RESULTS,))
-            try:
-                _write_and_rename(config, record, payload, tmp_name, tmp_fd, results_fd)
-                if config.durable:
-                    os.fsync(results_fd)
-                    if created:
-                        _fs.fsync_dir(config.dir)
-            finally:
-                _fs.close_dir(results_fd)
-        finally:
-            _fs.close_dir(tmp_fd)
+        # The two directories' descriptors are kept between answers (see _dirfds):
+        # a worker answering job after job walks to neither again.
+        _dirfds.at(config.dir, (Layout.RESULTS,), into, create=True, created=created)
+        if config.durable and created:
+            _fs.fsync_dir(config.dir)
     except OSError as err:
         raise QueueIOError(f"writing the result of job {record.jobid}", err) from err
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -112,6 +113,13 @@ class Task(Generic[P, R]):
         self.func = func
         self.name = name
         self.default_options = options
+        #: The function's signature, which calls are checked against (None: it has
+        #: none to check, as some builtins).
+        self.signature: inspect.Signature | None
+        try:
+            self.signature = inspect.signature(func)
+        except ValueError:
+            self.signature = None
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
 
@@ -138,7 +146,9 @@ class Task(Generic[P, R]):
         """
         queue = self.queue
         encoding = PICKLE if queue.allow_pickle else JSON
-        data = encode_call(self.func, self.name, args, kwargs, use_pickle=queue.allow_pickle)
+        data = encode_call(
+            self.signature, self.name, args, kwargs, use_pickle=queue.allow_pickle
+        )
         opts = self.default_options
         jobid = queue.enqueue_string(
             data, opts.metadata(self.name, encoding), opts.priority,

@@ -15,7 +15,6 @@ import inspect
 import json
 import math
 import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -87,17 +86,18 @@ def _same_shape(back: object, value: object) -> bool:
 
 
 def encode_call(
-    func: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-    *, use_pickle: bool,
+    signature: inspect.Signature | None, name: str, args: tuple[Any, ...],
+    kwargs: dict[str, Any], *, use_pickle: bool,
 ) -> bytes:
-    """The job data for ``func(*args, **kwargs)``, after checking the arguments fit
-    its signature and (JSON) that each one arrives as it left."""
-    try:
-        bound = inspect.signature(func).bind(*args, **kwargs)
-    except TypeError as err:
-        raise TaskArgumentError(f"task {name}: {err}") from None
-    except ValueError:
-        bound = None  # A builtin without a signature: the worker's call will tell.
+    """The job data for a call of task ``name``, after checking the arguments fit its
+    ``signature`` (None: a builtin without one, whose call will tell) and (JSON) that
+    each one arrives as it left."""
+    bound = None
+    if signature is not None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as err:
+            raise TaskArgumentError(f"task {name}: {err}") from None
     if use_pickle:
         return pickle.dumps({"args": list(args), "kwargs": kwargs}, protocol=4)
     named: list[tuple[str, Any]]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import importlib
-import inspect
 import logging
 import os
 import pickle
@@ -32,8 +31,9 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .._format import attempts_of
 from .._handler import JobTimeoutError
-from .._results import DONE, Encoded, UnstorableResultError, encode_value, read_result
+from .._results import ALREADY_KEPT, DONE, Encoded, UnstorableResultError, encode_value, read_result
 from ..errors import DirQueueError
 from ._api import lookup_task, registered_tasks
 from ._call import ENCODING_KEY, JSON, TASK_KEY, TIMEOUT_KEY, BadCallError, decode_call
@@ -99,11 +99,12 @@ class TaskHandler:
                 f"job {job.jobid} names no task (no '{TASK_KEY}' metadata) and this worker"
                 " runs only tasks: give it a handler for plain jobs as well"
             )
-        earlier = read_result(self.queue.config, job.jobid)
+        # An earlier attempt that answered, then died before finishing the job, was
+        # counted by the pickup that broke its lock: only then can an answer be there.
+        # The caller may have it already, so the task is not run again.
+        earlier = read_result(self.queue.config, job.jobid) if attempts_of(job.control) else None
         if earlier is not None and earlier.status == DONE:
-            # An earlier attempt answered, then its worker died before finishing the
-            # job: the caller may have the answer already, so it is not run again.
-            return Encoded(earlier.kind, earlier.value)
+            return ALREADY_KEPT
         task = lookup_task(name)
         if task is None:
             raise UnknownTaskError(self._unknown(name), name)
@@ -115,14 +116,20 @@ class TaskHandler:
         except BadCallError as err:
             raise BadCallError(f"task {name}: {err}") from None
         try:
-            inspect.signature(task.func).bind(*call.args, **call.kwargs)
-        except TypeError as err:
-            raise BadCallError(f"task {name} cannot be called with {_shown(call)}: {err}") from None
-        except ValueError:
-            pass  # No signature to check against: the call itself will tell.
-        try:
             with _time_limit(_timeout_of(job.metadata.get(TIMEOUT_KEY))):
                 value = task.func(*call.args, **call.kwargs)
+        except TypeError as err:
+            # The arguments may not fit the function (checked only now: binding every
+            # call to its signature first cost a tenth of a task), which no retry mends.
+            if task.signature is not None:
+                try:
+                    task.signature.bind(*call.args, **call.kwargs)
+                except TypeError as mismatch:
+                    raise BadCallError(
+                        f"task {name} cannot be called with {_shown(call)}: {mismatch}"
+                    ) from None
+            _keep_task_traceback(err)
+            raise
         except Exception as err:
             _keep_task_traceback(err)
             raise
