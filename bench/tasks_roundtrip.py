@@ -10,7 +10,8 @@
 
 On tmpfs (``/dev/shm``) by default. Prints a table and writes JSON to bench/results/.
 
-    .venv/bin/python bench/tasks_roundtrip.py [--rounds 500] [--jobs 5000] [--dir /dev/shm]
+    .venv/bin/python bench/tasks_roundtrip.py [--rounds 500] [--jobs 5000] [--repeat 3]
+        [--dir /dev/shm]
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def dirqueue_round_trip(work: str, rounds: int) -> dict[str, float]:
     server = subprocess.Popen(
         [sys.executable, "-m", "dirqueue", "server", "--dir", queue, "--tasks",
          "_tasks_bench", "-q"],
-        env=_env(queue), start_new_session=True,
+        env=_env(queue), start_new_session=True, stderr=subprocess.DEVNULL,
     )
     try:
         for i in range(20):  # Warm up: imports, the worker's caches, the waiter's inotify.
@@ -122,8 +123,8 @@ def huey_round_trip(work: str, rounds: int) -> dict[str, float] | None:
     return _percentiles(samples)
 
 
-def rate(work: str, jobs: int, *, tasks: bool) -> dict[str, Any]:
-    queue = os.path.join(work, "tasks" if tasks else "plain")
+def rate(work: str, jobs: int, *, tasks: bool, run: int) -> dict[str, Any]:
+    queue = os.path.join(work, f"{'tasks' if tasks else 'plain'}-{run}")
     env = _env(queue)
     submit = (
         "import _tasks_bench as t\n"
@@ -146,10 +147,15 @@ def rate(work: str, jobs: int, *, tasks: bool) -> dict[str, Any]:
     return {"jobs": jobs, "seconds": summary["seconds"], "per_second": jobs / summary["seconds"]}
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(runs, key=lambda r: r["per_second"])[len(runs) // 2]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=500)
     parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3, help="rate runs of each kind")
     tmpfs = "/dev/shm"  # noqa: S108 - a private mkdtemp below, not a fixed name
     parser.add_argument("--dir", default=tmpfs if os.path.isdir(tmpfs) else None)
     args = parser.parse_args()
@@ -159,8 +165,13 @@ def main() -> int:
         print(describe(m))
         trip = dirqueue_round_trip(work, args.rounds)
         huey_trip = huey_round_trip(work, args.rounds)
-        task_rate = rate(work, args.jobs, tasks=True)
-        plain_rate = rate(work, args.jobs, tasks=False)
+        # Taken in turns, REPEAT times each, so that a neighbour's load falls on both.
+        task_runs, plain_runs = [], []
+        for run in range(args.repeat):
+            task_runs.append(rate(work, args.jobs, tasks=True, run=run))
+            plain_runs.append(rate(work, args.jobs, tasks=False, run=run))
+        task_rate = _median_run(task_runs)
+        plain_rate = _median_run(plain_runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nround trip, submit -> answer, {args.rounds} rounds, one waiting worker")
@@ -170,7 +181,7 @@ def main() -> int:
                      f"{huey_trip['p99_ms']:.2f}"])
     print_table(["", "median ms", "p99 ms"], rows)
     ratio = task_rate["per_second"] / plain_rate["per_second"]
-    print(f"\nthrough 2 workers, {args.jobs} jobs each")
+    print(f"\nthrough 2 workers, {args.jobs} jobs a run, median of {args.repeat} runs each")
     print_table(
         ["", "jobs/s", "seconds"],
         [["tasks (answers kept)", f"{task_rate['per_second']:.0f}", task_rate["seconds"]],
@@ -180,7 +191,8 @@ def main() -> int:
     write_results("tasks_roundtrip", {
         "machine": m, "rounds": args.rounds, "jobs": args.jobs,
         "round_trip": {"dirqueue": trip, "huey": huey_trip},
-        "rate": {"tasks": task_rate, "plain": plain_rate, "ratio": ratio},
+        "rate": {"tasks": task_rate, "plain": plain_rate, "ratio": ratio,
+                 "task_runs": task_runs, "plain_runs": plain_runs},
     })
     return 0
 
