@@ -70,3 +70,5 @@ def test_stats_count_answers_and_purge_removes_expired_ones(tmp_path: Path) -> N
     assert "purged 1 expired result" in purged.stderr
     assert os.listdir(q.layout.results_dir) == [kept]
     assert read_result(q.config, kept) is not None
+    listed = dq("list", "--dir", "q", cwd=tmp_path)
+    assert listed.stdout.endswith(", 1 result kept\n")

@@ -29,7 +29,7 @@ from ._cli_output import (
 )
 from ._cli_show import NoSuchJobError, show_job
 from ._cli_stats import Watcher, prometheus_text, snapshot
-from ._results import read_result, remove_expired
+from ._results import count_results, read_result, remove_expired
 from .errors import DirQueueError
 from .failed import FailedJob, FailedStore
 from .queue import DirQueue
@@ -176,7 +176,7 @@ def cmd_list(ctx: Context) -> int:
     elif args.nl:
         print_nl((info.as_dict() for info in infos), ctx.out)
     else:
-        _print_jobs(ctx, infos)
+        _print_jobs(ctx, infos, count_results(queue.config))
     return EXIT_OK
 
 
@@ -193,9 +193,11 @@ def _meta_text(metadata: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in metadata.items())
 
 
-def _print_jobs(ctx: Context, infos: list[JobInfo]) -> None:
+def _print_jobs(ctx: Context, infos: list[JobInfo], results: int = 0) -> None:
+    # Finished jobs that kept their answers are counted, not listed (dq result JOBID).
+    kept = f", {results} result{'' if results == 1 else 's'} kept" if results else ""
     if not infos:
-        ctx.line(f"no jobs in {ctx.args.dir}")
+        ctx.line(f"no jobs in {ctx.args.dir}{kept}")
         return
     rows = [["job id", "state", "pri", "size", "age", "tries", "worker", "metadata"]]
     for info in infos:
@@ -222,7 +224,7 @@ def _print_jobs(ctx: Context, infos: list[JobInfo]) -> None:
     counts = {s: sum(1 for i in infos if i.state == s) for s in STATES}
     if not counts["deferred"]:
         del counts["deferred"]  # Named only when there are some.
-    ctx.line(", ".join(f"{n} {s}" for s, n in counts.items()))
+    ctx.line(", ".join(f"{n} {s}" for s, n in counts.items()) + kept)
 
 
 def _print_failed(ctx: Context, failed: list[FailedJob]) -> None:
