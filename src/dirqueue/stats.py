@@ -217,9 +217,15 @@ def job_place(queue: DirQueue, jobid: str) -> Literal["queued", "active", "defer
     fanouts: tuple[str | None, ...] = (None,)
     if queue.queue_fanout:
         fanouts += tuple(Layout.FANOUT_DIGITS)
-    for fanout in fanouts:
-        if os.path.lexists(layout.queue_path(jobid, fanout)):
-            return "active" if os.path.lexists(layout.active_path(jobid)) else "queued"
+
+    def queued() -> Literal["queued", "active"] | None:
+        for fanout in fanouts:
+            if os.path.lexists(layout.queue_path(jobid, fanout)):
+                return "active" if os.path.lexists(layout.active_path(jobid)) else "queued"
+        return None
+
+    # deferred/, queue/, and once more each if neither had it: a job moved between the
+    # two while we look (deferred for a retry, or due and moved back) is seen in one.
     if os.path.lexists(layout.deferred_path(jobid)):
         return "deferred"
-    return None
+    return queued() or ("deferred" if os.path.lexists(layout.deferred_path(jobid)) else queued())
