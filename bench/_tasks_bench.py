@@ -19,3 +19,8 @@ def echo(x: int) -> int:
 
 def noop(job: Job) -> None:
     """The plain-job handler the task rate is compared with: returns at once."""
+
+
+def read(job: Job) -> bytes:
+    """A plain-job handler that reads its job's data, as a task's handler must."""
+    return job.get_data()

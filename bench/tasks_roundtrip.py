@@ -123,8 +123,8 @@ def huey_round_trip(work: str, rounds: int) -> dict[str, float] | None:
     return _percentiles(samples)
 
 
-def rate(work: str, jobs: int, *, tasks: bool, run: int) -> dict[str, Any]:
-    queue = os.path.join(work, f"{'tasks' if tasks else 'plain'}-{run}")
+def rate(work: str, jobs: int, *, tasks: bool, run: int, handler: str = "noop") -> dict[str, Any]:
+    queue = os.path.join(work, f"{'tasks' if tasks else handler}-{run}")
     env = _env(queue)
     submit = (
         "import _tasks_bench as t\n"
@@ -134,7 +134,7 @@ def rate(work: str, jobs: int, *, tasks: bool, run: int) -> dict[str, Any]:
         f"t.q.enqueue_many([str(i) for i in range({jobs})])\n"
     )
     subprocess.run([sys.executable, "-c", submit], env=env, check=True, timeout=600)
-    how = ["--tasks", "_tasks_bench"] if tasks else ["--handler", "_tasks_bench:noop"]
+    how = ["--tasks", "_tasks_bench"] if tasks else ["--handler", f"_tasks_bench:{handler}"]
     done = subprocess.run(
         [sys.executable, "-m", "dirqueue", "server", "--dir", queue, "--workers", "2",
          "--until-empty", "--json", *how],
@@ -166,12 +166,14 @@ def main() -> int:
         trip = dirqueue_round_trip(work, args.rounds)
         huey_trip = huey_round_trip(work, args.rounds)
         # Taken in turns, REPEAT times each, so that a neighbour's load falls on both.
-        task_runs, plain_runs = [], []
+        task_runs, plain_runs, read_runs = [], [], []
         for run in range(args.repeat):
             task_runs.append(rate(work, args.jobs, tasks=True, run=run))
             plain_runs.append(rate(work, args.jobs, tasks=False, run=run))
+            read_runs.append(rate(work, args.jobs, tasks=False, run=run, handler="read"))
         task_rate = _median_run(task_runs)
         plain_rate = _median_run(plain_runs)
+        read_rate = _median_run(read_runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nround trip, submit -> answer, {args.rounds} rounds, one waiting worker")
@@ -185,14 +187,20 @@ def main() -> int:
     print_table(
         ["", "jobs/s", "seconds"],
         [["tasks (answers kept)", f"{task_rate['per_second']:.0f}", task_rate["seconds"]],
-         ["plain jobs", f"{plain_rate['per_second']:.0f}", plain_rate["seconds"]],
-         ["tasks / plain", f"{ratio:.2f}", ""]],
+         ["plain jobs, do-nothing handler", f"{plain_rate['per_second']:.0f}",
+          plain_rate["seconds"]],
+         ["plain jobs, handler reads data", f"{read_rate['per_second']:.0f}",
+          read_rate["seconds"]],
+         ["tasks / do-nothing", f"{ratio:.2f}", ""],
+         ["tasks / reads data", f"{task_rate['per_second'] / read_rate['per_second']:.2f}",
+          ""]],
     )
     write_results("tasks_roundtrip", {
         "machine": m, "rounds": args.rounds, "jobs": args.jobs,
         "round_trip": {"dirqueue": trip, "huey": huey_trip},
-        "rate": {"tasks": task_rate, "plain": plain_rate, "ratio": ratio,
-                 "task_runs": task_runs, "plain_runs": plain_runs},
+        "rate": {"tasks": task_rate, "plain": plain_rate, "plain_reading": read_rate,
+                 "ratio": ratio, "task_runs": task_runs, "plain_runs": plain_runs,
+                 "plain_reading_runs": read_runs},
     })
     return 0
 

@@ -23,6 +23,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import os
 import stat
 import threading
@@ -108,6 +109,10 @@ def encode_value(value: object) -> Encoded:
         return Encoded("bytes", base64.b64encode(bytes(value)).decode("ascii"))
     if isinstance(value, str):
         return Encoded("str", value)
+    if value is None or type(value) in (int, bool) or (
+        type(value) is float and math.isfinite(value)
+    ):
+        return Encoded("json", value)  # Surely JSON: spared a trial dump.
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as err:
