@@ -38,6 +38,11 @@ def add(a, b=1):
 def boom(what):
     raise ValueError(f"no {what} here")
 
+@q.task(name="spin", retries=0)
+def spin():
+    while True:  # Pure Python that no signal handler in the task could count on.
+        pass
+
 @q.task(name="hang_first", retries=2)
 def hang_first(marker):
     """The first attempt says it started and hangs (its worker is killed); a later
@@ -278,3 +283,20 @@ def test_the_perl_module_lists_a_task_job_and_ignores_results(
     assert out.returncode == 0, out.stderr
     assert waiting.jobid in out.stdout
     assert "queued: 1" in out.stdout
+
+
+def test_a_task_past_the_servers_timeout_is_killed_and_answered_as_timed_out(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    result = _mytasks().spin.submit()
+    started = time.monotonic()
+    code, err = _finish(
+        _start(env, tmp_path, "--tasks", "mytasks", "--timeout", "1", "--until-empty")
+    )
+    assert time.monotonic() - started < 30
+    assert code == 4, err  # Its one attempt failed: moved to failed/.
+    with pytest.raises(TaskFailed) as caught:
+        result.get(timeout=5)
+    assert caught.value.error_type == "JobTimeoutError"
+    assert caught.value.message == "timed out after 1 s"
+    assert result.status == "failed"
