@@ -193,6 +193,10 @@ def test_a_worker_killed_while_writing_an_answer_leaves_none_torn(
     assert result.get(timeout=5) == 3
     answer = json.loads((tmp_path / "q" / Layout.RESULTS / result.jobid).read_text())
     assert answer["value"] == 3
+    # The torn half is a tmp leftover of a dead process, which repair removes.
+    report = TaskQueue(tmp_path / "q").repair(min_age=0)  # (By its age: no owner named.)
+    assert [f.path.rsplit("/", 1)[-1] for f in report.findings if f.fixed] == torn
+    assert [n for n in os.listdir(tmp_path / "q" / "tmp") if n.endswith(".result")] == []
 
 
 def test_answers_expire_and_the_next_worker_sweeps_them(
