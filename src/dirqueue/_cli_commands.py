@@ -456,12 +456,13 @@ def cmd_result(ctx: Context) -> int:
         )
     if ctx.args.json:
         print_json(record.as_dict(), ctx.out)
-    elif record.status == "failed":
+        return EXIT_FAILURE if record.status == "failed" else EXIT_OK
+    if record.status == "failed":
         ctx.line(f"failed: {record.error_type}: {record.error_message}")
         for text in record.traceback.rstrip("\n").split("\n") if record.traceback else []:
             ctx.line("  " + text)
         return EXIT_FAILURE
-    elif record.kind == "json":
+    if record.kind == "json":
         print_json(record.value, ctx.out)
     elif record.kind == "str":
         ctx.out.write(record.value if record.value.endswith("\n") else record.value + "\n")
