@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from _perl import needs_perl, run_perl
+from _perl import PERL_DRAIN, needs_perl, run_perl
 from dirqueue import FailedStore
 from dirqueue._layout import Layout
 from dirqueue.tasks import NoResultError, TaskFailed, TaskQueue, TaskResult
@@ -287,6 +287,12 @@ def test_the_perl_module_lists_a_task_job_and_ignores_results(
     assert out.returncode == 0, out.stderr
     assert waiting.jobid in out.stdout
     assert "queued: 1" in out.stdout
+    # A Perl worker takes a task job like any other (and, knowing nothing of answers,
+    # keeps none: the caller is told so rather than left waiting).
+    assert run_perl(PERL_DRAIN, str(tmp_path / "q")).split() == [waiting.jobid]
+    with pytest.raises(NoResultError):
+        waiting.get(timeout=5)
+    assert done.get(timeout=5) == 2  # results/ left as it was.
 
 
 def test_a_task_past_the_servers_timeout_is_killed_and_answered_as_timed_out(
