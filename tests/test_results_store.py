@@ -160,3 +160,28 @@ def test_a_worker_keeps_any_handlers_answer_when_asked(q: DirQueue) -> None:
     assert record is not None
     assert record.value == {"n": 18}
     assert sorted(os.listdir(q.layout.path(Layout.RESULTS))) == sorted([asked, everything])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_a_reader_who_may_not_make_results_waits_by_looking(tmp_path: Path) -> None:
+    """Another user, who may read the queue but not write to it, can still wait for
+    an answer: without results/ to watch, it looks at the file."""
+    tmp_path.chmod(0o755)
+    for parent in tmp_path.parents:  # Let the user reach the queue (pytest's 0700 dirs).
+        if parent.stat().st_mode & 0o011 == 0o011:
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)
+    q = DirQueue(tmp_path / "q")
+    q.create()  # 0755 and root's: no results/, and no right to make it.
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgid(61003)
+            os.setuid(61003)
+            waiter = ResultWaiter(DirQueue(tmp_path / "q").config)
+            code = 0 if not waiter.uses_inotify and waiter.wait(JOB, 0.1, 0.05) is None else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -422,9 +423,12 @@ class ResultWaiter:
         self.config = config
         self._notifier: Notifier | None = None
         try:
+            # Made now if missing: inotify can only watch a directory that is there.
             fd, _ = _fs.ensure_dir_nofollow(config.dir, (Layout.RESULTS,))
         except OSError as err:
-            raise QueueIOError(f"opening {config.layout.results_dir}", err) from err
+            if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise QueueIOError(f"opening {config.layout.results_dir}", err) from err
+            return  # A reader who may not make it: it looks at the file, as on NFS.
         _fs.close_dir(fd)
         if _fs.is_local_filesystem(config.dir):
             notifier = open_notifier()
