@@ -27,7 +27,6 @@ from ._cli_commands import (
 from ._cli_output import Progress, escape_controls, isatty, print_json, table
 from ._cli_signals import StopAnnouncer
 from .errors import DirQueueError
-from .queue import DirQueue
 from .stats import queue_stats
 from .tasks import TaskHandler
 from .worker import (
@@ -122,7 +121,7 @@ def _load_handler(ctx: Context, spec: str) -> Handler:
         raise DirQueueError(message) from err
 
 
-def _server_handler(ctx: Context, queue: DirQueue) -> Handler:
+def _server_handler(ctx: Context) -> Handler:
     args = ctx.args
     command = _command_from(args)
     if args.handler and command:
@@ -130,7 +129,8 @@ def _server_handler(ctx: Context, queue: DirQueue) -> Handler:
     if args.tasks:
         # Task jobs to the tasks' handler; plain ones to the handler or command, if any.
         plain = _load_handler(ctx, args.handler) if args.handler else None
-        return TaskHandler(queue, args.tasks, fallback=plain or (
+        # (Loaded before the queue is checked, as a handler is: its errors come first.)
+        return TaskHandler(ctx.queue(), args.tasks, fallback=plain or (
             CommandHandler(command, capture_stdout=args.keep_results) if command else None))
     if not args.handler and not command:
         raise UsageError(
@@ -183,8 +183,8 @@ def cmd_server(ctx: Context) -> int:
     output (the jobs' output then goes to standard error) or in ``--json-file``.
     """
     args = ctx.args
+    handler = _server_handler(ctx)
     queue = ctx.consumer_queue()
-    handler = _server_handler(ctx, queue)
     njobs = args.njobs or None
     total = queue_stats(queue).queued if args.until_empty else 0
     if njobs and args.until_empty:
