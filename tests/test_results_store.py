@@ -4,6 +4,7 @@ fsck --repair, and waited for by inotify (local) or by looking at one file (NFS)
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -185,3 +186,21 @@ def test_a_reader_who_may_not_make_results_waits_by_looking(tmp_path: Path) -> N
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_threads_waiter_closes_its_inotify_descriptor_when_the_thread_ends(
+    q: DirQueue,
+) -> None:
+    write_result(q.config, success_record(q.config, JOB, 1, 1, 60))
+    if not ResultWaiter(q.config).uses_inotify:
+        pytest.skip("no inotify on this filesystem")
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):  # Short-lived threads, each waiting once.
+        waiter = threading.Thread(
+            target=lambda: ResultWaiter.for_queue(q.config).wait(JOB, 5, 1)
+        )
+        waiter.start()
+        waiter.join(10)
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before

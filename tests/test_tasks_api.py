@@ -208,3 +208,15 @@ def test_a_job_already_answered_is_not_run_again(q: TaskQueue) -> None:
     record = read_result(q.config, result.jobid)
     assert record is not None
     assert record.attempt == 1
+
+
+def test_a_bare_decorator_makes_a_task_named_for_its_function(q: TaskQueue) -> None:
+    @q.task
+    def bare(x: int) -> int:
+        return x + 1
+
+    here = test_a_bare_decorator_makes_a_task_named_for_its_function.__name__
+    assert bare.name == f"{__name__}.{here}.<locals>.bare"
+    result = bare.submit(1)
+    _drain(q)
+    assert result.get(timeout=5) == 2

@@ -29,6 +29,7 @@ import os
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Final
@@ -434,6 +435,8 @@ class ResultWaiter:
             notifier = open_notifier()
             if notifier is not None and notifier.watch(config.layout.results_dir) >= 0:
                 self._notifier = notifier
+                # Closed with the waiter (a thread's waiters go when the thread ends).
+                weakref.finalize(self, notifier.close)
             elif notifier is not None:
                 notifier.close()
 
