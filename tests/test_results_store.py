@@ -204,3 +204,17 @@ def test_a_threads_waiter_closes_its_inotify_descriptor_when_the_thread_ends(
         waiter.join(10)
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_symlink_in_place_of_results_is_reported_and_counts_no_answers(
+    q: DirQueue, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / JOB).write_text("{}")
+    os.utime(elsewhere / JOB, (0, 0))  # "Expired": a sweep through the link would remove it.
+    os.symlink(elsewhere, q.layout.results_dir)
+    assert count_results(q.config) == 0
+    report = q.repair()
+    assert [(f.kind, f.action) for f in report.findings] == [(FindingKind.SYMLINK, "left")]
+    assert os.listdir(elsewhere) == [JOB]

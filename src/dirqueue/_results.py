@@ -345,7 +345,8 @@ def _with_results_dir(config: QueueConfig, use: Callable[[int], Any], empty: Any
     try:
         dir_fd = _fs.open_dir_nofollow(config.dir, (Layout.RESULTS,))
     except OSError as err:
-        if _fs.is_gone(err):
+        # Missing, or a symlink in its place (planted; fsck reports it): no answers.
+        if _fs.is_gone(err) or err.errno in (errno.ELOOP, errno.ENOTDIR):
             return empty
         raise QueueIOError(f"opening {config.layout.results_dir}", err) from err
     try:

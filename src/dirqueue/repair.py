@@ -206,6 +206,9 @@ class _Repairer:
 
     def check_results(self) -> None:
         """Answers whose time to live ran out (see :mod:`dirqueue._results`)."""
+        with self.directory(Layout.RESULTS) as listing:
+            if listing is None:
+                return  # None, or a symlink in its place (reported, left).
         for name in remove_expired(self.config, dry_run=self.dry_run):
             self.note(
                 FindingKind.EXPIRED_RESULT, self.layout.result_path(name),
