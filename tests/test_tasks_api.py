@@ -220,3 +220,11 @@ def test_a_bare_decorator_makes_a_task_named_for_its_function(q: TaskQueue) -> N
     result = bare.submit(1)
     _drain(q)
     assert result.get(timeout=5) == 2
+
+
+@pytest.mark.parametrize("jobid", ["../queue/x", "", "50.2026.x/y", "nonsense"])
+def test_a_handle_takes_only_a_job_id_never_a_path(q: TaskQueue, jobid: str) -> None:
+    with pytest.raises(ValueError, match="is not a job id"):
+        TaskResult(q, jobid)
+    with pytest.raises(ValueError, match="is not a job id"):
+        read_result(q.config, jobid)

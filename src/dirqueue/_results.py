@@ -36,10 +36,11 @@ from typing import Any, Final
 
 from . import _dirfds, _fs
 from ._config import QueueConfig
+from ._format import is_job_name
 from ._identity import current_pid
 from ._inotify import Notifier, open_notifier
 from ._layout import Layout
-from .errors import DirQueueError, QueueIOError
+from .errors import CorruptJobError, DirQueueError, QueueIOError
 
 __all__ = [
     "ALREADY_KEPT",
@@ -301,7 +302,10 @@ def read_result(
     config: QueueConfig, jobid: str, *, now: float | None = None
 ) -> ResultRecord | None:
     """Job ``jobid``'s answer, or None if it has none (yet, or any more: an expired
-    answer not yet swept counts as gone)."""
+    answer not yet swept counts as gone). :class:`CorruptJobError` (a ``ValueError``)
+    if ``jobid`` is not a job id: it is a name in ``results/``, never a path."""
+    if not is_job_name(jobid):
+        raise CorruptJobError(f"{jobid!r} is not a job id: pass one that submit returned", jobid)
     try:
         dir_fd = _fs.open_dir_nofollow(config.dir, (Layout.RESULTS,))
     except OSError as err:

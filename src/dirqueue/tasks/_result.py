@@ -13,8 +13,9 @@ import pickle
 import time
 from typing import Any, Generic, Literal, TypeVar
 
+from .._format import is_job_name
 from .._results import FAILED, ResultRecord, ResultWaiter, read_result
-from ..errors import DirQueueError
+from ..errors import CorruptJobError, DirQueueError
 from ..failed import FailedStore, NoSuchFailedJobError
 from ..queue import DirQueue
 from ..stats import job_place
@@ -60,6 +61,11 @@ class TaskResult(Generic[R]):
     """
 
     def __init__(self, queue: DirQueue, jobid: str, *, allow_pickle: bool | None = None) -> None:
+        if not is_job_name(jobid):
+            raise CorruptJobError(
+                f"{jobid!r} is not a job id: pass the jobid of a TaskResult submit returned",
+                jobid,
+            )
         self.queue = queue
         self.jobid = jobid
         if allow_pickle is None:
