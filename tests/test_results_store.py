@@ -5,10 +5,12 @@ fsck --repair, and waited for by inotify (local) or by looking at one file (NFS)
 from __future__ import annotations
 
 import gc
+import json
 import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -218,3 +220,22 @@ def test_a_symlink_in_place_of_results_is_reported_and_counts_no_answers(
     report = q.repair()
     assert [(f.kind, f.action) for f in report.findings] == [(FindingKind.SYMLINK, "left")]
     assert os.listdir(elsewhere) == [JOB]
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        {"jobid": JOB, "status": "done", "kind": "bytes", "value": "not base64!"},
+        {"jobid": JOB, "status": "done", "kind": "shell", "value": "rm -rf"},
+        {"jobid": JOB, "status": "maybe", "kind": "json", "value": 1},
+        {"jobid": JOB, "status": "failed", "error_type": ["x"]},
+        {"jobid": "50.20261207210000000002.AAAAA", "status": "done", "kind": "json"},
+        ["not", "an", "object"],
+    ],
+)
+def test_a_planted_answer_that_does_not_parse_is_no_answer(q: DirQueue, planted: Any) -> None:
+    os.mkdir(q.layout.results_dir)
+    path = q.layout.result_path(JOB)
+    Path(path).write_text(json.dumps(planted))
+    os.utime(path, (time.time() + 60, time.time() + 60))
+    assert read_result(q.config, JOB) is None

@@ -72,6 +72,8 @@ DEFAULT_RESULT_TTL: Final = 7 * 24 * 3600.0
 RESULT_MAX_BYTES: Final = 256 << 20
 #: A worker sweeps expired answers at its first answer, then at most this often.
 SWEEP_INTERVAL: Final = 300.0
+#: The kinds of value an answer holds (see :class:`Encoded`); "" for a failure.
+_KINDS: Final = frozenset({"json", "str", "bytes", "pickle", ""})
 #: Metadata by which a job asks for its answer to be kept, and for how many seconds
 #: (0: none). Task jobs carry it; any dirqueue worker honours it.
 RESULT_TTL_KEY: Final = "result_ttl"
@@ -242,9 +244,24 @@ def _parse(jobid: str, raw: bytes) -> ResultRecord | None:
         return None
     known = ResultRecord.__dataclass_fields__
     try:
-        return ResultRecord(**{k: v for k, v in fields.items() if k in known})
+        record = ResultRecord(**{k: v for k, v in fields.items() if k in known})
     except TypeError:
         return None
+    # A planted file must not make a reader fail later in a way it cannot explain.
+    if (
+        record.status not in (DONE, FAILED)
+        or record.kind not in _KINDS
+        or not all(isinstance(v, str) for v in (
+            record.error_type, record.error_message, record.traceback, record.host))
+        or (record.kind in ("bytes", "pickle", "str") and not isinstance(record.value, str))
+    ):
+        return None
+    if record.kind in ("bytes", "pickle"):
+        try:
+            base64.b64decode(record.value, validate=True)
+        except ValueError:
+            return None
+    return record
 
 
 def write_result(config: QueueConfig, record: ResultRecord) -> None:
