@@ -167,6 +167,10 @@ def test_every_subcommand_into_a_file_and_into_json(tmp_path: Path) -> None:
     assert ok("empty", "--dir", "q").stdout == emptied
     assert json.loads(ok("fsck", "--dir", "q", "--json").stdout)["ok"] is True
     assert "_dq" in ok("completion", "bash").stdout
+    answered = ok("submit", "--dir", "q", "a.txt").stdout.strip()
+    ok("server", "--dir", "q", "--until-empty", "--keep-results", "--", "cat")
+    ok("result", "--dir", "q", answered, stdout="hello\n")
+    assert json.loads(ok("result", "--dir", "q", "--json", answered).stdout)["status"] == "done"
     assert seen == subcommands(), "a subcommand this test does not run"
 
 
@@ -187,6 +191,7 @@ BAD: dict[str, tuple[list[str], list[str]]] = {
     "watch": (["--dir", "q", "soon"], ["--dir", "nowhere"]),
     "cancel": (["--dir", "q", "nonsense"], ["--dir", "q", "50.20261128192616291083.DMzg5"]),
     "empty": (["--dir", "q", "extra"], ["--dir", "nowhere"]),
+    "result": (["--dir", "q", "nonsense"], ["--dir", "q", "50.20261128192616291083.DMzg5"]),
     "completion": (["ksh"], []),
 }
 

@@ -32,7 +32,8 @@ from ._cli_output import (
 )
 from ._cli_show import show_job
 from ._cli_stats import Snapshot, Watcher, prometheus_text, snapshot
-from .errors import DirQueueError
+from ._results import count_results, read_result, remove_expired
+from .errors import DirQueueError, NoSuchJobError
 from .failed import FailedJob, FailedStore
 from .queue import DirQueue
 from .repair import RepairReport
@@ -50,6 +51,7 @@ __all__ = [
     "cmd_list",
     "cmd_purge",
     "cmd_requeue",
+    "cmd_result",
     "cmd_show",
     "cmd_stats",
     "cmd_submit",
@@ -180,7 +182,7 @@ def cmd_list(ctx: Context) -> int:
     elif args.nl:
         print_nl((info.as_dict() for info in infos), ctx.out)
     else:
-        _print_jobs(ctx, infos)
+        _print_jobs(ctx, infos, count_results(queue.config))
     return EXIT_OK
 
 
@@ -197,9 +199,11 @@ def _meta_text(metadata: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in metadata.items())
 
 
-def _print_jobs(ctx: Context, infos: list[JobInfo]) -> None:
+def _print_jobs(ctx: Context, infos: list[JobInfo], results: int = 0) -> None:
+    # Finished jobs that kept their answers are counted, not listed (dq result JOBID).
+    kept = f", {results} result{'' if results == 1 else 's'} kept" if results else ""
     if not infos:
-        ctx.line(f"no jobs in {ctx.args.dir}")
+        ctx.line(f"no jobs in {ctx.args.dir}{kept}")
         return
     rows = [["job id", "state", "pri", "size", "age", "tries", "worker", "metadata"]]
     for info in infos:
@@ -226,7 +230,7 @@ def _print_jobs(ctx: Context, infos: list[JobInfo]) -> None:
     counts = {s: sum(1 for i in infos if i.state == s) for s in STATES}
     if not counts["deferred"]:
         del counts["deferred"]  # Named only when there are some.
-    ctx.line(", ".join(f"{n} {s}" for s, n in counts.items()))
+    ctx.line(", ".join(f"{n} {s}" for s, n in counts.items()) + kept)
 
 
 def _list_corrupt(ctx: Context, queue: DirQueue) -> None:
@@ -314,6 +318,8 @@ def _print_stats(snap: Snapshot, form: str, out: IO[str]) -> None:
             ["failed", str(stats.failed)],
             ["oldest waiting", format_age(stats.oldest_waiting_age)],
         ]
+        if stats.results:  # Only queues that keep answers have a line for them.
+            rows.insert(4, ["results", str(stats.results)])
         width = max(len(r[0]) for r in rows)
         value_width = max(len(r[1]) for r in rows)
         for name, value in rows:
@@ -369,10 +375,15 @@ def cmd_requeue(ctx: Context) -> int:
 def cmd_purge(ctx: Context) -> int:
     """``dq purge``: delete failed jobs (:meth:`FailedStore.purge`)."""
     args = ctx.args
-    if not args.failed:
-        raise UsageError("say what to purge: --failed (only failed jobs can be purged)")
+    if not args.failed and not args.results:
+        raise UsageError("say what to purge: --failed jobs, or expired --results")
     queue = ctx.queue()
     require_queue(queue)
+    if args.results:
+        expired = remove_expired(queue.config)
+        ctx.say(f"purged {len(expired)} expired result{'' if len(expired) == 1 else 's'}")
+        if not args.failed:
+            return EXIT_OK
     store = FailedStore(queue)
     for jobid in args.jobids:
         store.get(jobid)  # Each one named must be there, as for 'dq requeue'.
@@ -433,7 +444,12 @@ def cmd_show(ctx: Context) -> int:
     if ctx.args.data:
         print_data(open_job_data(queue, ctx.args.jobid), ctx.out)
         return EXIT_OK
-    view = show_job(queue, ctx.args.jobid)
+    try:
+        view = show_job(queue, ctx.args.jobid)
+    except NoSuchJobError:
+        if read_result(queue.config, ctx.args.jobid) is None:
+            raise
+        return cmd_result(ctx)  # Finished, and its answer kept: that is all there is.
     if ctx.args.json:
         print_json(view, ctx.out)
         return EXIT_OK
@@ -469,6 +485,46 @@ def cmd_show(ctx: Context) -> int:
         for text in str(view["detail"]).rstrip("\n").split("\n"):
             ctx.line("  " + text)
     return EXIT_OK
+
+
+def cmd_result(ctx: Context) -> int:
+    """``dq result JOBID``: a job's answer (:func:`read_result`): the value, or the
+    failure with its traceback; ``--json`` prints the whole record."""
+    queue = ctx.queue()
+    require_queue(queue)
+    record = read_result(queue.config, ctx.args.jobid)
+    if record is None:
+        raise NoSuchJobError(
+            f"job {ctx.args.jobid} has no result in {queue.dir}: not finished yet, kept"
+            " none (see result_ttl, dq server --keep-results), or expired", ctx.args.jobid
+        )
+    if ctx.args.json:
+        print_json(record.as_dict(), ctx.out)
+        return EXIT_FAILURE if record.status == "failed" else EXIT_OK
+    if record.status == "failed":
+        ctx.line(f"failed: {record.error_type}: {record.error_message}")
+        for text in record.traceback.rstrip("\n").split("\n") if record.traceback else []:
+            ctx.line("  " + text)
+        return EXIT_FAILURE
+    if record.kind == "json":
+        print_json(record.value, ctx.out)
+    elif record.kind == "str":
+        ctx.out.write(record.value if record.value.endswith("\n") else record.value + "\n")
+    elif record.kind == "bytes":  # A command's stdout, say: as it was.
+        _write_bytes(ctx.out, record.decoded())
+    else:  # A pickle, which only its own layer may load: base64, as kept.
+        ctx.line(f"{record.kind} (base64): {record.value}")
+    return EXIT_OK
+
+
+def _write_bytes(out: IO[str], data: bytes) -> None:
+    out.flush()
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:  # A text-only stream (a test's StringIO).
+        out.write(data.decode("utf-8", "replace"))
+    else:
+        buffer.write(data)
+        buffer.flush()
 
 
 def _when(seconds: float | None, now: float) -> str:

@@ -21,6 +21,7 @@ from ._cli_commands import (
     cmd_list,
     cmd_purge,
     cmd_requeue,
+    cmd_result,
     cmd_show,
     cmd_stats,
     cmd_submit,
@@ -159,6 +160,7 @@ _EPILOGS: Final = {
     "server": (
         "examples:\n"
         "  dq server --dir /var/spool/q --workers 4 --handler mytasks:handle\n"
+        "  dq server --dir /var/spool/q --workers 2 --tasks myapp.tasks\n"
         "  dq server --dir /var/spool/q --until-empty -- ./process.sh"
     ),
     "list": "examples:\n  dq list --dir /var/spool/q\n  dq list --dir /var/spool/q --failed --json",
@@ -172,6 +174,7 @@ _EPILOGS: Final = {
         "examples:\n  dq show --dir /var/spool/q JOBID\n  dq show --dir Q --json JOBID\n"
         "  dq show --dir Q --data JOBID > job.bin"
     ),
+    "result": "examples:\n  dq result --dir /var/spool/q JOBID\n  dq result --dir Q --json JOBID",
     "completion": (
         "examples:\n"
         "  dq completion bash > ~/.local/share/bash-completion/completions/dq\n"
@@ -199,10 +202,11 @@ _HELP: Final = {
     "show": "show one job whole: metadata, data, attempts, lock, the last error",
     "stats": "count queued, active, stale and failed jobs; --watch for a live view",
     "requeue": "put failed jobs back in the queue",
-    "purge": "delete failed jobs",
+    "purge": "delete failed jobs, or expired results",
     "cancel": "delete waiting jobs without running them (not one a worker is running)",
     "empty": "delete every waiting job, queued and deferred (running jobs are left)",
     "watch": "a live view of the queue's counts: dq stats --watch",
+    "result": "print a job's kept answer (its return value, or how it failed)",
     "fsck": "check a queue for what crashed processes left behind; --repair fixes it",
     "completion": "print a shell completion script for bash, zsh, fish or tcsh",
 }
@@ -320,6 +324,11 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     )
     p.set_defaults(func=cmd_show)
 
+    p = add("result")
+    p.add_argument("--json", action="store_true", help="print the whole record as JSON")
+    p.add_argument("jobid", type=_job_id, metavar="JOBID", help="a job that kept its answer")
+    p.set_defaults(func=cmd_result)
+
     p = add("stats")
     p.add_argument("--json", action="store_true", help="print a JSON object (--format json)")
     p.add_argument(
@@ -370,7 +379,8 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     p.set_defaults(func=cmd_requeue)
 
     p = add("purge")
-    p.add_argument("--failed", action="store_true", help="purge failed jobs (required)")
+    p.add_argument("--failed", action="store_true", help="purge failed jobs")
+    p.add_argument("--results", action="store_true", help="remove expired results")
     p.add_argument(
         "--older-than", type=parse_age, metavar="AGE",
         help="only jobs that failed at least this long ago (30m, 12h, 7d)",
@@ -432,6 +442,16 @@ def _create_option(p: argparse.ArgumentParser) -> None:
 def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--handler", metavar="MODULE:FUNCTION", help="a Python function to call with each job"
+    )
+    p.add_argument(
+        "--tasks", action="append", metavar="MODULE",
+        help="run task jobs (see dirqueue.tasks) of the @q.task functions MODULE defines;"
+        " repeatable. Plain jobs go to --handler or the command, if given",
+    )
+    p.add_argument(
+        "--keep-results", action="store_true",
+        help="keep every job's answer in results/ (the handler's return value, a failure;"
+        " see dq result)",
     )
     p.add_argument(
         "--workers", type=_positive_int, default=1, metavar="N", help="worker processes"

@@ -29,6 +29,7 @@ from ._cli_output import Progress, escape_controls, isatty, print_json, table
 from ._cli_signals import StopAnnouncer
 from .errors import DirQueueError
 from .stats import queue_stats
+from .tasks import TaskHandler
 from .worker import (
     CommandHandler,
     Handler,
@@ -126,6 +127,12 @@ def _server_handler(ctx: Context) -> Handler:
     command = _command_from(args)
     if args.handler and command:
         raise UsageError("give either --handler MODULE:FUNCTION or a command after --, not both")
+    if args.tasks:
+        # Task jobs to the tasks' handler; plain ones to the handler or command, if any.
+        plain = _load_handler(ctx, args.handler) if args.handler else None
+        # (Loaded before the queue is checked, as a handler is: its errors come first.)
+        return TaskHandler(ctx.queue(), args.tasks, fallback=plain or (
+            CommandHandler(command, capture_stdout=args.keep_results) if command else None))
     if not args.handler and not command:
         raise UsageError(
             "give a handler: --handler MODULE:FUNCTION, or a command after --"
@@ -133,7 +140,7 @@ def _server_handler(ctx: Context) -> Handler:
         )
     if args.handler:
         return _load_handler(ctx, args.handler)
-    return CommandHandler(command)
+    return CommandHandler(command, capture_stdout=args.keep_results)
 
 
 @contextlib.contextmanager
@@ -218,6 +225,7 @@ def cmd_server(ctx: Context) -> int:
         "timeout": args.timeout,
         "retry_delay": args.retry_delay,
         "retry_delay_max": max(args.retry_delay_max, args.retry_delay),
+        "keep_results": args.keep_results,
     }
     announcer = StopAnnouncer(ctx.say)
     redirect = _job_output_to_stderr() if args.json else contextlib.nullcontext()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ._cli_output import escape_controls, format_age
+from ._results import count_results
 from .failed import FailedStore
 from .stats import STATES, QueueStats, list_jobs
 
@@ -64,6 +65,7 @@ def snapshot(queue: DirQueue, *, now: float | None = None) -> Snapshot:
         stale=counts["stale"],
         failed=FailedStore(queue).count(),
         oldest_waiting_age=oldest,
+        results=count_results(queue.config, now=when),
     )
     return Snapshot(os.path.abspath(queue.dir), when, stats, dict(sorted(hosts.items())))
 
@@ -94,6 +96,9 @@ def prometheus_text(snap: Snapshot) -> str:
         " (0 when none waits).",
         "# TYPE dirqueue_oldest_waiting_seconds gauge",
         f"dirqueue_oldest_waiting_seconds{{{queue}}} {0.0 if oldest is None else oldest:.3f}",
+        "# HELP dirqueue_results Answers kept in results/ (done or failed, not expired).",
+        "# TYPE dirqueue_results gauge",
+        f"dirqueue_results{{{queue}}} {snap.stats.results}",
         "# HELP dirqueue_active_jobs Jobs held by a worker, by the worker's host.",
         "# TYPE dirqueue_active_jobs gauge",
     ]

@@ -118,6 +118,10 @@ class CommandHandler:
     whole process group (what it started in the background too): SIGTERM, then SIGKILL
     to whatever is left after ``kill_grace`` seconds; the attempt fails with
     :class:`JobTimeoutError` ("timed out after N s").
+
+    With ``capture_stdout``, the command's stdout (up to :data:`STDOUT_LIMIT` bytes) is
+    the handler's return value, which a worker keeping answers keeps as the job's
+    result, instead of going to the worker's stdout.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class CommandHandler:
         *,
         timeout: float | None = None,
         kill_grace: float = DEFAULT_KILL_GRACE,
+        capture_stdout: bool = False,
     ) -> None:
         if not argv:
             raise ValueError("a command handler needs a command to run")
@@ -136,6 +141,7 @@ class CommandHandler:
         self.argv = list(argv)
         self.timeout = timeout
         self.kill_grace = kill_grace
+        self.capture_stdout = capture_stdout
 
     def __repr__(self) -> str:
         if self.timeout is None:
@@ -144,9 +150,12 @@ class CommandHandler:
 
     def with_timeout(self, timeout: float | None) -> CommandHandler:
         """The same command with another ``timeout``."""
-        return CommandHandler(self.argv, timeout=timeout, kill_grace=self.kill_grace)
+        return CommandHandler(
+            self.argv, timeout=timeout, kill_grace=self.kill_grace,
+            capture_stdout=self.capture_stdout,
+        )
 
-    def __call__(self, job: Job) -> None:
+    def __call__(self, job: Job) -> bytes | None:
         attempt = attempts_of(job.control) + 1
         # The command is handed a path, which it will follow: look, just before it
         # starts, that the name is still the job's own regular file (not a symlink
@@ -162,6 +171,7 @@ class CommandHandler:
                     argv,
                     env=env,
                     stderr=subprocess.PIPE,
+                    stdout=subprocess.PIPE if self.capture_stdout else None,
                     # Only system calls run there (_tied_to), which no thread can upset.
                     preexec_fn=tie,  # noqa: PLW1509
                 )
@@ -171,6 +181,11 @@ class CommandHandler:
         tail = bytearray()
         pump = threading.Thread(target=_pump_stderr, args=(proc.stderr, tail), daemon=True)
         pump.start()
+        out = bytearray()
+        collector = None
+        if proc.stdout is not None:  # Read as it comes: a full pipe would stall it.
+            collector = threading.Thread(target=_collect, args=(proc.stdout, out), daemon=True)
+            collector.start()
         timed_out = False
         try:
             try:
@@ -184,11 +199,24 @@ class CommandHandler:
                 terminate_group(proc, self.kill_grace)
             pump.join(timeout=self.kill_grace or DEFAULT_KILL_GRACE)
             _reap_after(proc)
+            if collector is not None:
+                collector.join(timeout=self.kill_grace or DEFAULT_KILL_GRACE)
         detail = tail.decode("utf-8", errors="replace")
         if timed_out and self.timeout is not None:
             raise JobTimeoutError(self.timeout, detail)
         if returncode != 0:
             raise CommandFailedError(argv, returncode, detail)
+        return bytes(out) if self.capture_stdout else None
+
+
+#: The most of a command's stdout kept as its answer (``capture_stdout``).
+STDOUT_LIMIT: Final = 16 << 20
+
+
+def _collect(stream: Any, out: bytearray) -> None:
+    with stream:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            out.extend(chunk[: max(0, STDOUT_LIMIT - len(out))])
 
 
 def _pump_stderr(stream: Any, tail: bytearray) -> None:

@@ -39,6 +39,9 @@ class FindingKind(str, enum.Enum):
     NOT_A_FILE = "not-a-file"
     #: A name a reader ignores (not a job id), left alone.
     STRAY = "stray"
+    #: A job's answer in ``results/`` whose time to live ran out (housekeeping, not a
+    #: problem: readers already treat it as gone, and workers sweep such answers too).
+    EXPIRED_RESULT = "expired-result"
 
     def __str__(self) -> str:
         return self.value
@@ -94,8 +97,12 @@ class RepairReport:
 
     @property
     def problems(self) -> list[Finding]:
-        """The findings other than strays (names a reader ignores anyway)."""
-        return [f for f in self.findings if f.kind != FindingKind.STRAY]
+        """The findings other than strays (names a reader ignores anyway) and expired
+        answers (which readers treat as gone)."""
+        return [
+            f for f in self.findings
+            if f.kind not in (FindingKind.STRAY, FindingKind.EXPIRED_RESULT)
+        ]
 
     @property
     def unfixed(self) -> list[Finding]:

@@ -70,6 +70,9 @@ class Layout:
     #: Jobs that failed ``max_attempts`` times (dirqueue only; the Perl module never
     #: looks here). One directory per job: see :meth:`failed_job_dir`.
     FAILED: Final = "failed"
+    #: Jobs' answers (dirqueue only; the Perl module never looks here): one file per
+    #: job, named by its job id, its mtime the time it expires. See :mod:`dirqueue._results`.
+    RESULTS: Final = "results"
     FANOUT_DIGITS: Final = "0123456789abcdef"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -88,6 +91,7 @@ class Layout:
         self.corrupt_dir = os.path.join(self.dir, self.CORRUPT)
         self.failed_dir = os.path.join(self.dir, self.FAILED)
         self.deferred_dir = os.path.join(self.dir, self.DEFERRED)
+        self.results_dir = os.path.join(self.dir, self.RESULTS)
 
     def path(self, *parts: str) -> str:
         """``DIR/parts...``: the path of a name relative to the queue directory."""
@@ -143,6 +147,10 @@ class Layout:
         """``deferred/NAME``: a job's control file while it waits for its due time."""
         return f"{self.deferred_dir}/{jobid}"
 
+    def result_path(self, jobid: str) -> str:
+        """``results/NAME``: job ``jobid``'s answer, once it has one."""
+        return f"{self.results_dir}/{jobid}"
+
     def tmp_path(self, name: str) -> str:
         """A file under ``tmp/``."""
         return f"{self.tmp_dir}/{name}"
@@ -196,7 +204,8 @@ class Layout:
     @staticmethod
     def tmp_rewrite_name(jobid: str, pid: int, purpose: str) -> str:
         """``NAME.TIME.PID.PURPOSE``: a control file rewritten for ``purpose``
-        (``attempts``, ``requeue``) before it replaces or joins the queue's."""
+        (``attempts``, ``requeue``) before it replaces or joins the queue's, or a
+        job's answer (``result``) before it is renamed into ``results/``."""
         return f"{jobid}.{time.time_ns()}.{pid}.{purpose}"
 
     # -- corrupt/ -----------------------------------------------------------------------

@@ -24,8 +24,14 @@ __all__ = [
     "StepResult",
     "StopReason",
     "WorkerReport",
+    "job_limits",
     "retry_backoff",
 ]
+
+#: Metadata a job may carry to set its own retry policy over its worker's (the tasks
+#: layer writes them for a task's ``retries`` and ``retry_delay``).
+MAX_ATTEMPTS_KEY: Final = "max_attempts"
+RETRY_DELAY_KEY: Final = "retry_delay"
 
 
 class Outcome(str, enum.Enum):
@@ -91,6 +97,26 @@ def retry_backoff(
         return 0.0
     exponential: float = base * 2.0 ** min(attempt - 1, 62)
     return min(cap, exponential * (0.75 + 0.5 * jitter()))
+
+
+def job_limits(
+    metadata: dict[str, str], max_attempts: int, retry_delay: float
+) -> tuple[int, float]:
+    """``(max_attempts, retry_delay)`` for a job: its own, from its metadata, where it
+    carries valid ones, else the worker's. A value that does not parse is ignored (the
+    job is then retried as any other) rather than failing a job over its settings."""
+    attempts_text = metadata.get(MAX_ATTEMPTS_KEY)
+    if attempts_text is not None and attempts_text.isdigit() and int(attempts_text) >= 1:
+        max_attempts = int(attempts_text)
+    delay_text = metadata.get(RETRY_DELAY_KEY)
+    if delay_text is not None:
+        try:
+            delay = float(delay_text)
+        except ValueError:
+            delay = -1.0
+        if 0 <= delay < float("inf"):
+            retry_delay = delay
+    return max_attempts, retry_delay
 
 
 @dataclass(frozen=True)

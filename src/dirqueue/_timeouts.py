@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 
+from ._outcomes import job_limits
+from ._results import DEFAULT_RESULT_TTL, answer_ttl, keep_failure
 from .errors import DirQueueError
 from .failed import FailedStore, attempts_of, record_attempts
 from .queue import DirQueue
@@ -23,12 +25,15 @@ _log = logging.getLogger("dirqueue")
 
 
 def count_timed_out(
-    queue: DirQueue, jobid: str, attempt: int, error: str, max_attempts: int
+    queue: DirQueue, jobid: str, attempt: int, error: str, max_attempts: int,
+    *, keep_results: bool = False,
 ) -> bool | None:
     """Count the attempt at ``jobid`` whose worker was killed for running past its
     time limit (``error`` says so): take the job (its lock's owner is dead), count
     the attempt, and put it back in the queue, or in ``failed/`` if that was its last.
     True if it moved the job to ``failed/``, False if it returned it, None if neither.
+    The job's own ``max_attempts`` metadata counts over ``max_attempts``, and a job
+    that wants its answer kept (see :mod:`dirqueue._results`) gets the time-out as it.
 
     The job stays locked instead if its lock cannot be broken yet (a queue library
     that breaks a dead owner's lock only after ``active_file_lifetime``).
@@ -63,7 +68,12 @@ def count_timed_out(
         try:
             counted = attempts_of(job.control)
             attempts = max(counted, attempt)
+            max_attempts = job_limits(job.metadata, max_attempts, 0)[0]
             if attempts >= max_attempts:
+                ttl = answer_ttl(job.metadata, keep_results, DEFAULT_RESULT_TTL)
+                keep_failure(
+                    quiet.config, jobid, None, error, "", attempts, ttl, "JobTimeoutError"
+                )
                 FailedStore(quiet).add(job, error, attempts=attempts)
                 _log.warning(
                     "job %s failed (attempt %d of %d): %s; moved to failed/",

@@ -35,6 +35,7 @@ from ._identity import current_pid, owner_is_dead
 from ._jobfiles import check_data, move_aside, read_control, set_aside
 from ._judge import Verdict, filesystem_now, judge
 from ._layout import Layout, TmpLockName
+from ._results import remove_expired
 from ._scanner import QueueEntry, locate, scan
 from .errors import CorruptJobError, DirQueueError, HostAliveError, QueueIOError
 
@@ -200,7 +201,20 @@ class _Repairer:
         live.update(entry.name for entry in scan_deferred(self.config))
         if self.queue_ok:
             self.check_data(live)
+        self.check_results()
         return self.report
+
+    def check_results(self) -> None:
+        """Answers whose time to live ran out (see :mod:`dirqueue._results`)."""
+        with self.directory(Layout.RESULTS) as listing:
+            if listing is None:
+                return  # None, or a symlink in its place (reported, left).
+        for name in remove_expired(self.config, dry_run=self.dry_run):
+            self.note(
+                FindingKind.EXPIRED_RESULT, self.layout.result_path(name),
+                "its time to live ran out", "would remove" if self.dry_run else "removed",
+                fixed=not self.dry_run,
+            )
 
     def _queue_readable(self) -> bool:
         try:

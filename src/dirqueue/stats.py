@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._judge import Verdict, filesystem_now, judge_lock
+from ._layout import Layout
+from ._results import count_results
 from ._scanner import scan
 from .errors import DirQueueError
 from .failed import FailedStore, attempts_of
@@ -30,6 +32,7 @@ __all__ = [
     "JobInfo",
     "QueueNotFoundError",
     "QueueStats",
+    "job_place",
     "list_jobs",
     "queue_stats",
     "require_queue",
@@ -164,6 +167,8 @@ class QueueStats:
     oldest_waiting_age: float | None
     #: Jobs waiting in ``deferred/`` for a retry's back-off or a delayed start.
     deferred: int = 0
+    #: Answers kept in ``results/`` (done or failed, not yet expired).
+    results: int = 0
 
     @property
     def total(self) -> int:
@@ -178,6 +183,7 @@ class QueueStats:
             "stale": self.stale,
             "failed": self.failed,
             "deferred": self.deferred,
+            "results": self.results,
             "oldest_waiting_age": self.oldest_waiting_age,
         }
 
@@ -197,6 +203,29 @@ def queue_stats(queue: DirQueue, *, now: float | None = None) -> QueueStats:
         active=counts["active"],
         stale=counts["stale"],
         failed=FailedStore(queue).count(),
+        results=count_results(queue.config, now=now),
         oldest_waiting_age=oldest,
         deferred=counts["deferred"],
     )
+
+
+def job_place(queue: DirQueue, jobid: str) -> Literal["queued", "active", "deferred"] | None:
+    """Where job ``jobid`` is now, by its names alone (a few ``lstat`` calls, no
+    listing): ``active`` (locked), ``queued``, ``deferred``, or None if it is in none
+    of them (finished, failed, or never was). For one job's status (``TaskResult``)."""
+    layout = queue.layout
+    fanouts: tuple[str | None, ...] = (None,)
+    if queue.queue_fanout:
+        fanouts += tuple(Layout.FANOUT_DIGITS)
+
+    def queued() -> Literal["queued", "active"] | None:
+        for fanout in fanouts:
+            if os.path.lexists(layout.queue_path(jobid, fanout)):
+                return "active" if os.path.lexists(layout.active_path(jobid)) else "queued"
+        return None
+
+    # deferred/, queue/, and once more each if neither had it: a job moved between the
+    # two while we look (deferred for a retry, or due and moved back) is seen in one.
+    if os.path.lexists(layout.deferred_path(jobid)):
+        return "deferred"
+    return queued() or ("deferred" if os.path.lexists(layout.deferred_path(jobid)) else queued())

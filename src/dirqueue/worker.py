@@ -64,10 +64,12 @@ from ._outcomes import (
     StepResult,
     StopReason,
     WorkerReport,
+    job_limits,
     retry_backoff,
     stop_code,
     stop_reason_of,
 )
+from ._results import DEFAULT_RESULT_TTL, answer_ttl, keep_answer, keep_failure
 from ._supervisor import (
     ChildContext,
     ChildDeath,
@@ -159,6 +161,12 @@ class Worker:
         the job waits in ``deferred/``, where no worker on any host (Perl ones
         included) can take it. 0 (the default) returns it to the queue at once.
     :param retry_delay_max: the longest wait between two attempts.
+    :param keep_results: keep every job's answer in ``results/`` for ``result_ttl``
+        seconds: the handler's return value (bytes, str or a JSON value), or how its
+        last attempt failed. A job whose metadata carries ``result_ttl`` (every task
+        job does) has its answer kept for that long either way. A job's own
+        ``max_attempts`` and ``retry_delay`` metadata override the worker's; an
+        exception whose ``retry`` attribute is False fails its job at once.
     :param on_running: called with ``(jobid, attempt)`` as the handler starts on a
         job, and with ``(None, 0)`` once it has returned (used by :func:`run_workers`
         to watch for timeouts).
@@ -183,6 +191,8 @@ class Worker:
         on_running: Callable[[str | None, int], None] | None = None,
         retry_delay: float = 0.0,
         retry_delay_max: float = 3600.0,
+        keep_results: bool = False,
+        result_ttl: float = DEFAULT_RESULT_TTL,
     ) -> None:
         check_handler(handler)
         retry_delay = check_number("retry_delay", retry_delay, SECONDS_OR_ZERO)
@@ -199,6 +209,8 @@ class Worker:
         if idle_timeout is not None:
             # nan never came: the worker waited for ever.
             idle_timeout = check_number("idle_timeout", idle_timeout, SECONDS_OR_ZERO)
+        self.keep_results = keep_results
+        self.result_ttl = result_ttl
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be 1 or more, not {max_attempts}")
         if njobs is not None and njobs < 0:
@@ -369,11 +381,12 @@ class Worker:
         attempt = attempts_of(job.control) + 1
         started = self._clock()
         try:
-            if attempt > self.max_attempts:
+            if attempt > job_limits(job.metadata, self.max_attempts, 0)[0]:
                 # Its attempts were used up without a handler ever reporting back: its
                 # workers died on it (each death counted by whoever took the job next).
                 # Running it again would kill another worker.
                 error = last_error_of(job.control) or "its workers died"
+                self._keep_failure(job, None, error, "", attempt - 1)
                 return self._to_failed(job, error, attempt - 1, started)
             return self._process(job, attempt, started)
         except JobLostError as err:
@@ -397,7 +410,9 @@ class Worker:
                     self.on_running(job.jobid, attempt)
                 try:
                     with job.kept_fresh():
-                        self._caller(job)
+                        value = self._caller(job)
+                        if job.is_active:
+                            self._keep_answer(job, value, attempt)
                 finally:
                     self._in_handler = False
                     if self.on_running is not None:
@@ -428,9 +443,13 @@ class Worker:
             # The handler ended the job itself, then raised: nothing left to decide.
             return StepResult(Outcome.FINISHED, job.jobid, attempt, error, seconds)
         detail = str(detail)
-        if attempt >= self.max_attempts:
-            return self._to_failed(job, error, attempt, started, detail)
-        delay = retry_backoff(attempt, self.retry_delay, self.retry_delay_max)
+        max_attempts, retry_delay = job_limits(job.metadata, self.max_attempts, self.retry_delay)
+        # An error whose class says ``retry = False`` (a task call that cannot be read)
+        # would fail every attempt alike: the job fails now.
+        if attempt >= max_attempts or getattr(err, "retry", True) is False:
+            self._keep_failure(job, err, error, detail, attempt)
+            return self._to_failed(job, error, attempt, started, detail, max_attempts=max_attempts)
+        delay = retry_backoff(attempt, retry_delay, self.retry_delay_max)
         try:
             if delay > 0:
                 job.retry_later(delay, error=error)
@@ -447,19 +466,34 @@ class Worker:
         return StepResult(Outcome.RETRIED, job.jobid, attempt, error, seconds, detail, delay)
 
     def _to_failed(
-        self, job: Job, error: str, attempts: int, started: float, detail: str = ""
+        self, job: Job, error: str, attempts: int, started: float, detail: str = "",
+        *, max_attempts: int | None = None,
     ) -> StepResult:
         """Move ``job``, out of attempts, to ``failed/``; or, if ``failed/`` cannot be
         written, defer it (:meth:`FailedStore.add_or_defer`): never die of it, which
         would have the next worker take the job again, and again."""
         not_moved = self.failed.add_or_defer(
-            job, error, attempts=attempts, detail=detail, max_attempts=self.max_attempts
+            job, error, attempts=attempts, detail=detail,
+            max_attempts=max_attempts or self.max_attempts,
         )
         seconds = self._clock() - started
         if not_moved is None:
             return StepResult(Outcome.FAILED, job.jobid, attempts, error, seconds, detail)
         return StepResult(Outcome.RETRIED, job.jobid, attempts, not_moved, seconds, detail,
                           FAILED_STORE_RETRY)
+
+    def _keep_answer(self, job: Job, value: object, attempt: int) -> None:
+        """Keep the handler's return value as the job's answer, if one is wanted:
+        before the job is finished, so that a job found gone has its answer there."""
+        ttl = answer_ttl(job.metadata, self.keep_results, self.result_ttl)
+        keep_answer(self.queue.config, job.jobid, value, attempt, ttl)
+
+    def _keep_failure(
+        self, job: Job, err: BaseException | None, error: str, detail: str, attempt: int
+    ) -> None:
+        """Keep how the job's last attempt failed as its answer, if one is wanted."""
+        ttl = answer_ttl(job.metadata, self.keep_results, self.result_ttl)
+        keep_failure(self.queue.config, job.jobid, err, error, detail, attempt, ttl)
 
     # -- the loop --------------------------------------------------------------------
 
@@ -632,7 +666,10 @@ class _Fleet:
         if death.overdue and self.timeout is not None:
             error = timed_out_message(self.timeout)
             _log.warning("%s killed: job %s %s; %s", who, jobid, error, then)
-            failed = count_timed_out(self.queue, jobid, attempt, error, self.max_attempts)
+            failed = count_timed_out(
+                self.queue, jobid, attempt, error, self.max_attempts,
+                keep_results=self.options.get("keep_results", False),
+            )
             if failed is not None:
                 outcome = Outcome.FAILED if failed else Outcome.RETRIED
                 self.counters.add(death.index, COUNTED[outcome])
