@@ -270,6 +270,7 @@ def cmd_stats(ctx: Context) -> int:
             ["active", str(stats.active)],
             ["stale", str(stats.stale)],
             ["failed", str(stats.failed)],
+            ["deferred", str(stats.deferred)],
             ["oldest waiting", format_age(stats.oldest_waiting_age)],
         ]
         width = max(len(r[0]) for r in rows)

@@ -13,7 +13,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -33,6 +33,7 @@ __all__ = [
     "list_jobs",
     "queue_stats",
     "require_queue",
+    "tally",
     "waiting_job_ids",
 ]
 
@@ -184,11 +185,18 @@ class QueueStats:
 
 def queue_stats(queue: DirQueue, *, now: float | None = None) -> QueueStats:
     """Count ``queue``'s jobs by state (one pass over ``queue/`` and ``active/``)."""
-    if now is None:
-        now = time.time()
+    return tally(queue, list_jobs(queue, now=now))
+
+
+def tally(queue: DirQueue, infos: Iterable[JobInfo]) -> QueueStats:
+    """``infos`` (from :func:`list_jobs`) counted by state, with ``queue``'s failed jobs.
+
+    The one place that counts: ``dq stats`` in every form counts with it, so that no
+    state (``deferred``, say) is listed by ``dq list`` and left out of a count.
+    """
     counts = dict.fromkeys(STATES, 0)
     oldest: float | None = None
-    for info in list_jobs(queue, now=now):
+    for info in infos:
         counts[info.state] += 1
         if info.state == "queued" and (oldest is None or info.age > oldest):
             oldest = info.age
