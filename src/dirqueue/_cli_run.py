@@ -85,6 +85,8 @@ def _report_step(ctx: Context, result: StepResult, max_attempts: int) -> int:
             f"job {result.jobid} failed (attempt {result.attempt} of {max_attempts}):"
             f" {result.error}; returned to the queue"
         )
+    elif result.outcome is Outcome.FAILED and not result.ran:
+        ctx.say(f"job {result.jobid} {_not_run(result, max_attempts)}")
     elif result.outcome is Outcome.FAILED:
         ctx.say(
             f"job {result.jobid} failed (attempt {result.attempt} of {max_attempts}):"
@@ -93,6 +95,16 @@ def _report_step(ctx: Context, result: StepResult, max_attempts: int) -> int:
     elif result.outcome is Outcome.RETURNED:
         ctx.say(f"interrupted: job {result.jobid} returned to the queue")
     return EXIT_FAILURE
+
+
+def _not_run(result: StepResult, max_attempts: int) -> str:
+    """Why a job went to ``failed/`` without running: its attempts were spent before."""
+    spent = f"{result.attempt} failed attempt{'s' if result.attempt != 1 else ''}"
+    return (
+        f"not run: its {spent} already reach{'es' if result.attempt == 1 else ''}"
+        f" --max-attempts {max_attempts} (last error: {result.error});"
+        f" moved to failed/ (see 'dq show {result.jobid}')"
+    )
 
 
 def _load_handler(ctx: Context, spec: str) -> Handler:
@@ -261,6 +273,8 @@ def _failure_line(result: StepResult, max_attempts: int) -> str:
     what = f"{stamp} job {result.jobid} attempt {result.attempt}/{max_attempts}"
     if result.outcome is Outcome.LOST:
         return f"{what}: {result.error}; left to its new holder"
+    if result.outcome is Outcome.FAILED and not result.ran:
+        return f"{stamp} job {result.jobid} {_not_run(result, max_attempts)}"
     if result.outcome is Outcome.FAILED:
         return f"{what} failed: {result.error}; moved to failed/ (dq show {result.jobid})"
     when = f"in {result.retry_in:.1f}s" if result.retry_in > 0 else "at once"

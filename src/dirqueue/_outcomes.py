@@ -109,6 +109,9 @@ class StepResult:
     detail: str = ""
     #: For a retried job: seconds until its retry is due (0: at once).
     retry_in: float = 0.0
+    #: False for a job moved to ``failed/`` without running: its failed attempts
+    #: already reached ``max_attempts`` (``attempt`` is then the last one counted).
+    ran: bool = True
 
 
 @dataclass

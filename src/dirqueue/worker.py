@@ -370,7 +370,7 @@ class Worker:
                 # Running it again would kill another worker.
                 error = last_error_of(job.control) or "its workers died"
                 self.failed.add(job, error, attempts=attempt - 1)
-                return StepResult(Outcome.FAILED, job.jobid, attempt - 1, error)
+                return StepResult(Outcome.FAILED, job.jobid, attempt - 1, error, ran=False)
             return self._process(job, attempt, started)
         except JobLostError as err:
             # Taken over by another worker while we stalled: theirs now, and never a
@@ -418,7 +418,11 @@ class Worker:
 
     def _failed(self, job: Job, attempt: int, err: Exception, started: float) -> StepResult:
         error = one_line(err)
-        detail = getattr(err, "detail", None) or "".join(traceback.format_exception(err))
+        # A command's failure carries its stderr as its detail, empty when it wrote
+        # nothing: that is the detail, not the traceback of dirqueue's own code.
+        detail = getattr(err, "detail", None)
+        if detail is None:
+            detail = "".join(traceback.format_exception(err))
         seconds = self._clock() - started
         if not job.is_active:
             # The handler ended the job itself, then raised: nothing left to decide.
