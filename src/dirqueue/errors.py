@@ -15,6 +15,7 @@ __all__ = [
     "JobLostError",
     "JobStateError",
     "QueueIOError",
+    "QueueNotFoundError",
 ]
 
 
@@ -105,3 +106,28 @@ class JobLostError(JobStateError):
     def __init__(self, message: str, jobid: str | None = None, taken_by: str | None = None):
         super().__init__(message, jobid)
         self.taken_by = taken_by
+
+
+class QueueNotFoundError(DirQueueError, FileNotFoundError):
+    """The queue directory does not exist. ``filename`` is it.
+
+    Only enqueueing makes a queue unasked: a consumer (a pickup, a wait, a worker) on
+    a mistyped path would otherwise make an empty queue there and wait on it for ever.
+    ``hint`` says how to go on; the default one speaks of the Python API.
+    """
+
+    def __init__(self, directory: str, hint: str = "") -> None:
+        FileNotFoundError.__init__(
+            self,
+            2,  # ENOENT
+            f"no queue at {directory!r}: "
+            + (
+                hint
+                or "check the path, or make the queue first (DirQueue(path, create=True),"
+                " DirQueue.create(), or an enqueue)"
+            ),
+            directory,
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -10,7 +10,6 @@ says so in :attr:`JobInfo.note`.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._judge import Verdict, filesystem_now, judge_lock
 from ._scanner import scan
-from .errors import DirQueueError
+from .errors import QueueNotFoundError
 from .failed import FailedStore, attempts_of
 
 if TYPE_CHECKING:
@@ -41,30 +40,17 @@ JobState = Literal["queued", "active", "stale", "deferred"]
 STATES: Final = ("queued", "active", "stale", "deferred")
 
 
-class QueueNotFoundError(DirQueueError, FileNotFoundError):
-    """The queue directory does not exist (or holds no ``queue/``). ``filename`` is it."""
-
-    def __init__(self, directory: str) -> None:
-        FileNotFoundError.__init__(
-            self,
-            errno.ENOENT,
-            f"no queue at {directory!r}: check the path given with --dir"
-            " (a queue is created by its first submission)",
-            directory,
-        )
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
 def require_queue(queue: DirQueue) -> None:
     """Raise :class:`QueueNotFoundError` unless ``queue``'s directory exists.
 
     Reading a missing queue would otherwise look like reading an empty one, and a typo
     in a path would go unnoticed.
     """
-    if not os.path.isdir(queue.dir):
-        raise QueueNotFoundError(queue.dir)
+    if not queue.exists:
+        raise QueueNotFoundError(
+            queue.dir,
+            "check the path given with --dir (a queue is created by its first submission)",
+        )
 
 
 def waiting_job_ids(queue: DirQueue) -> list[str]:

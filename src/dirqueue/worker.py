@@ -45,6 +45,7 @@ from ._handler import (
     HandlerCaller,
     InvalidHandlerError,
     JobTimeoutError,
+    UnenforceableTimeoutError,
     check_handler,
     load_handler,
     timed_out_message,
@@ -76,7 +77,7 @@ from ._supervisor import (
     supervise,
 )
 from ._timeouts import count_timed_out
-from .errors import JobLostError, QueueIOError
+from .errors import JobLostError, QueueIOError, QueueNotFoundError
 from .failed import FailedStore, attempts_of
 from .queue import DirQueue
 from .stats import waiting_job_ids
@@ -94,6 +95,7 @@ __all__ = [
     "Outcome",
     "StepResult",
     "StopReason",
+    "UnenforceableTimeoutError",
     "Worker",
     "WorkerReport",
     "job_environment",
@@ -147,11 +149,13 @@ class Worker:
     :param timeout: seconds an attempt may run; one that runs longer fails with
         "timed out after N s" (retried, or moved to ``failed/``, as the policy says).
         A :class:`CommandHandler`'s command is stopped with its process group; an
-        async handler's task is cancelled. A plain Python function cannot be stopped
-        safely inside its own process: its worker process is killed and replaced by
-        the supervisor of :func:`run_workers` (``dq server`` runs one whenever
-        ``--timeout`` is given with ``--handler``). Run in-process without one, a
-        plain function is not limited.
+        async handler's task is cancelled. A plain Python function is interrupted by
+        SIGALRM (a :class:`JobTimeoutError` at the call; the worker must then run in
+        the main thread, or :class:`UnenforceableTimeoutError` is raised before any
+        job is taken, and the handler must leave SIGALRM alone). Under
+        :func:`run_workers` its worker process is killed and replaced by the
+        supervisor instead, which also stops a call blocked in C code (``dq server``
+        runs one whenever ``--timeout`` is given with ``--handler``).
     :param retry_delay: seconds to wait before retrying a failed job: the n-th retry
         waits about ``retry_delay * 2**(n-1)`` (with +-25% jitter, so that jobs failed
         together do not come back together), at most ``retry_delay_max``. Meanwhile
@@ -161,6 +165,9 @@ class Worker:
     :param on_running: called with ``(jobid, attempt)`` as the handler starts on a
         job, and with ``(None, 0)`` once it has returned (used by :func:`run_workers`
         to watch for timeouts).
+    :param watched: this worker's process is killed from outside at
+        :attr:`watchdog_timeout` (by :func:`run_workers`' supervisor), so a plain
+        function's timeout needs no alarm.
     """
 
     def __init__(
@@ -182,6 +189,7 @@ class Worker:
         on_running: Callable[[str | None, int], None] | None = None,
         retry_delay: float = 0.0,
         retry_delay_max: float = 3600.0,
+        watched: bool = False,
     ) -> None:
         check_handler(handler)
         if retry_delay < 0 or retry_delay_max < retry_delay:
@@ -203,9 +211,10 @@ class Worker:
         self.handler = handler
         self.timeout = timeout
         self.on_running = on_running
+        plain = not isinstance(handler, CommandHandler)
         if isinstance(handler, CommandHandler) and timeout is not None:
             handler = handler.with_timeout(timeout)
-        self._caller = HandlerCaller(handler, timeout)
+        self._caller = HandlerCaller(handler, timeout, alarm=plain and not watched)
         self.max_attempts = max_attempts
         self.until_empty = until_empty
         self.idle_timeout = idle_timeout
@@ -288,6 +297,7 @@ class Worker:
         ``timeout`` defaults to ``poll_interval`` (0 with ``until_empty``), so a
         waiting worker comes back often to see whether it should stop.
         """
+        self._caller.check_alarm()  # Before a job is taken in vain.
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             # Orphaned: the supervisor is gone (SIGKILL, say) and nobody would collect
             # this worker's counts or forward it a signal. Where the kernel cannot send
@@ -502,12 +512,17 @@ def run_workers(
     report's ``restarts``. With a ``timeout`` and a Python handler, a worker whose
     attempt runs past it is killed with its process group and replaced, and the
     attempt is counted as failed ("timed out after N s"): the supervisor takes the job
-    back (its lock's owner is provably dead) and returns it to the queue, or moves it
-    to ``failed/`` at ``max_attempts``.
+    back (its lock's owner is provably dead) and returns it to the queue (after the
+    ``retry_delay`` back-off, as for any failure), or moves it to ``failed/`` at
+    ``max_attempts``; that attempt's :class:`StepResult` goes to ``on_result`` called
+    in the supervisor, since its worker is gone.
     """
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
     check_handler(handler)
+    if not queue.exists:
+        # Each worker would raise it, die and be restarted for ever: say it once.
+        raise QueueNotFoundError(queue.dir)
     fleet = _Fleet(queue, handler, workers, njobs, worker_options)
 
     def on_tick(pids: list[int]) -> None:
@@ -586,6 +601,7 @@ class _Fleet:
             on_result=on_result,
             parent_pid=child.supervisor_pid,
             on_running=on_running,
+            watched=True,
             **self.options,
         )
         with worker.signal_handlers():
@@ -618,12 +634,28 @@ class _Fleet:
         if death.overdue and self.timeout is not None:
             error = timed_out_message(self.timeout)
             _log.warning("%s killed: job %s %s; %s", who, jobid, error, then)
-            failed = count_timed_out(self.queue, jobid, attempt, error, self.max_attempts)
-            if failed is not None:
-                outcome = Outcome.FAILED if failed else Outcome.RETRIED
-                self.counters.add(death.index, COUNTED[outcome])
+            result = count_timed_out(
+                self.queue, jobid, attempt, error, self.max_attempts,
+                retry_delay=self.options.get("retry_delay", 0.0),
+                retry_delay_max=self.options.get("retry_delay_max", 3600.0),
+            )
+            if result is not None:
+                self.counters.add(death.index, COUNTED[result.outcome])
+                self._said(result)
         else:
             _log.warning("%s died: %s; %s", who, death.cause, then)
+
+    def _said(self, result: StepResult) -> None:
+        """The timed-out attempt's outcome, told as a worker tells its own: to the
+        ``on_result`` callback (here, in the supervisor), or else to the log."""
+        if self.user_callback is not None:
+            self.user_callback(result)
+            return
+        then = "moved to failed/" if result.outcome is Outcome.FAILED else "retried"
+        _log.warning(
+            "job %s failed (attempt %d of %d): %s; %s",
+            result.jobid, result.attempt, self.max_attempts, result.error, then,
+        )
 
     def reports(self, pids: list[int]) -> list[WorkerReport]:
         """Each worker's counts so far (``pids``: the current process of each)."""
