@@ -6,6 +6,8 @@ builtin that fits them, so ``except ValueError`` and ``except OSError`` keep wor
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "CorruptJobError",
     "DirQueueError",
@@ -85,13 +87,26 @@ class QueueIOError(DirQueueError, OSError):
     :meth:`DirQueue.repair` to collect.
     """
 
-    def __init__(self, action: str, err: OSError) -> None:
-        OSError.__init__(self, err.errno, err.strerror, err.filename)
+    def __init__(self, action: str, err: OSError, directory: str | None = None) -> None:
+        filename = err.filename
+        if directory is not None and not (isinstance(filename, str) and filename[:1] == "/"):
+            # Work inside the queue goes through directory descriptors, so the error
+            # names a descriptor ("5") or a name relative to one ("k"): meaningless
+            # to whoever reads it. The queue directory tells them where to look.
+            filename = directory
+        OSError.__init__(self, err.errno, err.strerror, filename)
         self.action = action
 
     def __str__(self) -> str:
         where = f": {self.filename}" if self.filename else ""
-        return f"{self.action} failed: [Errno {self.errno}] {self.strerror}{where}"
+        hint = ""
+        if self.errno in (errno.EACCES, errno.EPERM):
+            hint = (
+                " (check that this user may write there: its owner, group and mode;"
+                " a queue shared by several users wants a group directory, see"
+                " docs/durability.md)"
+            )
+        return f"{self.action} failed: [Errno {self.errno}] {self.strerror}{where}{hint}"
 
 
 class JobLostError(JobStateError):
@@ -119,7 +134,7 @@ class QueueNotFoundError(DirQueueError, FileNotFoundError):
     def __init__(self, directory: str, hint: str = "") -> None:
         FileNotFoundError.__init__(
             self,
-            2,  # ENOENT
+            errno.ENOENT,
             f"no queue at {directory!r}: "
             + (
                 hint
