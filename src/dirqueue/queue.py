@@ -358,12 +358,13 @@ class DirQueue:
         ``path`` is a job's ``queue_path`` or its job id. The job returned is active:
         finish it or return it to the queue.
         """
-        self._open_for_pickup()
         if path is None:
+            self._open_for_pickup()
             return self._picker.pickup()
         jobid = Layout.jobid_from_path(path)
         if not is_job_name(jobid):
             raise CorruptJobError(f"{path!r} names no job: pass a job id or a queue path", path)
+        self._open_for_pickup()
         return self._picker.pickup_named(jobid)
 
     # -- checking and repairing ---------------------------------------------------------
