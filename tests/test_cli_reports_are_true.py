@@ -4,7 +4,9 @@ arrive during a drain, and a failure's detail is the job's, never dirqueue's own
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,3 +71,48 @@ def test_a_timed_out_command_with_nothing_on_stderr_keeps_no_traceback(
     # The command said nothing: its detail is empty, not dirqueue's own traceback.
     assert "Traceback" not in failed.detail
     assert failed.detail == ""
+
+
+def test_the_summary_counts_a_job_once_and_its_attempts_apart(tmp_path: Path) -> None:
+    # One job failing three times was "3 jobs".
+    qdir = str(tmp_path / "q")
+    DirQueue(qdir).enqueue_string("x")
+    done = run_dq("server", "--dir", qdir, "--until-empty", "--max-attempts", "3", "--json",
+                  "--", "false")
+    assert done.returncode == 4, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["jobs"], summary["attempts"]) == (1, 3)
+    assert (summary["retried"], summary["failed"]) == (2, 1)
+    (worker,) = summary["workers"]
+    assert (worker["jobs"], worker["attempts"]) == (1, 3)
+    text = run_dq("server", "--dir", qdir, "--until-empty", "--", "false")
+    assert re.search(r"^0 jobs in ", text.stderr, re.M), text.stderr
+    DirQueue(qdir).enqueue_string("y")
+    text = run_dq("server", "--dir", qdir, "--until-empty", "--max-attempts", "2", "--",
+                  "false")
+    assert re.search(r"^1 job \(2 attempts\) in [0-9.]+s \(", text.stderr, re.M), text.stderr
+    assert re.search(r"^worker +pid +attempts +finished", text.stderr, re.M), text.stderr
+
+
+def test_progress_counts_jobs_submitted_during_the_drain(tmp_path: Path) -> None:
+    # The total was read once, at the start: 30/30, then nothing for the 30 more.
+    qdir = str(tmp_path / "q")
+    q = DirQueue(qdir)
+    q.enqueue_string("spawn", priority=10)  # Taken first.
+    for i in range(29):
+        q.enqueue_string(f"job {i}")
+    spawn = tmp_path / "spawn"
+    spawn.mkdir()
+    for i in range(30):
+        (spawn / f"more{i:02d}").write_text(str(i))
+    command = (
+        'if grep -q spawn "$1"; then'
+        f' "{sys.executable}" -m dirqueue submit -q --dir {qdir} {spawn}/*; fi'
+    )
+    done = run_dq("server", "--dir", qdir, "--until-empty", "--", "sh", "-c", command, "sh")
+    assert done.returncode == 0, done.stderr
+    progress = re.findall(r": (\d+)/(\d+) \((\d+)%\)$", done.stderr, re.M)
+    assert progress, done.stderr
+    assert progress[-1] == ("60", "60", "100"), done.stderr
+    assert ("30", "30", "100") not in progress, done.stderr
+    assert list(q.jobs()) == []

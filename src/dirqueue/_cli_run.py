@@ -27,7 +27,7 @@ from ._cli_commands import (
 from ._cli_output import Progress, escape_controls, isatty, print_json, table
 from ._cli_signals import StopAnnouncer
 from .errors import DirQueueError
-from .stats import queue_stats
+from .stats import jobs_left
 from .worker import (
     CommandHandler,
     Handler,
@@ -191,9 +191,8 @@ def cmd_server(ctx: Context) -> int:
     handler = _server_handler(ctx)
     queue = ctx.consumer_queue()
     njobs = args.njobs or None
-    total = queue_stats(queue).queued if args.until_empty else 0
-    if njobs and args.until_empty:
-        total = min(total, njobs)
+    count_total = _Total(queue, njobs)
+    total = count_total(0) if args.until_empty else 0
     progress = Progress(
         f"{ctx.prog}", total, ctx.err, enabled=args.until_empty and not args.quiet
     )
@@ -233,15 +232,14 @@ def cmd_server(ctx: Context) -> int:
         if args.workers == 1 and not timeout_needs_supervisor(handler, args.timeout):
             reports = _serve_here(
                 ctx, _AnnouncingWorker(queue, handler, njobs=njobs, announcer=announcer,
-                                       **options), on_result, progress
+                                       **options), on_result, progress, count_total
             )
         else:
 
             def on_progress(jobs: int, reports: list[WorkerReport]) -> None:
                 # Called in the supervisor, whose signal handlers are up by now.
                 announcer.wrap_installed()
-                retried = sum(r.counts[Outcome.RETRIED.value] for r in reports)
-                progress.update(jobs - retried)
+                progress.update(jobs, count_total(jobs) if progress.shown else None)
 
             try:
                 reports = run_workers(
@@ -265,6 +263,33 @@ def cmd_server(ctx: Context) -> int:
         ctx.say(f"{moved} job{'s' if moved != 1 else ''} moved to failed/: see 'dq list --failed'")
         return EXIT_JOBS_FAILED
     return EXIT_OK
+
+
+class _Total:
+    """The progress display's total: jobs done so far plus those still in the queue
+    (waiting, held or deferred), so that jobs submitted during a drain count too.
+
+    Read again at most every half second, and whenever the count done reaches the
+    last total (where a stale one would stall the display at 100%).
+    """
+
+    def __init__(self, queue: Any, njobs: int | None) -> None:
+        self.queue = queue
+        self.njobs = njobs
+        self._left = 0
+        self._total = 0
+        self._read_at: float | None = None
+
+    def __call__(self, done: int) -> int:
+        now = time.monotonic()
+        if self._read_at is None or now - self._read_at >= 0.5 or done >= self._total:
+            self._read_at = now
+            self._left = jobs_left(self.queue)
+            self._total = done + self._left
+            if self.njobs:
+                # njobs counts attempts taken; a total of jobs is at most that.
+                self._total = min(self._total, self.njobs)
+        return max(self._total, done)
 
 
 def _failure_line(result: StepResult, max_attempts: int) -> str:
@@ -295,16 +320,16 @@ class _AnnouncingWorker(Worker):
 
 
 def _serve_here(
-    ctx: Context, worker: Worker, on_result: Any, progress: Progress
+    ctx: Context, worker: Worker, on_result: Any, progress: Progress, total: _Total
 ) -> list[WorkerReport]:
     done = 0
 
     def on_result_local(result: StepResult) -> None:
         nonlocal done
         on_result(result)
-        if result.outcome is not Outcome.RETRIED:
+        if result.outcome in (Outcome.FINISHED, Outcome.FAILED):
             done += 1
-        progress.update(done)
+        progress.update(done, total(done) if progress.shown else None)
 
     worker.on_result = on_result_local
     try:
@@ -318,6 +343,7 @@ def _summary(reports: list[WorkerReport], elapsed: float) -> dict[str, Any]:
     return {
         "workers": [r.as_dict() for r in reports],
         "jobs": sum(r.jobs for r in reports),
+        "attempts": sum(r.attempts for r in reports),
         **{o.value: sum(r.counts[o.value] for r in reports) for o in outcomes},
         "seconds": round(elapsed, 3),
         "restarts": sum(r.restarts for r in reports),
@@ -335,6 +361,7 @@ def _write_json_file(path: str, value: Any) -> None:
 def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: float) -> None:
     outcomes = (Outcome.FINISHED, Outcome.RETRIED, Outcome.FAILED, Outcome.RETURNED)
     jobs = sum(r.jobs for r in reports)
+    attempts = sum(r.attempts for r in reports)
     if ctx.args.json_file:
         _write_json_file(ctx.args.json_file, _summary(reports, elapsed))
     if ctx.args.json:
@@ -343,13 +370,13 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
         return
     if ctx.args.quiet:
         return
-    rows = [["worker", "pid", "jobs", *(o.value for o in outcomes), "stopped because"]]
+    rows = [["worker", "pid", "attempts", *(o.value for o in outcomes), "stopped because"]]
     for number, report in enumerate(reports, 1):
         rows.append(
             [
                 str(number),
                 str(report.pid),
-                str(report.jobs),
+                str(report.attempts),
                 *(str(report.counts[o.value]) for o in outcomes),
                 report.stop_reason,
             ]
@@ -359,7 +386,7 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
             [
                 "total",
                 "",
-                str(jobs),
+                str(attempts),
                 *(str(sum(r.counts[o.value] for r in reports)) for o in outcomes),
                 "",
             ]
@@ -370,5 +397,9 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
     if restarts:
         ctx.err.write(f"{restarts} worker restart{'s' if restarts != 1 else ''}\n")
     rate = jobs / elapsed if elapsed > 0 else 0.0
-    ctx.err.write(escape_controls(f"{jobs} jobs in {elapsed:.2f}s ({rate:.1f} jobs/s)") + "\n")
+    # Jobs brought to an end, each once however many attempts it took.
+    counted = f"{jobs} job{'s' if jobs != 1 else ''}"
+    if attempts != jobs:
+        counted += f" ({attempts} attempt{'s' if attempts != 1 else ''})"
+    ctx.err.write(escape_controls(f"{counted} in {elapsed:.2f}s ({rate:.1f} jobs/s)") + "\n")
     ctx.err.flush()

@@ -131,7 +131,16 @@ class WorkerReport:
 
     @property
     def jobs(self) -> int:
-        """Jobs taken (finished, retried, failed or returned)."""
+        """Jobs brought to an end: finished, or moved to ``failed/``.
+
+        A job retried twice and then finished is one job and three attempts.
+        """
+        return self.counts[Outcome.FINISHED.value] + self.counts[Outcome.FAILED.value]
+
+    @property
+    def attempts(self) -> int:
+        """Jobs taken, each attempt once (finished, retried, failed, returned or lost):
+        what ``njobs`` counts."""
         return sum(self.counts[o.value] for o in JOB_OUTCOMES)
 
     def as_dict(self) -> dict[str, Any]:
@@ -139,6 +148,7 @@ class WorkerReport:
         return {
             "pid": self.pid,
             "jobs": self.jobs,
+            "attempts": self.attempts,
             **{o.value: self.counts[o.value] for o in JOB_OUTCOMES},
             "stop_reason": self.stop_reason,
             "exit_code": self.exit_code,

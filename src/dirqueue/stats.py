@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from ._deferred import scan_deferred
 from ._judge import Verdict, filesystem_now, judge_lock
 from ._scanner import scan
 from .errors import QueueNotFoundError
@@ -29,6 +30,7 @@ __all__ = [
     "JobInfo",
     "QueueNotFoundError",
     "QueueStats",
+    "jobs_left",
     "list_jobs",
     "queue_stats",
     "require_queue",
@@ -65,6 +67,14 @@ def waiting_job_ids(queue: DirQueue) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             names.difference_update(os.listdir(layout.active_dir))
     return sorted(names)
+
+
+def jobs_left(queue: DirQueue) -> int:
+    """Jobs not yet done: in ``queue/`` (waiting or held) or in ``deferred/``. Names
+    only, so cheap enough to ask again and again during a drain."""
+    if not queue.exists:
+        return 0
+    return sum(1 for _ in scan(queue.layout, ordered=False)) + len(scan_deferred(queue.config))
 
 
 @dataclass(frozen=True)

@@ -503,7 +503,8 @@ def run_workers(
     Each worker is a persistent process with its own copy of ``handler`` (imported
     once, before the fork) and its own warm caches. The supervisor forwards SIGTERM
     and SIGINT to every worker (a second signal reaches them a second time), and calls
-    ``on_progress(jobs_done, reports)`` every ``progress_interval`` seconds. ``njobs``
+    ``on_progress(jobs_done, reports)`` every ``progress_interval`` seconds (jobs
+    finished or moved to ``failed/``, not attempts). ``njobs``
     is a total shared by all workers. Other options go to :class:`Worker`.
 
     A worker that dies (a crash, a signal) while no stop was asked for is replaced at
