@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .job import Job
 
 __all__ = [
+    "FailJob",
     "HandlerCaller",
     "InvalidHandlerError",
     "JobTimeoutError",
@@ -68,6 +69,15 @@ class JobTimeoutError(DirQueueError, TimeoutError):
         super().__init__(timed_out_message(timeout))
         self.timeout = timeout
         self.detail = detail
+
+
+class FailJob(DirQueueError):
+    """Raised by a handler: this job fails now, and no attempt is left to retry it.
+
+    For a failure no retry can mend (input that does not parse, a customer that does
+    not exist): the worker moves the job to ``failed/`` at once, with this error, as
+    at its ``max_attempts``-th failure. Any other exception is retried as usual.
+    """
 
 
 class UnenforceableTimeoutError(DirQueueError, RuntimeError):

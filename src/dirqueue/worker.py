@@ -10,7 +10,8 @@ supervisor in :mod:`dirqueue._supervisor`. :class:`CommandHandler` (from
 Failure policy: a handler that raises has its job returned to the queue with its
 attempt count raised by one (see :mod:`dirqueue.failed` for where the count lives);
 the attempt that reaches ``max_attempts`` moves the job to ``DIR/failed/`` instead,
-with its last error. A job is finished only when the handler returns normally.
+with its last error, and so does one that raises :class:`FailJob`. A job is finished
+only when the handler returns normally.
 
 Signals: the first SIGTERM or SIGINT asks the worker to stop taking jobs; the job in
 hand runs to its end. A second one interrupts the handler (a command gets SIGTERM) and
@@ -42,6 +43,7 @@ from ._command import (
 from ._deferred import scan_deferred
 from ._format import last_error_of, with_attempts
 from ._handler import (
+    FailJob,
     HandlerCaller,
     InvalidHandlerError,
     JobTimeoutError,
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CommandFailedError",
     "CommandHandler",
+    "FailJob",
     "Handler",
     "InvalidHandlerError",
     "JobInterrupted",
@@ -438,7 +441,7 @@ class Worker:
             # The handler ended the job itself, then raised: nothing left to decide.
             return StepResult(Outcome.FINISHED, job.jobid, attempt, error, seconds)
         detail = str(detail)
-        if attempt >= self.max_attempts:
+        if attempt >= self.max_attempts or isinstance(err, FailJob):
             self.failed.add(job, error, attempts=attempt, detail=detail)
             return StepResult(Outcome.FAILED, job.jobid, attempt, error, seconds, detail)
         delay = retry_backoff(attempt, self.retry_delay, self.retry_delay_max)
