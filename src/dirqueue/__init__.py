@@ -5,6 +5,7 @@ A Python implementation of Perl's IPC::DirQueue, sharing its on-disk format.
 
 from __future__ import annotations
 
+from ._jobsettings import InvalidJobSettingError, job_settings
 from ._version import __version__
 from .errors import (
     CorruptJobError,
@@ -50,6 +51,7 @@ __all__ = [
     "FindingKind",
     "HostAliveError",
     "InvalidHandlerError",
+    "InvalidJobSettingError",
     "InvalidMetadataError",
     "InvalidPriorityError",
     "Job",
@@ -69,6 +71,7 @@ __all__ = [
     "Worker",
     "WorkerReport",
     "__version__",
+    "job_settings",
     "list_jobs",
     "queue_stats",
     "run_workers",

@@ -74,7 +74,7 @@ def cmd_deque(ctx: Context) -> int:
     if result.outcome in (Outcome.IDLE, Outcome.STOPPED):
         ctx.say(f"no job waiting in {queue.dir}")
         return EXIT_NO_JOB
-    return _report_step(ctx, result, args.max_attempts)
+    return _report_step(ctx, result, result.max_attempts or args.max_attempts)
 
 
 def _report_step(ctx: Context, result: StepResult, max_attempts: int) -> int:
@@ -209,7 +209,7 @@ def cmd_server(ctx: Context) -> int:
         if result.outcome in (Outcome.RETRIED, Outcome.FAILED, Outcome.LOST):
             # Every failed attempt, as it happens, whatever the verbosity: a failing
             # command must never go unnoticed.
-            ctx.say(_failure_line(result, args.max_attempts))
+            ctx.say(_failure_line(result, result.max_attempts or args.max_attempts))
             if verbose and result.detail:
                 ctx.err.write(escape_controls(result.detail.rstrip("\n")) + "\n")
         elif verbose:

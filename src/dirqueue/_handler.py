@@ -194,9 +194,19 @@ class HandlerCaller:
         alarm: bool = False,
     ) -> None:
         self.handler = handler
-        self.timeout = timeout
-        self.alarm = alarm and timeout is not None and not self.is_async
+        self._alarm_allowed = alarm
+        self.use_timeout(timeout)
         self._runner: Any = None
+
+    def use_timeout(
+        self, timeout: float | None, handler: Callable[[Job], object] | None = None
+    ) -> None:
+        """Limit the calls from now on to ``timeout`` (a job's own), calling ``handler``
+        instead if one is given (a command with that time limit)."""
+        if handler is not None:
+            self.handler = handler
+        self.timeout = timeout
+        self.alarm = self._alarm_allowed and timeout is not None and not self.is_async
 
     def check_alarm(self) -> None:
         """Raise :class:`UnenforceableTimeoutError` if the alarm is needed in a thread

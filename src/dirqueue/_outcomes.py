@@ -112,6 +112,8 @@ class StepResult:
     #: False for a job moved to ``failed/`` without running: its failed attempts
     #: already reached ``max_attempts`` (``attempt`` is then the last one counted).
     ran: bool = True
+    #: The job's ``max_attempts`` (its own, or the worker's); 0 where not told.
+    max_attempts: int = 0
 
 
 @dataclass
@@ -201,12 +203,14 @@ class LocalBudget:
 
 #: What a forked worker counts in its row of the shared counters, in this order, then
 #: its stop reason as a :data:`STOP_CODES` index, then the job it runs now: the
-#: attempt, and when (``time.monotonic()``, in ms) the supervisor must kill it.
+#: attempt, when (``time.monotonic()``, in ms) the supervisor must kill it, and the
+#: time limit (ms) that deadline keeps (the job's own, or the worker's).
 COUNTED: Final = {outcome: column for column, outcome in enumerate(JOB_OUTCOMES)}
 STOP_COLUMN: Final = len(JOB_OUTCOMES)
 ATTEMPT_COLUMN: Final = STOP_COLUMN + 1
 DEADLINE_COLUMN: Final = STOP_COLUMN + 2
-COLUMNS: Final = STOP_COLUMN + 3
+TIMEOUT_COLUMN: Final = STOP_COLUMN + 3
+COLUMNS: Final = STOP_COLUMN + 4
 STOP_CODES: Final = (None, *StopReason)
 #: Room for a job id in the shared memory (they are about 40 characters).
 JOBID_SIZE: Final = 255

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterator
 
 from ._format import with_attempts
+from ._jobsettings import InvalidJobSettingError, settings_of
 from ._outcomes import Outcome, StepResult, retry_backoff
 from .errors import DirQueueError
 from .failed import FailedStore, attempts_of
@@ -94,14 +95,27 @@ def count_timed_out(
             # The pickup that broke the dead worker's lock may have counted this
             # attempt already (as "worker died"): count it once, with its real error.
             attempts = max(attempts_of(job.control), attempt)
+            # The job's own settings, where it has them (a bad one was refused by
+            # its worker before it ran, so none is here: the worker's hold then).
+            with contextlib.suppress(InvalidJobSettingError):
+                own = settings_of(job.metadata)
+                max_attempts = own.max_attempts or max_attempts
+                if own.retry_delay is not None:
+                    retry_delay = own.retry_delay
+                    retry_delay_max = max(retry_delay_max, retry_delay)
             if attempts >= max_attempts:
                 FailedStore(quiet).add(job, error, attempts=attempts)
-                return StepResult(Outcome.FAILED, jobid, attempts, error)
+                return StepResult(
+                    Outcome.FAILED, jobid, attempts, error, max_attempts=max_attempts
+                )
             delay = retry_backoff(attempts, retry_delay, retry_delay_max)
             # retry_later counts one more attempt: the one that timed out.
             job.update_control(with_attempts(job.control, attempts - 1, error))
             job.retry_later(delay, error=error)
-            return StepResult(Outcome.RETRIED, jobid, attempts, error, retry_in=delay)
+            return StepResult(
+                Outcome.RETRIED, jobid, attempts, error, retry_in=delay,
+                max_attempts=max_attempts,
+            )
         finally:
             if job.is_active:
                 job.return_to_queue()

@@ -52,6 +52,7 @@ from ._handler import (
     load_handler,
     timed_out_message,
 )
+from ._jobsettings import InvalidJobSettingError, JobSettings, settings_of
 from ._outcomes import (
     ATTEMPT_COLUMN,
     COLUMNS,
@@ -59,6 +60,7 @@ from ._outcomes import (
     DEADLINE_COLUMN,
     JOBID_SIZE,
     STOP_COLUMN,
+    TIMEOUT_COLUMN,
     JobBudget,
     JobInterrupted,
     LocalBudget,
@@ -215,9 +217,12 @@ class Worker:
         self.timeout = timeout
         self.on_running = on_running
         plain = not isinstance(handler, CommandHandler)
+        #: The command, without a time limit: each job's is set as it starts.
+        self._command = handler if isinstance(handler, CommandHandler) else None
         if isinstance(handler, CommandHandler) and timeout is not None:
             handler = handler.with_timeout(timeout)
         self._caller = HandlerCaller(handler, timeout, alarm=plain and not watched)
+        self._job_timeout = timeout
         self.max_attempts = max_attempts
         self.until_empty = until_empty
         self.idle_timeout = idle_timeout
@@ -238,6 +243,12 @@ class Worker:
         self._unseen_since: float | None = None
 
     @property
+    def job_timeout(self) -> float | None:
+        """The time limit of the attempt running now (the job's own ``dq.timeout``, or
+        the worker's ``timeout``), or of the next one."""
+        return self._job_timeout
+
+    @property
     def watchdog_timeout(self) -> float | None:
         """Seconds after which this worker's process must be killed from outside to
         stop an attempt (None: it needs no such help, or has no timeout).
@@ -246,11 +257,12 @@ class Worker:
         cancelled on time, so the watchdog waits a grace longer, for a loop that some
         blocking call keeps from running.
         """
-        if self.timeout is None or isinstance(self.handler, CommandHandler):
+        timeout = self._job_timeout  # The current job's own, or the worker's.
+        if timeout is None or isinstance(self.handler, CommandHandler):
             return None
         if self._caller.is_async:
-            return self.timeout + DEFAULT_KILL_GRACE
-        return self.timeout
+            return timeout + DEFAULT_KILL_GRACE
+        return timeout
 
     def close(self) -> None:
         """Close the worker's event loop, if an async handler made one."""
@@ -377,14 +389,22 @@ class Worker:
         attempt = attempts_of(job.control) + 1
         started = self._clock()
         try:
-            if attempt > self.max_attempts:
+            try:
+                settings = settings_of(job.metadata)
+            except InvalidJobSettingError as err:
+                return self._failed(job, attempt, err, started, JobSettings())
+            max_attempts = settings.max_attempts or self.max_attempts
+            if attempt > max_attempts:
                 # Its attempts were used up without a handler ever reporting back: its
                 # workers died on it (each death counted by whoever took the job next).
                 # Running it again would kill another worker.
                 error = last_error_of(job.control) or "its workers died"
                 self.failed.add(job, error, attempts=attempt - 1)
-                return StepResult(Outcome.FAILED, job.jobid, attempt - 1, error, ran=False)
-            return self._process(job, attempt, started)
+                return StepResult(
+                    Outcome.FAILED, job.jobid, attempt - 1, error, ran=False,
+                    max_attempts=max_attempts,
+                )
+            return self._process(job, attempt, started, settings)
         except JobLostError as err:
             # Taken over by another worker while we stalled: theirs now, and never a
             # reason for this worker to die.
@@ -394,8 +414,17 @@ class Worker:
                 self._clock() - started,
             )
 
-    def _process(self, job: Job, attempt: int, started: float) -> StepResult:
+    def _process(
+        self, job: Job, attempt: int, started: float, settings: JobSettings
+    ) -> StepResult:
         try:
+            # The job's own time limit, or the worker's.
+            timeout = self.timeout if settings.timeout is None else settings.timeout
+            if timeout != self._caller.timeout:
+                command = self._command and self._command.with_timeout(timeout)
+                self._caller.use_timeout(timeout, command)
+            self._caller.check_alarm()  # In a thread: the job goes back, untried.
+            self._job_timeout = timeout
             try:
                 # A held job's lock is kept fresh by the queue's heartbeat thread
                 # (DirQueue(lock_heartbeat=True), the default). With that turned off,
@@ -418,7 +447,7 @@ class Worker:
                     Outcome.RETURNED, job.jobid, attempt, seconds=self._clock() - started
                 )
             except Exception as err:  # Any handler failure is the job's failure.
-                return self._failed(job, attempt, err, started)
+                return self._failed(job, attempt, err, started, settings)
         except BaseException:
             # KeyboardInterrupt, SystemExit from the handler, or worse: never leave
             # the job locked.
@@ -429,7 +458,9 @@ class Worker:
             job.finish()
         return StepResult(Outcome.FINISHED, job.jobid, attempt, seconds=self._clock() - started)
 
-    def _failed(self, job: Job, attempt: int, err: Exception, started: float) -> StepResult:
+    def _failed(
+        self, job: Job, attempt: int, err: Exception, started: float, settings: JobSettings
+    ) -> StepResult:
         error = one_line(err)
         # A command's failure carries its stderr as its detail, empty when it wrote
         # nothing: that is the detail, not the traceback of dirqueue's own code.
@@ -441,10 +472,16 @@ class Worker:
             # The handler ended the job itself, then raised: nothing left to decide.
             return StepResult(Outcome.FINISHED, job.jobid, attempt, error, seconds)
         detail = str(detail)
-        if attempt >= self.max_attempts or isinstance(err, FailJob):
+        max_attempts = settings.max_attempts or self.max_attempts
+        # FailJob, or a job setting no attempt would read better: failed now.
+        if attempt >= max_attempts or isinstance(err, (FailJob, InvalidJobSettingError)):
             self.failed.add(job, error, attempts=attempt, detail=detail)
-            return StepResult(Outcome.FAILED, job.jobid, attempt, error, seconds, detail)
-        delay = retry_backoff(attempt, self.retry_delay, self.retry_delay_max)
+            return StepResult(
+                Outcome.FAILED, job.jobid, attempt, error, seconds, detail,
+                max_attempts=max_attempts,
+            )
+        base = self.retry_delay if settings.retry_delay is None else settings.retry_delay
+        delay = retry_backoff(attempt, base, max(self.retry_delay_max, base))
         try:
             if delay > 0:
                 job.retry_later(delay, error=error)
@@ -458,7 +495,10 @@ class Worker:
         finally:
             if job.is_active:
                 job.return_to_queue()
-        return StepResult(Outcome.RETRIED, job.jobid, attempt, error, seconds, detail, delay)
+        return StepResult(
+            Outcome.RETRIED, job.jobid, attempt, error, seconds, detail, delay,
+            max_attempts=max_attempts,
+        )
 
     # -- the loop --------------------------------------------------------------------
 
@@ -540,7 +580,8 @@ def run_workers(
         on_tick=on_tick,
         interval=progress_interval,
         restart=True,
-        deadline_of=fleet.deadline_of if fleet.timeout is not None else None,
+        # Always: a job may bring its own time limit (dq.timeout) to any worker.
+        deadline_of=fleet.deadline_of,
         on_death=fleet.on_death,
     )
     final = fleet.reports([r.pid for r in results])
@@ -597,6 +638,7 @@ class _Fleet:
             if limit is not None:
                 deadline = time.monotonic() + limit
                 counters.set(index, DEADLINE_COLUMN, max(1, int(deadline * 1000)))
+                counters.set(index, TIMEOUT_COLUMN, int((worker.job_timeout or 0) * 1000))
 
         worker = Worker(
             self.queue,
@@ -635,8 +677,10 @@ class _Fleet:
         else:
             then = "restarting"
         who = f"worker {death.index + 1} (pid {death.pid})"
-        if death.overdue and self.timeout is not None:
-            error = timed_out_message(self.timeout)
+        timeout_ms = self.counters.row(death.index)[TIMEOUT_COLUMN]
+        if death.overdue and timeout_ms:
+            # The job's own time limit, or the worker's: the one its deadline kept.
+            error = timed_out_message(timeout_ms / 1000)
             _log.warning("%s killed: job %s %s; %s", who, jobid, error, then)
             result = count_timed_out(
                 self.queue, jobid, attempt, error, self.max_attempts,
@@ -658,7 +702,7 @@ class _Fleet:
         then = "moved to failed/" if result.outcome is Outcome.FAILED else "retried"
         _log.warning(
             "job %s failed (attempt %d of %d): %s; %s",
-            result.jobid, result.attempt, self.max_attempts, result.error, then,
+            result.jobid, result.attempt, result.max_attempts, result.error, then,
         )
 
     def reports(self, pids: list[int]) -> list[WorkerReport]:
