@@ -523,8 +523,9 @@ class Worker:
 
 
 def timeout_needs_supervisor(handler: Handler, timeout: float | None) -> bool:
-    """True if ``handler``'s ``timeout`` can only be kept by killing its worker
-    process, so that the worker must run under :func:`run_workers` even alone."""
+    """True if ``handler``'s ``timeout`` is kept for sure only by killing its worker
+    process (an alarm does not stop a call blocked in C code), so that ``dq server``
+    runs the worker under :func:`run_workers` even alone."""
     return timeout is not None and not isinstance(handler, CommandHandler)
 
 
