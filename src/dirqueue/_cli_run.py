@@ -269,23 +269,26 @@ class _Total:
     """The progress display's total: jobs done so far plus those still in the queue
     (waiting, held or deferred), so that jobs submitted during a drain count too.
 
-    Read again at most every half second, and whenever the count done reaches the
-    last total (where a stale one would stall the display at 100%).
+    Read again whenever the count done reaches the last total (where a stale one would
+    stall the display at 100%), and otherwise at most every half second, or less
+    often on a big queue: never more than a twentieth of the run's time goes to it
+    (listing 100,000 names takes about 0.2 s).
     """
 
     def __init__(self, queue: Any, njobs: int | None) -> None:
         self.queue = queue
         self.njobs = njobs
-        self._left = 0
         self._total = 0
         self._read_at: float | None = None
+        self._every = 0.5
 
     def __call__(self, done: int) -> int:
         now = time.monotonic()
-        if self._read_at is None or now - self._read_at >= 0.5 or done >= self._total:
-            self._read_at = now
-            self._left = jobs_left(self.queue)
-            self._total = done + self._left
+        if self._read_at is None or now - self._read_at >= self._every or done >= self._total:
+            left = jobs_left(self.queue)
+            self._read_at = time.monotonic()
+            self._every = max(0.5, 20 * (self._read_at - now))
+            self._total = done + left
             if self.njobs:
                 # njobs counts attempts taken; a total of jobs is at most that.
                 self._total = min(self._total, self.njobs)
