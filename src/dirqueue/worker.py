@@ -131,6 +131,10 @@ _UNSEEN_JOB_PATIENCE: Final = 3.0
 class Worker:
     """Runs ``handler(job)`` on job after job from ``queue``.
 
+    A job's own ``dq.timeout``, ``dq.max_attempts`` and ``dq.retry_delay`` metadata
+    (:func:`dirqueue.job_settings`) override ``timeout``, ``max_attempts`` and
+    ``retry_delay`` for that job.
+
     :param queue: the queue to take jobs from.
     :param handler: called with each job (active, held by this process); returning
         finishes the job, raising follows the failure policy. A coroutine function
@@ -548,8 +552,8 @@ def run_workers(
     once, before the fork) and its own warm caches. The supervisor forwards SIGTERM
     and SIGINT to every worker (a second signal reaches them a second time), and calls
     ``on_progress(jobs_done, reports)`` every ``progress_interval`` seconds (jobs
-    finished or moved to ``failed/``, not attempts). ``njobs``
-    is a total shared by all workers. Other options go to :class:`Worker`.
+    finished or moved to ``failed/``, not attempts). ``njobs`` is a total shared by
+    all workers. Other options go to :class:`Worker`.
 
     A worker that dies (a crash, a signal) while no stop was asked for is replaced at
     once, or after a wait that doubles (0.5 s up to 30 s) while it keeps dying within
