@@ -89,18 +89,20 @@ class QueueIOError(DirQueueError, OSError):
 
     def __init__(self, action: str, err: OSError, directory: str | None = None) -> None:
         filename = err.filename
+        self._in_queue = False
         if directory is not None and not (isinstance(filename, str) and filename[:1] == "/"):
             # Work inside the queue goes through directory descriptors, so the error
             # names a descriptor ("5") or a name relative to one ("k"): meaningless
             # to whoever reads it. The queue directory tells them where to look.
             filename = directory
+            self._in_queue = True
         OSError.__init__(self, err.errno, err.strerror, filename)
         self.action = action
 
     def __str__(self) -> str:
         where = f": {self.filename}" if self.filename else ""
         hint = ""
-        if self.errno in (errno.EACCES, errno.EPERM):
+        if getattr(self, "_in_queue", False) and self.errno in (errno.EACCES, errno.EPERM):
             hint = (
                 " (check that this user may write there: its owner, group and mode;"
                 " a queue shared by several users wants a group directory, see"
