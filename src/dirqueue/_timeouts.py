@@ -34,7 +34,8 @@ def _quiet_break(jobid: str) -> Iterator[None]:
 
     def keep(record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
-        return not (record.msg.startswith("broke stale lock") and args[:1] == (jobid,))
+        message = record.msg if isinstance(record.msg, str) else ""
+        return not (message.startswith("broke stale lock") and args[:1] == (jobid,))
 
     _log.addFilter(keep)
     try:
