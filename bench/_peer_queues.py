@@ -88,7 +88,8 @@ class DirQueuePeer(PeerQueue):
         super().__init__(path)
         from dirqueue import DirQueue  # noqa: PLC0415 - imported by its user alone
 
-        self.queue = DirQueue(path, durable=False)
+        # Made on opening, as the other peers make theirs: a consumer may open it first.
+        self.queue = DirQueue(path, durable=False, create=True)
 
     def put(self, data: bytes) -> None:
         self.queue.enqueue_string(data)

@@ -31,7 +31,7 @@ def waiter(qdir: str, poll_interval: float, inotify: bool, rounds: int, conn: Co
     if not inotify:
         # Pure polling for this process, as on a host whose peers raise no events.
         dirqueue._index.open_notifier = lambda: None  # type: ignore[assignment]
-    q = DirQueue(qdir)
+    q = DirQueue(qdir, create=True)  # It waits before the first enqueue.
     conn.send("ready")
     for _ in range(rounds):
         job = q.wait_for_queued_job(timeout=30, poll_interval=poll_interval)

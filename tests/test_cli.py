@@ -217,7 +217,9 @@ def test_stats_counts_jobs_by_state(tmp_path: Path) -> None:
     }
     assert stats["oldest_waiting_age"] >= 0
     human = dq("stats", "--dir", str(tmp_path / "q"))[1].splitlines()
-    assert [line.split()[0] for line in human] == ["queued", "active", "stale", "failed", "oldest"]
+    assert [line.split()[0] for line in human] == [
+        "queued", "active", "stale", "failed", "deferred", "oldest",
+    ]
     held.finish()
 
 

@@ -165,3 +165,19 @@ def test_stats_watch_on_a_terminal_redraws_in_place(tmp_path: Path) -> None:
     assert len(blocks) == 3  # Moved up over the first block, cleared it, drew again.
     assert "held by host" in text
     assert text.count("queued ") == 2
+
+
+def test_stats_counts_a_delayed_job_in_every_form(tmp_path: Path) -> None:
+    # dq list and queue_stats() counted it; dq stats' own pass over the queue did not,
+    # so every form of dq stats said 0 deferred.
+    qdir = str(tmp_path / "q")
+    (tmp_path / "x").write_text("x")
+    code, _, _ = dq("submit", "--dir", qdir, "--delay", "60", str(tmp_path / "x"))
+    assert code == EXIT_OK
+    assert json.loads(dq("stats", "--dir", qdir, "--json")[1])["deferred"] == 1
+    metrics = parse_prometheus(dq("stats", "--dir", qdir, "--format", "prometheus")[1])
+    jobs = {labels["state"]: value for labels, value in metrics["dirqueue_jobs"]["samples"]}  # type: ignore[union-attr]
+    assert jobs["deferred"] == 1
+    watched = dq("stats", "--dir", qdir, "--watch", "0.05", "--iterations", "1")[1]
+    assert "deferred=1 " in watched
+    assert re.search(r"^deferred +1$", dq("stats", "--dir", qdir)[1], re.M)

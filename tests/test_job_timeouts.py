@@ -13,13 +13,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from _helpers import process_alive, processes_in_group
-from dirqueue import DirQueue, FailedStore
+from dirqueue import DirQueue, FailedStore, Worker
+from dirqueue.worker import UnenforceableTimeoutError
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -166,3 +168,119 @@ def test_a_python_handler_past_its_timeout_has_its_worker_replaced(tmp_path: Pat
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_python_handler_past_its_timeout_waits_its_retry_delay(tmp_path: Path) -> None:
+    # --retry-delay held for commands and async handlers; a plain function's timed-out
+    # attempt (its worker killed by the supervisor) came back at once instead, said so
+    # in other words than every other failure, with two more warnings besides.
+    q = DirQueue(tmp_path / "q")
+    hung = q.enqueue_string("hang")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (tmp_path / "hanging.py").write_text(HANGING_HANDLER)
+    proc = subprocess.Popen(
+        [DQ, "server", "--dir", str(q.dir), "--timeout", "1", "--retry-delay", "60",
+         "--poll-interval", "0.1", "--handler", "hanging:handle"],
+        cwd=tmp_path, env={**os.environ, "MARKS": str(marks)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "q" / "deferred" / hung).exists():
+            assert proc.poll() is None
+            assert time.monotonic() < deadline, "the timed-out job was never deferred"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        pids = [int(line.split()[0]) for line in (marks / "pids").read_text().splitlines()]
+        assert len(pids) == 1  # Not run again at once.
+        (job,) = q.jobs()
+        assert job.deferred_until is not None
+        assert job.deferred_until - time.time() > 60 * 0.75 - 10
+        assert job.control.extra_system["QATT"] == "1"
+        lines = err.splitlines()
+        assert any(f"job {hung} timed out after 1 s; restarting" in line for line in lines)
+        assert any(
+            f"job {hung} attempt 1/3 failed: timed out after 1 s; retried in" in line
+            for line in lines
+        ), err
+        assert not [line for line in lines if "broke stale lock" in line], err
+        assert not [line for line in lines if "returned to the queue" in line], err
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+SLEEPY_WORKER = '''
+import sys, time
+from dirqueue import DirQueue, Worker
+
+def handle(job):
+    try:
+        time.sleep(1000)
+    except Exception:
+        pass  # A broad except must not swallow the time limit.
+    time.sleep(1000)
+
+report = Worker(DirQueue(sys.argv[1]), handle, timeout=0.5, max_attempts=1,
+                until_empty=True).run()
+print(report.counts["failed"], report.stop_reason)
+'''
+
+
+def test_a_worker_run_alone_keeps_a_plain_functions_timeout(tmp_path: Path) -> None:
+    # Worker(..., timeout=...).run() without run_workers' supervisor did not limit a
+    # plain function at all, and said nothing.
+    q = DirQueue(tmp_path / "q")
+    jobid = q.enqueue_string("x")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLEEPY_WORKER, str(q.dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert out.split() == ["1", "queue", "empty"]
+    (failed,) = FailedStore(q).jobs()
+    assert (failed.jobid, failed.error) == (jobid, "timed out after 0.5 s")
+
+
+def test_a_worker_in_a_thread_refuses_a_timeout_it_cannot_keep(tmp_path: Path) -> None:
+    # SIGALRM reaches only the main thread: a worker elsewhere says so before it
+    # takes a job, rather than run the handler unlimited.
+    q = DirQueue(tmp_path / "q")
+    jobid = q.enqueue_string("x")
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            Worker(q, lambda job: None, timeout=1, until_empty=True).run()
+        except BaseException as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=work, name="side")
+    thread.start()
+    thread.join(timeout=30)
+    (err,) = errors
+    assert isinstance(err, UnenforceableTimeoutError)
+    assert isinstance(err, RuntimeError)
+    assert "'side'" in str(err)
+    assert "run_workers()" in str(err)
+    assert [job.jobid for job in q.jobs()] == [jobid]  # Not taken.
+    assert [j.active_pid for j in q.jobs()] == [None]
+    # Under a supervisor, or for a command or an async handler, it is kept elsewhere.
+    thread = threading.Thread(target=lambda: Worker(q, lambda job: None, timeout=1,
+                                                    watched=True, until_empty=True).run())
+    thread.start()
+    thread.join(timeout=30)
+    assert list(q.jobs()) == []

@@ -148,6 +148,7 @@ def test_sigkilled_producers_and_consumers_lose_and_corrupt_nothing(  # noqa: PL
     tmp_path: Path,
 ) -> None:
     qdir = str(tmp_path / "q")
+    DirQueue(qdir).create()  # Consumers may start first, and make no queue themselves.
     logdir = tmp_path / "logs"
     logdir.mkdir()
     killed: set[int] = set()

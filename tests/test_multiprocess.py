@@ -78,6 +78,7 @@ def children(tmp_path: Path) -> Iterator[Children]:
     sync = tmp_path / "sync"
     sync.mkdir()
     kids = Children(tmp_path / "q", sync)
+    DirQueue(kids.qdir).create()  # Consumers may look before the first enqueue.
     try:
         yield kids
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dirqueue import CorruptJobError, DirQueue, InvalidPriorityError, Job
+from dirqueue import CorruptJobError, DirQueue, InvalidPriorityError, Job, QueueNotFoundError
 
 
 class Taken:
@@ -219,6 +219,11 @@ def test_visit_all_jobs_calls_the_visitor_with_the_context(queue: DirQueue) -> N
 def test_listing_an_empty_or_missing_queue(tmp_path: Path) -> None:
     queue = DirQueue(tmp_path / "never-created")
     assert list(queue.jobs()) == []
+    # A pickup makes no queue (a mistyped path must not become one): it says so.
+    with pytest.raises(QueueNotFoundError):
+        queue.pickup_queued_job()
+    assert not (tmp_path / "never-created").exists()
+    queue.create()
     assert queue.pickup_queued_job() is None
 
 

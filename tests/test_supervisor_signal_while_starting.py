@@ -52,7 +52,7 @@ def in_parent():
             os.kill(supervisor, signal.SIGTERM)  # As a child starts.
 
 os.register_at_fork(after_in_child=in_child, after_in_parent=in_parent)
-reports = run_workers(DirQueue(qdir), lambda job: None, workers, poll_interval=0.1)
+reports = run_workers(DirQueue(qdir, create=True), lambda job: None, workers, poll_interval=0.1)
 print(json.dumps([r.as_dict() for r in reports]))
 """
 

@@ -19,6 +19,13 @@ from dirqueue import DirQueue
 from dirqueue._inotify import open_notifier
 
 
+@pytest.fixture
+def queue(qdir: Path) -> DirQueue:
+    """A queue made before anyone waits on it: a waiter makes none (see
+    test_consumers_do_not_create_queues.py)."""
+    return DirQueue(qdir, create=True)
+
+
 class FakeTime:
     """A clock that moves only when the code under test sleeps."""
 
@@ -246,7 +253,7 @@ def open_fds() -> int:
 def test_a_waiter_keeps_one_watch_open_across_waits_and_forks(qdir: Path) -> None:
     """Closing an inotify descriptor costs the kernel ~10 ms, so a worker waiting job
     after job keeps one open; a forked child makes its own and still wakes at once."""
-    queue = DirQueue(qdir)
+    queue = DirQueue(qdir, create=True)
     assert queue.wait_for_queued_job(timeout=0.01) is None
     before = open_fds()
     for _ in range(20):

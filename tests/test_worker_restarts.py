@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from _helpers import descendants_of, process_alive, wait_for
-from dirqueue import DirQueue, FailedStore
+from dirqueue import DirQueue, FailedStore, Outcome
 from dirqueue._supervisor import Backoff, ChildContext, ChildDeath, supervise
 from dirqueue._timeouts import count_timed_out
 
@@ -178,8 +178,15 @@ def test_the_supervisor_counts_a_timed_out_attempt(
     q = DirQueue(tmp_path / "q")
     jobid = q.enqueue_string("x")
     with caplog.at_level(logging.WARNING, logger="dirqueue"):
-        moved = count_timed_out(q, jobid, attempt, "timed out after 1 s", 3)
-    assert moved is in_failed
+        result = count_timed_out(q, jobid, attempt, "timed out after 1 s", 3)
+    # Told as a worker tells its own failures (run_workers hands it to on_result, or
+    # logs it), not logged here.
+    assert result is not None
+    assert result.outcome is (Outcome.FAILED if in_failed else Outcome.RETRIED)
+    assert (result.jobid, result.attempt, result.max_attempts, result.error) == (
+        jobid, attempt, 3, "timed out after 1 s"
+    )
+    assert caplog.text == ""
     if in_failed:
         (failed,) = FailedStore(q).jobs()
         assert (failed.jobid, failed.attempts, failed.error) == (
@@ -190,4 +197,4 @@ def test_the_supervisor_counts_a_timed_out_attempt(
         (job,) = q.jobs()
         assert job.active_pid is None
         assert job.control.extra_system["QATT"] == "1"
-    assert f"job {jobid} failed (attempt {attempt} of 3): timed out after 1 s" in caplog.text
+        assert job.control.extra_system["QERR"] == "timed out after 1 s"

@@ -121,7 +121,7 @@ def test_njobs_limits_the_jobs_taken(tmp_path: Path) -> None:
 
 
 def test_idle_timeout_stops_a_waiting_worker(tmp_path: Path) -> None:
-    q = DirQueue(tmp_path / "q")
+    q = DirQueue(tmp_path / "q", create=True)
     clock = FakeClock()
     worker = Worker(
         q, lambda job: None, idle_timeout=5, poll_interval=1, clock=clock, sleep=clock.sleep

@@ -24,7 +24,7 @@ def test_stop_reasons_are_the_words_of_the_summary() -> None:
 
 
 def test_a_worker_reports_its_reason_as_an_enum_member(tmp_path: Path) -> None:
-    worker = Worker(DirQueue(tmp_path / "q"), lambda job: None, until_empty=True)
+    worker = Worker(DirQueue(tmp_path / "q", create=True), lambda job: None, until_empty=True)
     report = worker.run()
     assert report.stop_reason is StopReason.QUEUE_EMPTY
     worker = Worker(DirQueue(tmp_path / "q"), lambda job: None)

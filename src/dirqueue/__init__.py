@@ -5,6 +5,7 @@ A Python implementation of Perl's IPC::DirQueue, sharing its on-disk format.
 
 from __future__ import annotations
 
+from ._jobsettings import InvalidJobSettingError, job_settings
 from ._version import __version__
 from .errors import (
     CorruptJobError,
@@ -26,10 +27,14 @@ from .stats import QueueNotFoundError, QueueStats, list_jobs, queue_stats
 from .worker import (
     CommandFailedError,
     CommandHandler,
+    FailJob,
+    InvalidHandlerError,
     JobInterrupted,
+    JobTimeoutError,
     Outcome,
     StepResult,
     StopReason,
+    UnenforceableTimeoutError,
     Worker,
     WorkerReport,
     run_workers,
@@ -41,11 +46,14 @@ __all__ = [
     "CorruptJobError",
     "DirQueue",
     "DirQueueError",
+    "FailJob",
     "FailedJob",
     "FailedStore",
     "Finding",
     "FindingKind",
     "HostAliveError",
+    "InvalidHandlerError",
+    "InvalidJobSettingError",
     "InvalidMetadataError",
     "InvalidNumberError",
     "InvalidPriorityError",
@@ -53,6 +61,7 @@ __all__ = [
     "JobInterrupted",
     "JobLostError",
     "JobStateError",
+    "JobTimeoutError",
     "NoSuchFailedJobError",
     "NoSuchJobError",
     "Outcome",
@@ -62,9 +71,11 @@ __all__ = [
     "RepairReport",
     "StepResult",
     "StopReason",
+    "UnenforceableTimeoutError",
     "Worker",
     "WorkerReport",
     "__version__",
+    "job_settings",
     "list_jobs",
     "queue_stats",
     "run_workers",

@@ -316,6 +316,7 @@ def _print_stats(snap: Snapshot, form: str, out: IO[str]) -> None:
             ["active", str(stats.active)],
             ["stale", str(stats.stale)],
             ["failed", str(stats.failed)],
+            ["deferred", str(stats.deferred)],
             ["oldest waiting", format_age(stats.oldest_waiting_age)],
         ]
         if stats.results:  # Only queues that keep answers have a line for them.

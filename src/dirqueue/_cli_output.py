@@ -190,10 +190,19 @@ class Progress:
         self._last_tenth = 0
         self._shown = False
 
+    @property
+    def shown(self) -> bool:
+        """True if anything is drawn or printed (a bar, or plain lines)."""
+        return self.tty or self.plain
+
     def update(self, done: int, total: int | None = None) -> None:
         """Record that ``done`` items are done (of ``total``, if it changed)."""
         self.done = done
         if total is not None:
+            if total > self.total and self.total:
+                # Jobs came during the run: count tenths of the new total from here,
+                # or a run past 100% of the old one would print nothing more.
+                self._last_tenth = done * 10 // total
             self.total = total
         self.total = max(self.total, done)
         if self.tty:

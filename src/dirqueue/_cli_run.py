@@ -28,7 +28,7 @@ from ._cli_commands import (
 from ._cli_output import Progress, escape_controls, isatty, print_json, table
 from ._cli_signals import StopAnnouncer
 from .errors import DirQueueError
-from .stats import queue_stats
+from .stats import jobs_left
 from .tasks import TaskHandler
 from .worker import (
     CommandHandler,
@@ -76,7 +76,7 @@ def cmd_deque(ctx: Context) -> int:
     if result.outcome in (Outcome.IDLE, Outcome.STOPPED):
         ctx.say(f"no job waiting in {queue.dir}")
         return EXIT_NO_JOB
-    return _report_step(ctx, result, args.max_attempts)
+    return _report_step(ctx, result, result.max_attempts or args.max_attempts)
 
 
 def _report_step(ctx: Context, result: StepResult, max_attempts: int) -> int:
@@ -87,6 +87,8 @@ def _report_step(ctx: Context, result: StepResult, max_attempts: int) -> int:
             f"job {result.jobid} failed (attempt {result.attempt} of {max_attempts}):"
             f" {result.error}; returned to the queue"
         )
+    elif result.outcome is Outcome.FAILED and not result.ran:
+        ctx.say(f"job {result.jobid} {_not_run(result, max_attempts)}")
     elif result.outcome is Outcome.FAILED:
         ctx.say(
             f"job {result.jobid} failed (attempt {result.attempt} of {max_attempts}):"
@@ -95,6 +97,16 @@ def _report_step(ctx: Context, result: StepResult, max_attempts: int) -> int:
     elif result.outcome is Outcome.RETURNED:
         ctx.say(f"interrupted: job {result.jobid} returned to the queue")
     return EXIT_FAILURE
+
+
+def _not_run(result: StepResult, max_attempts: int) -> str:
+    """Why a job went to ``failed/`` without running: its attempts were spent before."""
+    spent = f"{result.attempt} failed attempt{'s' if result.attempt != 1 else ''}"
+    return (
+        f"not run: its {spent} already reach{'es' if result.attempt == 1 else ''}"
+        f" --max-attempts {max_attempts} (last error: {result.error});"
+        f" moved to failed/ (see 'dq show {result.jobid}')"
+    )
 
 
 def _load_handler(ctx: Context, spec: str) -> Handler:
@@ -187,9 +199,8 @@ def cmd_server(ctx: Context) -> int:
     handler = _server_handler(ctx)
     queue = ctx.consumer_queue()
     njobs = args.njobs or None
-    total = queue_stats(queue).queued if args.until_empty else 0
-    if njobs and args.until_empty:
-        total = min(total, njobs)
+    count_total = _Total(queue, njobs)
+    total = count_total(0) if args.until_empty else 0
     progress = Progress(
         f"{ctx.prog}", total, ctx.err, enabled=args.until_empty and not args.quiet
     )
@@ -211,7 +222,7 @@ def cmd_server(ctx: Context) -> int:
         if result.outcome in (Outcome.RETRIED, Outcome.FAILED, Outcome.LOST):
             # Every failed attempt, as it happens, whatever the verbosity: a failing
             # command must never go unnoticed.
-            ctx.say(_failure_line(result, args.max_attempts))
+            ctx.say(_failure_line(result, result.max_attempts or args.max_attempts))
             if verbose and result.detail:
                 ctx.err.write(escape_controls(result.detail.rstrip("\n")) + "\n")
         elif each_job:
@@ -234,15 +245,14 @@ def cmd_server(ctx: Context) -> int:
         if args.workers == 1 and not timeout_needs_supervisor(handler, args.timeout):
             reports = _serve_here(
                 ctx, _AnnouncingWorker(queue, handler, njobs=njobs, announcer=announcer,
-                                       **options), on_result, progress
+                                       **options), on_result, progress, count_total
             )
         else:
 
             def on_progress(jobs: int, reports: list[WorkerReport]) -> None:
                 # Called in the supervisor, whose signal handlers are up by now.
                 announcer.wrap_installed()
-                retried = sum(r.counts[Outcome.RETRIED.value] for r in reports)
-                progress.update(jobs - retried)
+                progress.update(jobs, count_total(jobs) if progress.shown else None)
 
             try:
                 reports = run_workers(
@@ -287,12 +297,44 @@ def _job_line(result: StepResult, verbose: bool) -> str:
     return f"{stamp} job {result.jobid} {result.outcome.value} in {result.seconds:.3f}s{where}"
 
 
+class _Total:
+    """The progress display's total: jobs done so far plus those still in the queue
+    (waiting, held or deferred), so that jobs submitted during a drain count too.
+
+    Read again whenever the count done reaches the last total (where a stale one would
+    stall the display at 100%), and otherwise at most every half second, or less
+    often on a big queue: never more than a twentieth of the run's time goes to it
+    (listing 100,000 names takes about 0.2 s).
+    """
+
+    def __init__(self, queue: Any, njobs: int | None) -> None:
+        self.queue = queue
+        self.njobs = njobs
+        self._total = 0
+        self._read_at: float | None = None
+        self._every = 0.5
+
+    def __call__(self, done: int) -> int:
+        now = time.monotonic()
+        if self._read_at is None or now - self._read_at >= self._every or done >= self._total:
+            left = jobs_left(self.queue)
+            self._read_at = time.monotonic()
+            self._every = max(0.5, 20 * (self._read_at - now))
+            self._total = done + left
+            if self.njobs:
+                # njobs counts attempts taken; a total of jobs is at most that.
+                self._total = min(self._total, self.njobs)
+        return max(self._total, done)
+
+
 def _failure_line(result: StepResult, max_attempts: int) -> str:
     """One line for a failed attempt: when, which job, which attempt, what, and what next."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
     what = f"{stamp} job {result.jobid} attempt {result.attempt}/{max_attempts}"
     if result.outcome is Outcome.LOST:
         return f"{what}: {result.error}; left to its new holder"
+    if result.outcome is Outcome.FAILED and not result.ran:
+        return f"{stamp} job {result.jobid} {_not_run(result, max_attempts)}"
     if result.outcome is Outcome.FAILED:
         return f"{what} failed: {result.error}; moved to failed/ (dq show {result.jobid})"
     when = f"in {result.retry_in:.1f}s" if result.retry_in > 0 else "at once"
@@ -313,16 +355,16 @@ class _AnnouncingWorker(Worker):
 
 
 def _serve_here(
-    ctx: Context, worker: Worker, on_result: Any, progress: Progress
+    ctx: Context, worker: Worker, on_result: Any, progress: Progress, total: _Total
 ) -> list[WorkerReport]:
     done = 0
 
     def on_result_local(result: StepResult) -> None:
         nonlocal done
         on_result(result)
-        if result.outcome is not Outcome.RETRIED:
+        if result.outcome in (Outcome.FINISHED, Outcome.FAILED):
             done += 1
-        progress.update(done)
+        progress.update(done, total(done) if progress.shown else None)
 
     worker.on_result = on_result_local
     try:
@@ -336,6 +378,7 @@ def _summary(reports: list[WorkerReport], elapsed: float) -> dict[str, Any]:
     return {
         "workers": [r.as_dict() for r in reports],
         "jobs": sum(r.jobs for r in reports),
+        "attempts": sum(r.attempts for r in reports),
         **{o.value: sum(r.counts[o.value] for r in reports) for o in outcomes},
         "seconds": round(elapsed, 3),
         "restarts": sum(r.restarts for r in reports),
@@ -353,6 +396,7 @@ def _write_json_file(path: str, value: Any) -> None:
 def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: float) -> None:
     outcomes = (Outcome.FINISHED, Outcome.RETRIED, Outcome.FAILED, Outcome.RETURNED)
     jobs = sum(r.jobs for r in reports)
+    attempts = sum(r.attempts for r in reports)
     if ctx.args.json_file:
         _write_json_file(ctx.args.json_file, _summary(reports, elapsed))
     if ctx.args.json:
@@ -361,13 +405,13 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
         return
     if ctx.args.quiet:
         return
-    rows = [["worker", "pid", "jobs", *(o.value for o in outcomes), "stopped because"]]
+    rows = [["worker", "pid", "attempts", *(o.value for o in outcomes), "stopped because"]]
     for number, report in enumerate(reports, 1):
         rows.append(
             [
                 str(number),
                 str(report.pid),
-                str(report.jobs),
+                str(report.attempts),
                 *(str(report.counts[o.value]) for o in outcomes),
                 report.stop_reason,
             ]
@@ -377,7 +421,7 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
             [
                 "total",
                 "",
-                str(jobs),
+                str(attempts),
                 *(str(sum(r.counts[o.value] for r in reports)) for o in outcomes),
                 "",
             ]
@@ -388,5 +432,9 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
     if restarts:
         ctx.err.write(f"{restarts} worker restart{'s' if restarts != 1 else ''}\n")
     rate = jobs / elapsed if elapsed > 0 else 0.0
-    ctx.err.write(escape_controls(f"{jobs} jobs in {elapsed:.2f}s ({rate:.1f} jobs/s)") + "\n")
+    # Jobs brought to an end, each once however many attempts it took.
+    counted = f"{jobs} job{'s' if jobs != 1 else ''}"
+    if attempts != jobs:
+        counted += f" ({attempts} attempt{'s' if attempts != 1 else ''})"
+    ctx.err.write(escape_controls(f"{counted} in {elapsed:.2f}s ({rate:.1f} jobs/s)") + "\n")
     ctx.err.flush()

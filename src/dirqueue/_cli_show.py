@@ -15,14 +15,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._format import is_job_name, last_error_of
-from .errors import NoSuchJobError
+from .errors import DirQueueError, NoSuchJobError
 from .failed import FailedStore, NoSuchFailedJobError
 from .stats import list_jobs
 
 if TYPE_CHECKING:
     from .queue import DirQueue
 
-__all__ = ["NoSuchJobError", "show_job"]
+__all__ = ["NoSuchJobError", "UnreadableJobError", "show_job"]
 
 JobView = dict[str, Any]
 
@@ -105,6 +105,51 @@ def _failed(queue: DirQueue, jobid: str, now: float) -> JobView | None:
     return view
 
 
+class UnreadableJobError(DirQueueError, PermissionError):
+    """A job's files are there, but this user cannot read them (or they are not a
+    job's files). ``jobid`` names it, ``filename`` the file found."""
+
+    def __init__(self, message: str, jobid: str, path: str) -> None:
+        PermissionError.__init__(self, message)
+        self.jobid = jobid
+        self.filename = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _raise_if_unreadable(queue: DirQueue, jobid: str) -> None:
+    """:class:`UnreadableJobError` if ``jobid`` left a file that the finders skipped.
+
+    A job is listed only if its control file reads and parses; one that does not is
+    still there, and must not be called finished (which leaves nothing behind).
+    """
+    layout = queue.layout
+    places = [
+        layout.queue_path(jobid),
+        *(layout.queue_path(jobid, digit) for digit in layout.FANOUT_DIGITS),
+        layout.deferred_path(jobid),
+        layout.active_path(jobid),
+        layout.failed_job_dir(jobid),
+    ]
+    for path in places:
+        if not os.path.lexists(path):
+            continue
+        try:
+            if os.path.isdir(path):
+                os.listdir(path)
+            else:
+                with open(path, "rb"):
+                    pass
+        except OSError as err:
+            why = f"{err.strerror.lower() if err.strerror else err}: this user cannot read it"
+            fix = "check its owner and mode (ls -l), or run dq show as a user who can"
+        else:
+            why = "it is not a valid job"
+            fix = "'dq fsck' says what is wrong, 'dq fsck --repair' moves it to corrupt/"
+        raise UnreadableJobError(f"job {jobid} is in {path}, but {why}: {fix}", jobid, path)
+
+
 #: Where a job can be, in the order asked: a job being requeued may be seen in both.
 _FINDERS: Final[tuple[Callable[[DirQueue, str, float], JobView | None], ...]] = (
     _in_queue,
@@ -123,6 +168,7 @@ def show_job(queue: DirQueue, jobid: str, *, now: float | None = None) -> JobVie
         view = finder(queue, jobid, when)
         if view is not None:
             return view
+    _raise_if_unreadable(queue, jobid)
     raise NoSuchJobError(
         f"no job {jobid} in {queue.dir}: it is not queued, active or failed"
         " (finished jobs leave nothing behind)",

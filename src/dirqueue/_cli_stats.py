@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ._cli_output import escape_controls, format_age
-from ._results import count_results
-from .failed import FailedStore
-from .stats import STATES, QueueStats, list_jobs
+from .stats import STATES, QueueStats, list_jobs, tally
 
 if TYPE_CHECKING:
     from .queue import DirQueue
@@ -50,23 +48,9 @@ class Snapshot:
 def snapshot(queue: DirQueue, *, now: float | None = None) -> Snapshot:
     """Read ``queue`` once: one pass over ``queue/`` and ``active/`` (as ``queue_stats``)."""
     when = time.time() if now is None else now
-    counts = dict.fromkeys(STATES, 0)
-    hosts: Counter[str] = Counter()
-    oldest: float | None = None
-    for info in list_jobs(queue, now=when):
-        counts[info.state] += 1
-        if info.state == "queued" and (oldest is None or info.age > oldest):
-            oldest = info.age
-        if info.state == "active":
-            hosts[info.job.active_host or "?"] += 1
-    stats = QueueStats(
-        queued=counts["queued"],
-        active=counts["active"],
-        stale=counts["stale"],
-        failed=FailedStore(queue).count(),
-        oldest_waiting_age=oldest,
-        results=count_results(queue.config, now=when),
-    )
+    infos = list(list_jobs(queue, now=when))
+    stats = tally(queue, infos, now=when)
+    hosts = Counter(i.job.active_host or "?" for i in infos if i.state == "active")
     return Snapshot(os.path.abspath(queue.dir), when, stats, dict(sorted(hosts.items())))
 
 

@@ -319,7 +319,7 @@ def _run(
     except BaseException as err:
         _roll_back(config, staged)
         if isinstance(err, OSError) and not isinstance(err, DirQueueError):
-            raise QueueIOError(action, err) from err
+            raise QueueIOError(action, err, config.dir) from err
         raise
     finally:
         if sync_fd is not None:

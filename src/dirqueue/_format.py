@@ -186,6 +186,12 @@ def validate_metadata(metadata: object) -> dict[str, str]:
                     " decode the bytes it came from properly",
                     key,
                 ) from None
+        if not key:
+            # The format would carry it (": value"), but an empty name is a slip (a
+            # parse gone wrong), and dq submit --meta refuses it: so does the API.
+            raise InvalidMetadataError(
+                f"metadata name {key!r} is empty: give each item a name, like 'owner'", key
+            )
         if ":" in key:
             raise InvalidMetadataError(
                 f"metadata name {key!r} contains ':', which separates names from values:"

@@ -19,7 +19,9 @@ import contextlib
 import importlib
 import inspect
 import os
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +31,11 @@ if TYPE_CHECKING:
     from .job import Job
 
 __all__ = [
+    "FailJob",
     "HandlerCaller",
     "InvalidHandlerError",
     "JobTimeoutError",
+    "UnenforceableTimeoutError",
     "check_handler",
     "load_handler",
     "timed_out_message",
@@ -65,6 +69,51 @@ class JobTimeoutError(DirQueueError, TimeoutError):
         super().__init__(timed_out_message(timeout))
         self.timeout = timeout
         self.detail = detail
+
+
+class FailJob(DirQueueError):
+    """Raised by a handler: this job fails now, and no attempt is left to retry it.
+
+    For a failure no retry can mend (input that does not parse, a customer that does
+    not exist): the worker moves the job to ``failed/`` at once, with this error, as
+    at its ``max_attempts``-th failure. Any other exception is retried as usual.
+    """
+
+
+class UnenforceableTimeoutError(DirQueueError, RuntimeError):
+    """A plain function's ``timeout`` that this worker cannot keep: it runs outside
+    the main thread (where no alarm signal reaches it) and no supervisor watches it.
+    """
+
+
+class _AlarmRang(BaseException):
+    # A BaseException, like JobInterrupted, so that a handler's "except Exception"
+    # does not swallow its own time limit; turned into JobTimeoutError at the call.
+    pass
+
+
+def _call_with_alarm(handler: Callable[[Job], object], job: Job, timeout: float) -> object:
+    """``handler(job)``, interrupted by SIGALRM after ``timeout`` seconds.
+
+    Only the main thread receives signals, so only there can Python code be stopped
+    from inside its process. The handler's own SIGALRM handler is put back after it.
+    """
+    def on_alarm(signum: int, frame: object) -> None:
+        raise _AlarmRang
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            return handler(job)
+        finally:
+            # An alarm that rings here, as the handler returns, still lands in the
+            # except below: the attempt took its whole time.
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _AlarmRang:
+        raise JobTimeoutError(timeout) from None
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def check_handler(handler: object, spec: str | None = None) -> Callable[[Job], object]:
@@ -130,15 +179,46 @@ class HandlerCaller:
     """Calls ``handler(job)``, and awaits what it returns if that is awaitable.
 
     ``timeout`` (seconds) limits how long an awaitable may run: past it the task is
-    cancelled and :class:`JobTimeoutError` raised. A plain function's call is not
-    limited here: Python code cannot be stopped safely from inside its own process
-    (see :func:`dirqueue.worker.run_workers`, whose supervisor enforces it).
+    cancelled and :class:`JobTimeoutError` raised. A plain function's call is limited
+    only with ``alarm``: SIGALRM then interrupts it, in the main thread (elsewhere
+    :class:`UnenforceableTimeoutError`). Without it, the caller's supervisor kills
+    the whole process instead (:func:`dirqueue.worker.run_workers`), which also stops
+    a call blocked in C code that a signal does not interrupt.
     """
 
-    def __init__(self, handler: Callable[[Job], object], timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        handler: Callable[[Job], object],
+        timeout: float | None = None,
+        *,
+        alarm: bool = False,
+    ) -> None:
         self.handler = handler
-        self.timeout = timeout
+        self._alarm_allowed = alarm
+        self.use_timeout(timeout)
         self._runner: Any = None
+
+    def use_timeout(
+        self, timeout: float | None, handler: Callable[[Job], object] | None = None
+    ) -> None:
+        """Limit the calls from now on to ``timeout`` (a job's own), calling ``handler``
+        instead if one is given (a command with that time limit)."""
+        if handler is not None:
+            self.handler = handler
+        self.timeout = timeout
+        self.alarm = self._alarm_allowed and timeout is not None and not self.is_async
+
+    def check_alarm(self) -> None:
+        """Raise :class:`UnenforceableTimeoutError` if the alarm is needed in a thread
+        that cannot have one: before a job is taken, so that none is taken in vain."""
+        if self.alarm and threading.current_thread() is not threading.main_thread():
+            raise UnenforceableTimeoutError(
+                f"timeout={self.timeout:g} on {self.handler!r} cannot be kept in thread"
+                f" {threading.current_thread().name!r}: a plain function is stopped by"
+                " SIGALRM, which only the main thread receives. Run the worker in the"
+                " main thread, under run_workers() (which kills an overdue worker), or"
+                " make the handler 'async def'"
+            )
 
     @property
     def is_async(self) -> bool:
@@ -150,7 +230,11 @@ class HandlerCaller:
         )
 
     def __call__(self, job: Job) -> object:
-        result = self.handler(job)
+        if self.alarm and self.timeout is not None:
+            self.check_alarm()
+            result = _call_with_alarm(self.handler, job, self.timeout)
+        else:
+            result = self.handler(job)
         if inspect.isawaitable(result):
             return self._loop_runner().run(_within(result, self.timeout))
         return result

@@ -24,15 +24,8 @@ __all__ = [
     "StepResult",
     "StopReason",
     "WorkerReport",
-    "job_limits",
     "retry_backoff",
 ]
-
-#: Metadata a job may carry to set its own retry policy over its worker's (the tasks
-#: layer writes them for a task's ``retries`` and ``retry_delay``).
-MAX_ATTEMPTS_KEY: Final = "max_attempts"
-RETRY_DELAY_KEY: Final = "retry_delay"
-
 
 class Outcome(str, enum.Enum):
     """What one :meth:`Worker.run_once` step did."""
@@ -99,26 +92,6 @@ def retry_backoff(
     return min(cap, exponential * (0.75 + 0.5 * jitter()))
 
 
-def job_limits(
-    metadata: dict[str, str], max_attempts: int, retry_delay: float
-) -> tuple[int, float]:
-    """``(max_attempts, retry_delay)`` for a job: its own, from its metadata, where it
-    carries valid ones, else the worker's. A value that does not parse is ignored (the
-    job is then retried as any other) rather than failing a job over its settings."""
-    attempts_text = metadata.get(MAX_ATTEMPTS_KEY)
-    if attempts_text is not None and attempts_text.isdigit() and int(attempts_text) >= 1:
-        max_attempts = int(attempts_text)
-    delay_text = metadata.get(RETRY_DELAY_KEY)
-    if delay_text is not None:
-        try:
-            delay = float(delay_text)
-        except ValueError:
-            delay = -1.0
-        if 0 <= delay < float("inf"):
-            retry_delay = delay
-    return max_attempts, retry_delay
-
-
 @dataclass(frozen=True)
 class StepResult:
     """The result of one :meth:`Worker.run_once` step."""
@@ -135,6 +108,11 @@ class StepResult:
     detail: str = ""
     #: For a retried job: seconds until its retry is due (0: at once).
     retry_in: float = 0.0
+    #: False for a job moved to ``failed/`` without running: its failed attempts
+    #: already reached ``max_attempts`` (``attempt`` is then the last one counted).
+    ran: bool = True
+    #: The job's ``max_attempts`` (its own, or the worker's); 0 where not told.
+    max_attempts: int = 0
 
 
 @dataclass
@@ -154,7 +132,16 @@ class WorkerReport:
 
     @property
     def jobs(self) -> int:
-        """Jobs taken (finished, retried, failed or returned)."""
+        """Jobs brought to an end: finished, or moved to ``failed/``.
+
+        A job retried twice and then finished is one job and three attempts.
+        """
+        return self.counts[Outcome.FINISHED.value] + self.counts[Outcome.FAILED.value]
+
+    @property
+    def attempts(self) -> int:
+        """Jobs taken, each attempt once (finished, retried, failed, returned or lost):
+        what ``njobs`` counts."""
         return sum(self.counts[o.value] for o in JOB_OUTCOMES)
 
     def as_dict(self) -> dict[str, Any]:
@@ -162,6 +149,7 @@ class WorkerReport:
         return {
             "pid": self.pid,
             "jobs": self.jobs,
+            "attempts": self.attempts,
             **{o.value: self.counts[o.value] for o in JOB_OUTCOMES},
             "stop_reason": self.stop_reason,
             "exit_code": self.exit_code,
@@ -214,12 +202,14 @@ class LocalBudget:
 
 #: What a forked worker counts in its row of the shared counters, in this order, then
 #: its stop reason as a :data:`STOP_CODES` index, then the job it runs now: the
-#: attempt, and when (``time.monotonic()``, in ms) the supervisor must kill it.
+#: attempt, when (``time.monotonic()``, in ms) the supervisor must kill it, and the
+#: time limit (ms) that deadline keeps (the job's own, or the worker's).
 COUNTED: Final = {outcome: column for column, outcome in enumerate(JOB_OUTCOMES)}
 STOP_COLUMN: Final = len(JOB_OUTCOMES)
 ATTEMPT_COLUMN: Final = STOP_COLUMN + 1
 DEADLINE_COLUMN: Final = STOP_COLUMN + 2
-COLUMNS: Final = STOP_COLUMN + 3
+TIMEOUT_COLUMN: Final = STOP_COLUMN + 3
+COLUMNS: Final = STOP_COLUMN + 4
 STOP_CODES: Final = (None, *StopReason)
 #: Room for a job id in the shared memory (they are about 40 characters).
 JOBID_SIZE: Final = 255

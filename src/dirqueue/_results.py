@@ -76,7 +76,7 @@ SWEEP_INTERVAL: Final = 300.0
 _KINDS: Final = frozenset({"json", "str", "bytes", "pickle", ""})
 #: Metadata by which a job asks for its answer to be kept, and for how many seconds
 #: (0: none). Task jobs carry it; any dirqueue worker honours it.
-RESULT_TTL_KEY: Final = "result_ttl"
+RESULT_TTL_KEY: Final = "dq.result_ttl"
 #: Statuses of an answer.
 DONE: Final = "done"
 FAILED: Final = "failed"

@@ -11,12 +11,16 @@ the queue or moves it to ``failed/``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
-from ._outcomes import job_limits
+from ._format import with_attempts
+from ._jobsettings import InvalidJobSettingError, settings_of
+from ._outcomes import Outcome, StepResult, retry_backoff
 from ._results import DEFAULT_RESULT_TTL, answer_ttl, keep_failure
 from .errors import DirQueueError
-from .failed import FailedStore, attempts_of, record_attempts
+from .failed import FailedStore, attempts_of
 from .queue import DirQueue
 
 __all__ = ["count_timed_out"]
@@ -24,16 +28,41 @@ __all__ = ["count_timed_out"]
 _log = logging.getLogger("dirqueue")
 
 
+@contextlib.contextmanager
+def _quiet_break(jobid: str) -> Iterator[None]:
+    """Within the block, no "broke stale lock" warning for ``jobid``: the supervisor
+    breaks the lock of the worker it killed itself, and says so already."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        message = record.msg if isinstance(record.msg, str) else ""
+        return not (message.startswith("broke stale lock") and args[:1] == (jobid,))
+
+    _log.addFilter(keep)
+    try:
+        yield
+    finally:
+        _log.removeFilter(keep)
+
+
 def count_timed_out(
-    queue: DirQueue, jobid: str, attempt: int, error: str, max_attempts: int,
-    *, keep_results: bool = False,
-) -> bool | None:
+    queue: DirQueue,
+    jobid: str,
+    attempt: int,
+    error: str,
+    max_attempts: int,
+    *,
+    retry_delay: float = 0.0,
+    retry_delay_max: float = 3600.0,
+    keep_results: bool = False,
+) -> StepResult | None:
     """Count the attempt at ``jobid`` whose worker was killed for running past its
     time limit (``error`` says so): take the job (its lock's owner is dead), count
-    the attempt, and put it back in the queue, or in ``failed/`` if that was its last.
-    True if it moved the job to ``failed/``, False if it returned it, None if neither.
-    The job's own ``max_attempts`` metadata counts over ``max_attempts``, and a job
-    that wants its answer kept (see :mod:`dirqueue._results`) gets the time-out as it.
+    the attempt, and put it back in the queue (after ``retry_delay``'s back-off, as
+    any failed attempt), or in ``failed/`` if that was its last. What became of it,
+    as the worker would have said (:attr:`Outcome.RETRIED` or :attr:`Outcome.FAILED`);
+    None if neither. A job that wants its answer kept (see :mod:`dirqueue._results`)
+    gets the time-out as it.
 
     The job stays locked instead if its lock cannot be broken yet (a queue library
     that breaks a dead owner's lock only after ``active_file_lifetime``).
@@ -56,7 +85,8 @@ def count_timed_out(
     )
     quiet.hostname = queue.hostname
     try:
-        job = quiet.pickup_queued_job(jobid)
+        with _quiet_break(jobid):
+            job = quiet.pickup_queued_job(jobid)
         if job is None:
             _log.warning(
                 "job %s (%s) stays locked by its dead worker until its lock is judged"
@@ -66,28 +96,34 @@ def count_timed_out(
             )
             return None
         try:
-            counted = attempts_of(job.control)
-            attempts = max(counted, attempt)
-            max_attempts = job_limits(job.metadata, max_attempts, 0)[0]
+            # The pickup that broke the dead worker's lock may have counted this
+            # attempt already (as "worker died"): count it once, with its real error.
+            attempts = max(attempts_of(job.control), attempt)
+            # The job's own settings, where it has them (a bad one was refused by
+            # its worker before it ran, so none is here: the worker's hold then).
+            with contextlib.suppress(InvalidJobSettingError):
+                own = settings_of(job.metadata)
+                max_attempts = own.max_attempts or max_attempts
+                if own.retry_delay is not None:
+                    retry_delay = own.retry_delay
+                    retry_delay_max = max(retry_delay_max, retry_delay)
             if attempts >= max_attempts:
                 ttl = answer_ttl(job.metadata, keep_results, DEFAULT_RESULT_TTL)
                 keep_failure(
                     quiet.config, jobid, None, error, "", attempts, ttl, "JobTimeoutError"
                 )
                 FailedStore(quiet).add(job, error, attempts=attempts)
-                _log.warning(
-                    "job %s failed (attempt %d of %d): %s; moved to failed/",
-                    jobid, attempts, max_attempts, error,
+                return StepResult(
+                    Outcome.FAILED, jobid, attempts, error, max_attempts=max_attempts
                 )
-                return True
-            if counted < attempts:
-                record_attempts(job, attempts)
-            job.return_to_queue()
-            _log.warning(
-                "job %s failed (attempt %d of %d): %s; returned to the queue",
-                jobid, attempts, max_attempts, error,
+            delay = retry_backoff(attempts, retry_delay, retry_delay_max)
+            # retry_later counts one more attempt: the one that timed out.
+            job.update_control(with_attempts(job.control, attempts - 1, error))
+            job.retry_later(delay, error=error)
+            return StepResult(
+                Outcome.RETRIED, jobid, attempts, error, retry_in=delay,
+                max_attempts=max_attempts,
             )
-            return False
         finally:
             if job.is_active:
                 job.return_to_queue()

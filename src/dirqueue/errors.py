@@ -6,6 +6,8 @@ builtin that fits them, so ``except ValueError`` and ``except OSError`` keep wor
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "CorruptJobError",
     "DirQueueError",
@@ -17,6 +19,7 @@ __all__ = [
     "JobStateError",
     "NoSuchJobError",
     "QueueIOError",
+    "QueueNotFoundError",
 ]
 
 
@@ -110,13 +113,28 @@ class QueueIOError(DirQueueError, OSError):
     :meth:`DirQueue.repair` to collect.
     """
 
-    def __init__(self, action: str, err: OSError) -> None:
-        OSError.__init__(self, err.errno, err.strerror, err.filename)
+    def __init__(self, action: str, err: OSError, directory: str | None = None) -> None:
+        filename = err.filename
+        self._in_queue = False
+        if directory is not None and not (isinstance(filename, str) and filename[:1] == "/"):
+            # Work inside the queue goes through directory descriptors, so the error
+            # names a descriptor ("5") or a name relative to one ("k"): meaningless
+            # to whoever reads it. The queue directory tells them where to look.
+            filename = directory
+            self._in_queue = True
+        OSError.__init__(self, err.errno, err.strerror, filename)
         self.action = action
 
     def __str__(self) -> str:
         where = f": {self.filename}" if self.filename else ""
-        return f"{self.action} failed: [Errno {self.errno}] {self.strerror}{where}"
+        hint = ""
+        if getattr(self, "_in_queue", False) and self.errno in (errno.EACCES, errno.EPERM):
+            hint = (
+                " (check that this user may write there: its owner, group and mode;"
+                " a queue shared by several users wants a group directory, see"
+                " docs/durability.md)"
+            )
+        return f"{self.action} failed: [Errno {self.errno}] {self.strerror}{where}{hint}"
 
 
 class JobLostError(JobStateError):
@@ -131,3 +149,28 @@ class JobLostError(JobStateError):
     def __init__(self, message: str, jobid: str | None = None, taken_by: str | None = None):
         super().__init__(message, jobid)
         self.taken_by = taken_by
+
+
+class QueueNotFoundError(DirQueueError, FileNotFoundError):
+    """The queue directory does not exist. ``filename`` is it.
+
+    Only enqueueing makes a queue unasked: a consumer (a pickup, a wait, a worker) on
+    a mistyped path would otherwise make an empty queue there and wait on it for ever.
+    ``hint`` says how to go on; the default one speaks of the Python API.
+    """
+
+    def __init__(self, directory: str, hint: str = "") -> None:
+        FileNotFoundError.__init__(
+            self,
+            errno.ENOENT,
+            f"no queue at {directory!r}: "
+            + (
+                hint
+                or "check the path, or make the queue first (DirQueue(path, create=True),"
+                " DirQueue.create(), or an enqueue)"
+            ),
+            directory,
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -108,6 +108,13 @@ class Job:
         return self._state == "active"
 
     @property
+    def attempt(self) -> int:
+        """The attempt this is at the job: 1 for its first run, one more for each failed
+        attempt counted before (on any worker or host). For a job only listed, the
+        attempt its next run will be."""
+        return attempts_of(self._control) + 1
+
+    @property
     def control(self) -> ControlFile:
         """The parsed control file, system fields included."""
         return self._control

@@ -30,7 +30,7 @@ from ._layout import Layout
 from ._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, check_number
 from ._pickup import Picker
 from ._scanner import scan
-from .errors import CorruptJobError, QueueIOError
+from .errors import CorruptJobError, QueueIOError, QueueNotFoundError
 from .job import Job
 from .repair import DEFAULT_MIN_AGE, RepairReport, repair_queue
 
@@ -94,7 +94,13 @@ class DirQueue:
     Any number of processes, on any number of hosts sharing the directory, may enqueue
     and pick up jobs at once.
 
-    :param dir: the queue directory; created, with its subdirectories, as needed.
+    :param dir: the queue directory. An enqueue creates it, with its parents and
+        subdirectories, as needed (as the Perl module does); a consumer (a pickup, a
+        wait, a :class:`~dirqueue.Worker`) only makes the subdirectories of a directory
+        that exists, and raises :class:`~dirqueue.errors.QueueNotFoundError` otherwise,
+        so that a mistyped path fails at once instead of waiting on a new empty queue.
+    :param create: create the queue now (the directory, its parents and its
+        subdirectories): for a worker started before the first submission.
     :param data_file_mode: permission bits of data files (less the umask).
     :param queue_file_mode: permission bits of control and lock files (less the umask).
     :param ordered: pick jobs up in name order (priority, then submission time);
@@ -141,6 +147,7 @@ class DirQueue:
         durable: bool = True,
         min_free_bytes: int = 0,
         lock_heartbeat: bool = True,
+        create: bool = False,
     ) -> None:
         if buf_size <= 0:
             raise ValueError(f"buf_size must be positive, not {buf_size}")
@@ -168,6 +175,8 @@ class DirQueue:
         # the kernel about 10 ms), and closed with the queue object.
         weakref.finalize(self, self._picker.close)
         self._dirs_ready = False
+        if create:
+            self.create()
 
     def __repr__(self) -> str:
         return f"DirQueue({self.dir!r})"
@@ -175,13 +184,25 @@ class DirQueue:
     def create(self) -> None:
         """Create the queue directory and its subdirectories if they are missing.
 
-        Every enqueue and pickup does this on first use; a server calls it to start
-        before the first submission. Raises :class:`QueueIOError` if a subdirectory
-        is a symlink.
+        Every enqueue does this on first use (a pickup only once the directory
+        exists); a worker calls it (or passes ``create=True``) to start before the
+        first submission. Raises :class:`QueueIOError` if a subdirectory is a symlink.
         """
         if not self._dirs_ready:
             ensure_queue_dirs(self.config)
             self._dirs_ready = True
+
+    @property
+    def exists(self) -> bool:
+        """True if the queue directory exists (its subdirectories may be made yet)."""
+        return self._dirs_ready or os.path.isdir(self.dir)
+
+    def _open_for_pickup(self) -> None:
+        """:meth:`create` for a consumer: the subdirectories of an existing queue
+        directory, never the directory itself (:class:`QueueNotFoundError`)."""
+        if not self.exists:
+            raise QueueNotFoundError(self.dir)
+        self.create()
 
     # -- enqueueing -------------------------------------------------------------------
 
@@ -343,12 +364,13 @@ class DirQueue:
         ``path`` is a job's ``queue_path`` or its job id. The job returned is active:
         finish it or return it to the queue.
         """
-        self.create()
         if path is None:
+            self._open_for_pickup()
             return self._picker.pickup()
         jobid = Layout.jobid_from_path(path)
         if not is_job_name(jobid):
             raise CorruptJobError(f"{path!r} names no job: pass a job id or a queue path", path)
+        self._open_for_pickup()
         return self._picker.pickup_named(jobid)
 
     # -- cancelling --------------------------------------------------------------------
@@ -435,7 +457,7 @@ class DirQueue:
         poll_interval = check_number("poll_interval", poll_interval, SECONDS)
         if timeout is not None:
             timeout = check_number("timeout", timeout, SECONDS_OR_ZERO)
-        self.create()
+        self._open_for_pickup()
         deadline = None if timeout is None else clock() + timeout
         while True:
             job = self.pickup_queued_job()

@@ -10,18 +10,18 @@ says so in :attr:`JobInfo.note`.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from ._deferred import scan_deferred
 from ._judge import Verdict, filesystem_now, judge_lock
 from ._layout import Layout
 from ._results import count_results
 from ._scanner import scan
-from .errors import DirQueueError
+from .errors import QueueNotFoundError
 from .failed import FailedStore, attempts_of
 
 if TYPE_CHECKING:
@@ -33,30 +33,16 @@ __all__ = [
     "QueueNotFoundError",
     "QueueStats",
     "job_place",
+    "jobs_left",
     "list_jobs",
     "queue_stats",
     "require_queue",
+    "tally",
     "waiting_job_ids",
 ]
 
 JobState = Literal["queued", "active", "stale", "deferred"]
 STATES: Final = ("queued", "active", "stale", "deferred")
-
-
-class QueueNotFoundError(DirQueueError, FileNotFoundError):
-    """The queue directory does not exist (or holds no ``queue/``). ``filename`` is it."""
-
-    def __init__(self, directory: str) -> None:
-        FileNotFoundError.__init__(
-            self,
-            errno.ENOENT,
-            f"no queue at {directory!r}: check the path given with --dir"
-            " (a queue is created by its first submission)",
-            directory,
-        )
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 def require_queue(queue: DirQueue) -> None:
@@ -65,8 +51,11 @@ def require_queue(queue: DirQueue) -> None:
     Reading a missing queue would otherwise look like reading an empty one, and a typo
     in a path would go unnoticed.
     """
-    if not os.path.isdir(queue.dir):
-        raise QueueNotFoundError(queue.dir)
+    if not queue.exists:
+        raise QueueNotFoundError(
+            queue.dir,
+            "check the path given with --dir (a queue is created by its first submission)",
+        )
 
 
 def waiting_job_ids(queue: DirQueue) -> list[str]:
@@ -81,6 +70,14 @@ def waiting_job_ids(queue: DirQueue) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             names.difference_update(os.listdir(layout.active_dir))
     return sorted(names)
+
+
+def jobs_left(queue: DirQueue) -> int:
+    """Jobs not yet done: in ``queue/`` (waiting or held) or in ``deferred/``. Names
+    only, so cheap enough to ask again and again during a drain."""
+    if not queue.exists:
+        return 0
+    return sum(1 for _ in scan(queue.layout, ordered=False)) + len(scan_deferred(queue.config))
 
 
 @dataclass(frozen=True)
@@ -190,11 +187,20 @@ class QueueStats:
 
 def queue_stats(queue: DirQueue, *, now: float | None = None) -> QueueStats:
     """Count ``queue``'s jobs by state (one pass over ``queue/`` and ``active/``)."""
-    if now is None:
-        now = time.time()
+    return tally(queue, list_jobs(queue, now=now), now=now)
+
+
+def tally(
+    queue: DirQueue, infos: Iterable[JobInfo], *, now: float | None = None
+) -> QueueStats:
+    """``infos`` (from :func:`list_jobs`) counted by state, with ``queue``'s failed jobs.
+
+    The one place that counts: ``dq stats`` in every form counts with it, so that no
+    state (``deferred``, say) is listed by ``dq list`` and left out of a count.
+    """
     counts = dict.fromkeys(STATES, 0)
     oldest: float | None = None
-    for info in list_jobs(queue, now=now):
+    for info in infos:
         counts[info.state] += 1
         if info.state == "queued" and (oldest is None or info.age > oldest):
             oldest = info.age

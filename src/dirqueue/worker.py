@@ -10,7 +10,8 @@ supervisor in :mod:`dirqueue._supervisor`. :class:`CommandHandler` (from
 Failure policy: a handler that raises has its job returned to the queue with its
 attempt count raised by one (see :mod:`dirqueue.failed` for where the count lives);
 the attempt that reaches ``max_attempts`` moves the job to ``DIR/failed/`` instead,
-with its last error. A job is finished only when the handler returns normally.
+with its last error, and so does one that raises :class:`FailJob`. A job is finished
+only when the handler returns normally.
 
 Signals: the first SIGTERM or SIGINT asks the worker to stop taking jobs; the job in
 hand runs to its end. A second one interrupts the handler (a command gets SIGTERM) and
@@ -42,13 +43,16 @@ from ._command import (
 from ._deferred import scan_deferred
 from ._format import last_error_of, with_attempts
 from ._handler import (
+    FailJob,
     HandlerCaller,
     InvalidHandlerError,
     JobTimeoutError,
+    UnenforceableTimeoutError,
     check_handler,
     load_handler,
     timed_out_message,
 )
+from ._jobsettings import InvalidJobSettingError, JobSettings, settings_of
 from ._numbers import SECONDS, SECONDS_OR_ZERO, check_number
 from ._outcomes import (
     ATTEMPT_COLUMN,
@@ -57,6 +61,7 @@ from ._outcomes import (
     DEADLINE_COLUMN,
     JOBID_SIZE,
     STOP_COLUMN,
+    TIMEOUT_COLUMN,
     JobBudget,
     JobInterrupted,
     LocalBudget,
@@ -64,7 +69,6 @@ from ._outcomes import (
     StepResult,
     StopReason,
     WorkerReport,
-    job_limits,
     retry_backoff,
     stop_code,
     stop_reason_of,
@@ -79,7 +83,7 @@ from ._supervisor import (
     supervise,
 )
 from ._timeouts import count_timed_out
-from .errors import JobLostError, QueueIOError
+from .errors import JobLostError, QueueIOError, QueueNotFoundError
 from .failed import FAILED_STORE_RETRY, FailedStore, attempts_of
 from .queue import DirQueue
 from .stats import waiting_job_ids
@@ -90,6 +94,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CommandFailedError",
     "CommandHandler",
+    "FailJob",
     "Handler",
     "InvalidHandlerError",
     "JobInterrupted",
@@ -97,6 +102,7 @@ __all__ = [
     "Outcome",
     "StepResult",
     "StopReason",
+    "UnenforceableTimeoutError",
     "Worker",
     "WorkerReport",
     "job_environment",
@@ -127,6 +133,10 @@ _UNSEEN_JOB_PATIENCE: Final = 3.0
 class Worker:
     """Runs ``handler(job)`` on job after job from ``queue``.
 
+    A job's own ``dq.timeout``, ``dq.max_attempts`` and ``dq.retry_delay`` metadata
+    (:func:`dirqueue.job_settings`) override ``timeout``, ``max_attempts`` and
+    ``retry_delay`` for that job.
+
     :param queue: the queue to take jobs from.
     :param handler: called with each job (active, held by this process); returning
         finishes the job, raising follows the failure policy. A coroutine function
@@ -150,11 +160,13 @@ class Worker:
     :param timeout: seconds an attempt may run; one that runs longer fails with
         "timed out after N s" (retried, or moved to ``failed/``, as the policy says).
         A :class:`CommandHandler`'s command is stopped with its process group; an
-        async handler's task is cancelled. A plain Python function cannot be stopped
-        safely inside its own process: its worker process is killed and replaced by
-        the supervisor of :func:`run_workers` (``dq server`` runs one whenever
-        ``--timeout`` is given with ``--handler``). Run in-process without one, a
-        plain function is not limited.
+        async handler's task is cancelled. A plain Python function is interrupted by
+        SIGALRM (a :class:`JobTimeoutError` at the call; the worker must then run in
+        the main thread, or :class:`UnenforceableTimeoutError` is raised before any
+        job is taken, and the handler must leave SIGALRM alone). Under
+        :func:`run_workers` its worker process is killed and replaced by the
+        supervisor instead, which also stops a call blocked in C code (``dq server``
+        runs one whenever ``--timeout`` is given with ``--handler``).
     :param retry_delay: seconds to wait before retrying a failed job: the n-th retry
         waits about ``retry_delay * 2**(n-1)`` (with +-25% jitter, so that jobs failed
         together do not come back together), at most ``retry_delay_max``. Meanwhile
@@ -170,6 +182,9 @@ class Worker:
     :param on_running: called with ``(jobid, attempt)`` as the handler starts on a
         job, and with ``(None, 0)`` once it has returned (used by :func:`run_workers`
         to watch for timeouts).
+    :param watched: this worker's process is killed from outside at
+        :attr:`watchdog_timeout` (by :func:`run_workers`' supervisor), so a plain
+        function's timeout needs no alarm.
     """
 
     def __init__(
@@ -193,6 +208,7 @@ class Worker:
         retry_delay_max: float = 3600.0,
         keep_results: bool = False,
         result_ttl: float = DEFAULT_RESULT_TTL,
+        watched: bool = False,
     ) -> None:
         check_handler(handler)
         retry_delay = check_number("retry_delay", retry_delay, SECONDS_OR_ZERO)
@@ -220,9 +236,13 @@ class Worker:
         self.handler = handler
         self.timeout = timeout
         self.on_running = on_running
+        plain = not isinstance(handler, CommandHandler)
+        #: The command, without a time limit: each job's is set as it starts.
+        self._command = handler if isinstance(handler, CommandHandler) else None
         if isinstance(handler, CommandHandler) and timeout is not None:
             handler = handler.with_timeout(timeout)
-        self._caller = HandlerCaller(handler, timeout)
+        self._caller = HandlerCaller(handler, timeout, alarm=plain and not watched)
+        self._job_timeout = timeout
         self.max_attempts = max_attempts
         self.until_empty = until_empty
         self.idle_timeout = idle_timeout
@@ -243,6 +263,12 @@ class Worker:
         self._unseen_since: float | None = None
 
     @property
+    def job_timeout(self) -> float | None:
+        """The time limit of the attempt running now (the job's own ``dq.timeout``, or
+        the worker's ``timeout``), or of the next one."""
+        return self._job_timeout
+
+    @property
     def watchdog_timeout(self) -> float | None:
         """Seconds after which this worker's process must be killed from outside to
         stop an attempt (None: it needs no such help, or has no timeout).
@@ -251,11 +277,12 @@ class Worker:
         cancelled on time, so the watchdog waits a grace longer, for a loop that some
         blocking call keeps from running.
         """
-        if self.timeout is None or isinstance(self.handler, CommandHandler):
+        timeout = self._job_timeout  # The current job's own, or the worker's.
+        if timeout is None or isinstance(self.handler, CommandHandler):
             return None
         if self._caller.is_async:
-            return self.timeout + DEFAULT_KILL_GRACE
-        return self.timeout
+            return timeout + DEFAULT_KILL_GRACE
+        return timeout
 
     def close(self) -> None:
         """Close the worker's event loop, if an async handler made one."""
@@ -305,6 +332,7 @@ class Worker:
         ``timeout`` defaults to ``poll_interval`` (0 with ``until_empty``), so a
         waiting worker comes back often to see whether it should stop.
         """
+        self._caller.check_alarm()  # Before a job is taken in vain.
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             # Orphaned: the supervisor is gone (SIGKILL, say) and nobody would collect
             # this worker's counts or forward it a signal. Where the kernel cannot send
@@ -381,14 +409,21 @@ class Worker:
         attempt = attempts_of(job.control) + 1
         started = self._clock()
         try:
-            if attempt > job_limits(job.metadata, self.max_attempts, 0)[0]:
+            try:
+                settings = settings_of(job.metadata)
+            except InvalidJobSettingError as err:
+                return self._failed(job, attempt, err, started, JobSettings())
+            max_attempts = settings.max_attempts or self.max_attempts
+            if attempt > max_attempts:
                 # Its attempts were used up without a handler ever reporting back: its
                 # workers died on it (each death counted by whoever took the job next).
                 # Running it again would kill another worker.
                 error = last_error_of(job.control) or "its workers died"
                 self._keep_failure(job, None, error, "", attempt - 1)
-                return self._to_failed(job, error, attempt - 1, started)
-            return self._process(job, attempt, started)
+                return self._to_failed(
+                    job, error, attempt - 1, started, max_attempts=max_attempts, ran=False
+                )
+            return self._process(job, attempt, started, settings)
         except JobLostError as err:
             # Taken over by another worker while we stalled: theirs now, and never a
             # reason for this worker to die.
@@ -398,8 +433,17 @@ class Worker:
                 self._clock() - started,
             )
 
-    def _process(self, job: Job, attempt: int, started: float) -> StepResult:
+    def _process(
+        self, job: Job, attempt: int, started: float, settings: JobSettings
+    ) -> StepResult:
         try:
+            # The job's own time limit, or the worker's.
+            timeout = self.timeout if settings.timeout is None else settings.timeout
+            if timeout != self._caller.timeout:
+                command = self._command and self._command.with_timeout(timeout)
+                self._caller.use_timeout(timeout, command)
+            self._caller.check_alarm()  # In a thread: the job goes back, untried.
+            self._job_timeout = timeout
             try:
                 # A held job's lock is kept fresh by the queue's heartbeat thread
                 # (DirQueue(lock_heartbeat=True), the default). With that turned off,
@@ -424,7 +468,7 @@ class Worker:
                     Outcome.RETURNED, job.jobid, attempt, seconds=self._clock() - started
                 )
             except Exception as err:  # Any handler failure is the job's failure.
-                return self._failed(job, attempt, err, started)
+                return self._failed(job, attempt, err, started, settings)
         except BaseException:
             # KeyboardInterrupt, SystemExit from the handler, or worse: never leave
             # the job locked.
@@ -435,21 +479,28 @@ class Worker:
             job.finish()
         return StepResult(Outcome.FINISHED, job.jobid, attempt, seconds=self._clock() - started)
 
-    def _failed(self, job: Job, attempt: int, err: Exception, started: float) -> StepResult:
+    def _failed(
+        self, job: Job, attempt: int, err: Exception, started: float, settings: JobSettings
+    ) -> StepResult:
         error = one_line(err)
-        detail = getattr(err, "detail", None) or "".join(traceback.format_exception(err))
+        # A command's failure carries its stderr as its detail, empty when it wrote
+        # nothing: that is the detail, not the traceback of dirqueue's own code.
+        detail = getattr(err, "detail", None)
+        if detail is None:
+            detail = "".join(traceback.format_exception(err))
         seconds = self._clock() - started
         if not job.is_active:
             # The handler ended the job itself, then raised: nothing left to decide.
             return StepResult(Outcome.FINISHED, job.jobid, attempt, error, seconds)
         detail = str(detail)
-        max_attempts, retry_delay = job_limits(job.metadata, self.max_attempts, self.retry_delay)
-        # An error whose class says ``retry = False`` (a task call that cannot be read)
-        # would fail every attempt alike: the job fails now.
-        if attempt >= max_attempts or getattr(err, "retry", True) is False:
+        max_attempts = settings.max_attempts or self.max_attempts
+        # FailJob (a task call that cannot be read is one), or a job setting no attempt
+        # would read better: failed now.
+        if attempt >= max_attempts or isinstance(err, (FailJob, InvalidJobSettingError)):
             self._keep_failure(job, err, error, detail, attempt)
             return self._to_failed(job, error, attempt, started, detail, max_attempts=max_attempts)
-        delay = retry_backoff(attempt, retry_delay, self.retry_delay_max)
+        base = self.retry_delay if settings.retry_delay is None else settings.retry_delay
+        delay = retry_backoff(attempt, base, max(self.retry_delay_max, base))
         try:
             if delay > 0:
                 job.retry_later(delay, error=error)
@@ -463,24 +514,28 @@ class Worker:
         finally:
             if job.is_active:
                 job.return_to_queue()
-        return StepResult(Outcome.RETRIED, job.jobid, attempt, error, seconds, detail, delay)
+        return StepResult(
+            Outcome.RETRIED, job.jobid, attempt, error, seconds, detail, delay,
+            max_attempts=max_attempts,
+        )
 
     def _to_failed(
         self, job: Job, error: str, attempts: int, started: float, detail: str = "",
-        *, max_attempts: int | None = None,
+        *, max_attempts: int | None = None, ran: bool = True,
     ) -> StepResult:
         """Move ``job``, out of attempts, to ``failed/``; or, if ``failed/`` cannot be
         written, defer it (:meth:`FailedStore.add_or_defer`): never die of it, which
         would have the next worker take the job again, and again."""
+        limit = max_attempts or self.max_attempts
         not_moved = self.failed.add_or_defer(
-            job, error, attempts=attempts, detail=detail,
-            max_attempts=max_attempts or self.max_attempts,
+            job, error, attempts=attempts, detail=detail, max_attempts=limit
         )
         seconds = self._clock() - started
         if not_moved is None:
-            return StepResult(Outcome.FAILED, job.jobid, attempts, error, seconds, detail)
+            return StepResult(Outcome.FAILED, job.jobid, attempts, error, seconds, detail,
+                              ran=ran, max_attempts=limit)
         return StepResult(Outcome.RETRIED, job.jobid, attempts, not_moved, seconds, detail,
-                          FAILED_STORE_RETRY)
+                          FAILED_STORE_RETRY, ran=ran, max_attempts=limit)
 
     def _keep_answer(self, job: Job, value: object, attempt: int) -> None:
         """Keep the handler's return value as the job's answer, if one is wanted:
@@ -518,8 +573,9 @@ class Worker:
 
 
 def timeout_needs_supervisor(handler: Handler, timeout: float | None) -> bool:
-    """True if ``handler``'s ``timeout`` can only be kept by killing its worker
-    process, so that the worker must run under :func:`run_workers` even alone."""
+    """True if ``handler``'s ``timeout`` is kept for sure only by killing its worker
+    process (an alarm does not stop a call blocked in C code), so that ``dq server``
+    runs the worker under :func:`run_workers` even alone."""
     return timeout is not None and not isinstance(handler, CommandHandler)
 
 
@@ -541,8 +597,9 @@ def run_workers(
     Each worker is a persistent process with its own copy of ``handler`` (imported
     once, before the fork) and its own warm caches. The supervisor forwards SIGTERM
     and SIGINT to every worker (a second signal reaches them a second time), and calls
-    ``on_progress(jobs_done, reports)`` every ``progress_interval`` seconds. ``njobs``
-    is a total shared by all workers. Other options go to :class:`Worker`.
+    ``on_progress(jobs_done, reports)`` every ``progress_interval`` seconds (jobs
+    finished or moved to ``failed/``, not attempts). ``njobs`` is a total shared by
+    all workers. Other options go to :class:`Worker`.
 
     A worker that dies (a crash, a signal) while no stop was asked for is replaced at
     once, or after a wait that doubles (0.5 s up to 30 s) while it keeps dying within
@@ -550,12 +607,17 @@ def run_workers(
     report's ``restarts``. With a ``timeout`` and a Python handler, a worker whose
     attempt runs past it is killed with its session (its commands) and replaced, and the
     attempt is counted as failed ("timed out after N s"): the supervisor takes the job
-    back (its lock's owner is provably dead) and returns it to the queue, or moves it
-    to ``failed/`` at ``max_attempts``.
+    back (its lock's owner is provably dead) and returns it to the queue (after the
+    ``retry_delay`` back-off, as for any failure), or moves it to ``failed/`` at
+    ``max_attempts``; that attempt's :class:`StepResult` goes to ``on_result`` called
+    in the supervisor, since its worker is gone.
     """
     if workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
     check_handler(handler)
+    if not queue.exists:
+        # Each worker would raise it, die and be restarted for ever: say it once.
+        raise QueueNotFoundError(queue.dir)
     fleet = _Fleet(queue, handler, workers, njobs, worker_options)
 
     def on_tick(pids: list[int]) -> None:
@@ -569,7 +631,8 @@ def run_workers(
         on_tick=on_tick,
         interval=progress_interval,
         restart=True,
-        deadline_of=fleet.deadline_of if fleet.timeout is not None else None,
+        # Always: a job may bring its own time limit (dq.timeout) to any worker.
+        deadline_of=fleet.deadline_of,
         on_death=fleet.on_death,
     )
     final = fleet.reports([r.pid for r in results])
@@ -626,6 +689,7 @@ class _Fleet:
             if limit is not None:
                 deadline = time.monotonic() + limit
                 counters.set(index, DEADLINE_COLUMN, max(1, int(deadline * 1000)))
+                counters.set(index, TIMEOUT_COLUMN, int((worker.job_timeout or 0) * 1000))
 
         worker = Worker(
             self.queue,
@@ -634,6 +698,7 @@ class _Fleet:
             on_result=on_result,
             parent_pid=child.supervisor_pid,
             on_running=on_running,
+            watched=True,
             **self.options,
         )
         with worker.signal_handlers():
@@ -663,18 +728,34 @@ class _Fleet:
         else:
             then = "restarting"
         who = f"worker {death.index + 1} (pid {death.pid})"
-        if death.overdue and self.timeout is not None:
-            error = timed_out_message(self.timeout)
+        timeout_ms = self.counters.row(death.index)[TIMEOUT_COLUMN]
+        if death.overdue and timeout_ms:
+            # The job's own time limit, or the worker's: the one its deadline kept.
+            error = timed_out_message(timeout_ms / 1000)
             _log.warning("%s killed: job %s %s; %s", who, jobid, error, then)
-            failed = count_timed_out(
+            result = count_timed_out(
                 self.queue, jobid, attempt, error, self.max_attempts,
+                retry_delay=self.options.get("retry_delay", 0.0),
+                retry_delay_max=self.options.get("retry_delay_max", 3600.0),
                 keep_results=self.options.get("keep_results", False),
             )
-            if failed is not None:
-                outcome = Outcome.FAILED if failed else Outcome.RETRIED
-                self.counters.add(death.index, COUNTED[outcome])
+            if result is not None:
+                self.counters.add(death.index, COUNTED[result.outcome])
+                self._said(result)
         else:
             _log.warning("%s died: %s; %s", who, death.cause, then)
+
+    def _said(self, result: StepResult) -> None:
+        """The timed-out attempt's outcome, told as a worker tells its own: to the
+        ``on_result`` callback (here, in the supervisor), or else to the log."""
+        if self.user_callback is not None:
+            self.user_callback(result)
+            return
+        then = "moved to failed/" if result.outcome is Outcome.FAILED else "retried"
+        _log.warning(
+            "job %s failed (attempt %d of %d): %s; %s",
+            result.jobid, result.attempt, result.max_attempts, result.error, then,
+        )
 
     def reports(self, pids: list[int]) -> list[WorkerReport]:
         """Each worker's counts so far (``pids``: the current process of each)."""

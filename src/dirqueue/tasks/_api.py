@@ -19,10 +19,10 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from .._format import DEFAULT_PRIORITY
-from .._outcomes import MAX_ATTEMPTS_KEY, RETRY_DELAY_KEY
+from .._jobsettings import MAX_ATTEMPTS, RETRY_DELAY, TIMEOUT
 from .._results import DEFAULT_RESULT_TTL, RESULT_TTL_KEY
 from ..queue import DirQueue
-from ._call import ENCODING_KEY, JSON, PICKLE, TASK_KEY, TIMEOUT_KEY, encode_call
+from ._call import ENCODING_KEY, JSON, PICKLE, TASK_KEY, encode_call
 from ._result import TaskResult
 
 __all__ = ["Task", "TaskOptions", "TaskQueue", "lookup_task", "registered_tasks"]
@@ -94,11 +94,11 @@ class TaskOptions:
         """The job metadata that carries these options to the worker."""
         meta = {TASK_KEY: name, ENCODING_KEY: encoding, RESULT_TTL_KEY: f"{self.result_ttl:g}"}
         if self.retries is not None:
-            meta[MAX_ATTEMPTS_KEY] = str(self.retries + 1)
+            meta[MAX_ATTEMPTS] = str(self.retries + 1)
         if self.retry_delay is not None:
-            meta[RETRY_DELAY_KEY] = f"{self.retry_delay:g}"
+            meta[RETRY_DELAY] = f"{self.retry_delay:g}"
         if self.timeout is not None:
-            meta[TIMEOUT_KEY] = f"{self.timeout:g}"
+            meta[TIMEOUT] = f"{self.timeout:g}"
         return meta
 
 

@@ -18,12 +18,12 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .._handler import FailJob
 from ..errors import DirQueueError
 
 __all__ = [
     "ENCODING_KEY",
     "TASK_KEY",
-    "TIMEOUT_KEY",
     "BadCallError",
     "TaskArgumentError",
     "decode_call",
@@ -35,7 +35,6 @@ TASK_KEY: Final = "task"
 #: How the call is encoded: ``json`` (the default) or ``pickle``.
 ENCODING_KEY: Final = "task_encoding"
 #: The task's time limit in seconds, which the task handler keeps.
-TIMEOUT_KEY: Final = "timeout"
 JSON: Final = "json"
 PICKLE: Final = "pickle"
 
@@ -49,12 +48,10 @@ class TaskArgumentError(DirQueueError, TypeError):
         self.argument = argument
 
 
-class BadCallError(DirQueueError, ValueError):
+class BadCallError(FailJob, ValueError):
     """A task job whose call cannot be read (not the JSON of a call, pickle where the
     worker does not accept it, arguments that do not fit the function). Never retried
-    (``retry = False``): every attempt would read it the same."""
-
-    retry = False
+    (a :class:`~dirqueue.FailJob`): every attempt would read it the same."""
 
 
 def _json_faithful(value: object) -> str | None:

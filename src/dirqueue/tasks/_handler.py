@@ -4,13 +4,13 @@ Given to a :class:`~dirqueue.Worker` (``dq server --tasks MODULE`` builds one), 
 imports the modules that define the tasks, which registers them, and for each job
 looks its task up by the name in its metadata, reads the call from its data, and
 calls the function. What the function returns is the job's answer, which the worker
-keeps in ``results/`` (the job asks for it with its ``result_ttl`` metadata); what it
+keeps in ``results/`` (the job asks for it with its ``dq.result_ttl`` metadata); what it
 raises is the job's failure, retried as the task's options say.
 
 Nothing about a job can stop the worker: a module that fails to import, a task name
 no module defined, a call that cannot be read each fail only their job, with a reason
-naming the fix. A call that cannot be read fails at once (``retry = False``: another
-attempt would read it the same); an unknown task is retried like any failure, since
+naming the fix. A call that cannot be read fails at once (a :class:`~dirqueue.FailJob`:
+another attempt would read it the same); an unknown task is retried like any failure, since
 another worker may know it. Jobs without a task name go to ``fallback`` (a plain
 handler), so task jobs and plain ones share a queue.
 """
@@ -23,20 +23,17 @@ import importlib
 import logging
 import os
 import pickle
-import signal
 import sys
-import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from types import FrameType
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._format import attempts_of
-from .._handler import JobTimeoutError
+from .._handler import FailJob
 from .._results import ALREADY_KEPT, DONE, Encoded, UnstorableResultError, encode_value, read_result
 from ..errors import DirQueueError
 from ._api import lookup_task, registered_tasks
-from ._call import ENCODING_KEY, JSON, TASK_KEY, TIMEOUT_KEY, BadCallError, decode_call
+from ._call import ENCODING_KEY, JSON, TASK_KEY, BadCallError, decode_call
 
 if TYPE_CHECKING:
     from ..job import Job
@@ -55,10 +52,8 @@ class UnknownTaskError(DirQueueError, LookupError):
         self.task = task
 
 
-class NotATaskJobError(DirQueueError, ValueError):
+class NotATaskJobError(FailJob, ValueError):
     """A job without task metadata reached a worker that runs only tasks."""
-
-    retry = False
 
 
 class TaskHandler:
@@ -116,8 +111,8 @@ class TaskHandler:
         except BadCallError as err:
             raise BadCallError(f"task {name}: {err}") from None
         try:
-            with _time_limit(_timeout_of(job.metadata.get(TIMEOUT_KEY))):
-                value = task.func(*call.args, **call.kwargs)
+            # The task's time limit (its dq.timeout) is the worker's to keep.
+            value = task.func(*call.args, **call.kwargs)
         except TypeError as err:
             # The arguments may not fit the function (checked only now: binding every
             # call to its signature first cost a tenth of a task), which no retry mends.
@@ -163,33 +158,3 @@ def _keep_task_traceback(err: Exception) -> None:
 def _shown(call: Any) -> str:
     text = f"args {call.args!r}, kwargs {call.kwargs!r}"
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _timeout_of(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        return None
-    return seconds if 0 < seconds < float("inf") else None
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`JobTimeoutError` in the task after ``seconds`` (a ``SIGALRM``, in
-    the main thread only: elsewhere the call is not limited here)."""
-    if seconds is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expired(signum: int, frame: FrameType | None) -> None:
-        raise JobTimeoutError(seconds)
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
