@@ -49,8 +49,8 @@ def test_a_commands_stdout_is_its_answer_with_keep_results(tmp_path: Path) -> No
 
 def test_stats_count_answers_and_purge_removes_expired_ones(tmp_path: Path) -> None:
     q = DirQueue(tmp_path / "q")
-    short = q.enqueue_string("a", {"result_ttl": "3600"})
-    kept = q.enqueue_string("b", {"result_ttl": "3600"})
+    short = q.enqueue_string("a", {"dq.result_ttl": "3600"})
+    kept = q.enqueue_string("b", {"dq.result_ttl": "3600"})
     served = dq("server", "--dir", "q", "--until-empty", "-q", "--", "true", cwd=tmp_path)
     assert served.returncode == 0, served.stderr
     stats = json.loads(dq("stats", "--dir", "q", "--json", cwd=tmp_path).stdout)

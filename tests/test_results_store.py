@@ -151,7 +151,7 @@ def test_without_inotify_a_waiter_looks_at_the_one_file(
 
 def test_a_worker_keeps_any_handlers_answer_when_asked(q: DirQueue) -> None:
     plain = q.enqueue_string("no answer wanted")
-    asked = q.enqueue_string("an answer wanted", {"result_ttl": "60"})
+    asked = q.enqueue_string("an answer wanted", {"dq.result_ttl": "60"})
     Worker(q, lambda job: job.get_data().upper(), until_empty=True).run()
     assert read_result(q.config, plain) is None
     record = read_result(q.config, asked)

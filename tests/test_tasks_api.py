@@ -52,8 +52,8 @@ def test_submit_writes_an_ordinary_job_naming_its_task(q: TaskQueue) -> None:
     assert job.priority == 20
     assert job.get_data() == b'{"args": ["a.jpg"], "kwargs": {"size": 64}}'
     assert job.metadata == {
-        "task": resize.name, "task_encoding": "json", "result_ttl": "604800",
-        "max_attempts": "4", "retry_delay": "10", "timeout": "60",
+        "task": resize.name, "task_encoding": "json", "dq.result_ttl": "604800",
+        "dq.max_attempts": "4", "dq.retry_delay": "10", "dq.timeout": "60",
     }
     assert result.status == "queued"
     _drain(q)
@@ -107,7 +107,7 @@ def test_options_override_one_submission_and_leave_the_task_alone(q: TaskQueue) 
     assert now.status == "queued"
     jobs = {job.jobid: job for job in q.jobs()}
     assert jobs[now.jobid].priority == 30
-    assert jobs[later.jobid].metadata["result_ttl"] == "60"
+    assert jobs[later.jobid].metadata["dq.result_ttl"] == "60"
     with pytest.raises(ValueError, match="priority must be a whole number from 0 to 99"):
         h.options(priority=100)
     with pytest.raises(ValueError, match="retries must be a whole number"):
@@ -179,7 +179,7 @@ def test_a_pickled_call_fails_on_a_worker_whose_task_does_not_allow_it(q: TaskQu
         return x
 
     jobid = q.enqueue_string(b"\x80\x04N.", {"task": name, "task_encoding": "pickle",
-                                             "result_ttl": "60"})
+                                             "dq.result_ttl": "60"})
     _drain(q)
     with pytest.raises(TaskFailed, match="does not load pickle") as caught:
         TaskResult(q, jobid).get(timeout=5)

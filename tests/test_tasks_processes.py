@@ -230,7 +230,7 @@ def test_jobs_a_worker_cannot_run_fail_with_a_reason_and_the_worker_goes_on(
 ) -> None:
     mytasks = _mytasks()
     q = mytasks.q
-    ttl = {"result_ttl": "60"}
+    ttl = {"dq.result_ttl": "60"}
     unknown = q.enqueue_string('{"args": [], "kwargs": {}}', {"task": "nowhere.fn", **ttl})
     bad_json = q.enqueue_string("{not json", {"task": "add", **ttl})
     bad_args = q.enqueue_string('{"args": [1, 2, 3], "kwargs": {}}', {"task": "add", **ttl})
