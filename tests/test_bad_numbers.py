@@ -51,7 +51,7 @@ def test_active_file_lifetime(tmp_path: Path, value: object) -> None:
 
 @pytest.mark.parametrize("delay", [NAN, INF, 1e300, -1, 10 * 366 * 86400])
 def test_delay(tmp_path: Path, delay: float) -> None:
-    q = DirQueue(tmp_path / "q")
+    q = DirQueue(tmp_path / "q", create=True)
     with _refused("delay", "a number of seconds from 0 to 315360000"):
         q.enqueue_string("x", delay=delay)
     with _refused("delay", "a number of seconds from 0"):
@@ -64,7 +64,7 @@ def test_delay(tmp_path: Path, delay: float) -> None:
     "when", [NAN, INF, 1e30, -1.0, datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC)]
 )
 def test_not_before(tmp_path: Path, when: float | datetime.datetime) -> None:
-    q = DirQueue(tmp_path / "q")
+    q = DirQueue(tmp_path / "q", create=True)
     with _refused("not_before", "a time in seconds since the epoch from 0 to 4102444800"):
         q.enqueue_string("x", not_before=when)
     assert q.pickup_queued_job() is None

@@ -37,7 +37,7 @@ def dq_here(*args: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def q(tmp_path: Path) -> DirQueue:
-    return DirQueue(tmp_path / "q")
+    return DirQueue(tmp_path / "q", create=True)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from dirqueue import DirQueue
-from dirqueue._cli_output import Progress
 from dirqueue.cli import EXIT_FAILURE, main
+from dirqueue.cli._output import Progress
 
 pytestmark = pytest.mark.timeout(60)
 

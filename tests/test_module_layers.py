@@ -4,8 +4,9 @@ lower layer (so there are no cycles), and no module reads another module's priva
 
 Layers built on the engine live in subpackages (``dirqueue/tasks/``): their modules
 are named ``tasks._api`` and so on in the table, and stand above every engine module
-and below the CLI, so the engine never imports them and they import only the engine
-(and their own package's lower modules).
+and below the CLI (``dirqueue/cli/``, named ``cli._parser`` and so on), so the engine
+never imports them and they import only the engine (and their own package's lower
+modules).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ PACKAGE = ROOT / "src" / "dirqueue"
 DESIGN = ROOT / "docs" / "design.md"
 #: Subpackages holding layers above the engine.
 SUBPACKAGES = ("tasks",)
+#: Every subpackage: those and the CLI (``dirqueue/cli/``), the top layer.
+PACKAGES = (*SUBPACKAGES, "cli")
 
 
 def _layers() -> dict[str, float]:
@@ -44,7 +47,7 @@ def _resolve(package: list[str], level: int, module: str | None) -> str:
     """The table's name for ``from {'.' * level}{module} import ...`` in ``package``."""
     base = package[: len(package) - (level - 1)] if level > 1 else package
     parts = [*base, *(module.split(".") if module else [])]
-    if len(parts) == 1 and parts[0] in SUBPACKAGES:
+    if len(parts) == 1 and parts[0] in PACKAGES:
         parts.append("__init__")
     return ".".join(parts)
 
@@ -90,7 +93,7 @@ def test_every_import_goes_to_a_lower_layer() -> None:
 
 
 def _is_cli(name: str) -> bool:
-    return name in ("cli", "__main__", "__init__") or name.startswith("_cli_")
+    return name in ("__main__", "__init__") or name.split(".", maxsplit=1)[0] == "cli"
 
 
 def test_layers_above_the_engine_only_import_the_engine() -> None:

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from ._format import is_job_name, last_error_of
-from .errors import DirQueueError, NoSuchJobError
-from .failed import FailedStore, NoSuchFailedJobError
-from .stats import list_jobs
+from .._format import is_job_name, last_error_of
+from ..errors import DirQueueError, NoSuchJobError
+from ..failed import FailedStore, NoSuchFailedJobError
+from ..stats import list_jobs
 
 if TYPE_CHECKING:
-    from .queue import DirQueue
+    from ..queue import DirQueue
 
 __all__ = ["NoSuchJobError", "UnreadableJobError", "show_job"]
 

@@ -2,7 +2,7 @@
 
 Piped, the data is the job's own bytes, for a program; on a terminal it is whoever
 submitted it speaking to the operator's screen, and is shown escaped like every other
-line ``dq`` prints (:func:`dirqueue._cli_output.escape_controls`).
+line ``dq`` prints (:func:`dirqueue.cli._output.escape_controls`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import codecs
 import os
 from typing import IO, TYPE_CHECKING, BinaryIO, Final
 
-from . import _fs
-from ._cli_output import escape_controls, isatty
-from ._format import is_job_name
-from .errors import NoSuchJobError
-from .failed import FailedStore, NoSuchFailedJobError
+from .. import _fs
+from .._format import is_job_name
+from ..errors import NoSuchJobError
+from ..failed import FailedStore, NoSuchFailedJobError
+from ._output import escape_controls, isatty
 
 if TYPE_CHECKING:
-    from .queue import DirQueue
+    from ..queue import DirQueue
 
 __all__ = ["open_job_data", "print_data"]
 

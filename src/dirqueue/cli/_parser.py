@@ -1,6 +1,6 @@
 """The ``dq`` argument parser: subcommands, their options, and the option types.
 
-:func:`build_parser` makes one subparser per subcommand in :mod:`dirqueue._cli_commands`,
+:func:`build_parser` makes one subparser per subcommand in :mod:`dirqueue.cli._commands`,
 each with an example in its ``--help``; the option types (:func:`parse_age` and its
 kin) turn a bad value into a usage error that says what to write instead.
 """
@@ -12,8 +12,14 @@ import datetime
 import re
 from typing import Final, NoReturn
 
-from ._cli_cancel import cmd_cancel, cmd_empty
-from ._cli_commands import (
+from .._format import is_job_name, validate_metadata
+from .._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, Range, check_number
+from .._version import __version__
+from ..errors import DirQueueError, InvalidMetadataError, InvalidNumberError
+from ..repair import DEFAULT_MIN_AGE
+from ..worker import DEFAULT_MAX_ATTEMPTS
+from ._cancel import cmd_cancel, cmd_empty
+from ._commands import (
     EXIT_OK,
     EXIT_USAGE,
     Context,
@@ -26,15 +32,9 @@ from ._cli_commands import (
     cmd_stats,
     cmd_submit,
 )
-from ._cli_completion import INSTALL, SHELLS, complete_as, completion_script
-from ._cli_output import escape_controls
-from ._cli_run import cmd_deque, cmd_server
-from ._format import is_job_name, validate_metadata
-from ._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, Range, check_number
-from ._version import __version__
-from .errors import DirQueueError, InvalidMetadataError, InvalidNumberError
-from .repair import DEFAULT_MIN_AGE
-from .worker import DEFAULT_MAX_ATTEMPTS
+from ._completion import INSTALL, SHELLS, complete_as, completion_script
+from ._output import escape_controls
+from ._run import cmd_deque, cmd_server
 
 __all__ = ["build_parser", "parse_age"]
 

@@ -14,11 +14,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ._cli_output import escape_controls, format_age
-from .stats import STATES, QueueStats, list_jobs, tally
+from ..stats import STATES, QueueStats, list_jobs, tally
+from ._output import escape_controls, format_age
 
 if TYPE_CHECKING:
-    from .queue import DirQueue
+    from ..queue import DirQueue
 
 __all__ = ["Snapshot", "Watcher", "prometheus_text", "snapshot"]
 

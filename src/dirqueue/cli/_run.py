@@ -17,20 +17,10 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from ._cli_commands import (
-    EXIT_FAILURE,
-    EXIT_JOBS_FAILED,
-    EXIT_NO_JOB,
-    EXIT_OK,
-    Context,
-    UsageError,
-)
-from ._cli_output import Progress, escape_controls, isatty, print_json, table
-from ._cli_signals import StopAnnouncer
-from .errors import DirQueueError
-from .stats import jobs_left
-from .tasks import TaskHandler
-from .worker import (
+from ..errors import DirQueueError
+from ..stats import jobs_left
+from ..tasks import TaskHandler
+from ..worker import (
     CommandHandler,
     Handler,
     Outcome,
@@ -41,6 +31,16 @@ from .worker import (
     run_workers,
     timeout_needs_supervisor,
 )
+from ._commands import (
+    EXIT_FAILURE,
+    EXIT_JOBS_FAILED,
+    EXIT_NO_JOB,
+    EXIT_OK,
+    Context,
+    UsageError,
+)
+from ._output import Progress, escape_controls, isatty, print_json, table
+from ._signals import StopAnnouncer
 
 __all__ = ["cmd_deque", "cmd_server"]
 

@@ -7,9 +7,9 @@ The ids deleted go to standard output, one a line, as ``dq purge`` prints them.
 
 from __future__ import annotations
 
-from ._cli_commands import EXIT_FAILURE, EXIT_OK, Context
-from .errors import JobStateError, NoSuchJobError
-from .stats import queue_stats, require_queue
+from ..errors import JobStateError, NoSuchJobError
+from ..stats import queue_stats, require_queue
+from ._commands import EXIT_FAILURE, EXIT_OK, Context
 
 __all__ = ["cmd_cancel", "cmd_empty"]
 

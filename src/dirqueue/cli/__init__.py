@@ -8,8 +8,8 @@ Perl module's tools (``dq-submit``, ``dq-deque``, ``dq-server``, ``dq-list``) ar
 same subcommands under their old names.
 
 This module holds the entry points (:func:`main`, the console scripts); the
-subcommands are in :mod:`dirqueue._cli_commands`, the parser in
-:mod:`dirqueue._cli_parser`, and what they print with in :mod:`dirqueue._cli_output`.
+subcommands are in :mod:`dirqueue.cli._commands`, the parser in
+:mod:`dirqueue.cli._parser`, and what they print with in :mod:`dirqueue.cli._output`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Final, NoReturn
 
-from ._cli_commands import (
+from ..errors import DirQueueError
+from ._commands import (
     EXIT_FAILURE,
     EXIT_JOBS_FAILED,
     EXIT_NO_JOB,
@@ -31,9 +32,8 @@ from ._cli_commands import (
     Context,
     UsageError,
 )
-from ._cli_output import Progress, escape_controls, format_age, format_size
-from ._cli_parser import build_parser, parse_age
-from .errors import DirQueueError
+from ._output import Progress, escape_controls, format_age, format_size
+from ._parser import build_parser, parse_age
 
 __all__ = [
     "EXIT_FAILURE",

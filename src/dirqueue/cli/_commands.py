@@ -6,7 +6,7 @@ print) that returns the exit status: :data:`EXIT_OK`, :data:`EXIT_FAILURE`,
 run moved jobs to ``failed/``), or it raises :class:`UsageError` for a
 command line that cannot be run as given (:data:`EXIT_USAGE`) and lets the library's
 errors through for :func:`dirqueue.cli.main` to report. The subcommands that run jobs
-(``deque``, ``server``) are in :mod:`dirqueue._cli_run`.
+(``deque``, ``server``) are in :mod:`dirqueue.cli._run`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,14 @@ import sys
 import time
 from typing import IO, Final
 
-from ._cli_data import open_job_data, print_data
-from ._cli_output import (
+from .._results import count_results, read_result, remove_expired
+from ..errors import DirQueueError, NoSuchJobError
+from ..failed import FailedJob, FailedStore
+from ..queue import DirQueue
+from ..repair import RepairReport
+from ..stats import STATES, JobInfo, QueueNotFoundError, list_jobs, require_queue
+from ._data import open_job_data, print_data
+from ._output import (
     Progress,
     escape_controls,
     format_age,
@@ -30,14 +36,8 @@ from ._cli_output import (
     replace_file,
     table,
 )
-from ._cli_show import show_job
-from ._cli_stats import Snapshot, Watcher, prometheus_text, snapshot
-from ._results import count_results, read_result, remove_expired
-from .errors import DirQueueError, NoSuchJobError
-from .failed import FailedJob, FailedStore
-from .queue import DirQueue
-from .repair import RepairReport
-from .stats import STATES, JobInfo, QueueNotFoundError, list_jobs, require_queue
+from ._show import show_job
+from ._stats import Snapshot, Watcher, prometheus_text, snapshot
 
 __all__ = [
     "EXIT_FAILURE",
