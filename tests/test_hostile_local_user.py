@@ -1,0 +1,145 @@
+"""Another local user against root's dq (issue 19, items 8-10).
+
+The attacker is a real process of another uid (a forked child that has dropped to
+:data:`ATTACKER`), able to write into a queue shared with root; root's side is a real
+``dq`` process or a live queue object. Each test shows that what the attacker plants
+changes nothing root does: it reads no file but the job's, writes nowhere but the
+queue, and runs no code but what it was told to run. They need root (to become another
+user) and are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dirqueue import DirQueue
+
+pytestmark = pytest.mark.timeout(60)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+
+GROUP = 61010
+ATTACKER = 61011
+DQ = str(Path(sys.executable).parent / "dq")
+
+
+@contextlib.contextmanager
+def as_attacker(body: Callable[[], None]) -> Iterator[int]:
+    """Run ``body`` in a child of uid ATTACKER (group GROUP) while the block runs; the
+    child's exit code is checked at the end (it is killed if it has not exited)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([GROUP])
+            os.setgid(ATTACKER)
+            os.setuid(ATTACKER)
+            os.umask(0o002)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                body()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    try:
+        yield pid
+    finally:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the attacker's part failed (see stderr)"
+
+
+def run_as_attacker(body: Callable[[], None]) -> None:
+    with as_attacker(body):
+        pass
+
+
+def shared_queue_dir(tmp_path: Path) -> Path:
+    """A queue directory root and the attacker's group may both write (the set-up
+    docs/durability.md gives for a shared queue)."""
+    tmp_path.chmod(0o755)
+    for parent in tmp_path.parents:  # Let the attacker reach it (pytest's 0700 dirs).
+        if parent.stat().st_mode & 0o011 == 0o011:
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)
+    qdir = tmp_path / "shared"
+    qdir.mkdir()
+    os.chown(qdir, 0, GROUP)
+    qdir.chmod(0o2775)
+    return qdir
+
+
+def wait_for_path(path: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.005)
+
+
+def dq_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DQ_")}
+    env.update(extra)
+    return env
+
+
+# -- item 10: code from the working directory -------------------------------------------
+
+PLANTED = "import os\ndef handle(job):\n    open(os.environ['MARK'], 'a').write('planted\\n')\n"
+INSTALLED = "import os\ndef handle(job):\n    open(os.environ['MARK'], 'a').write('installed\\n')\n"
+
+
+@needs_root
+@pytest.mark.parametrize("how", ["dq", "python -m dirqueue"])
+def test_a_handler_module_planted_in_the_current_directory_is_not_run(
+    tmp_path: Path, how: str
+) -> None:
+    qdir = shared_queue_dir(tmp_path)
+    site = tmp_path / "site"  # Where root installed its handler module.
+    site.mkdir()
+    (site / "mytasks.py").write_text(INSTALLED)
+    DirQueue(qdir).enqueue_string("job")
+    run_as_attacker(lambda: (qdir / "mytasks.py").write_text(PLANTED))
+    mark = tmp_path / "mark"
+    argv = [DQ] if how == "dq" else [sys.executable, "-m", "dirqueue"]
+    pythonpath = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [*argv, "server", "--dir", ".", "--until-empty", "--handler", "mytasks:handle"],
+        cwd=qdir, env=dq_env(MARK=str(mark), PYTHONPATH=pythonpath),
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert mark.read_text() == "installed\n"
+
+
+def test_a_handler_file_named_by_its_path_is_run(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    q.enqueue_string("job")
+    (tmp_path / "mytasks.py").write_text(INSTALLED)
+    mark = tmp_path / "mark"
+    done = subprocess.run(
+        [DQ, "server", "--dir", "q", "--until-empty", "--handler", "./mytasks.py:handle"],
+        cwd=tmp_path, env=dq_env(MARK=str(mark)),
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert mark.read_text() == "installed\n"
