@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -73,15 +75,22 @@ def run_as_attacker(body: Callable[[], None]) -> None:
         pass
 
 
-def shared_queue_dir(tmp_path: Path) -> Path:
+@pytest.fixture
+def base() -> Iterator[Path]:
+    """A directory the attacker can reach, outside pytest's own (which another pytest
+    run of root may make 0700 again at any moment)."""
+    path = Path(tempfile.mkdtemp(prefix="dq-hostile-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def shared_queue_dir(base: Path) -> Path:
     """A queue directory root and the attacker's group may both write (the set-up
     docs/durability.md gives for a shared queue)."""
-    tmp_path.chmod(0o755)
-    for parent in tmp_path.parents:  # Let the attacker reach it (pytest's 0700 dirs).
-        if parent.stat().st_mode & 0o011 == 0o011:
-            break
-        parent.chmod(parent.stat().st_mode | 0o011)
-    qdir = tmp_path / "shared"
+    qdir = base / "shared"
     qdir.mkdir()
     os.chown(qdir, 0, GROUP)
     qdir.chmod(0o2775)
@@ -111,9 +120,9 @@ INSTALLED = "import os\ndef handle(job):\n    open(os.environ['MARK'], 'a').writ
 @needs_root
 @pytest.mark.parametrize("how", ["dq", "python -m dirqueue"])
 def test_a_handler_module_planted_in_the_current_directory_is_not_run(
-    tmp_path: Path, how: str
+    base: Path, tmp_path: Path, how: str
 ) -> None:
-    qdir = shared_queue_dir(tmp_path)
+    qdir = shared_queue_dir(base)
     site = tmp_path / "site"  # Where root installed its handler module.
     site.mkdir()
     (site / "mytasks.py").write_text(INSTALLED)
@@ -143,3 +152,57 @@ def test_a_handler_file_named_by_its_path_is_run(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert mark.read_text() == "installed\n"
+
+
+# -- item 8: a command reads any file ------------------------------------------------------
+
+# The command lets the attacker act between the worker's look at the data file and its
+# own open of it (the moment inotify shows an attacker, forced here): it announces that
+# it runs, waits until the attacker has swapped the data file for a symlink, then reads
+# what it was given, by its argument and by DQ_DATA.
+GATED_CAT = (
+    'touch "$GATE"; n=0; while [ ! -e "$SWAPPED" ] && [ $n -lt 1500 ]; do sleep 0.01;'
+    ' n=$((n+1)); done; cat "$1"; echo; cat "$DQ_DATA"'
+)
+
+
+@needs_root
+@pytest.mark.parametrize("subcommand", ["deque", "server"])
+def test_a_command_reads_its_job_not_a_file_swapped_in_for_it(
+    base: Path, tmp_path: Path, subcommand: str
+) -> None:
+    qdir = shared_queue_dir(base)
+    secret = tmp_path / "secret"
+    secret.write_text("root's secret")
+    secret.chmod(0o600)
+    flags = base / "flags"
+    flags.mkdir(mode=0o777)
+    flags.chmod(0o777)
+    gate, swapped = flags / "gate", flags / "swapped"
+    jobid_file = flags / "jobid"
+
+    def submit_then_swap() -> None:
+        q = DirQueue(qdir)
+        jobid_file.write_text(q.enqueue_string("the job's own data"))
+        wait_for_path(gate)
+        data = q.layout.data_path(jobid_file.read_text())
+        os.rename(data, data + ".kept")
+        os.symlink(secret, data)
+        swapped.touch()
+
+    argv = [DQ, subcommand, "--dir", str(qdir)]
+    if subcommand == "server":
+        argv += ["--until-empty", "-q"]
+    with as_attacker(submit_then_swap):
+        wait_for_path(jobid_file)
+        while not jobid_file.read_text():
+            time.sleep(0.005)
+        done = subprocess.run(
+            [*argv, "--", "sh", "-c", GATED_CAT, "sh"],
+            env=dq_env(GATE=str(gate), SWAPPED=str(swapped)),
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+    assert swapped.exists(), done.stderr
+    assert "secret" not in done.stdout
+    assert done.stdout.splitlines() == ["the job's own data", "the job's own data"]
+    assert done.returncode == 0, done.stderr
