@@ -206,3 +206,108 @@ def test_a_command_reads_its_job_not_a_file_swapped_in_for_it(
     assert "secret" not in done.stdout
     assert done.stdout.splitlines() == ["the job's own data", "the job's own data"]
     assert done.returncode == 0, done.stderr
+
+
+# -- item 9: files written outside the queue ---------------------------------------------
+
+
+def root_only_dir(base: Path) -> Path:
+    """A directory of root's that the attacker would like root to write into; its mtime
+    set far back, so that any name made or removed in it shows."""
+    target = base / "rootdir"
+    target.mkdir()
+    target.chmod(0o755)
+    os.utime(target, (1_000_000, 1_000_000))
+    return target
+
+
+def untouched(target: Path) -> bool:
+    return os.listdir(target) == [] and target.stat().st_mtime == 1_000_000
+
+
+def first_use(q: DirQueue) -> None:
+    """What a live producer and worker have done before the attack: a job through, and
+    an idle pickup (which lets go of the worker's lock file in tmp/)."""
+    q.enqueue_string("before")
+    job = q.pickup_queued_job()
+    assert job is not None
+    job.finish()
+    assert q.pickup_queued_job() is None
+
+
+def one_job_through(q: DirQueue) -> None:
+    jobid = q.enqueue_string("after", {"k": "v"})
+    job = q.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == jobid
+    job.update_control(job.control)  # A rewritten control file is made in tmp/ too.
+    job.finish()
+
+
+@needs_root
+@pytest.mark.parametrize("subdir", ["tmp", "active"])
+@pytest.mark.parametrize("how", ["moved", "removed"])
+def test_a_live_queue_object_writes_nothing_through_a_subdirectory_swapped_for_a_symlink(
+    base: Path, subdir: str, how: str
+) -> None:
+    qdir = shared_queue_dir(base)
+    target = root_only_dir(base)
+    old = os.umask(0o002)
+    try:
+        q = DirQueue(qdir, active_file_lifetime=1)
+        first_use(q)
+
+        def swap() -> None:
+            if how == "moved":
+                os.rename(qdir / subdir, qdir / f"{subdir}.moved")
+            else:
+                os.rmdir(qdir / subdir)
+            os.symlink(target, qdir / subdir)
+
+        run_as_attacker(swap)
+        if how == "moved":
+            # The queue object's directories are the ones it opened: the jobs go on
+            # through them (in tmp.moved/ or active.moved/).
+            one_job_through(q)
+        else:
+            # Its directory is gone, and what is in its place is refused.
+            with pytest.raises(OSError):
+                one_job_through(q)
+        assert untouched(target), os.listdir(target)
+        # A queue object made after the swap refuses the symlink.
+        with pytest.raises(OSError, match="symlink"):
+            DirQueue(qdir).enqueue_string("refused")
+        assert untouched(target), os.listdir(target)
+    finally:
+        os.umask(old)
+
+
+@needs_root
+@pytest.mark.parametrize("subdir", ["tmp", "active"])
+def test_a_live_queue_object_recovers_once_repair_removes_a_symlinked_subdirectory(
+    base: Path, subdir: str
+) -> None:
+    qdir = shared_queue_dir(base)
+    target = root_only_dir(base)
+    old = os.umask(0o002)
+    try:
+        q = DirQueue(qdir)
+        first_use(q)
+
+        def swap() -> None:
+            os.rmdir(qdir / subdir)
+            os.symlink(target, qdir / subdir)
+
+        run_as_attacker(swap)
+        fixed = subprocess.run(
+            [DQ, "fsck", "--dir", str(qdir), "--repair"],
+            env=dq_env(), capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert not (qdir / subdir).is_symlink(), fixed.stdout + fixed.stderr
+        # The same queue object, not restarted, works again: the directory is made anew.
+        one_job_through(q)
+        assert (qdir / subdir).is_dir()
+        assert untouched(target), os.listdir(target)
+        assert list(q.jobs()) == []
+    finally:
+        os.umask(old)

@@ -123,13 +123,15 @@ def at(
     *,
     create: bool = False,
     created: list[str] | None = None,
+    retry: bool = True,
 ) -> _T:
     """``operation(fd)`` with this thread's descriptor of ``root/parts...``.
 
     If it fails with ``ENOENT`` or ``ESTALE`` through a descriptor kept from before,
     the directory may have been removed since: the descriptor is dropped and the
-    operation tried once more through a fresh one. Directories made on the way are
-    added to ``created``.
+    operation tried once more through a fresh one (unless ``retry`` is False: for an
+    operation to which a missing name is a common answer). Directories made on the way
+    are added to ``created``.
     """
     fd, made, fresh = _get(root, parts, create)
     if created is not None:
@@ -137,7 +139,7 @@ def at(
     try:
         return operation(fd)
     except OSError as err:
-        if fresh or not _fs.is_gone(err):
+        if fresh or not retry or not _fs.is_gone(err):
             raise
     forget(root, parts)
     fd, made, _ = _get(root, parts, create)
