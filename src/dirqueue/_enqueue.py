@@ -665,9 +665,10 @@ def _fsync_parents(directories: list[str], created: list[str]) -> None:
 
 def bump_queue_mtime(config: QueueConfig) -> None:
     """Touch ``queue/``: waiting dequeuers on every host watch its mtime (and inotify
-    sees the touch). Not ours (another user's queue)? The new entry changed it anyway."""
+    sees the touch). Not ours (another user's queue)? The new entry changed it anyway.
+    Through queue/'s descriptor: a symlink put in its place is not followed."""
     with contextlib.suppress(OSError):
-        os.utime(config.layout.queue_dir)
+        in_queue_dir(config, (Layout.QUEUE,), os.utime)
 
 
 def write_chunks(fd: int, chunks: Iterable[Chunk]) -> int:
