@@ -1,8 +1,8 @@
 """Directory descriptors kept open between jobs, so that a job's files are reached
 without walking to their directory each time.
 
-Every enqueue links into ``data/C1/C2`` and ``queue/``; every pickup reads from and
-finishes in ``data/C1/C2``. Opened afresh for each job (one ``openat2`` and one
+Every enqueue links into ``data/C1/C2`` and ``queue/`` from ``tmp/``; every pickup
+links into ``active/`` and reads from and finishes in ``data/C1/C2``. Opened afresh for each job (one ``openat2`` and one
 ``close``, with the walk that refuses symlinks), those directories cost a third of an
 enqueue's system calls. Here each thread keeps the descriptors it opened, up to
 :data:`PER_THREAD`, and hands them out again.
@@ -23,8 +23,10 @@ Why this is safe:
 - After ``fork`` the child keeps using the inherited descriptors (they name the same
   directories); they are opened ``O_CLOEXEC``, so a job's command never inherits them.
 
-What it does not notice: a queue directory *renamed* away (not removed) keeps being
-used under its new name by a process that had it open. Moving a live queue is not
+What it does not notice: a directory *renamed* away (not removed) keeps being used
+under its new name by a process that had it open. For a ``tmp/`` another user moved
+aside and replaced with a symlink that is the safe answer: the files still go where
+they went, never through the symlink. Moving a live queue is not
 supported; stop its workers first (as before unmounting the filesystem it is on: the
 kept descriptors, like any open file, keep it busy).
 """
@@ -41,7 +43,8 @@ from . import _fs
 __all__ = ["FEW", "PER_PROCESS", "PER_THREAD", "at", "clear", "forget"]
 
 #: Descriptors one thread keeps; the least recently opened goes first. A producer uses
-#: two (its data directory and queue/), a consumer one per producer it meets.
+#: three (tmp/, its data directory and queue/), a consumer tmp/, active/ and one per
+#: producer it meets.
 PER_THREAD: Final = 32
 #: Descriptors all threads of a process keep together, beyond which each thread keeps
 #: no more than :data:`FEW` (a pool of 100 consumer threads must not reach the usual
