@@ -2,9 +2,9 @@
 without walking to their directory each time.
 
 Every enqueue links into ``data/C1/C2`` and ``queue/`` from ``tmp/``; every pickup
-links into ``active/`` and reads from and finishes in ``data/C1/C2``. Opened afresh for each job (one ``openat2`` and one
-``close``, with the walk that refuses symlinks), those directories cost a third of an
-enqueue's system calls. Here each thread keeps the descriptors it opened, up to
+links into ``active/`` and reads from and finishes in ``data/C1/C2``. Opened afresh
+for each job (one ``openat2`` and one ``close``, with the walk that refuses
+symlinks), those directories cost a third of an enqueue's system calls. Here each thread keeps the descriptors it opened, up to
 :data:`PER_THREAD`, and hands them out again.
 
 Why this is safe:
@@ -26,8 +26,8 @@ Why this is safe:
 What it does not notice: a directory *renamed* away (not removed) keeps being used
 under its new name by a process that had it open. For a ``tmp/`` another user moved
 aside and replaced with a symlink that is the safe answer: the files still go where
-they went, never through the symlink. Moving a live queue is not
-supported; stop its workers first (as before unmounting the filesystem it is on: the
+they went, never through the symlink. Moving a live queue is not supported; stop
+its workers first (as before unmounting the filesystem it is on: the
 kept descriptors, like any open file, keep it busy).
 """
 
