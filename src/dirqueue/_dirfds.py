@@ -4,8 +4,9 @@ without walking to their directory each time.
 Every enqueue links into ``data/C1/C2`` and ``queue/`` from ``tmp/``; every pickup
 links into ``active/`` and reads from and finishes in ``data/C1/C2``. Opened afresh
 for each job (one ``openat2`` and one ``close``, with the walk that refuses
-symlinks), those directories cost a third of an enqueue's system calls. Here each thread keeps the descriptors it opened, up to
-:data:`PER_THREAD`, and hands them out again.
+symlinks), those directories cost a third of an enqueue's system calls. Here each
+thread keeps the descriptors it opened, up to :data:`PER_THREAD`, and hands them out
+again.
 
 Why this is safe:
 
