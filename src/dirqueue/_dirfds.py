@@ -91,23 +91,26 @@ class _Cache(threading.local):
 _cache = _Cache()
 
 
-def _get(root: str, parts: tuple[str, ...], create: bool) -> tuple[int, list[str], bool]:
+def _get(root: str, parts: tuple[str, ...], create: bool) -> tuple[_Held, list[str], bool]:
     """This thread's descriptor of ``root/parts...`` (never through a symlink in
     ``parts``), the directories made for it (with ``create``), and whether it was
-    opened just now. The caller must not close it."""
+    opened just now. The caller must not close it, and keeps the ``_Held`` while it
+    uses the descriptor: an operation in one directory may use another's (a link from
+    tmp/ into queue/), whose opening may push the first out of the cache, and it is
+    closed only once no one holds it."""
     held = _cache.held
     key = (root, parts)
     entry = held.get(key)
     if entry is not None:
-        return entry.fd, [], False
+        return entry, [], False
     if create:
         fd, created = _fs.ensure_dir_nofollow(root, parts)
     else:
         fd, created = _fs.open_dir_nofollow(root, parts), []
     if len(held) >= PER_THREAD or (len(held) >= FEW and _open_count[0] >= PER_PROCESS):
         del held[next(iter(held))]  # Closed by _Held.__del__.
-    held[key] = _Held(fd)
-    return fd, created, True
+    entry = held[key] = _Held(fd)
+    return entry, created, True
 
 
 def forget(root: str, parts: tuple[str, ...]) -> None:
@@ -137,16 +140,16 @@ def at(
     operation to which a missing name is a common answer). Directories made on the way
     are added to ``created``.
     """
-    fd, made, fresh = _get(root, parts, create)
+    entry, made, fresh = _get(root, parts, create)
     if created is not None:
         created.extend(made)
     try:
-        return operation(fd)
+        return operation(entry.fd)
     except OSError as err:
         if fresh or not retry or not _fs.is_gone(err):
             raise
     forget(root, parts)
-    fd, made, _ = _get(root, parts, create)
+    entry, made, _ = _get(root, parts, create)
     if created is not None:
         created.extend(made)
-    return operation(fd)
+    return operation(entry.fd)

@@ -601,8 +601,12 @@ def _roll_back(config: QueueConfig, staged: list[_Staged]) -> None:
     for st in reversed(staged):
         if st.queue_path:
             with contextlib.suppress(OSError):
-                in_queue_dir(config, st.queue_parts,
-                             functools.partial(_unlink_name, st.jobid))
+                in_queue_dir(
+                    config,
+                    st.queue_parts,
+                    functools.partial(_unlink_name, st.jobid),
+                    missing_is_an_answer=True,
+                )
     for st in staged:
         if st.data_linked:
             with contextlib.suppress(OSError):
@@ -621,7 +625,12 @@ def _unlink_tmp_names(config: QueueConfig, st: _Staged) -> None:
 def _unlink_in_tmp(config: QueueConfig, name: str) -> None:
     """Remove ``tmp/name`` (through tmp/'s descriptor); gone already is fine."""
     with contextlib.suppress(FileNotFoundError):
-        in_queue_dir(config, (Layout.TMP,), functools.partial(_unlink_name, name))
+        in_queue_dir(
+            config,
+            (Layout.TMP,),
+            functools.partial(_unlink_name, name),
+            missing_is_an_answer=True,
+        )
 
 
 def _unlink_name(name: str, dir_fd: int) -> None:

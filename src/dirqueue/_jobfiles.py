@@ -201,7 +201,7 @@ def in_queue_dir(
     parts: tuple[str, ...],
     operation: Callable[[int], _T],
     *,
-    look: bool = False,
+    missing_is_an_answer: bool = False,
 ) -> _T:
     """``operation(fd)`` on this thread's descriptor of ``DIR/parts...`` (``tmp/``,
     ``active/``...), never reached through a symlink, and made again if it has gone.
@@ -211,11 +211,12 @@ def in_queue_dir(
     ``tmp/`` for a symlink to a directory of ours and have our files made there. A
     descriptor kept from before names the directory it was opened on; one removed since
     (``dq fsck --repair`` removing a symlink found in its place, say) is opened afresh,
-    and made again if missing, so a live queue object goes on working. With ``look``
-    (an ``lstat``), a name not found is the answer, not a sign that the directory has
-    gone: the next operation that makes or removes a name finds that out.
+    and made again if missing, so a live queue object goes on working. With
+    ``missing_is_an_answer`` (an ``lstat``, an ``unlink``), a name not found is the
+    answer, not a sign that the directory has gone: the next operation that makes a
+    name finds that out.
     """
-    return _dirfds.at(config.dir, parts, operation, create=True, retry=not look)
+    return _dirfds.at(config.dir, parts, operation, create=True, retry=not missing_is_an_answer)
 
 
 def create_control(

@@ -487,12 +487,17 @@ def _create(name: str, mode: int, dir_fd: int) -> int:
 def _look_in_active(config: QueueConfig, jobid: str) -> os.stat_result:
     """lstat ``active/jobid`` (``FileNotFoundError`` if nothing is there)."""
     return in_queue_dir(
-        config, (Layout.ACTIVE,), lambda fd: os.lstat(jobid, dir_fd=fd), look=True
+        config,
+        (Layout.ACTIVE,),
+        lambda fd: os.lstat(jobid, dir_fd=fd),
+        missing_is_an_answer=True,
     )
 
 
 def _unlink_in(config: QueueConfig, parts: tuple[str, ...], name: str) -> None:
-    in_queue_dir(config, parts, lambda fd: os.unlink(name, dir_fd=fd))
+    in_queue_dir(
+        config, parts, lambda fd: os.unlink(name, dir_fd=fd), missing_is_an_answer=True
+    )
 
 
 class Standing(enum.Enum):
@@ -598,7 +603,6 @@ def _remove_dead_owners_lock_file(config: QueueConfig, lock: os.stat_result,
     pid = judged.owner.pid
     if pid is None:
         return
-
 
     def remove(tmp_fd: int) -> None:
         for name in os.listdir(tmp_fd):
