@@ -219,7 +219,10 @@ def _import_file(path: str) -> Any:
         raise ValueError(
             f"handler file {path!r} is not a Python file: name a file like ./tasks.py"
         )
-    if name in sys.modules:
+    known = sys.modules.get(name)
+    if known is not None:
+        if os.path.realpath(getattr(known, "__file__", None) or "") == os.path.realpath(path):
+            return known  # This very file, loaded before.
         raise ValueError(
             f"handler file {path!r} would be module {name!r}, which is imported already:"
             " give the file another name"
