@@ -216,7 +216,24 @@ def in_queue_dir(
     answer, not a sign that the directory has gone: the next operation that makes a
     name finds that out.
     """
-    return _dirfds.at(config.dir, parts, operation, create=True, retry=not missing_is_an_answer)
+    try:
+        return _dirfds.at(
+            config.dir, parts, operation, create=True, retry=not missing_is_an_answer
+        )
+    except OSError as err:
+        where = config.layout.path(*parts)
+        if err.errno in (errno.ELOOP, errno.ENOTDIR) and err.filename in (
+            "/".join(parts),
+            where,
+        ):
+            # The directory itself (not a name in it) is a symlink: say so, and how to mend it.
+            raise OSError(
+                err.errno,
+                "is a symlink or not a directory: a queue's subdirectories must be real"
+                " directories (run 'dq fsck --repair')",
+                where,
+            ) from None
+        raise
 
 
 def create_control(
