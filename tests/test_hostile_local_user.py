@@ -271,7 +271,7 @@ def test_a_live_queue_object_writes_nothing_through_a_subdirectory_swapped_for_a
             one_job_through(q)
         else:
             # Its directory is gone, and what is in its place is refused.
-            with pytest.raises(OSError, match="symlink|symbolic link"):
+            with pytest.raises(OSError, match=r"symlink|symbolic link"):
                 one_job_through(q)
         assert untouched(target), os.listdir(target)
         # A queue object made after the swap refuses the symlink.
