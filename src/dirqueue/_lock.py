@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-from . import _dirfds, _fs
+from . import _fs
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import current_pid, this_process
@@ -361,7 +361,6 @@ def _link_lock_file(
     job finished meanwhile is found gone when its control file is read, and the lock
     taken back. None where no lock file can be kept: the caller links as over NFS.
     """
-    active = (config.layout.ACTIVE,)
     lock_file = keeper.get()
     for _ in range(2):
         if lock_file is None:
@@ -373,8 +372,7 @@ def _link_lock_file(
         held = HeldLock(jobid, lock_file.stat, lock_file.stamp, lock_file)
         try:
             lock_file.freshen()
-            _dirfds.at(config.dir, active, functools.partial(_fs.link_open_file, lock_file.fd,
-                                                             jobid), create=True)
+            _in_active(config, functools.partial(_fs.link_open_file, lock_file.fd, jobid))
         except BaseException as err:
             # Whatever link() said (a retry through a fresh directory descriptor can
             # answer EEXIST for our own first try), our inode there means ours: no
