@@ -347,7 +347,7 @@ class Job:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=tmp_fd)
-            os.close(tmp_fd)
+            _fs.close_dir(tmp_fd)
         self._control = control
         self.metadata = control.metadata
 
