@@ -4,7 +4,7 @@
 2. ``dq stats`` shows the queue.
 3. A few jobs are run the spooler way, one process per job (``dq deque``), which
    rebuilds the handler's table of primes every time.
-4. ``dq server --workers 2 --handler demo_handler:handle --until-empty`` runs the rest
+4. ``dq server --workers 2 --handler ./demo_handler.py:handle --until-empty`` runs the rest
    in two persistent workers that build the table once each.
 5. A summary: jobs per worker, throughput, the failure policy at work (the poisoned
    jobs end in failed/ after 3 attempts), and ``dq stats`` after.
@@ -111,11 +111,13 @@ def run_cold(qdir: Path, env: dict[str, str]) -> float:
 
 
 def run_server(qdir: Path, env: dict[str, str]) -> float | None:
-    heading("the server way: dq server --workers 2 --handler demo_handler:handle --until-empty")
+    heading(
+        "the server way: dq server --workers 2 --handler ./demo_handler.py:handle --until-empty"
+    )
     started = time.monotonic()
     server = subprocess.run(  # noqa: S603
         [DQ, "server", "--dir", str(qdir), "--workers", "2", "--until-empty",
-         "--poll-interval", "0.2", "--handler", "demo_handler:handle"],
+         "--poll-interval", "0.2", "--handler", "./demo_handler.py:handle"],
         cwd=HERE, env=env, text=True, stderr=subprocess.PIPE, check=False, timeout=300,
     )
     elapsed = time.monotonic() - started

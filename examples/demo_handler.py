@@ -1,7 +1,7 @@
 """The demo's job handler: for each number in a job, how many primes are up to it.
 
 It needs a table of primes that takes a good fraction of a second to build. A
-persistent worker (``dq server --handler demo_handler:handle``) builds it once and
+persistent worker (``dq server --handler ./demo_handler.py:handle``) builds it once and
 keeps it warm for every job after; a process started per job
 (``dq deque -- python demo_handler.py``) pays for it every time. That is the whole
 point of a processing server.

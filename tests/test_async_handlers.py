@@ -51,7 +51,7 @@ def test_server_awaits_an_async_handler_once_per_job_on_one_loop_per_worker(
     (tmp_path / "async_tasks.py").write_text(ASYNC_HANDLER)
     proc = subprocess.Popen(
         [DQ, "server", "--dir", str(q.dir), "--workers", workers, "--until-empty",
-         "--json", "--handler", "async_tasks:handle"],
+         "--json", "--handler", "./async_tasks.py:handle"],
         cwd=tmp_path, env={**os.environ, "RESULTS": str(results), "PYTHONWARNINGS": "always"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
@@ -159,7 +159,7 @@ def test_load_handler_refuses_a_constant_in_one_line(
     assert "\n" not in str(caught.value)
     proc = subprocess.run(
         [DQ, "server", "--dir", str(tmp_path / "q"), "--until-empty",
-         "--handler", "async_tasks:NOT_A_FUNCTION"],
+         "--handler", "./async_tasks.py:NOT_A_FUNCTION"],
         cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False,
     )
     assert proc.returncode != 0

@@ -69,7 +69,8 @@ def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
 
     def unlink(path: str, **kw: Any) -> None:
         real["unlink"](path, **kw)
-        events.append(("unlink", rel(path) if kw.get("dir_fd") is None else path))
+        dir_fd = kw.get("dir_fd")
+        events.append(("unlink", rel(path) if dir_fd is None else where(path, dir_fd)))
 
     patched: dict[str, Callable[..., Any]] = {
         "fsync": fsync, "link": link, "unlink": unlink, "open": open_,

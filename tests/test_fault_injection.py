@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from _helpers import recorded_logs
-from dirqueue import DirQueue, DirQueueError, Job
+from dirqueue import DirQueue, DirQueueError, Job, _dirfds
 from dirqueue._format import attempts_of, parse_control
 from dirqueue._identity import this_process
 from durability_checks import assert_no_half_jobs, assert_no_orphans, deferred_jobs, files_under
@@ -97,6 +97,10 @@ class Scenario:
     name = ""
 
     def __init__(self, root: Path) -> None:
+        # Each scenario starts with no kept directory descriptors: an earlier one's,
+        # pushed out of this thread's cache in the armed run, would be closed there, a
+        # call that is not the operation's (and not there when the calls were counted).
+        _dirfds.clear()
         self.q = DirQueue(root / "q", active_file_lifetime=600)
         self.bystander = self.q.enqueue_string("bystander", {"role": "bystander"}, priority=90)
 

@@ -141,7 +141,7 @@ def test_a_python_handler_past_its_timeout_has_its_worker_replaced(tmp_path: Pat
     try:
         done = run(
             [DQ, "server", "--dir", str(q.dir), "--until-empty", "--timeout", "1",
-             "--max-attempts", "2", "--json", "--handler", "hanging:handle"],
+             "--max-attempts", "2", "--json", "--handler", "./hanging.py:handle"],
             marks, cwd=tmp_path,
         )
         runs = [line.split(" ", 1) for line in (marks / "pids").read_text().splitlines()]

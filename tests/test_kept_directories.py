@@ -157,3 +157,23 @@ def test_many_threads_together_keep_a_bounded_number_of_directories(tmp_path: Pa
     assert kept <= _dirfds.PER_PROCESS + threads * _dirfds.FEW
     assert kept < threads * queues_each * 2
     assert sum(len(list(q.jobs())) for q in queues) == queues_each * (threads + 1)
+
+
+@pytest.mark.parametrize("fanout", [False, True])
+def test_a_directory_in_use_is_not_closed_when_another_pushes_it_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fanout: bool
+) -> None:
+    # A control file is linked from tmp/ into queue/ with both descriptors at once;
+    # opening queue/ with a full cache pushes tmp/'s out, which must stay open until
+    # the link is done (it was closed under it: EBADF, seen in the kill test).
+    monkeypatch.setattr(_dirfds, "PER_THREAD", 1)
+    _dirfds.clear()
+    q = DirQueue(tmp_path / "q", queue_fanout=fanout)
+    jobs = [q.enqueue_string(f"job {i}") for i in range(20)]
+    for _ in jobs:
+        job = q.pickup_queued_job()
+        assert job is not None
+        job.update_control(job.control)
+        job.finish()
+    assert files_under(tmp_path / "q") == []
+    _dirfds.clear()

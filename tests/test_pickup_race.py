@@ -29,6 +29,14 @@ GATE_TIMEOUT = 5.0
 REAL_LINK = os.link
 REAL_LINK_OPEN = dirqueue._fs.link_open_file
 
+
+def named(name: Any, dir_fd: int | None) -> str:
+    """The path of ``name``, in directory ``dir_fd`` if given (dirqueue makes and removes
+    names in tmp/ and active/ through their descriptors)."""
+    if dir_fd is None:
+        return os.fspath(name)
+    return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), os.fspath(name))
+
 #: ``install(gate)``: from now on the step that lands a lock in active/ runs as
 #: ``gate(step)``, where ``step()`` does it.
 GateInstaller = Callable[[Callable[[Callable[[], Any]], Any]], None]
@@ -46,7 +54,7 @@ def lock_step(
 
         def install_link(gate: Callable[[Callable[[], Any]], Any]) -> None:
             def link(src: str, dst: str, **kwargs: Any) -> None:
-                if "/active/" not in dst:
+                if "/active/" not in named(dst, kwargs.get("dst_dir_fd")):
                     REAL_LINK(src, dst, **kwargs)
                     return
                 gate(lambda: REAL_LINK(src, dst, **kwargs))
@@ -374,12 +382,13 @@ def test_stale_lock_race_third_dequeuer_in_the_breakers_window(
     lock = qdir / "active" / jobid
     lock.write_text(f"{socket.gethostname()}\n{dead_pid}\n")
     os.utime(lock, (time.time() - 3600,) * 2)
-    active_path = str(lock)
+    active_path = os.path.realpath(lock)
     c_results: list[Job | None] = []
     real_unlink = os.unlink
 
     def gated_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        if me() == "A" and os.fspath(path) == active_path and not c_results:
+        where = named(path, kwargs.get("dir_fd"))
+        if me() == "A" and where == active_path and not c_results:
             c_results.append(queue_c.pickup_queued_job())  # In A's window: held token.
             real_unlink(path, *args, **kwargs)
             c_results.append(queue_c.pickup_queued_job())  # Unlocked: a fair race.
@@ -436,7 +445,7 @@ def test_where_no_lock_file_can_be_kept_each_lock_is_linked_from_tmp(
     linked: list[str] = []
 
     def link(src: str, dst: str, **kwargs: Any) -> None:
-        linked.append(dst)
+        linked.append(named(dst, kwargs.get("dst_dir_fd")))
         REAL_LINK(src, dst, **kwargs)
 
     monkeypatch.setattr("dirqueue._lock.os.link", link)
@@ -444,7 +453,7 @@ def test_where_no_lock_file_can_be_kept_each_lock_is_linked_from_tmp(
     monkeypatch.undo()
     assert job is not None
     assert job.jobid == jobid
-    assert linked == [str(qdir / "active" / jobid)]
+    assert linked == [os.path.realpath(qdir / "active" / jobid)]
     assert_held_by(qdir, job)
     job.finish()
     assert files_under(qdir) == []

@@ -38,7 +38,7 @@ def test_two_servers_of_two_workers_do_every_job_once(tmp_path: Path) -> None:
     (tmp_path / "exactly_once.py").write_text(HANDLER)
     env = {**os.environ, "RESULTS": str(results)}
     argv = [DQ, "server", "--dir", str(tmp_path / "q"), "--workers", "2", "--until-empty",
-            "--json", "--handler", "exactly_once:handle"]
+            "--json", "--handler", "./exactly_once.py:handle"]
     servers = [
         subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -81,7 +81,7 @@ def test_a_job_that_kills_its_workers_ends_in_failed(tmp_path: Path) -> None:
     os.environ["DONE"] = str(tmp_path / "done")
     try:
         done = _dq("server", "--dir", "q", "--workers", "2", "--until-empty",
-                   "--max-attempts", "3", "--json", "--handler", "poison:handle", cwd=tmp_path)
+                   "--max-attempts", "3", "--json", "--handler", "./poison.py:handle", cwd=tmp_path)
     finally:
         del os.environ["DONE"]
     assert done.returncode == 4, done.stderr  # It ended, and moved a job to failed/.

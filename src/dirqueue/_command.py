@@ -1,7 +1,8 @@
 """A shell command as a worker's handler: its environment, its stderr, its exit status.
 
-:class:`CommandHandler` runs ``argv + [data path]`` for each job (``dq server -- CMD``
-and ``dq deque``); :func:`job_environment` is what the command learns about its job;
+:class:`CommandHandler` runs ``argv + ["/dev/fd/N"]`` for each job (``dq server --
+CMD`` and ``dq deque``), N a descriptor of the job's data file; :func:`job_environment`
+is what the command learns about its job;
 :class:`CommandFailedError` is how a non-zero exit becomes the job's failure.
 """
 
@@ -81,12 +82,14 @@ def _shell_words(argv: Sequence[str]) -> str:
 _ENV_NAME_RE: Final = re.compile(r"[^A-Za-z0-9_]")
 
 
-def job_environment(job: Job, attempt: int) -> dict[str, str]:
+def job_environment(job: Job, attempt: int, data: str | None = None) -> dict[str, str]:
     """The environment variables a job's command gets (besides the worker's own).
 
-    ``DQ_JOBID``, ``DQ_DIR`` and ``DQ_DATA`` (absolute paths, so a command that changes
-    directory still finds them), ``DQ_ATTEMPT``, ``DQ_METADATA`` (all metadata as a JSON
-    object) and ``DQ_META_<NAME>`` per item: the name upper-cased, characters other
+    ``DQ_JOBID``, ``DQ_DIR`` (an absolute path, so a command that changes directory
+    still finds it), ``DQ_DATA`` (``data``: what the command is given to read the data
+    by, ``/dev/fd/N`` from :class:`CommandHandler`; the data file's absolute path if
+    None), ``DQ_ATTEMPT``, ``DQ_METADATA`` (all metadata as a JSON object) and
+    ``DQ_META_<NAME>`` per item: the name upper-cased, characters other
     than letters, digits and ``_`` turned into ``_``. Names that come out the same
     (``a-b`` and ``A_B``) would overwrite each other in an order no one chose; the
     first in sorted order (code point order: ``A_B`` before ``a-b``) gets the variable,
@@ -95,7 +98,7 @@ def job_environment(job: Job, attempt: int) -> dict[str, str]:
     env = {
         "DQ_JOBID": job.jobid,
         "DQ_DIR": os.path.abspath(job.queue_dir),
-        "DQ_DATA": os.path.abspath(job.get_data_path()),
+        "DQ_DATA": data if data is not None else os.path.abspath(job.get_data_path()),
         "DQ_ATTEMPT": str(attempt),
         "DQ_METADATA": json.dumps(job.metadata, ensure_ascii=False, sort_keys=True),
     }
@@ -105,7 +108,12 @@ def job_environment(job: Job, attempt: int) -> dict[str, str]:
 
 
 class CommandHandler:
-    """A handler that runs ``argv + [data path]`` for each job.
+    """A handler that runs ``argv + ["/dev/fd/N"]`` for each job.
+
+    N is a descriptor of the job's data file, open for reading in the command (and in
+    what it starts that inherits it): reading ``/dev/fd/N`` reads the job's data
+    whatever happens to the file's name meanwhile. ``DQ_DATA`` says the same
+    (:func:`job_environment`).
 
     The command runs in a process group of its own, so a Ctrl-C at the terminal reaches
     the worker (which lets the job finish) and not the command, and it dies with its
@@ -157,27 +165,31 @@ class CommandHandler:
 
     def __call__(self, job: Job) -> bytes | None:
         attempt = attempts_of(job.control) + 1
-        # The command is handed a path, which it will follow: look, just before it
-        # starts, that the name is still the job's own regular file (not a symlink
-        # another user of the queue put in its place to have us read their target).
-        # CorruptJobError otherwise; the command never runs.
-        job.open_data().close()
-        argv = [*self.argv, job.get_data_path()]
-        env = {**os.environ, **job_environment(job, attempt)}
-        try:
-            tie = _tied_to(os.getpid())
-            with _running_guard:
-                proc = subprocess.Popen(  # noqa: S603 - running the user's command is the point
-                    argv,
-                    env=env,
-                    stderr=subprocess.PIPE,
-                    stdout=subprocess.PIPE if self.capture_stdout else None,
-                    # Only system calls run there (_tied_to), which no thread can upset.
-                    preexec_fn=tie,  # noqa: PLW1509
-                )
-                _running.add(proc.pid)
-        except OSError as err:
-            raise CommandFailedError(argv, 127, str(err)) from err
+        # The command is handed the data file open, as /dev/fd/N, never its path: a path
+        # is followed when the command opens it, and by then another user of the queue
+        # may have swapped the name for a symlink to a file only we may read (no check
+        # of ours before the command starts can close that gap). The descriptor is the
+        # job's own regular file, reached without following a symlink (CorruptJobError
+        # otherwise, and the command never runs); what the name holds later is no matter.
+        with job.open_data() as data:
+            fd = data.fileno()
+            argv = [*self.argv, _fd_path(fd)]
+            env = {**os.environ, **job_environment(job, attempt, _fd_path(fd))}
+            try:
+                tie = _tied_to(os.getpid())
+                with _running_guard:
+                    proc = subprocess.Popen(  # noqa: S603 - running the user's command is the point
+                        argv,
+                        env=env,
+                        stderr=subprocess.PIPE,
+                        stdout=subprocess.PIPE if self.capture_stdout else None,
+                        pass_fds=(fd,),
+                        # Only system calls run there (_tied_to), which no thread can upset.
+                        preexec_fn=tie,  # noqa: PLW1509
+                    )
+                    _running.add(proc.pid)
+            except OSError as err:
+                raise CommandFailedError(argv, 127, str(err)) from err
         tail = bytearray()
         pump = threading.Thread(target=_pump_stderr, args=(proc.stderr, tail), daemon=True)
         pump.start()
@@ -217,6 +229,12 @@ def _collect(stream: Any, out: bytearray) -> None:
     with stream:
         for chunk in iter(lambda: stream.read1(65536), b""):
             out.extend(chunk[: max(0, STDOUT_LIMIT - len(out))])
+
+
+def _fd_path(fd: int) -> str:
+    """The name under which a process that has descriptor ``fd`` opens its file anew
+    (on Linux a fresh open of the very file, wherever its name has gone)."""
+    return f"/dev/fd/{fd}"
 
 
 def _pump_stderr(stream: Any, tail: bytearray) -> None:

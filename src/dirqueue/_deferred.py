@@ -18,7 +18,7 @@ import os
 import time
 from typing import NamedTuple
 
-from . import _fs
+from . import _dirfds, _fs
 from ._config import QueueConfig
 from ._format import match_job_name
 from ._layout import Layout
@@ -101,6 +101,7 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
     if moved:
         # Waiting dequeuers watch queue/'s mtime; a rename into it moves it anyway, but
         # not on every network filesystem.
+        # Through queue/'s descriptor: a symlink put in its place is not followed.
         with contextlib.suppress(OSError):
-            os.utime(config.layout.queue_dir)
+            _dirfds.at(config.dir, (Layout.QUEUE,), os.utime)
     return moved, min(later, default=None)

@@ -1,11 +1,12 @@
 """Directory descriptors kept open between jobs, so that a job's files are reached
 without walking to their directory each time.
 
-Every enqueue links into ``data/C1/C2`` and ``queue/``; every pickup reads from and
-finishes in ``data/C1/C2``. Opened afresh for each job (one ``openat2`` and one
-``close``, with the walk that refuses symlinks), those directories cost a third of an
-enqueue's system calls. Here each thread keeps the descriptors it opened, up to
-:data:`PER_THREAD`, and hands them out again.
+Every enqueue links into ``data/C1/C2`` and ``queue/`` from ``tmp/``; every pickup
+links into ``active/`` and reads from and finishes in ``data/C1/C2``. Opened afresh
+for each job (one ``openat2`` and one ``close``, with the walk that refuses
+symlinks), those directories cost a third of an enqueue's system calls. Here each
+thread keeps the descriptors it opened, up to :data:`PER_THREAD`, and hands them out
+again.
 
 Why this is safe:
 
@@ -23,9 +24,11 @@ Why this is safe:
 - After ``fork`` the child keeps using the inherited descriptors (they name the same
   directories); they are opened ``O_CLOEXEC``, so a job's command never inherits them.
 
-What it does not notice: a queue directory *renamed* away (not removed) keeps being
-used under its new name by a process that had it open. Moving a live queue is not
-supported; stop its workers first (as before unmounting the filesystem it is on: the
+What it does not notice: a directory *renamed* away (not removed) keeps being used
+under its new name by a process that had it open. For a ``tmp/`` another user moved
+aside and replaced with a symlink that is the safe answer: the files still go where
+they went, never through the symlink. Moving a live queue is not supported; stop
+its workers first (as before unmounting the filesystem it is on: the
 kept descriptors, like any open file, keep it busy).
 """
 
@@ -41,7 +44,8 @@ from . import _fs
 __all__ = ["FEW", "PER_PROCESS", "PER_THREAD", "at", "clear", "forget"]
 
 #: Descriptors one thread keeps; the least recently opened goes first. A producer uses
-#: two (its data directory and queue/), a consumer one per producer it meets.
+#: three (tmp/, its data directory and queue/), a consumer tmp/, active/ and one per
+#: producer it meets.
 PER_THREAD: Final = 32
 #: Descriptors all threads of a process keep together, beyond which each thread keeps
 #: no more than :data:`FEW` (a pool of 100 consumer threads must not reach the usual
@@ -87,23 +91,26 @@ class _Cache(threading.local):
 _cache = _Cache()
 
 
-def _get(root: str, parts: tuple[str, ...], create: bool) -> tuple[int, list[str], bool]:
+def _get(root: str, parts: tuple[str, ...], create: bool) -> tuple[_Held, list[str], bool]:
     """This thread's descriptor of ``root/parts...`` (never through a symlink in
     ``parts``), the directories made for it (with ``create``), and whether it was
-    opened just now. The caller must not close it."""
+    opened just now. The caller must not close it, and keeps the ``_Held`` while it
+    uses the descriptor: an operation in one directory may use another's (a link from
+    tmp/ into queue/), whose opening may push the first out of the cache, and it is
+    closed only once no one holds it."""
     held = _cache.held
     key = (root, parts)
     entry = held.get(key)
     if entry is not None:
-        return entry.fd, [], False
+        return entry, [], False
     if create:
         fd, created = _fs.ensure_dir_nofollow(root, parts)
     else:
         fd, created = _fs.open_dir_nofollow(root, parts), []
     if len(held) >= PER_THREAD or (len(held) >= FEW and _open_count[0] >= PER_PROCESS):
         del held[next(iter(held))]  # Closed by _Held.__del__.
-    held[key] = _Held(fd)
-    return fd, created, True
+    entry = held[key] = _Held(fd)
+    return entry, created, True
 
 
 def forget(root: str, parts: tuple[str, ...]) -> None:
@@ -123,24 +130,26 @@ def at(
     *,
     create: bool = False,
     created: list[str] | None = None,
+    retry: bool = True,
 ) -> _T:
     """``operation(fd)`` with this thread's descriptor of ``root/parts...``.
 
     If it fails with ``ENOENT`` or ``ESTALE`` through a descriptor kept from before,
     the directory may have been removed since: the descriptor is dropped and the
-    operation tried once more through a fresh one. Directories made on the way are
-    added to ``created``.
+    operation tried once more through a fresh one (unless ``retry`` is False: for an
+    operation to which a missing name is a common answer). Directories made on the way
+    are added to ``created``.
     """
-    fd, made, fresh = _get(root, parts, create)
+    entry, made, fresh = _get(root, parts, create)
     if created is not None:
         created.extend(made)
     try:
-        return operation(fd)
+        return operation(entry.fd)
     except OSError as err:
-        if fresh or not _fs.is_gone(err):
+        if fresh or not retry or not _fs.is_gone(err):
             raise
     forget(root, parts)
-    fd, made, _ = _get(root, parts, create)
+    entry, made, _ = _get(root, parts, create)
     if created is not None:
         created.extend(made)
-    return operation(fd)
+    return operation(entry.fd)

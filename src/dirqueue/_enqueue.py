@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import os
 import random
@@ -49,7 +50,7 @@ from . import _dirfds, _fs
 from ._config import QueueConfig
 from ._format import ControlFile, make_job_id, validate_metadata, validate_priority
 from ._identity import current_pid
-from ._jobfiles import create_control, unlink_data
+from ._jobfiles import create_control, in_queue_dir, unlink_data
 from ._layout import Layout
 from .errors import DirQueueError, QueueIOError
 
@@ -83,6 +84,7 @@ class _Staged:
     usecs: int
     priority: int
     meta: dict[str, str]
+    #: Names in tmp/ (made and removed through its descriptor, never by path).
     tmp_data: str
     #: A requeued job keeps its id: a clash is an error, not a reason to rename it.
     fixed_name: bool = False
@@ -93,6 +95,8 @@ class _Staged:
     data_linked: bool = False
     tmp_ctrl: str = ""
     queue_path: str = ""
+    #: The directories from DIR to the control file linked (queue/, queue/X, deferred/).
+    queue_parts: tuple[str, ...] = ()
     new_dirs: list[str] = field(default_factory=list)
     new_queue_dirs: list[str] = field(default_factory=list)
     #: Written files still open, to be fsynced together (durable mode).
@@ -190,7 +194,7 @@ def requeue(config: QueueConfig, jobid: str, control: ControlFile, kept_data: st
     staged: list[_Staged] = []
 
     def stage() -> None:
-        tmp_data = layout.tmp_path(layout.tmp_data_name(jobid))
+        tmp_data = layout.tmp_data_name(jobid)
         st = _Staged(
             jobid,
             control.submitted_secs,
@@ -208,22 +212,31 @@ def requeue(config: QueueConfig, jobid: str, control: ControlFile, kept_data: st
     return _run(config, staged, stage, pid)[0]
 
 
-def _same_inode(a: str, b: str) -> bool:
-    """True if paths ``a`` and ``b`` are one file (not following symlinks)."""
+def _same_inode(a: str, b: str, b_dir_fd: int) -> bool:
+    """True if path ``a`` and name ``b`` in ``b_dir_fd`` are one file (not following
+    symlinks)."""
     try:
-        return _fs.same_file(os.lstat(a), os.lstat(b))
+        return _fs.same_file(os.lstat(a), os.lstat(b, dir_fd=b_dir_fd))
     except OSError:
         return False
 
 
 def _link_or_copy(config: QueueConfig, source: str, tmp_data: str, st: _Staged) -> None:
+    in_queue_dir(
+        config, (Layout.TMP,), functools.partial(_link_or_copy_at, config, source, tmp_data, st)
+    )
+
+
+def _link_or_copy_at(
+    config: QueueConfig, source: str, tmp_data: str, st: _Staged, tmp_fd: int
+) -> None:
     linked = True
     try:
-        os.link(source, tmp_data, follow_symlinks=False)
+        os.link(source, tmp_data, dst_dir_fd=tmp_fd, follow_symlinks=False)
     except OSError as err:
         # Over NFS a lost reply to a retried link() reports EEXIST (or another error)
         # although the link was made: only the inode says.
-        linked = _same_inode(source, tmp_data)
+        linked = _same_inode(source, tmp_data, tmp_fd)
         if not linked:
             if err.errno == errno.EEXIST:
                 raise DirQueueError(
@@ -235,7 +248,7 @@ def _link_or_copy(config: QueueConfig, source: str, tmp_data: str, st: _Staged) 
             # symlink.
             src = _fs.open_regular(source)
             with os.fdopen(src, "rb") as fh:
-                fd = _fs.create_exclusive(tmp_data, config.data_file_mode)
+                fd = _fs.create_exclusive(tmp_data, config.data_file_mode, dir_fd=tmp_fd)
                 st.open_fds.append(fd)
                 while chunk := fh.read(_WRITE_SIZE):
                     _fs.write_all(fd, chunk)
@@ -244,16 +257,17 @@ def _link_or_copy(config: QueueConfig, source: str, tmp_data: str, st: _Staged) 
         # it (a Perl producer, a durable=False queue) may never have. Opening it also
         # refuses a symlink planted in failed/, which link() copied as itself.
         try:
-            fd = _fs.open_regular(tmp_data)
+            fd = _fs.open_regular(tmp_data, tmp_fd)
         except OSError:
-            _fs.unlink_quietly(tmp_data)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_data, dir_fd=tmp_fd)
             raise
         st.open_fds.append(fd)
     if not config.durable:
         # Nothing to fsync: _run only closes the files it syncs.
         while st.open_fds:
             os.close(st.open_fds.pop())
-    st.data_stat = os.lstat(tmp_data)
+    st.data_stat = os.lstat(tmp_data, dir_fd=tmp_fd)
     st.size = st.data_stat.st_size
 
 
@@ -326,7 +340,7 @@ def _run(
             _fs.close_dir(sync_fd)
     # Step 6: the jobs are in the queue; the rest is tidying and a wake-up call.
     for st in staged:
-        _unlink_tmp_names(st)
+        _unlink_tmp_names(config, st)
     # The link into queue/ set queue/'s mtime already where the filesystem does that by
     # itself (seen once per process, _mtime_follows). Otherwise (and with fan-out, or
     # for jobs that went to deferred/, where queue/ itself did not change) touch it.
@@ -455,7 +469,7 @@ def _move_data(config: QueueConfig, st: _Staged, pid: int, attempt: int) -> None
     unlink_data(config, st.jobid)
     st.jobid, st.secs, st.usecs = jobid, secs, usecs
     if st.tmp_ctrl:
-        _fs.unlink_quietly(st.tmp_ctrl)
+        _unlink_in_tmp(config, st.tmp_ctrl)
         st.tmp_ctrl = ""
 
 
@@ -464,12 +478,18 @@ def _link_data(config: QueueConfig, st: _Staged) -> None:
     write its control file."""
     layout = config.layout
     parts, base = Layout.data_parts(st.jobid)
-    result = _dirfds.at(
-        config.dir,
-        parts,
-        lambda dir_fd: _fs.link_verified(st.tmp_data, base, st.data_stat, dst_dir_fd=dir_fd),
-        create=True,
-        created=st.new_dirs,
+    result = in_queue_dir(
+        config,
+        (Layout.TMP,),
+        lambda tmp_fd: _dirfds.at(
+            config.dir,
+            parts,
+            lambda dir_fd: _fs.link_verified(
+                st.tmp_data, base, st.data_stat, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd
+            ),
+            create=True,
+            created=st.new_dirs,
+        ),
     )
     if result is not _fs.LinkResult.LINKED:
         raise DirQueueError(
@@ -496,9 +516,14 @@ def _write_tmp_control(config: QueueConfig, st: _Staged) -> None:
             hostname=config.hostname,
             metadata=st.meta,
         )
-    path = layout.tmp_path(layout.tmp_control_name(st.jobid))
-    fd = create_control(config, path, control, keep_open=config.durable)
-    st.tmp_ctrl = path
+    name = layout.tmp_control_name(st.jobid)
+    fd = in_queue_dir(
+        config,
+        (Layout.TMP,),
+        lambda tmp_fd: create_control(config, name, control, keep_open=config.durable,
+                                      dir_fd=tmp_fd),
+    )
+    st.tmp_ctrl = name
     if fd is not None:
         st.open_fds.append(fd)  # fsynced with the others before step 4
 
@@ -512,18 +537,12 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
     if st.due is not None:
         parts = (Layout.DEFERRED,)
     for attempt in range(_NAME_ATTEMPTS):
-        if st.due is not None:
-            # The due time is the control file's mtime, set before the link shows it.
-            os.utime(st.tmp_ctrl, (st.due, st.due))
-        result = _dirfds.at(
-            config.dir,
-            parts,
-            lambda dir_fd: _fs.link_verified(st.tmp_ctrl, st.jobid, dst_dir_fd=dir_fd),
-            create=True,
-            created=st.new_queue_dirs,
+        result = in_queue_dir(
+            config, (Layout.TMP,), functools.partial(_link_control, config, st, parts)
         )
         if result is _fs.LinkResult.LINKED:
             # Recorded at once: from here a failure must take the job out again.
+            st.queue_parts = parts
             st.queue_path = (
                 layout.deferred_path(st.jobid)
                 if st.due is not None
@@ -547,6 +566,23 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
     )
 
 
+def _link_control(
+    config: QueueConfig, st: _Staged, parts: tuple[str, ...], tmp_fd: int
+) -> _fs.LinkResult:
+    """Link ``tmp/`` (``tmp_fd``) ``st.tmp_ctrl`` as ``DIR/parts.../NAME``."""
+    if st.due is not None:
+        # The due time is the control file's mtime, set before the link shows it.
+        os.utime(st.tmp_ctrl, (st.due, st.due), dir_fd=tmp_fd, follow_symlinks=False)
+    return _dirfds.at(
+        config.dir,
+        parts,
+        lambda dir_fd: _fs.link_verified(st.tmp_ctrl, st.jobid, src_dir_fd=tmp_fd,
+                                         dst_dir_fd=dir_fd),
+        create=True,
+        created=st.new_queue_dirs,
+    )
+
+
 def _roll_back(config: QueueConfig, staged: list[_Staged]) -> None:
     # Control files first, so that no job is ever in the queue without its data.
     # Best effort: whatever cannot be removed now, repair() collects later.
@@ -558,20 +594,40 @@ def _roll_back(config: QueueConfig, staged: list[_Staged]) -> None:
     for st in reversed(staged):
         if st.queue_path:
             with contextlib.suppress(OSError):
-                _fs.unlink_quietly(st.queue_path)
+                in_queue_dir(
+                    config,
+                    st.queue_parts,
+                    functools.partial(_unlink_name, st.jobid),
+                    missing_is_an_answer=True,
+                )
     for st in staged:
         if st.data_linked:
             with contextlib.suppress(OSError):
                 unlink_data(config, st.jobid)
-        _unlink_tmp_names(st)
+        _unlink_tmp_names(config, st)
 
 
-def _unlink_tmp_names(st: _Staged) -> None:
-    for path in (st.tmp_data, st.tmp_ctrl):
-        if path:
+def _unlink_tmp_names(config: QueueConfig, st: _Staged) -> None:
+    for name in (st.tmp_data, st.tmp_ctrl):
+        if name:
             # A stray tmp file is harmless; repair() collects it.
             with contextlib.suppress(OSError):
-                _fs.unlink_quietly(path)
+                _unlink_in_tmp(config, name)
+
+
+def _unlink_in_tmp(config: QueueConfig, name: str) -> None:
+    """Remove ``tmp/name`` (through tmp/'s descriptor); gone already is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        in_queue_dir(
+            config,
+            (Layout.TMP,),
+            functools.partial(_unlink_name, name),
+            missing_is_an_answer=True,
+        )
+
+
+def _unlink_name(name: str, dir_fd: int) -> None:
+    os.unlink(name, dir_fd=dir_fd)
 
 
 def _new_name(config: QueueConfig, priority: int, pid: int, attempt: int) -> tuple[str, int, int]:
@@ -611,9 +667,10 @@ def _fsync_parents(directories: list[str], created: list[str]) -> None:
 
 def bump_queue_mtime(config: QueueConfig) -> None:
     """Touch ``queue/``: waiting dequeuers on every host watch its mtime (and inotify
-    sees the touch). Not ours (another user's queue)? The new entry changed it anyway."""
+    sees the touch). Not ours (another user's queue)? The new entry changed it anyway.
+    Through queue/'s descriptor: a symlink put in its place is not followed."""
     with contextlib.suppress(OSError):
-        os.utime(config.layout.queue_dir)
+        in_queue_dir(config, (Layout.QUEUE,), os.utime)
 
 
 def write_chunks(fd: int, chunks: Iterable[Chunk]) -> int:

@@ -491,6 +491,7 @@ def link_verified(
     target: str,
     src_stat: os.stat_result | None = None,
     *,
+    src_dir_fd: int | None = None,
     dst_dir_fd: int | None = None,
 ) -> LinkResult:
     """``link(src, target)``, confirming the outcome as NFS requires.
@@ -499,13 +500,14 @@ def link_verified(
     although the first attempt succeeded and its reply was lost; the truth is in the
     inode. Returns :attr:`LinkResult.LINKED` when ``target`` is now ``src``,
     :attr:`LinkResult.EXISTS` when another file holds the name, and re-raises any other
-    failure. With ``dst_dir_fd``, ``target`` is a name in that directory.
+    failure. With ``src_dir_fd`` (``dst_dir_fd``), ``src`` (``target``) is a name in
+    that directory.
     """
     try:
-        os.link(src, target, dst_dir_fd=dst_dir_fd)
+        os.link(src, target, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
     except OSError as err:
         if src_stat is None:
-            src_stat = os.lstat(src)
+            src_stat = os.lstat(src, dir_fd=src_dir_fd)
         if _is_at(src_stat, target, dst_dir_fd):
             return LinkResult.LINKED
         if err.errno == errno.EEXIST:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import os
 import signal
@@ -255,23 +256,19 @@ class HandlerCaller:
 def load_handler(spec: str) -> Callable[[Job], object]:
     """Import ``MODULE:FUNCTION`` (``FUNCTION`` may be dotted) and return the callable.
 
-    The current directory is searched first, as ``python -m`` does, so a handler
-    module next to the queue is found without installing it.
+    ``MODULE`` is found on ``sys.path`` as it stands (the installed packages and
+    ``PYTHONPATH``), never in the current directory unless the caller put it there: a
+    server is often started from the queue directory, where another user of the queue
+    could plant a ``tasks.py`` that would then run in its place, with the server's
+    privileges (what Python's own ``-P`` guards against). A handler in a file is named
+    by its path instead: ``./tasks.py:handle`` or ``/srv/jobs/tasks.py:handle``.
     """
-    module_name, sep, attr = spec.partition(":")
+    module_name, sep, attr = spec.rpartition(":")  # A file's path may hold a ":".
     if not sep or not module_name or not attr:
         raise ValueError(
             f"handler {spec!r} is not MODULE:FUNCTION: write it like 'mypkg.tasks:handle'"
         )
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(
-            f"cannot import handler module {module_name!r} ({err}): check the name and"
-            " that it is importable from the current directory or the installed packages"
-        ) from err
+    obj: Any = _import_file(module_name) if _is_file(module_name) else _import(module_name)
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -280,3 +277,48 @@ def load_handler(spec: str) -> Callable[[Job], object]:
                 f"module {module_name!r} has no {attr!r}: check the function name"
             ) from None
     return check_handler(obj, repr(spec))
+
+
+def _is_file(module_name: str) -> bool:
+    """True if a handler's module is given as a file's path (``./tasks.py``)."""
+    return module_name.endswith(".py") or "/" in module_name
+
+
+def _import(module_name: str) -> Any:
+    """Import ``module_name`` from ``sys.path`` as it stands."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"cannot import handler module {module_name!r} ({err}): check the name and"
+            " that it is installed or on PYTHONPATH (the current directory is not"
+            f" searched: for a file there, write ./{module_name.replace('.', '/')}.py:...)"
+        ) from err
+
+
+def _import_file(path: str) -> Any:
+    """Load the handler module at ``path`` (the user named the file: it is theirs)."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    if not path.endswith(".py") or not name.isidentifier():
+        raise ValueError(
+            f"handler file {path!r} is not a Python file: name a file like ./tasks.py"
+        )
+    known = sys.modules.get(name)
+    if known is not None:
+        if os.path.realpath(getattr(known, "__file__", None) or "") == os.path.realpath(path):
+            return known  # This very file, loaded before.
+        raise ValueError(
+            f"handler file {path!r} would be module {name!r}, which is imported already:"
+            " give the file another name"
+        )
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise ValueError(f"cannot import handler file {path!r}: no such file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # As an import does: dataclasses and pickle look there.
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module

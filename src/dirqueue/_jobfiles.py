@@ -30,6 +30,7 @@ from .errors import CorruptJobError
 __all__ = [
     "check_data",
     "create_control",
+    "in_queue_dir",
     "move_aside",
     "open_data",
     "read_control",
@@ -195,23 +196,70 @@ def unlink_data(config: QueueConfig, jobid: str) -> bool:
     return True
 
 
+def in_queue_dir(
+    config: QueueConfig,
+    parts: tuple[str, ...],
+    operation: Callable[[int], _T],
+    *,
+    missing_is_an_answer: bool = False,
+) -> _T:
+    """``operation(fd)`` on this thread's descriptor of ``DIR/parts...`` (``tmp/``,
+    ``active/``...), never reached through a symlink, and made again if it has gone.
+
+    Files in the queue's subdirectories are made, linked and removed through these
+    descriptors, never by path: another user of a shared queue could otherwise swap
+    ``tmp/`` for a symlink to a directory of ours and have our files made there. A
+    descriptor kept from before names the directory it was opened on; one removed since
+    (``dq fsck --repair`` removing a symlink found in its place, say) is opened afresh,
+    and made again if missing, so a live queue object goes on working. With
+    ``missing_is_an_answer`` (an ``lstat``, an ``unlink``), a name not found is the
+    answer, not a sign that the directory has gone: the next operation that makes a
+    name finds that out.
+    """
+    try:
+        return _dirfds.at(
+            config.dir, parts, operation, create=True, retry=not missing_is_an_answer
+        )
+    except OSError as err:
+        where = config.layout.path(*parts)
+        if err.errno in (errno.ELOOP, errno.ENOTDIR) and err.filename in (
+            "/".join(parts),
+            where,
+        ):
+            # The directory itself (not a name in it) is a symlink: say so, and how to mend it.
+            raise OSError(
+                err.errno,
+                "is a symlink or not a directory: a queue's subdirectories must be real"
+                " directories (run 'dq fsck --repair')",
+                where,
+            ) from None
+        raise
+
+
 def create_control(
-    config: QueueConfig, path: str, control: ControlFile, *, keep_open: bool = False
+    config: QueueConfig,
+    path: str,
+    control: ControlFile,
+    *,
+    keep_open: bool = False,
+    dir_fd: int | None = None,
 ) -> int | None:
-    """Write ``control`` to the new file ``path`` (``O_EXCL``, never through a symlink).
+    """Write ``control`` to the new file ``path`` (``O_EXCL``, never through a symlink;
+    with ``dir_fd``, a name in that directory).
 
     With ``keep_open``, returns its still open fd (for the caller to fsync with others);
     otherwise it is fsynced here when the queue is durable, closed, and None returned.
     The file is removed again if writing fails.
     """
-    fd = _fs.create_exclusive(path, config.queue_file_mode)
+    fd = _fs.create_exclusive(path, config.queue_file_mode, dir_fd=dir_fd)
     try:
         _fs.write_all(fd, control.to_bytes())
         if config.durable and not keep_open:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _fs.unlink_quietly(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path, dir_fd=dir_fd)
         raise
     if keep_open:
         return fd

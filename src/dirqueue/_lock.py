@@ -32,15 +32,16 @@ import sys
 import threading
 import time
 import weakref
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
-from . import _dirfds, _fs
+from . import _fs
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import current_pid, this_process
-from ._jobfiles import set_aside
+from ._jobfiles import in_queue_dir, set_aside
 from ._judge import Judgement, Verdict, filesystem_now, judge, read_lock_file
-from ._layout import TmpLockName
+from ._layout import Layout, TmpLockName
 
 __all__ = [
     "BREAK_TOKEN_STALE",
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("dirqueue")
+_T = TypeVar("_T")
 
 #: A stale-lock breaker's token older than this belongs to a breaker that died:
 #: breaking takes milliseconds.
@@ -164,14 +166,13 @@ def take(
         if landed is not None:
             return landed
     layout = config.layout
-    active_path = layout.active_path(jobid)
     refused, broke = _look_first(config, jobid, queue_path)
     if refused is not None:
         return refused
     pid = current_pid()
-    tmp_lock = layout.tmp_path(layout.tmp_lock_name(jobid, config.hostname, pid))
+    tmp_lock = layout.tmp_lock_name(jobid, config.hostname, pid)
     try:
-        fd = _fs.create_exclusive(tmp_lock, config.queue_file_mode)
+        fd = _in_tmp(config, functools.partial(_create, tmp_lock, config.queue_file_mode))
     except FileExistsError:
         return Refused.HELD
     linked = False
@@ -184,7 +185,7 @@ def take(
         if not os.path.lexists(queue_path):
             return Refused.GONE
         linked = True
-        if not _link_lock(tmp_lock, active_path, held):
+        if not _link_lock(config, tmp_lock, held):
             return Refused.LOST  # Another worker's lock.
         held.broke = broke
     except BaseException:
@@ -196,7 +197,7 @@ def take(
         raise
     finally:
         with contextlib.suppress(OSError):
-            _fs.unlink_quietly(tmp_lock)
+            _unlink_in(config, (Layout.TMP,), tmp_lock)
     return held
 
 
@@ -210,7 +211,7 @@ def _look_first(
         # file is written.
         return Refused.GONE, None
     try:
-        lock = os.lstat(config.layout.active_path(jobid))
+        lock = _look_in_active(config, jobid)
     except FileNotFoundError:
         return None, None
     may_take, broke = break_if_stale(config, jobid, lock)
@@ -230,16 +231,20 @@ class _LockFile:
     while a job is linked to it; with no name left, a new one is made.
     """
 
-    __slots__ = ("fd", "guard", "holding", "named", "path", "pid", "stamp", "stat")
+    __slots__ = ("config", "fd", "guard", "holding", "name", "named", "pid", "stamp", "stat")
 
-    def __init__(self, fd: int, path: str, pid: int, st: os.stat_result) -> None:
+    def __init__(
+        self, fd: int, config: QueueConfig, name: str, pid: int, st: os.stat_result
+    ) -> None:
         self.fd = fd
         #: Until we remove its name (a name removed by another process still counts).
         self.named = True
         #: The jobs linked (or being linked) to this file and not yet released.
         self.holding: set[str] = set()
         self.guard = threading.Lock()
-        self.path = path
+        self.config = config
+        #: Its name in tmp/.
+        self.name = name
         self.pid = pid
         self.stat = st
         self.stamp = _Stamp(st.st_mtime_ns)
@@ -257,7 +262,7 @@ class _LockFile:
         if self.named and self.pid == current_pid():
             self.named = False
             with contextlib.suppress(OSError):
-                _fs.unlink_quietly(self.path)
+                _unlink_in(self.config, (Layout.TMP,), self.name)
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError):
@@ -299,16 +304,16 @@ class LockFileKeeper:
         if not _fs.CAN_LINK_OPEN_FILES:
             return None
         config = self.config
-        layout = config.layout
-        path = layout.tmp_path(layout.tmp_lock_name(TmpLockName.LOCK_FILE, config.hostname, pid))
-        fd = _fs.create_exclusive(path, config.queue_file_mode)
+        name = config.layout.tmp_lock_name(TmpLockName.LOCK_FILE, config.hostname, pid)
+        fd = _in_tmp(config, functools.partial(_create, name, config.queue_file_mode))
         try:
             st = _write_lock(config, fd, pid)
         except BaseException:
             os.close(fd)
-            _fs.unlink_quietly(path)
+            with contextlib.suppress(FileNotFoundError):
+                _unlink_in(config, (Layout.TMP,), name)
             raise
-        made = _LockFile(fd, path, pid, st)
+        made = _LockFile(fd, config, name, pid, st)
         if st.st_size == 0:
             # The disk is full: an empty lock would stay the lock of every job we take.
             made.unlink()
@@ -388,7 +393,6 @@ def _link_lock_file(
     job finished meanwhile is found gone when its control file is read, and the lock
     taken back. None where no lock file can be kept: the caller links as over NFS.
     """
-    active = (config.layout.ACTIVE,)
     lock_file = keeper.get()
     for _ in range(2):
         if lock_file is None:
@@ -400,8 +404,7 @@ def _link_lock_file(
         held = HeldLock(jobid, lock_file.stat, lock_file.stamp, lock_file)
         try:
             lock_file.freshen()
-            _dirfds.at(config.dir, active, functools.partial(_fs.link_open_file, lock_file.fd,
-                                                             jobid), create=True)
+            _in_active(config, functools.partial(_fs.link_open_file, lock_file.fd, jobid))
         except BaseException as err:
             # Whatever link() said (a retry through a fresh directory descriptor can
             # answer EEXIST for our own first try), our inode there means ours: no
@@ -409,7 +412,7 @@ def _link_lock_file(
             try:
                 # Not adopting the mtime seen: another thread may have freshened the
                 # shared file since, and an older stamp makes all our locks look taken.
-                ours = _is_ours(config.layout.active_path(jobid), held, adopt_mtime=False)
+                ours = _is_ours(config, held, adopt_mtime=False)
             except OSError:
                 ours = False
             if ours and isinstance(err, OSError):
@@ -429,22 +432,27 @@ def _link_lock_file(
     return None
 
 
-def _link_lock(tmp_lock: str, active_path: str, held: HeldLock) -> bool:
-    """Link our lock at ``active_path``; True if the lock there is ours.
+def _link_lock(config: QueueConfig, tmp_lock: str, held: HeldLock) -> bool:
+    """Link our lock ``tmp/tmp_lock`` at ``active/NAME``; True if the lock there is ours.
 
     Whatever link() answers, only the inode says whose lock landed: over NFS a lost
     reply to a retried link reports EEXIST (or another error) for a link made.
     """
+
+    def link(tmp_fd: int) -> None:
+        _in_active(config, lambda active_fd: os.link(
+            tmp_lock, held.jobid, src_dir_fd=tmp_fd, dst_dir_fd=active_fd))
+
     with contextlib.suppress(OSError):
-        os.link(tmp_lock, active_path)
-    return _is_ours(active_path, held)
+        _in_tmp(config, link)
+    return _is_ours(config, held)
 
 
-def _is_ours(active_path: str, held: HeldLock, *, adopt_mtime: bool = True) -> bool:
-    """True if the lock at ``active_path`` is the file we wrote for ``held``; then (with
+def _is_ours(config: QueueConfig, held: HeldLock, *, adopt_mtime: bool = True) -> bool:
+    """True if the lock at ``active/NAME`` is the file we wrote for ``held``; then (with
     ``adopt_mtime``) its mtime is taken as the filesystem keeps it (over NFS the
     server's, after close)."""
-    landed = _lstat_twice(active_path)
+    landed = _lstat_twice(config, held.jobid)
     if (
         landed is None
         or not _fs.same_file(landed, held.stat)
@@ -481,26 +489,49 @@ def _write_lock(config: QueueConfig, fd: int, pid: int) -> os.stat_result:
     return os.fstat(fd)
 
 
-def _lstat_twice(active_path: str) -> os.stat_result | None:
-    """lstat ``active_path``; None if nothing is there.
+def _lstat_twice(config: QueueConfig, jobid: str) -> os.stat_result | None:
+    """lstat ``active/jobid``; None if nothing is there.
 
     Looks twice before concluding that nothing is: a lock of ours left behind would keep
     the job from every worker. (An NFS client can report ENOENT for a name that is
-    there, e.g. in ESTALE recovery.) A lock that was there at the second look and gone
-    at the third is a job taken and given back meanwhile (a tight loop of another
-    thread or process does that): looked at again, not an error.
+    there, e.g. in ESTALE recovery.)
     """
-    for _ in range(_LOOKS):
+    for _ in range(2):
         try:
-            return os.lstat(active_path)
+            return _look_in_active(config, jobid)
         except FileNotFoundError:
-            if not os.path.lexists(active_path):
-                return None
-    return os.lstat(active_path)
+            pass
+    return None
 
 
-#: How many times :func:`_lstat_twice` looks again at a lock seen coming and going.
-_LOOKS: Final = 3
+def _in_tmp(config: QueueConfig, operation: Callable[[int], _T]) -> _T:
+    """``operation(fd)`` in ``tmp/``, through its descriptor (never by path)."""
+    return in_queue_dir(config, (Layout.TMP,), operation)
+
+
+def _in_active(config: QueueConfig, operation: Callable[[int], _T]) -> _T:
+    """``operation(fd)`` in ``active/``, through its descriptor (never by path)."""
+    return in_queue_dir(config, (Layout.ACTIVE,), operation)
+
+
+def _create(name: str, mode: int, dir_fd: int) -> int:
+    return _fs.create_exclusive(name, mode, dir_fd=dir_fd)
+
+
+def _look_in_active(config: QueueConfig, jobid: str) -> os.stat_result:
+    """lstat ``active/jobid`` (``FileNotFoundError`` if nothing is there)."""
+    return in_queue_dir(
+        config,
+        (Layout.ACTIVE,),
+        lambda fd: os.lstat(jobid, dir_fd=fd),
+        missing_is_an_answer=True,
+    )
+
+
+def _unlink_in(config: QueueConfig, parts: tuple[str, ...], name: str) -> None:
+    in_queue_dir(
+        config, parts, lambda fd: os.unlink(name, dir_fd=fd), missing_is_an_answer=True
+    )
 
 
 class Standing(enum.Enum):
@@ -517,7 +548,7 @@ class Standing(enum.Enum):
 
 def standing(config: QueueConfig, held: HeldLock) -> Standing:
     """Whether ``active/NAME`` is still the lock we linked."""
-    current = _lstat_twice(config.layout.active_path(held.jobid))
+    current = _lstat_twice(config, held.jobid)
     if current is None:
         return Standing.GONE
     return Standing.OURS if held.matches(current) else Standing.TAKEN
@@ -528,15 +559,14 @@ def release(config: QueueConfig, held: HeldLock) -> bool:
 
     A lock broken as stale and re-taken by another worker is theirs now: left alone.
     """
-    active_path = config.layout.active_path(held.jobid)
-    current = _lstat_twice(active_path)
+    current = _lstat_twice(config, held.jobid)
     if current is None or not held.matches(current):
         _let_go_of_lock_file(held)
         return False
     try:
-        os.unlink(active_path)
+        _unlink_in(config, (Layout.ACTIVE,), held.jobid)
     except FileNotFoundError:
-        if os.path.lexists(active_path):
+        if _lstat_twice(config, held.jobid) is not None:
             raise  # Still there: the job is still ours, and still locked.
         _let_go_of_lock_file(held)
         return False
@@ -621,12 +651,18 @@ def _remove_dead_owners_lock_file(config: QueueConfig, lock: os.stat_result,
     pid = judged.owner.pid
     if pid is None:
         return
+
+    def remove(tmp_fd: int) -> None:
+        for name in os.listdir(tmp_fd):
+            if (
+                TmpLockName.is_lock_file(name)
+                and TmpLockName.owner(name, config.hostname) == pid
+                and _fs.same_file(os.lstat(name, dir_fd=tmp_fd), lock)
+            ):
+                os.unlink(name, dir_fd=tmp_fd)
+
     with contextlib.suppress(OSError):
-        for name in os.listdir(config.layout.tmp_dir):
-            if TmpLockName.is_lock_file(name) and TmpLockName.owner(name, config.hostname) == pid:
-                path = config.layout.tmp_path(name)
-                if _fs.same_file(os.lstat(path), lock):
-                    os.unlink(path)
+        _in_tmp(config, remove)
 
 
 #: Locks judged alive lately: jobid -> (inode, mtime_ns, when). A young lock is judged
@@ -658,19 +694,18 @@ def remove_judged(config: QueueConfig, jobid: str, lock: os.stat_result) -> bool
     True if removed; False if the lock there now is another, or another dequeuer is
     breaking it (left in place either way); None if no lock was there any more.
     """
-    active_path = config.layout.active_path(jobid)
     token = _take_break_token(config, jobid)
     if token is None:
         return False
     try:
         try:
-            current = os.lstat(active_path)
+            current = _look_in_active(config, jobid)
         except FileNotFoundError:
             return None
         if not _fs.same_file(current, lock) or current.st_mtime_ns != lock.st_mtime_ns:
             return False  # Broken and re-taken (or touched) since we judged it.
         try:
-            os.unlink(active_path)
+            _unlink_in(config, (Layout.ACTIVE,), jobid)
         except FileNotFoundError:
             return None
         except IsADirectoryError:
@@ -678,45 +713,53 @@ def remove_judged(config: QueueConfig, jobid: str, lock: os.stat_result) -> bool
             set_aside(config, (config.layout.ACTIVE,), jobid, ".lock")
         return True
     finally:
-        _drop_break_token(token)
+        _drop_break_token(config, token)
 
 
 def _take_break_token(config: QueueConfig, jobid: str) -> tuple[str, os.stat_result] | None:
-    """Hold job ``jobid``'s breaker token: its path and our inode, or None if taken."""
+    """Hold job ``jobid``'s breaker token: its name in tmp/ and our inode, or None if
+    taken."""
     layout = config.layout
-    path = layout.breaker_token_path(jobid)
-    mine = layout.tmp_path(layout.tmp_breaker_name(jobid, config.hostname, current_pid()))
-    fd = _fs.create_exclusive(mine, config.queue_file_mode)
+    token = layout.breaker_token_name(jobid)
+    mine = layout.tmp_breaker_name(jobid, config.hostname, current_pid())
+    fd = _in_tmp(config, functools.partial(_create, mine, config.queue_file_mode))
     try:
         ours = os.fstat(fd)
     finally:
         os.close(fd)
-    try:
+
+    def take_token(tmp_fd: int) -> tuple[str, os.stat_result] | None:
         for _ in range(2):
             # As with locks, link() is atomic on NFS too, and only the inode says
             # whether it worked.
             with contextlib.suppress(OSError):
-                os.link(mine, path)
+                os.link(mine, token, src_dir_fd=tmp_fd, dst_dir_fd=tmp_fd)
             try:
-                there = os.lstat(path)
+                there = os.lstat(token, dir_fd=tmp_fd)
             except FileNotFoundError:
                 continue
             if _fs.same_file(there, ours):
-                return path, ours
+                return token, ours
             if filesystem_now(config) - there.st_mtime <= BREAK_TOKEN_STALE:
                 return None  # Another dequeuer is breaking this lock right now.
             # Left by a breaker that died: clear it, and try once more.
             with contextlib.suppress(OSError):
-                _fs.unlink_quietly(path)
+                os.unlink(token, dir_fd=tmp_fd)
         return None
+
+    try:
+        return _in_tmp(config, take_token)
     finally:
         with contextlib.suppress(OSError):
-            _fs.unlink_quietly(mine)
+            _unlink_in(config, (Layout.TMP,), mine)
 
 
-def _drop_break_token(token: tuple[str, os.stat_result]) -> None:
-    path, ours = token
+def _drop_break_token(config: QueueConfig, token: tuple[str, os.stat_result]) -> None:
+    name, ours = token
+
+    def drop(tmp_fd: int) -> None:
+        if _fs.same_file(os.lstat(name, dir_fd=tmp_fd), ours):
+            os.unlink(name, dir_fd=tmp_fd)
+
     with contextlib.suppress(OSError):
-        there = os.lstat(path)
-        if _fs.same_file(there, ours):
-            os.unlink(path)
+        _in_tmp(config, drop)

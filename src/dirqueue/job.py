@@ -25,7 +25,7 @@ from ._enqueue import bump_queue_mtime
 from ._format import ControlFile, attempts_of, parse_lock_file, with_attempts
 from ._heartbeat import Heartbeat
 from ._identity import current_pid
-from ._jobfiles import create_control, open_data, read_data, unlink_data
+from ._jobfiles import create_control, in_queue_dir, open_data, read_data, unlink_data
 from ._judge import read_lock_file
 from ._layout import Layout
 from ._numbers import SECONDS_OR_ZERO, check_number
@@ -317,12 +317,22 @@ class Job:
         config = self._config
         layout = config.layout
         control = dataclasses.replace(control, data_path=self._control.data_path)
-        tmp = layout.tmp_path(layout.tmp_rewrite_name(self.jobid, current_pid(), "attempts"))
+        # Made in tmp/ through its descriptor, never by path (a tmp/ swapped for a
+        # symlink must not have the file made outside the queue).
+        tmp = layout.tmp_rewrite_name(self.jobid, current_pid(), "attempts")
+
+        def create(fd: int) -> int:
+            create_control(config, tmp, control, dir_fd=fd)
+            return os.dup(fd)  # tmp/ as the file was made in, for the steps below.
+
         try:
-            create_control(config, tmp, control)
+            tmp_fd = in_queue_dir(config, (Layout.TMP,), create)
+        except OSError as err:
+            raise QueueIOError(f"updating the control file of job {self.jobid}", err) from err
+        try:
             if due is not None:
-                os.utime(tmp, (due, due))
-            written = os.lstat(tmp)
+                os.utime(tmp, (due, due), dir_fd=tmp_fd, follow_symlinks=False)
+            written = os.lstat(tmp, dir_fd=tmp_fd)
             # Checked again just before the rename: a lock broken meanwhile means another
             # worker may be finishing the job, and a rename would bring it back to life.
             self._require_ours("update")
@@ -331,7 +341,7 @@ class Job:
                     f"job {self.jobid} is no longer in the queue: not updating it", self.jobid
                 )
             try:
-                os.rename(tmp, self.queue_path)
+                os.rename(tmp, self.queue_path, src_dir_fd=tmp_fd)
             except FileNotFoundError:
                 # Over NFS a retried rename reports ENOENT although the first one worked.
                 if not _fs.same_file(os.lstat(self.queue_path), written):
@@ -344,7 +354,8 @@ class Job:
             raise QueueIOError(f"updating the control file of job {self.jobid}", err) from err
         finally:
             with contextlib.suppress(OSError):
-                _fs.unlink_quietly(tmp)
+                os.unlink(tmp, dir_fd=tmp_fd)
+            _fs.close_dir(tmp_fd)
         self._control = control
         self.metadata = control.metadata
 

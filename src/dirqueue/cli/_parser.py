@@ -441,7 +441,10 @@ def _create_option(p: argparse.ArgumentParser) -> None:
 
 def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--handler", metavar="MODULE:FUNCTION", help="a Python function to call with each job"
+        "--handler",
+        metavar="MODULE:FUNCTION",
+        help="a Python function to call with each job (MODULE installed or on PYTHONPATH,"
+        " or a file: ./tasks.py:handle)",
     )
     p.add_argument(
         "--tasks", action="append", metavar="MODULE",

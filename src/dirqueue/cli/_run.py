@@ -126,7 +126,7 @@ def _load_handler(ctx: Context, spec: str) -> Handler:
         else:
             first = (str(err).strip().splitlines() or [""])[0]
             message = (
-                f"cannot import handler module {spec.partition(':')[0]!r}:"
+                f"cannot import handler module {spec.rpartition(':')[0]!r}:"
                 f" {type(err).__name__}: {first}"
             )
         if not ctx.args.verbose:
