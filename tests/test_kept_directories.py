@@ -177,3 +177,27 @@ def test_a_directory_in_use_is_not_closed_when_another_pushes_it_out(
         job.finish()
     assert files_under(tmp_path / "q") == []
     _dirfds.clear()
+
+
+def test_a_relative_queue_path_after_chdir_is_the_queue_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queue objects made with the same relative path in two directories each write to
+    their own queue: a directory kept for "q" in the first is not used for "q" in the
+    second (it was, and the second queue's data went into the first's data/)."""
+    first, second = tmp_path / "one", tmp_path / "two"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    DirQueue("q").enqueue_string("first")
+    monkeypatch.chdir(second)
+    jobid = DirQueue("q").enqueue_string("second")
+    job = DirQueue("q").pickup_queued_job()
+    assert job is not None
+    assert (job.jobid, job.get_data()) == (jobid, b"second")
+    job.finish()
+    monkeypatch.chdir(first)
+    left = DirQueue("q").pickup_queued_job()
+    assert left is not None
+    assert left.get_data() == b"first"
+    left.finish()

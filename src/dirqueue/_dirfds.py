@@ -99,7 +99,7 @@ def _get(root: str, parts: tuple[str, ...], create: bool) -> tuple[_Held, list[s
     tmp/ into queue/), whose opening may push the first out of the cache, and it is
     closed only once no one holds it."""
     held = _cache.held
-    key = (root, parts)
+    key = _key(root, parts)
     entry = held.get(key)
     if entry is not None:
         return entry, [], False
@@ -113,9 +113,18 @@ def _get(root: str, parts: tuple[str, ...], create: bool) -> tuple[_Held, list[s
     return entry, created, True
 
 
+def _key(root: str, parts: tuple[str, ...]) -> _Key:
+    """The cache's key for ``root/parts...``: a relative ``root`` is taken from the
+    current directory, as the name itself is (after a ``chdir``, "q" is another queue,
+    and a descriptor kept for the old one must not serve it)."""
+    if not root.startswith("/"):
+        root = os.path.join(os.getcwd(), root)
+    return root, parts
+
+
 def forget(root: str, parts: tuple[str, ...]) -> None:
     """Close this thread's descriptor of ``root/parts...`` if it has one."""
-    _cache.held.pop((root, parts), None)
+    _cache.held.pop(_key(root, parts), None)
 
 
 def clear() -> None:
