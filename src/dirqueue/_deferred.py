@@ -57,6 +57,9 @@ def scan_deferred(config: QueueConfig) -> list[DeferredEntry]:
 def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, float | None]:
     """Move every deferred job that is due into ``queue/``.
 
+    ``now`` should be the filesystem's clock (:func:`dirqueue._judge.filesystem_now`),
+    which due times are written in; this host's clock by default.
+
     Returns how many this call moved, and when the next one is due (None if none is
     waiting).
     """

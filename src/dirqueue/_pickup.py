@@ -17,6 +17,7 @@ from ._format import attempts_of, with_attempts
 from ._identity import current_pid
 from ._index import QueueIndex
 from ._jobfiles import check_data, move_aside, read_control
+from ._judge import filesystem_now
 from ._scanner import QueueEntry, locate
 from .errors import CorruptJobError, DirQueueError, QueueIOError
 from .job import Job
@@ -47,7 +48,9 @@ class Picker:
         if now < self._next_promote:
             return
         try:
-            moved, _ = promote_due(self.config)
+            # Due times are in the filesystem's clock, as lock ages are: a worker whose
+            # own clock is fast must not start a delayed job early.
+            moved, _ = promote_due(self.config, filesystem_now(self.config))
         except OSError as err:
             raise QueueIOError("moving due jobs from deferred/ to queue/", err) from err
         # Not waiting until the next due time we saw: another process may defer a job

@@ -14,7 +14,6 @@ import dataclasses
 import errno
 import logging
 import os
-import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
@@ -26,7 +25,7 @@ from ._format import ControlFile, attempts_of, parse_lock_file, with_attempts
 from ._heartbeat import Heartbeat
 from ._identity import current_pid
 from ._jobfiles import create_control, open_data, read_data, unlink_data
-from ._judge import read_lock_file
+from ._judge import filesystem_now, read_lock_file
 from ._layout import Layout
 from .errors import JobLostError, JobStateError, QueueIOError
 
@@ -357,7 +356,8 @@ class Job:
             self.return_to_queue()
             return
         config = self._config
-        due = time.time() + delay
+        # In the filesystem's clock, which every host's pickup compares it with.
+        due = filesystem_now(config) + delay
         # 1. The new control file (attempt counted, due time as its mtime) replaces the
         #    old in queue/, atomically. A crash now: the job is queued, counted.
         self.update_control(control, due=due)
