@@ -77,9 +77,12 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
         try:
             for entry in due:
                 try:
+                    source = os.lstat(entry.name, dir_fd=dfd)
                     os.rename(entry.name, entry.name, src_dir_fd=dfd, dst_dir_fd=qfd)
                 except FileNotFoundError:
                     continue  # Another process promoted it first.
+                if _left_by_a_crashed_deferral(dfd, entry.name, source):
+                    continue
                 moved += 1
             if moved and config.durable:
                 os.fsync(qfd)
@@ -94,3 +97,20 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
         with contextlib.suppress(OSError):
             os.utime(config.layout.queue_dir)
     return moved, min(later, default=None)
+
+
+def _left_by_a_crashed_deferral(dfd: int, name: str, source: os.stat_result) -> bool:
+    """True if ``deferred/NAME`` is still there after its rename into ``queue/``: then
+    it was a second name of the very file at ``queue/NAME`` (rename between two links
+    of one file does nothing), left by a retry_later that crashed between linking the
+    job into ``deferred/`` and unlinking it from ``queue/`` (see
+    :meth:`dirqueue.Job.retry_later`). The job is queued (perhaps running, or finished
+    and gone): the name in ``deferred/`` is removed, never promoted. (Checked by inode:
+    a job deferred again meanwhile has a new control file.)"""
+    try:
+        if not _fs.same_file(os.lstat(name, dir_fd=dfd), source):
+            return False
+        os.unlink(name, dir_fd=dfd)
+    except FileNotFoundError:
+        return False  # Moved, as it should be.
+    return True

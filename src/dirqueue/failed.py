@@ -51,7 +51,7 @@ from ._format import (
 )
 from ._jobfiles import create_control
 from ._layout import Layout
-from .errors import CorruptJobError, DirQueueError, JobStateError, QueueIOError
+from .errors import CorruptJobError, DirQueueError, JobLostError, JobStateError, QueueIOError
 
 if TYPE_CHECKING:
     from .job import Job
@@ -238,7 +238,13 @@ class FailedStore:
                 _fs.fsync_dir(layout.failed_dir)
         except OSError as err:
             raise QueueIOError(f"moving job {jobid} to {layout.failed_dir}", err) from err
-        job.finish()
+        try:
+            job.finish()
+        except JobLostError:
+            # Taken over (or moved) meanwhile: the job lives on with its new holder,
+            # so it has not failed; an entry left here would be requeued beside it.
+            self._remove_entry(jobid, "lost")
+            raise
         return self.get(jobid)
 
     def _keep_data(self, job: Job, target: str) -> bool:

@@ -244,6 +244,12 @@ class Job:
         held = self._require_ours("finish")
         self._stop_heartbeat()
         jobid = self.jobid
+        if not self._letting_go and not os.path.lexists(self.queue_path):
+            # Ours, but moved out of queue/ by another (a stalled holder's retry_later
+            # that resumed after we broke its lock): the job lives on there, and calling
+            # it done would make it come back. (Looked at first: over NFS the unlink
+            # below can answer ENOENT for its own retried success.)
+            self._lose_moved(held, "finish")
         # The control file goes first: once it is gone the job is finished, and no
         # reader can meet a control file whose data was already removed.
         try:
@@ -281,6 +287,20 @@ class Job:
                 failed,
             ) from failed
         self._state = "finished"
+
+    def _lose_moved(self, held: _lock.HeldLock, action: str) -> None:
+        """Our lock is in place but the job's control file is no longer in ``queue/``:
+        let go of the lock (the job must not stay locked where it comes back) and
+        raise :class:`JobLostError`."""
+        self._state = "lost"
+        with contextlib.suppress(OSError):
+            _lock.release(self._config, held)
+        raise JobLostError(
+            f"cannot {action} job {self.jobid}: its control file was moved out of the"
+            " queue by another process while this one held the job; the job was left"
+            " where it went",
+            self.jobid,
+        )
 
     def return_to_queue(self) -> None:
         """Give the job back, untouched, for any worker to pick up again.
@@ -362,13 +382,12 @@ class Job:
         #    old in queue/, atomically. A crash now: the job is queued, counted.
         self.update_control(control, due=due)
         self._stop_heartbeat()
-        # 2. One rename moves it to deferred/. A crash now: deferred, and our lock an
-        #    orphan that repair removes. Nobody else can take the job meanwhile: we
-        #    hold its lock, and then it is no longer in queue/.
+        # 2. Moved to deferred/ (see _move_to_deferred). A crash now: deferred, and our
+        #    lock an orphan that repair removes.
         try:
             dfd, created = _fs.ensure_dir_nofollow(config.dir, (Layout.DEFERRED,))
             try:
-                os.rename(self.queue_path, self.jobid, dst_dir_fd=dfd)
+                self._move_to_deferred(dfd)
                 if config.durable:
                     os.fsync(dfd)
                     _fs.fsync_dir(os.path.dirname(self.queue_path))
@@ -378,6 +397,8 @@ class Job:
                 _fs.close_dir(dfd)
         except OSError as err:
             self._restart_heartbeat()
+            if isinstance(err, QueueIOError):
+                raise
             raise QueueIOError(f"deferring job {self.jobid}", err) from err
         # 3. Let go of the lock. (If that fails the job is deferred but still ours:
         #    return_to_queue() lets go of it.)
@@ -387,6 +408,49 @@ class Job:
         except OSError as err:
             raise QueueIOError(f"unlocking deferred job {self.jobid}", err) from err
         self._state = "deferred"
+
+    def _move_to_deferred(self, dfd: int) -> None:
+        """Move our control file from ``queue/`` to ``deferred/`` (``dfd``), only while
+        the job is still ours.
+
+        A rename after a check would move whatever is in ``queue/`` then: a worker
+        stopped between the two, whose lock was broken meanwhile, would move the new
+        holder's job away (and that holder's finish() would call it done). So the file
+        is linked into ``deferred/`` first, the lock checked, and only then unlinked
+        from ``queue/``; a job taken over before the check is left where it was. A
+        holder that lost it after the check finds its control file gone, and is told
+        (JobLostError), while the job waits in ``deferred/``. A crash between link and
+        unlink leaves the job queued with a second name in ``deferred/``, which
+        :func:`dirqueue._deferred.promote_due` drops.
+        """
+        source = os.lstat(self.queue_path)
+        # EEXIST: over NFS, our own retried link; else another file (see below).
+        with contextlib.suppress(FileExistsError):
+            os.link(self.queue_path, self.jobid, dst_dir_fd=dfd, follow_symlinks=False)
+        if not _fs.same_file(os.lstat(self.jobid, dir_fd=dfd), source):
+            raise JobStateError(
+                f"cannot defer job {self.jobid}: deferred/ already holds another file of"
+                " that name (see repair())",
+                self.jobid,
+            )
+        try:
+            self._require_ours("retry")
+        except JobLostError:
+            with contextlib.suppress(OSError):
+                os.unlink(self.jobid, dir_fd=dfd)  # The job stays with its new holder.
+            raise
+        try:
+            os.unlink(self.queue_path)
+        except FileNotFoundError:
+            # Not by us (locally ENOENT is never a retried success): our lock was broken
+            # after the check and the new holder finished the job. The name we linked
+            # would bring it back.
+            if _lock.standing(self._config, self._require_active("retry")) is _lock.Standing.OURS:
+                return
+            with contextlib.suppress(OSError):
+                os.unlink(self.jobid, dir_fd=dfd)
+            self._require_ours("retry")  # Raises JobLostError.
+            raise
 
     def _stop_heartbeat(self) -> None:
         if self._heartbeat is not None:

@@ -1,0 +1,104 @@
+"""A held job is moved (to ``deferred/``) only while its lock is still ours, and a
+holder never calls a job done whose control file another moved away (issue 19, item 3).
+
+Worker A, stopped inside ``retry_later`` after its lock check and before its move, had
+its quiet lock broken; B took the job; A resumed and moved B's job to ``deferred/``;
+B's ``finish()`` reported success; the job came back when due, its data gone, and
+landed in ``corrupt/``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _helpers import files_under, wait_for
+from dirqueue import DirQueue, JobLostError
+
+GATED = str(Path(__file__).parent / "_gated_worker.py")
+LIFETIME = 1.0
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()[0] == "T"
+
+
+@pytest.mark.timeout(60)
+def test_a_stalled_retry_later_does_not_move_the_job_its_new_holder_finishes(
+    qdir: Path,
+) -> None:
+    jobid = DirQueue(qdir).enqueue_string("precious")
+    a = subprocess.Popen(
+        [sys.executable, GATED, str(qdir), str(LIFETIME), "STOP", "retry_later"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert a.stdin is not None
+        assert a.stdout is not None
+        assert a.stdout.readline().split() == ["ready", jobid]
+        a.stdin.write("go\n")
+        a.stdin.flush()
+        # A counted its attempt, checked its lock, and stopped before the move.
+        assert wait_for(lambda: _stopped(a.pid), 10)
+        b = DirQueue(qdir, active_file_lifetime=LIFETIME)
+        deadline = time.monotonic() + 10
+        job = None
+        while job is None and time.monotonic() < deadline:  # Once A's lock is stale.
+            job = b.pickup_queued_job()
+            time.sleep(0.05)
+        assert job is not None
+        assert job.jobid == jobid
+        os.kill(a.pid, signal.SIGCONT)
+        assert a.stdout.readline().strip() == "lost"
+        assert a.wait(timeout=10) == 0
+        job.finish()  # B's: the job is done, once.
+    finally:
+        if a.poll() is None:
+            a.kill()
+        a.communicate()  # Reaps it, and closes the pipes.
+    assert files_under(qdir / "deferred") == []
+    assert files_under(qdir / "queue") == []
+    assert files_under(qdir / "data") == []
+    assert b.pickup_queued_job() is None
+
+
+def test_finish_does_not_call_a_job_moved_out_of_the_queue_done(qdir: Path) -> None:
+    queue = DirQueue(qdir)
+    jobid = queue.enqueue_string("moved under our feet")
+    job = queue.pickup_queued_job()
+    assert job is not None
+    # Another process's move (a stalled holder's retry_later, resumed).
+    (qdir / "deferred").mkdir()
+    os.rename(job.queue_path, qdir / "deferred" / jobid)
+    with pytest.raises(JobLostError, match="moved out of the queue"):
+        job.finish()
+    assert files_under(qdir / "deferred") == [jobid]
+    assert os.path.exists(job.get_data_path())  # Data kept.
+    assert files_under(qdir / "active") == []  # Not left locked for when it comes back.
+
+
+def test_a_deferral_that_crashed_between_link_and_unlink_is_not_promoted(
+    qdir: Path,
+) -> None:
+    """The job is queued under its own name; the second name left in ``deferred/``
+    must not bring it back once it is done."""
+    queue = DirQueue(qdir)
+    jobid = queue.enqueue_string("linked twice")
+    (qdir / "deferred").mkdir()
+    os.link(qdir / "queue" / jobid, qdir / "deferred" / jobid)
+    past = time.time() - 10
+    os.utime(qdir / "deferred" / jobid, (past, past))
+    job = queue.pickup_queued_job()  # Promotes due jobs first.
+    assert job is not None
+    assert files_under(qdir / "deferred") == []
+    job.finish()
+    time.sleep(0.6)  # Past PROMOTE_INTERVAL: the next pickup looks in deferred/ again.
+    assert queue.pickup_queued_job() is None
+    assert files_under(qdir / "queue") == []
