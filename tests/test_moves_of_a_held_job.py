@@ -1,5 +1,6 @@
 """A held job is moved (to ``deferred/``) only while its lock is still ours, and a
-holder never calls a job done whose control file another moved away (issue 19, item 3).
+holder never calls a job done whose control file another moved away (issue 19, item 3);
+an attempt recorded just before its worker died is counted once (item 5).
 
 Worker A, stopped inside ``retry_later`` after its lock check and before its move, had
 its quiet lock broken; B took the job; A resumed and moved B's job to ``deferred/``;
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from _helpers import files_under, wait_for
-from dirqueue import DirQueue, JobLostError
+from dirqueue import DirQueue, FailedStore, Job, JobLostError, Outcome, Worker
+from dirqueue.failed import attempts_of
 
 GATED = str(Path(__file__).parent / "_gated_worker.py")
 LIFETIME = 1.0
@@ -102,3 +104,34 @@ def test_a_deferral_that_crashed_between_link_and_unlink_is_not_promoted(
     time.sleep(0.6)  # Past PROMOTE_INTERVAL: the next pickup looks in deferred/ again.
     assert queue.pickup_queued_job() is None
     assert files_under(qdir / "queue") == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("retry_delay", [0, 5], ids=["returned-at-once", "retry_later"])
+def test_a_worker_killed_after_recording_its_attempt_is_not_counted_twice(
+    qdir: Path, retry_delay: int
+) -> None:
+    """Issue 19 item 5: killed after its failed attempt was recorded and before it let
+    go of the job (or inside retry_later, before the move), the worker's attempt was
+    counted again by the dequeuer that broke its lock: with ``max_attempts=2`` the job
+    went to ``failed/`` after one real failure, its handler never run again."""
+    jobid = DirQueue(qdir).enqueue_string("fails once, then its worker dies")
+    first = subprocess.run(
+        [sys.executable, GATED, str(qdir), str(LIFETIME), "KILL", f"fail-retry-{retry_delay}"],
+        capture_output=True, timeout=30, check=False,
+    )
+    assert first.returncode == -signal.SIGKILL
+    assert (qdir / "active" / jobid).exists()  # It died holding the job.
+    runs: list[int] = []
+
+    def handler(job: Job) -> None:
+        runs.append(attempts_of(job.control))
+        raise RuntimeError("the second real failure")
+
+    queue = DirQueue(qdir, active_file_lifetime=LIFETIME)
+    result = Worker(queue, handler, max_attempts=2, until_empty=True).run_once()
+    assert result.jobid == jobid
+    assert runs == [1]  # Run again, with one attempt counted.
+    assert result.outcome is Outcome.FAILED
+    assert result.attempt == 2
+    assert FailedStore(queue).get(jobid).attempts == 2

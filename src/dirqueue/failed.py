@@ -44,6 +44,7 @@ from . import _enqueue, _fs
 from ._format import (
     ATTEMPTS_KEY,
     CONTROL_FILE_MAX_BYTES,
+    COUNTED_RUN_KEY,
     ControlFile,
     attempts_of,
     is_job_name,
@@ -384,7 +385,8 @@ class FailedStore:
                 control = parse_control(
                     _read_regular(os.path.join(claimed, Layout.FAILED_CONTROL)), jobid
                 )
-                extra = {k: v for k, v in control.extra_system.items() if k != ATTEMPTS_KEY}
+                extra = {k: v for k, v in control.extra_system.items()
+                         if k not in (ATTEMPTS_KEY, COUNTED_RUN_KEY)}
                 control = dataclasses.replace(control, extra_system=extra)
                 self.queue.create()
                 _enqueue.requeue(

@@ -21,9 +21,16 @@ from typing import BinaryIO
 from . import _fs, _lock
 from ._config import QueueConfig
 from ._enqueue import bump_queue_mtime
-from ._format import ControlFile, attempts_of, parse_lock_file, with_attempts
+from ._format import (
+    ControlFile,
+    attempts_of,
+    parse_lock_file,
+    run_of,
+    with_attempts,
+    with_counted_run,
+)
 from ._heartbeat import Heartbeat
-from ._identity import current_pid
+from ._identity import current_pid, this_process
 from ._jobfiles import create_control, open_data, read_data, unlink_data
 from ._judge import filesystem_now, read_lock_file
 from ._layout import Layout
@@ -359,6 +366,18 @@ class Job:
         self._control = control
         self.metadata = control.metadata
 
+    def attempt_counted(self, attempts: int, error: str | None = None) -> ControlFile:
+        """The job's control file with ``attempts`` failed attempts (and ``error`` as
+        the last error), this run's among them: for :meth:`update_control`.
+
+        The file also names this run (our lock's owner: host, pid, boot, start), so
+        that if this process dies after writing it and before letting go of the job,
+        the dequeuer that breaks our lock sees the attempt already counted.
+        """
+        me = this_process()
+        run = run_of(self._config.hostname, current_pid(), me.boot, me.start)
+        return with_counted_run(with_attempts(self._control, attempts, error), run)
+
     def retry_later(self, delay: float, *, error: str | None = None) -> None:
         """Give the job back to be tried again in ``delay`` seconds, counting one more
         failed attempt (with ``error`` as its last error).
@@ -370,7 +389,7 @@ class Job:
         or doubled. :class:`JobLostError` if another worker holds it now.
         """
         held = self._require_ours("retry")
-        control = with_attempts(self._control, attempts_of(self._control) + 1, error)
+        control = self.attempt_counted(attempts_of(self._control) + 1, error)
         if delay <= 0:
             self.update_control(control)
             self.return_to_queue()
