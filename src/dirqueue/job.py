@@ -94,6 +94,8 @@ class Job:
         # after that point may find it gone when it is tried again.
         self._letting_go = False
         self._state = "active" if held is not None else "listed"
+        # The process whose lock holds the job (a forked child takes it over).
+        self._holder_pid = current_pid()
         self._heartbeat: Heartbeat | None = None
         if held is not None and config.lock_heartbeat:
             self._heartbeat = Heartbeat(
@@ -177,7 +179,31 @@ class Job:
             raise JobStateError(
                 f"cannot {action} job {self.jobid}: it was already {self._state}", self.jobid
             )
+        if self._holder_pid != current_pid():
+            self._take_over_after_fork()
         return self._held
+
+    def _take_over_after_fork(self) -> None:
+        """In a child forked since the pickup, on its first call on the job: put a lock
+        naming this process in place of the parent's (see :func:`_lock.adopt`), and
+        keep it fresh from here (no thread of the parent's came along).
+
+        The parent, or a sibling, that acts on the job afterwards finds it taken over
+        (JobLostError); if one of them acted first, this process finds that instead.
+        """
+        held = self._held
+        if held is None:
+            return
+        parent, self._holder_pid = self._holder_pid, current_pid()
+        self._heartbeat = None  # The parent's: it beats in the parent, not here.
+        try:
+            adopted = _lock.adopt(self._config, held, parent)
+        except OSError as err:
+            raise QueueIOError(f"taking over job {self.jobid} from process {parent}", err) from err
+        if adopted is not None:
+            self._held = adopted
+            self.active_pid = current_pid()
+            self._restart_heartbeat()
 
     def _require_ours(self, action: str) -> _lock.HeldLock:
         """Our lock, checked to be still in place; else the job is lost to us.
