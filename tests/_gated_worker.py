@@ -1,10 +1,12 @@
-"""A worker with a gate: it signals itself (SIGSTOP or SIGKILL) right after its first
-``Job.update_control`` returns, the step after which a held job is moved or returned
-(``retry_later``: the attempt counted and the lock checked, the move to ``deferred/``
-next; the worker's failure policy: the attempt recorded, the return next). For tests
-that force a stop or a crash at that exact point.
+"""A worker with a gate: it signals itself (SIGSTOP or SIGKILL) at one exact step.
+``after-update`` (the default): right after its first ``Job.update_control`` returns,
+the step after which a held job is moved or returned (``retry_later``: the attempt
+counted and the lock checked, the move to ``deferred/`` next; the worker's failure
+policy: the attempt recorded, the return next). ``in-update``: inside
+``update_control``, after its last check of the lock and before the new control file
+replaces the old.
 
-Run as ``python _gated_worker.py QDIR LIFETIME SIGNAL ACTION``:
+Run as ``python _gated_worker.py QDIR LIFETIME SIGNAL ACTION [GATE]``:
 
   ACTION ``retry_later``: pick up a job, print ``ready JOBID``, wait for a line on stdin,
   then ``job.retry_later(30)``; print ``deferred`` or ``lost`` (JobLostError).
@@ -26,16 +28,35 @@ from dirqueue import DirQueue, JobLostError, Worker
 from dirqueue.job import Job
 
 
-def main(qdir: str, lifetime: float, sig: str, action: str) -> None:
-    real = Job.update_control
+def main(qdir: str, lifetime: float, sig: str, action: str, where: str) -> None:
     gate = [getattr(signal, f"SIG{sig}")]
+    if where == "after-update":
+        real = Job.update_control
 
-    def gated(self: Job, *args: Any, **kwargs: Any) -> None:
-        real(self, *args, **kwargs)
-        if gate:
-            os.kill(os.getpid(), gate.pop())
+        def gated(self: Job, *args: Any, **kwargs: Any) -> None:
+            real(self, *args, **kwargs)
+            if gate:
+                os.kill(os.getpid(), gate.pop())
 
-    Job.update_control = gated  # type: ignore[method-assign]
+        Job.update_control = gated  # type: ignore[method-assign]
+    else:  # "in-update": after update_control's last checks, before its rename.
+        checked = Job._require_ours
+        lexists = os.path.lexists
+        updates = []
+
+        def gated_check(self: Job, action: str) -> Any:
+            if action == "update":
+                updates.append(action)
+            return checked(self, action)
+
+        def gated_lexists(path: str) -> bool:
+            there = lexists(path)
+            if len(updates) == 2 and gate:  # Is the job still in queue/? Then stop.
+                os.kill(os.getpid(), gate.pop())
+            return there
+
+        Job._require_ours = gated_check  # type: ignore[method-assign]
+        os.path.lexists = gated_lexists
     queue = DirQueue(qdir, active_file_lifetime=lifetime)
     if action == "retry_later":
         job = queue.pickup_queued_job()
@@ -59,4 +80,5 @@ def main(qdir: str, lifetime: float, sig: str, action: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4])
+    main(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4],
+         sys.argv[5] if len(sys.argv) > 5 else "after-update")

@@ -135,3 +135,41 @@ def test_a_worker_killed_after_recording_its_attempt_is_not_counted_twice(
     assert result.outcome is Outcome.FAILED
     assert result.attempt == 2
     assert FailedStore(queue).get(jobid).attempts == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_stalled_update_does_not_bring_back_a_job_its_new_holder_finished(
+    qdir: Path,
+) -> None:
+    """Stopped inside update_control after its last lock check, A must not put its
+    control file back in queue/ once B has finished the job meanwhile."""
+    jobid = DirQueue(qdir).enqueue_string("finished once")
+    a = subprocess.Popen(
+        [sys.executable, GATED, str(qdir), str(LIFETIME), "STOP", "retry_later", "in-update"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert a.stdin is not None
+        assert a.stdout is not None
+        assert a.stdout.readline().split() == ["ready", jobid]
+        a.stdin.write("go\n")
+        a.stdin.flush()
+        assert wait_for(lambda: _stopped(a.pid), 10)
+        b = DirQueue(qdir, active_file_lifetime=LIFETIME)
+        deadline = time.monotonic() + 10
+        job = None
+        while job is None and time.monotonic() < deadline:  # Once A's lock is stale.
+            job = b.pickup_queued_job()
+            time.sleep(0.05)
+        assert job is not None
+        job.finish()
+        os.kill(a.pid, signal.SIGCONT)
+        a.communicate(timeout=10)  # A JobStateError (the job is gone): not our business.
+    finally:
+        if a.poll() is None:
+            a.kill()
+        a.communicate()
+    assert files_under(qdir / "queue") == []
+    assert files_under(qdir / "deferred") == []
+    assert files_under(qdir / "data") == []
+    assert not (qdir / "corrupt").exists() or files_under(qdir / "corrupt") == []

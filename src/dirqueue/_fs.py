@@ -532,3 +532,28 @@ def unlink_quietly(path: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+#: renameat2(2)'s flag: swap two names atomically (Linux 3.15; local filesystems).
+_RENAME_EXCHANGE: Final = 2
+
+
+def exchange(a: str, b: str) -> bool:
+    """Swap the files at paths ``a`` and ``b`` in one step; False where the system or
+    filesystem cannot (then nothing was done: NFS, FUSE, not Linux).
+
+    Unlike a rename over ``b``, it never creates ``b``: FileNotFoundError if either is
+    missing. A holder replacing a job's control file by a rename, after checking that
+    the job is still its own, would bring back a job finished by another in between.
+    """
+    fn = getattr(libc(), "renameat2", None)
+    if fn is None:
+        return False
+    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)

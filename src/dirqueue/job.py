@@ -93,6 +93,8 @@ class Job:
         # Set once we start to remove our own lock: a finish or return that failed
         # after that point may find it gone when it is tried again.
         self._letting_go = False
+        # Set once finish() has tried to unlink the control file.
+        self._finishing = False
         self._state = "active" if held is not None else "listed"
         # The process whose lock holds the job (a forked child takes it over).
         self._holder_pid = current_pid()
@@ -275,16 +277,24 @@ class Job:
         job over after this process's lock was broken.
         """
         held = self._require_ours("finish")
-        self._stop_heartbeat()
         jobid = self.jobid
-        if not self._letting_go and not os.path.lexists(self.queue_path):
+        if not self._finishing:
             # Ours, but moved out of queue/ by another (a stalled holder's retry_later
-            # that resumed after we broke its lock): the job lives on there, and calling
+            # that resumed after we broke its lock)? The job lives on there, and calling
             # it done would make it come back. (Looked at first: over NFS the unlink
             # below can answer ENOENT for its own retried success.)
-            self._lose_moved(held, "finish")
+            try:
+                os.lstat(self.queue_path)
+            except FileNotFoundError:
+                # Looked at twice: over NFS a name that is there can read as ENOENT.
+                if not os.path.lexists(self.queue_path):
+                    self._lose_moved(held, "finish")
+            except OSError as err:
+                raise QueueIOError(f"finishing job {jobid} (still in the queue)", err) from err
+        self._stop_heartbeat()
         # The control file goes first: once it is gone the job is finished, and no
         # reader can meet a control file whose data was already removed.
+        self._finishing = True  # An unlink that reports failure may still have worked.
         try:
             try:
                 os.unlink(self.queue_path)
@@ -325,6 +335,7 @@ class Job:
         """Our lock is in place but the job's control file is no longer in ``queue/``:
         let go of the lock (the job must not stay locked where it comes back) and
         raise :class:`JobLostError`."""
+        self._stop_heartbeat()
         self._state = "lost"
         with contextlib.suppress(OSError):
             _lock.release(self._config, held)
@@ -375,7 +386,16 @@ class Job:
                     f"job {self.jobid} is no longer in the queue: not updating it", self.jobid
                 )
             try:
-                os.rename(tmp, self.queue_path)
+                # Swapped in where the system can: a job finished by another since the
+                # check is then not brought back (the swap needs a file to swap with).
+                swapped = _fs.exchange(tmp, self.queue_path)
+            except FileNotFoundError:
+                raise JobStateError(
+                    f"job {self.jobid} is no longer in the queue: not updating it", self.jobid
+                ) from None
+            try:
+                if not swapped:
+                    os.rename(tmp, self.queue_path)
             except FileNotFoundError:
                 # Over NFS a retried rename reports ENOENT although the first one worked.
                 if not _fs.same_file(os.lstat(self.queue_path), written):
@@ -469,27 +489,35 @@ class Job:
         :func:`dirqueue._deferred.promote_due` drops.
         """
         source = os.lstat(self.queue_path)
-        # EEXIST: over NFS, our own retried link; else another file (see below).
-        with contextlib.suppress(FileExistsError):
+        try:
             os.link(self.queue_path, self.jobid, dst_dir_fd=dfd, follow_symlinks=False)
-        if not _fs.same_file(os.lstat(self.jobid, dir_fd=dfd), source):
-            raise JobStateError(
-                f"cannot defer job {self.jobid}: deferred/ already holds another file of"
-                " that name (see repair())",
-                self.jobid,
-            )
+        except OSError:
+            # A link made can report failure (over NFS, a retried request whose reply
+            # was lost): the inode says. Another file by that name: not ours to touch.
+            if not _is_at(dfd, self.jobid, source):
+                raise
         try:
             self._require_ours("retry")
-        except JobLostError:
-            with contextlib.suppress(OSError):
-                os.unlink(self.jobid, dir_fd=dfd)  # The job stays with its new holder.
+            self._unlink_queued(dfd)
+        except BaseException:
+            # Not moved: the job stays in queue/ (with its new holder, if it was taken
+            # over), and only there.
+            if os.path.lexists(self.queue_path):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.jobid, dir_fd=dfd)
             raise
+
+    def _unlink_queued(self, dfd: int) -> None:
+        """The last step of :meth:`_move_to_deferred`: our control file's name in
+        ``queue/`` goes, the job's lock checked just before."""
         try:
             os.unlink(self.queue_path)
-        except FileNotFoundError:
-            # Not by us (locally ENOENT is never a retried success): our lock was broken
-            # after the check and the new holder finished the job. The name we linked
-            # would bring it back.
+        except OSError:
+            if os.path.lexists(self.queue_path):
+                raise  # Still there: not moved (the caller drops the second name).
+            # Gone: our unlink (whose reply was lost), or, our lock broken after the
+            # check, the new holder finished the job; then the name we linked in
+            # deferred/ would bring it back.
             if _lock.standing(self._config, self._require_active("retry")) is _lock.Standing.OURS:
                 return
             with contextlib.suppress(OSError):
@@ -529,3 +557,11 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<Job {self.jobid} {self._state}>"
+
+
+def _is_at(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    """True if ``name`` in ``dir_fd`` is the file ``st`` describes."""
+    try:
+        return _fs.same_file(os.lstat(name, dir_fd=dir_fd), st)
+    except OSError:
+        return False
