@@ -7,6 +7,10 @@ Run as ``python _prefork.py QDIR LIFETIME MODE``:
   the parent has taken them all (and its heartbeat has ticked), then ``finish()``
   their job. Prints one line per child, ``PID finished`` or ``PID lost MESSAGE``.
 
+  MODE ``late``: pick up one job; a first child takes it over; then a second child
+  and the parent try to finish it (and must be told it is taken), then the first
+  child finishes it. Prints ``parent lost True``, ``sibling 0``, ``first 0`` when so.
+
   MODE ``orphan``: pick up one job, fork a child that calls ``touch_active_lock()``
   (its first call on the job), prints ``child PID`` and then waits forever; the
   parent exits as soon as the child has printed. The test kills the child.
@@ -64,10 +68,43 @@ def orphan(queue: DirQueue) -> None:
     os._exit(0)  # The parent goes; its child works on.
 
 
+def second_comes_late(queue: DirQueue) -> None:
+    job = queue.pickup_queued_job()
+    assert job is not None
+    took_read, took_write = os.pipe()
+    go_read, go_write = os.pipe()
+    first = os.fork()
+    if first == 0:
+        job.touch_active_lock()  # Takes the job over.
+        os.write(took_write, b"x")
+        os.read(go_read, 1)
+        job.finish()
+        os._exit(0)
+    os.read(took_read, 1)
+    sibling = os.fork()
+    if sibling == 0:
+        try:
+            job.finish()
+            os._exit(1)
+        except JobLostError as err:
+            os._exit(0 if err.taken_by == f"{queue.hostname}:{first}" else 2)
+    sibling_status = os.waitpid(sibling, 0)[1]
+    try:
+        job.finish()
+        print("parent finished")
+    except JobLostError as err:
+        print("parent lost", err.taken_by == f"{queue.hostname}:{first}")
+    os.write(go_write, b"x")
+    print("sibling", os.waitstatus_to_exitcode(sibling_status))
+    print("first", os.waitstatus_to_exitcode(os.waitpid(first, 0)[1]))
+
+
 def main(qdir: str, lifetime: float, mode: list[str]) -> None:
     queue = DirQueue(qdir, active_file_lifetime=lifetime)
     if mode[0] == "finish":
         finish_each(queue, int(mode[1]))
+    elif mode[0] == "late":
+        second_comes_late(queue)
     else:
         orphan(queue)
 

@@ -86,3 +86,16 @@ def test_a_childs_job_is_held_while_the_child_lives_after_its_parent_exits(
         if parent.poll() is None:
             parent.kill()
         parent.communicate()
+
+
+@pytest.mark.timeout(60)
+def test_the_parent_and_a_sibling_are_told_a_child_took_the_job_over(qdir: Path) -> None:
+    DirQueue(qdir).enqueue_string("one holder")
+    done = subprocess.run(
+        [sys.executable, PREFORK, str(qdir), str(LIFETIME), "late"],
+        capture_output=True, text=True, timeout=30, check=False, start_new_session=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["parent lost True", "sibling 0", "first 0"]
+    assert files_under(qdir / "queue") == []
+    assert files_under(qdir / "active") == []
