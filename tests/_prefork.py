@@ -11,8 +11,8 @@ Run as ``python _prefork.py QDIR LIFETIME MODE``:
   and the parent try to finish it (and must be told it is taken), then the first
   child finishes it. Prints ``parent lost True``, ``sibling 0``, ``first 0`` when so.
 
-  MODE ``orphan``: pick up one job, fork a child that calls ``touch_active_lock()``
-  (its first call on the job), prints ``child PID`` and then waits forever; the
+  MODE ``orphan``: pick up one job, fork a child that calls ``get_data()`` (its
+  first call on the job), prints ``child PID`` and then waits forever; the
   parent exits as soon as the child has printed. The test kills the child.
 """
 
@@ -59,7 +59,7 @@ def orphan(queue: DirQueue) -> None:
     ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        job.touch_active_lock()
+        job.get_data()  # Its first call on the job takes it over.
         print("child", os.getpid(), flush=True)
         os.write(ready_write, b"x")
         while True:

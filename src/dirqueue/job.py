@@ -136,6 +136,7 @@ class Job:
         Raises :class:`CorruptJobError` rather than follow a symlink out of the queue,
         or read a data file that is not the size its control file records.
         """
+        self._taken_over_if_forked()
         return read_data(self._config, self.jobid, self._control.size_bytes)
 
     def open_data(self) -> BinaryIO:
@@ -144,6 +145,7 @@ class Job:
         Opened without following symlinks; raises :class:`CorruptJobError` for anything
         that is not a regular file in the queue.
         """
+        self._taken_over_if_forked()
         return os.fdopen(open_data(self._config, self.jobid), "rb")
 
     def get_data_size_bytes(self) -> int:
@@ -181,9 +183,15 @@ class Job:
             raise JobStateError(
                 f"cannot {action} job {self.jobid}: it was already {self._state}", self.jobid
             )
-        if self._holder_pid != current_pid():
-            self._take_over_after_fork()
+        self._taken_over_if_forked()
         return self._held
+
+    def _taken_over_if_forked(self) -> None:
+        """A held job's first use in a child forked since the pickup takes it over."""
+        if self._held is not None and self._state == "active" and (
+            self._holder_pid != current_pid()
+        ):
+            self._take_over_after_fork()
 
     def _take_over_after_fork(self) -> None:
         """In a child forked since the pickup, on its first call on the job: put a lock
