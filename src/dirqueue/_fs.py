@@ -536,6 +536,8 @@ def unlink_quietly(path: str) -> bool:
 
 #: renameat2(2)'s flag: swap two names atomically (Linux 3.15; local filesystems).
 _RENAME_EXCHANGE: Final = 2
+#: libc's renameat2, or None where it has none (looked up once).
+_RENAMEAT2: list[Callable[..., int] | None] = []
 
 
 def exchange(a: str, b: str) -> bool:
@@ -546,11 +548,16 @@ def exchange(a: str, b: str) -> bool:
     missing. A holder replacing a job's control file by a rename, after checking that
     the job is still its own, would bring back a job finished by another in between.
     """
-    fn = getattr(libc(), "renameat2", None)
+    if not _RENAMEAT2:
+        found = getattr(libc(), "renameat2", None)  # glibc 2.28 and later
+        if found is not None:
+            found.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                              ctypes.c_uint)
+            found.restype = ctypes.c_int
+        _RENAMEAT2.append(found)
+    fn = _RENAMEAT2[0]
     if fn is None:
         return False
-    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-    fn.restype = ctypes.c_int
     if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
