@@ -396,7 +396,9 @@ class Job:
             try:
                 # Swapped in where the system can: a job finished by another since the
                 # check is then not brought back (the swap needs a file to swap with).
-                swapped = _fs.exchange(tmp, self.queue_path)
+                # (queue/NAME named first: inotify then reports it leaving before the new
+                # file arriving, and an index that sees every change keeps the job.)
+                swapped = _fs.exchange(self.queue_path, tmp)
             except FileNotFoundError:
                 raise JobStateError(
                     f"job {self.jobid} is no longer in the queue: not updating it", self.jobid
