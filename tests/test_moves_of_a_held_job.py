@@ -86,22 +86,25 @@ def test_finish_does_not_call_a_job_moved_out_of_the_queue_done(qdir: Path) -> N
     assert files_under(qdir / "active") == []  # Not left locked for when it comes back.
 
 
+@pytest.mark.parametrize("fanout", [False, True], ids=["queue", "fan-out"])
 def test_a_deferral_that_crashed_between_link_and_unlink_is_not_promoted(
-    qdir: Path,
+    qdir: Path, fanout: bool
 ) -> None:
     """The job is queued under its own name; the second name left in ``deferred/``
-    must not bring it back once it is done."""
-    queue = DirQueue(qdir)
+    must not bring it back once it is done (nor list it twice meanwhile)."""
+    queue = DirQueue(qdir, queue_fanout=fanout)
     jobid = queue.enqueue_string("linked twice")
     (qdir / "deferred").mkdir()
-    os.link(qdir / "queue" / jobid, qdir / "deferred" / jobid)
+    (queued,) = [path for path in (qdir / "queue").rglob(jobid)]
+    os.link(queued, qdir / "deferred" / jobid)
     past = time.time() - 10
     os.utime(qdir / "deferred" / jobid, (past, past))
     job = queue.pickup_queued_job()  # Promotes due jobs first.
     assert job is not None
     assert files_under(qdir / "deferred") == []
     job.finish()
-    assert DirQueue(qdir).pickup_queued_job() is None  # A new one looks in deferred/ at once.
+    # A new queue object looks in deferred/ at once.
+    assert DirQueue(qdir, queue_fanout=fanout).pickup_queued_job() is None
     assert files_under(qdir / "queue") == []
 
 

@@ -76,13 +76,12 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
         qfd = _fs.open_dir_nofollow(config.dir, (Layout.QUEUE,))
         try:
             for entry in due:
+                if _left_by_a_crashed_deferral(config, dfd, entry.name):
+                    continue
                 try:
-                    source = os.lstat(entry.name, dir_fd=dfd)
                     os.rename(entry.name, entry.name, src_dir_fd=dfd, dst_dir_fd=qfd)
                 except FileNotFoundError:
                     continue  # Another process promoted it first.
-                if _left_by_a_crashed_deferral(dfd, entry.name, source):
-                    continue
                 moved += 1
             if moved and config.durable:
                 os.fsync(qfd)
@@ -99,18 +98,31 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
     return moved, min(later, default=None)
 
 
-def _left_by_a_crashed_deferral(dfd: int, name: str, source: os.stat_result) -> bool:
-    """True if ``deferred/NAME`` is still there after its rename into ``queue/``: then
-    it was a second name of the very file at ``queue/NAME`` (rename between two links
-    of one file does nothing), left by a retry_later that crashed between linking the
-    job into ``deferred/`` and unlinking it from ``queue/`` (see
+def _left_by_a_crashed_deferral(config: QueueConfig, dfd: int, name: str) -> bool:
+    """True (and ``deferred/NAME`` removed) if ``deferred/NAME`` is a second name of the
+    very file queued as ``NAME``: left by a retry_later that crashed between linking
+    the job into ``deferred/`` and unlinking it from ``queue/`` (see
     :meth:`dirqueue.Job.retry_later`). The job is queued (perhaps running, or finished
-    and gone): the name in ``deferred/`` is removed, never promoted. (Checked by inode:
-    a job deferred again meanwhile has a new control file.)"""
+    and gone): promoting it would run it twice (or, over a name in another fan-out
+    directory, list it twice), so the name in ``deferred/`` goes instead.
+
+    Only a file with more than one link is looked for in ``queue/`` (every fan-out
+    directory: the digit is not recorded), so a promotion costs one lstat more.
+    """
     try:
-        if not _fs.same_file(os.lstat(name, dir_fd=dfd), source):
-            return False
-        os.unlink(name, dir_fd=dfd)
+        st = os.lstat(name, dir_fd=dfd)
     except FileNotFoundError:
-        return False  # Moved, as it should be.
-    return True
+        return False  # Promoted by another process: the rename will say so.
+    if st.st_nlink < 2:
+        return False
+    layout = config.layout
+    for fanout in (None, *Layout.FANOUT_DIGITS):
+        try:
+            twin = os.lstat(layout.queue_path(name, fanout))
+        except OSError:
+            continue
+        if _fs.same_file(twin, st):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dfd)
+            return True
+    return False
