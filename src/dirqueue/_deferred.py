@@ -75,9 +75,9 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
     try:
         qfd = _fs.open_dir_nofollow(config.dir, (Layout.QUEUE,))
         try:
+            # A crashed deferral's second name is dropped, never promoted.
+            due = [e for e in due if not _left_by_a_crashed_deferral(config, dfd, e.name)]
             for entry in due:
-                if _left_by_a_crashed_deferral(config, dfd, entry.name):
-                    continue
                 try:
                     os.rename(entry.name, entry.name, src_dir_fd=dfd, dst_dir_fd=qfd)
                 except FileNotFoundError:
