@@ -540,9 +540,10 @@ _RENAME_EXCHANGE: Final = 2
 _RENAMEAT2: list[Callable[..., int] | None] = []
 
 
-def exchange(a: str, b: str) -> bool:
-    """Swap the files at paths ``a`` and ``b`` in one step; False where the system or
-    filesystem cannot (then nothing was done: NFS, FUSE, not Linux).
+def exchange(a: str, b: str, *, a_dir_fd: int | None = None, b_dir_fd: int | None = None) -> bool:
+    """Swap the files at ``a`` and ``b`` (each relative to its directory descriptor, if
+    given) in one step; False where the system or filesystem cannot (then nothing was
+    done: NFS, FUSE, not Linux).
 
     Unlike a rename over ``b``, it never creates ``b``: FileNotFoundError if either is
     missing. A holder replacing a job's control file by a rename, after checking that
@@ -558,7 +559,9 @@ def exchange(a: str, b: str) -> bool:
     fn = _RENAMEAT2[0]
     if fn is None:
         return False
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+    a_fd = _AT_FDCWD if a_dir_fd is None else a_dir_fd
+    b_fd = _AT_FDCWD if b_dir_fd is None else b_dir_fd
+    if fn(a_fd, os.fsencode(a), b_fd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
