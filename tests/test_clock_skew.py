@@ -135,3 +135,94 @@ def test_a_read_only_queue_uses_this_hosts_clock(tmp_path: Path) -> None:
     config = QueueConfig(Layout(str(tmp_path / "missing")), "h")
     _judge._offsets.clear()
     assert abs(_judge.filesystem_now(config) - time.time()) < 0.5
+
+
+#: Holds nothing; after a line on stdin (the test has stepped its clock), tries pickups
+#: for 2 s (within the offset's CLOCK_RECHECK) and prints the jobs it took and how far
+#: its clock is from the queue's.
+_STEPPED = """
+import json, os, sys, time
+from dirqueue import DirQueue
+qdir, lifetime = sys.argv[1], float(sys.argv[2])
+q = DirQueue(qdir, active_file_lifetime=lifetime)
+assert q.pickup_queued_job() is None  # Measures the filesystem's clock: no skew yet.
+print("ready", flush=True)
+sys.stdin.readline()
+taken = []
+end = time.monotonic() + 2.0
+while time.monotonic() < end:
+    job = q.pickup_queued_job()
+    if job is not None:
+        taken.append(job.jobid)
+    # No sleep: libfaketime's nanosleep refuses the monotonic clock left unfaked.
+print(json.dumps({"taken": taken, "skew": time.time() - os.stat(qdir).st_mtime}))
+"""
+
+
+def _libfaketime() -> str | None:
+    for lib in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"):
+        if os.path.exists(lib):
+            return lib
+    return None
+
+
+@needs_faketime
+@pytest.mark.timeout(60)
+def test_a_clock_stepped_2_hours_ahead_breaks_no_live_lock(tmp_path: Path) -> None:
+    """Issue 19 item 4: the measured offset was trusted for 5 s whatever this host's
+    clock did meanwhile, so a step of +2 h made a live worker's heartbeat locks look
+    2 h quiet, and a pickup broke them all."""
+    lib = _libfaketime()
+    if lib is None:
+        pytest.skip("libfaketime.so.1 not found")
+    qdir = tmp_path / "q"
+    owner = DirQueue(qdir, active_file_lifetime=LIFETIME)  # Heartbeat every LIFETIME / 4.
+    ids = [owner.enqueue_string(f"job {n}") for n in range(5)]
+    held = [owner.pickup_queued_job() for _ in ids]
+    assert all(job is not None for job in held)
+    step = tmp_path / "faketime"
+    step.write_text("+0\n")
+    env = {
+        **os.environ,
+        "LD_PRELOAD": lib,
+        "FAKETIME_TIMESTAMP_FILE": str(step),
+        "FAKETIME_NO_CACHE": "1",
+        # A real clock step leaves the monotonic clock alone.
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _STEPPED, str(qdir), str(LIFETIME)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert worker.stdout is not None
+        assert worker.stdin is not None
+        assert worker.stdout.readline().strip() == "ready"
+        step.write_text("+2h\n")
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+        seen = json.loads(worker.communicate(timeout=30)[0])
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait()
+    assert seen["skew"] > 7000  # Its clock did step 2 hours ahead.
+    assert seen["taken"] == []
+    for job in held:
+        assert job is not None
+        job.finish()  # Still ours: none of the locks was broken.
+
+
+@needs_faketime
+@pytest.mark.timeout(60)
+def test_a_worker_15_minutes_fast_waits_for_a_delayed_job(tmp_path: Path) -> None:
+    """Issue 19 item 4: a delayed job's due time is in the filesystem's clock, and a
+    worker whose own clock is 15 minutes fast took a ``delay=600`` job at once."""
+    qdir = tmp_path / "q"
+    jobid = DirQueue(qdir).enqueue_string("in ten minutes", delay=600)
+    worker = _skewed("+15m", qdir, 1.5)
+    seen = json.loads(worker.communicate(timeout=30)[0])
+    assert seen["skew"] > 850  # It did run 15 minutes fast.
+    assert seen["taken"] is None
+    assert (qdir / "deferred" / jobid).exists()

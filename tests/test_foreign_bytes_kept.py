@@ -17,7 +17,7 @@ import pytest
 
 from _perl import needs_perl, run_perl
 from dirqueue import DirQueue, FailedStore, Job, Worker
-from dirqueue._format import ATTEMPTS_KEY, LAST_ERROR_KEY, attempts_of
+from dirqueue._format import ATTEMPTS_KEY, COUNTED_RUN_KEY, LAST_ERROR_KEY, attempts_of
 from dirqueue._layout import Layout
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,7 +45,7 @@ def _kept(before: bytes, after: bytes) -> None:
     new = after.splitlines(keepends=True)
     assert [line for line in new if line in old] == old
     added = [line.split(b":")[0].decode() for line in new if line not in old]
-    assert set(added) <= {ATTEMPTS_KEY, LAST_ERROR_KEY}
+    assert set(added) <= {ATTEMPTS_KEY, LAST_ERROR_KEY, COUNTED_RUN_KEY}
 
 
 def test_a_counted_attempt_keeps_latin1_metadata(tmp_path: Path) -> None:

@@ -57,6 +57,9 @@ def scan_deferred(config: QueueConfig) -> list[DeferredEntry]:
 def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, float | None]:
     """Move every deferred job that is due into ``queue/``.
 
+    ``now`` should be the filesystem's clock (:func:`dirqueue._judge.filesystem_now`),
+    which due times are written in; this host's clock by default.
+
     Returns how many this call moved, and when the next one is due (None if none is
     waiting).
     """
@@ -74,6 +77,8 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
     targets: dict[str | None, list[int]] = {}
     created: list[str] = []
     try:
+        # A crashed deferral's second name is dropped, never promoted.
+        due = [entry for entry in due if not _left_by_a_crashed_deferral(config, dfd, entry.name)]
         for entry in due:
             fanout = Layout.choose_fanout(config.queue_fanout)
             target = targets.get(fanout)
@@ -105,3 +110,33 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
         with contextlib.suppress(OSError):
             _dirfds.at(config.dir, (Layout.QUEUE,), os.utime)
     return moved, min(later, default=None)
+
+
+def _left_by_a_crashed_deferral(config: QueueConfig, dfd: int, name: str) -> bool:
+    """True (and ``deferred/NAME`` removed) if ``deferred/NAME`` is a second name of the
+    very file queued as ``NAME``: left by a retry_later that crashed between linking
+    the job into ``deferred/`` and unlinking it from ``queue/`` (see
+    :meth:`dirqueue.Job.retry_later`). The job is queued (perhaps running, or finished
+    and gone): promoting it would run it twice (or, over a name in another fan-out
+    directory, list it twice), so the name in ``deferred/`` goes instead.
+
+    Only a file with more than one link is looked for in ``queue/`` (every fan-out
+    directory: the digit is not recorded), so a promotion costs one lstat more.
+    """
+    try:
+        st = os.lstat(name, dir_fd=dfd)
+    except FileNotFoundError:
+        return False  # Promoted by another process: the rename will say so.
+    if st.st_nlink < 2:
+        return False
+    layout = config.layout
+    for fanout in (None, *Layout.FANOUT_DIGITS):
+        try:
+            twin = os.lstat(layout.queue_path(name, fanout))
+        except OSError:
+            continue
+        if _fs.same_file(twin, st):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dfd)
+            return True
+    return False

@@ -51,6 +51,7 @@ from ._config import QueueConfig
 from ._format import ControlFile, make_job_id, validate_metadata, validate_priority
 from ._identity import current_pid
 from ._jobfiles import create_control, in_queue_dir, unlink_data
+from ._judge import filesystem_now
 from ._layout import Layout
 from .errors import DirQueueError, QueueIOError
 
@@ -164,6 +165,10 @@ def enqueue(
     ]
     prepare()
     _check_free_space(config, size_hint)
+    if due is not None:
+        # Given in this host's clock; kept (as the file's mtime) in the filesystem's,
+        # which every host's pickup compares it with.
+        due += filesystem_now(config) - time.time()
     pid = current_pid()
     staged: list[_Staged] = []
 

@@ -19,12 +19,14 @@ from .errors import CorruptJobError, InvalidMetadataError, InvalidPriorityError
 __all__ = [
     "ATTEMPTS_KEY",
     "CONTROL_FILE_MAX_BYTES",
+    "COUNTED_RUN_KEY",
     "DEFAULT_PRIORITY",
     "LAST_ERROR_KEY",
     "METADATA_MAX_BYTES",
     "ControlFile",
     "LockInfo",
     "attempts_of",
+    "counted_run_of",
     "data_location",
     "format_lock",
     "host_tag",
@@ -35,9 +37,11 @@ __all__ = [
     "parse_job_id",
     "parse_lock",
     "parse_lock_file",
+    "run_of",
     "validate_metadata",
     "validate_priority",
     "with_attempts",
+    "with_counted_run",
 ]
 
 DEFAULT_PRIORITY: Final = 50
@@ -291,6 +295,30 @@ def with_attempts(control: ControlFile, attempts: int, error: str | None = None)
         # One line, within the format's rules: no newline or NUL in a value.
         extra[LAST_ERROR_KEY] = " ".join(error.replace("\0", " ").split())[:500]
     return dataclasses.replace(control, extra_system=extra)
+
+
+#: The control-file field naming the run whose failed attempt ``QATT`` counted last:
+#: its lock's owner as ``HOST PID BOOT START`` (see :func:`run_of`). A worker killed
+#: between recording its attempt and letting go of the job leaves its lock behind; the
+#: dequeuer that breaks it finds this run named here and does not count it again.
+COUNTED_RUN_KEY: Final = "QRUN"
+
+
+def run_of(host: str | None, pid: int | None, boot: str | None, start: int | None) -> str:
+    """A lock owner's run as :data:`COUNTED_RUN_KEY` names it (one line, no NUL)."""
+    text = f"{host} {pid} {boot or '-'} {start if start is not None else '-'}"
+    return " ".join(text.replace("\0", " ").split())
+
+
+def counted_run_of(control: ControlFile) -> str:
+    """The run whose attempt the job's count last included ("" when none is named)."""
+    return control.extra_system.get(COUNTED_RUN_KEY, "")
+
+
+def with_counted_run(control: ControlFile, run: str) -> ControlFile:
+    """``control`` naming ``run`` as the one whose attempt its count includes."""
+    return dataclasses.replace(control, extra_system={**control.extra_system,
+                                                      COUNTED_RUN_KEY: run})
 
 
 def _int_field(value: str, key: str, where: str | None) -> int:

@@ -534,3 +534,38 @@ def unlink_quietly(path: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+#: renameat2(2)'s flag: swap two names atomically (Linux 3.15; local filesystems).
+_RENAME_EXCHANGE: Final = 2
+#: libc's renameat2, or None where it has none (looked up once).
+_RENAMEAT2: list[Callable[..., int] | None] = []
+
+
+def exchange(a: str, b: str, *, a_dir_fd: int | None = None, b_dir_fd: int | None = None) -> bool:
+    """Swap the files at ``a`` and ``b`` (each relative to its directory descriptor, if
+    given) in one step; False where the system or filesystem cannot (then nothing was
+    done: NFS, FUSE, not Linux).
+
+    Unlike a rename over ``b``, it never creates ``b``: FileNotFoundError if either is
+    missing. A holder replacing a job's control file by a rename, after checking that
+    the job is still its own, would bring back a job finished by another in between.
+    """
+    if not _RENAMEAT2:
+        found = getattr(libc(), "renameat2", None)  # glibc 2.28 and later
+        if found is not None:
+            found.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                              ctypes.c_uint)
+            found.restype = ctypes.c_int
+        _RENAMEAT2.append(found)
+    fn = _RENAMEAT2[0]
+    if fn is None:
+        return False
+    a_fd = _AT_FDCWD if a_dir_fd is None else a_dir_fd
+    b_fd = _AT_FDCWD if b_dir_fd is None else b_dir_fd
+    if fn(a_fd, os.fsencode(a), b_fd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)

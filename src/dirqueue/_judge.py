@@ -46,6 +46,7 @@ from ._identity import owner_is_dead
 
 __all__ = [
     "CLOCK_RECHECK",
+    "CLOCK_STEP",
     "Judgement",
     "Verdict",
     "filesystem_now",
@@ -61,8 +62,14 @@ _LOCK_READ_MAX = 4096
 #: milliseconds a day; a step (an NTP correction, a VM resumed) is seen this late.
 CLOCK_RECHECK: Final = 5.0
 
-#: queue directory -> (filesystem clock minus ours, time.monotonic() when measured)
-_offsets: dict[str, tuple[float, float]] = {}
+#: A jump of this host's clock (seconds) against the monotonic clock since the offset
+#: was measured: a step (an NTP correction, a VM resumed, an operator's ``date -s``),
+#: after which the offset is measured again at once.
+CLOCK_STEP: Final = 1.0
+
+#: queue directory -> (filesystem clock minus ours, time.monotonic() and time.time()
+#: when measured)
+_offsets: dict[str, tuple[float, float, float]] = {}
 
 
 def filesystem_now(config: QueueConfig) -> float:
@@ -74,17 +81,27 @@ def filesystem_now(config: QueueConfig) -> float:
     minutes slow would keep a dead one five minutes past its lifetime. The offset is
     measured by writing a file in ``tmp/`` and reading back its mtime, at most once per
     :data:`CLOCK_RECHECK` seconds per queue; in between this costs no system call
-    beyond the clock's. Where nothing can be written (a read-only view of the queue)
+    beyond the clocks'. Where nothing can be written (a read-only view of the queue)
     this host's clock is used.
+
+    A step of this host's clock within those seconds would make every lock look hours
+    old (or young) until the next measure: so each call also compares how far this
+    host's clock and the monotonic clock have moved since the measure, and measures
+    again when they differ by more than :data:`CLOCK_STEP`.
     """
     mono = time.monotonic()
+    wall = time.time()
     seen = _offsets.get(config.dir)
-    if seen is None or mono - seen[1] > CLOCK_RECHECK:
-        seen = (_measure_offset(config), mono)
+    if (
+        seen is None
+        or mono - seen[1] > CLOCK_RECHECK
+        or abs((wall - seen[2]) - (mono - seen[1])) > CLOCK_STEP
+    ):
+        seen = (_measure_offset(config), mono, wall)
         if len(_offsets) > 64:
             _offsets.clear()
         _offsets[config.dir] = seen
-    return time.time() + seen[0]
+    return wall + seen[0]
 
 
 def _measure_offset(config: QueueConfig) -> float:

@@ -37,7 +37,7 @@ from typing import Final, TypeVar
 
 from . import _fs
 from ._config import QueueConfig
-from ._format import format_lock
+from ._format import format_lock, parse_lock_file
 from ._identity import current_pid, this_process
 from ._jobfiles import in_queue_dir, set_aside
 from ._judge import Judgement, Verdict, filesystem_now, judge, read_lock_file
@@ -49,6 +49,7 @@ __all__ = [
     "LockFileKeeper",
     "Refused",
     "Standing",
+    "adopt",
     "break_if_stale",
     "release",
     "remove_judged",
@@ -763,3 +764,62 @@ def _drop_break_token(config: QueueConfig, token: tuple[str, os.stat_result]) ->
 
     with contextlib.suppress(OSError):
         _in_tmp(config, drop)
+
+
+def adopt(config: QueueConfig, held: HeldLock, taker: int) -> HeldLock | None:
+    """Take over, in a process forked after the pickup, a lock that process ``taker``
+    (its parent) linked: put a lock naming this process in its place. The new lock, or
+    None if the lock there is no longer the one ``taker`` linked for ``held``.
+
+    A lock taken by a parent names the parent, and its lock file's mtime moves with
+    every pickup and heartbeat of the parent: a child could neither tell the lock as
+    its own by the mtime it inherited, nor keep it from being judged dead once the
+    parent exits. The lock written here names the child, is known by the child's own
+    mtime, and lives and dies with the child. The job is never unlocked meanwhile: the
+    new lock is renamed over the old, and the breaker token, held across the check and
+    the rename, keeps any breaker from removing the old one in between.
+    """
+    jobid = held.jobid
+    token = _take_break_token(config, jobid)
+    if token is None:
+        return None  # Being judged stale right now: see what becomes of it.
+    try:
+        current = _lstat_twice(config, jobid)
+        if current is None or not _taken_by(config, held, current, taker):
+            return None
+        pid = current_pid()
+        tmp_lock = config.layout.tmp_lock_name(jobid, config.hostname, pid)
+        fd = _in_tmp(config, functools.partial(_create, tmp_lock, config.queue_file_mode))
+        try:
+            try:
+                adopted = HeldLock(jobid, _write_lock(config, fd, pid))
+            finally:
+                os.close(fd)
+
+            def rename(tmp_fd: int) -> None:
+                _in_active(config, lambda active_fd: os.rename(
+                    tmp_lock, jobid, src_dir_fd=tmp_fd, dst_dir_fd=active_fd))
+
+            # Over NFS a retried rename can report ENOENT for one that worked: the
+            # inode at active/NAME says.
+            with contextlib.suppress(FileNotFoundError):
+                _in_tmp(config, rename)
+            return adopted if _is_ours(config, adopted) else None
+        finally:
+            with contextlib.suppress(OSError):
+                _unlink_in(config, (Layout.TMP,), tmp_lock)
+    finally:
+        _drop_break_token(config, token)
+
+
+def _taken_by(config: QueueConfig, held: HeldLock, current: os.stat_result, taker: int) -> bool:
+    """True if ``current`` (at ``active/NAME``) is still the lock process ``taker`` linked
+    for ``held``. Its mtime may have moved on in ``taker``, so beyond the inode the lock
+    must be linked to a lock file we hold open (then its inode number cannot have gone
+    to another file), or say it is ``taker``'s."""
+    if not _fs.same_file(current, held.stat) or current.st_uid != held.stat.st_uid:
+        return False
+    if held._source is not None or held.matches(current):
+        return True
+    owner = parse_lock_file(read_lock_file(config, held.jobid))
+    return owner.host == config.hostname and owner.pid == taker

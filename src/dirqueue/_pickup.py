@@ -13,10 +13,11 @@ from typing import Final
 from . import _lock
 from ._config import QueueConfig
 from ._deferred import promote_due
-from ._format import attempts_of, with_attempts
+from ._format import attempts_of, counted_run_of, run_of, with_attempts, with_counted_run
 from ._identity import current_pid
 from ._index import QueueIndex
 from ._jobfiles import check_data, move_aside, read_control
+from ._judge import Judgement, filesystem_now
 from ._scanner import QueueEntry, locate
 from .errors import CorruptJobError, DirQueueError, QueueIOError
 from .job import Job
@@ -47,7 +48,9 @@ class Picker:
         if now < self._next_promote:
             return
         try:
-            moved, _ = promote_due(self.config)
+            # Due times are in the filesystem's clock, as lock ages are: a worker whose
+            # own clock is fast must not start a delayed job early.
+            moved, _ = promote_due(self.config, filesystem_now(self.config))
         except OSError as err:
             raise QueueIOError("moving due jobs from deferred/ to queue/", err) from err
         # Not waiting until the next due time we saw: another process may defer a job
@@ -174,17 +177,26 @@ class Picker:
             held=held,
         )
         if held.broke is not None and held.broke.owner_died:
-            _count_the_dead_workers_attempt(job, held.broke.reason)
+            _count_the_dead_workers_attempt(job, held.broke)
         return job
 
 
-def _count_the_dead_workers_attempt(job: Job, reason: str) -> None:
+def _count_the_dead_workers_attempt(job: Job, broke: Judgement) -> None:
     """The worker that held ``job`` died (or went quiet) with it: its attempt failed
     without a word. Count it, so that a job that keeps killing its workers ends in
-    ``failed/`` after ``max_attempts`` instead of crash-looping for ever."""
+    ``failed/`` after ``max_attempts`` instead of crash-looping for ever.
+
+    Unless the control file says that very run's attempt is counted already: a worker
+    killed after recording its failure and before letting go of the job."""
+    owner = broke.owner
+    run = run_of(owner.host, owner.pid, owner.boot, owner.start)
+    if owner.pid is not None and counted_run_of(job.control) == run:
+        _log.info("job %s: the attempt of dead worker %s was counted already", job.jobid, run)
+        return
     attempts = attempts_of(job.control) + 1
+    control = with_attempts(job.control, attempts, f"worker died: {broke.reason}")
     try:
-        job.update_control(with_attempts(job.control, attempts, f"worker died: {reason}"))
+        job.update_control(with_counted_run(control, run))
     except DirQueueError as err:
         # A full disk, say: the job is still ours and still worth doing.
         _log.warning("could not count the attempt of job %s: %s", job.jobid, err)

@@ -45,13 +45,14 @@ from . import _enqueue, _fs
 from ._format import (
     ATTEMPTS_KEY,
     CONTROL_FILE_MAX_BYTES,
+    COUNTED_RUN_KEY,
     ControlFile,
     attempts_of,
     is_job_name,
     parse_control,
 )
 from ._layout import Layout
-from .errors import CorruptJobError, DirQueueError, JobStateError, QueueIOError
+from .errors import CorruptJobError, DirQueueError, JobLostError, JobStateError, QueueIOError
 
 if TYPE_CHECKING:
     from .job import Job
@@ -246,7 +247,13 @@ class FailedStore:
                 _fs.close_dir(failed_fd)
         except OSError as err:
             raise QueueIOError(f"moving job {jobid} to {layout.failed_dir}", err) from err
-        job.finish()
+        try:
+            job.finish()
+        except JobLostError:
+            # Taken over (or moved) meanwhile: the job lives on with its new holder,
+            # so it has not failed; an entry left here would be requeued beside it.
+            self._remove_entry(jobid, "lost")
+            raise
         # What was written, not read back by path: failed/ may be another thing by now.
         return FailedJob(
             jobid=jobid,
@@ -451,7 +458,8 @@ class FailedStore:
                 control = parse_control(
                     _read_regular(os.path.join(claimed, Layout.FAILED_CONTROL)), jobid
                 )
-                extra = {k: v for k, v in control.extra_system.items() if k != ATTEMPTS_KEY}
+                extra = {k: v for k, v in control.extra_system.items()
+                         if k not in (ATTEMPTS_KEY, COUNTED_RUN_KEY)}
                 control = dataclasses.replace(control, extra_system=extra)
                 self.queue.create()
                 _enqueue.requeue(

@@ -14,7 +14,6 @@ import dataclasses
 import errno
 import logging
 import os
-import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
@@ -22,11 +21,18 @@ from typing import BinaryIO
 from . import _fs, _lock
 from ._config import QueueConfig
 from ._enqueue import bump_queue_mtime
-from ._format import ControlFile, attempts_of, parse_lock_file, with_attempts
+from ._format import (
+    ControlFile,
+    attempts_of,
+    parse_lock_file,
+    run_of,
+    with_attempts,
+    with_counted_run,
+)
 from ._heartbeat import Heartbeat
-from ._identity import current_pid
+from ._identity import current_pid, this_process
 from ._jobfiles import create_control, in_queue_dir, open_data, read_data, unlink_data
-from ._judge import read_lock_file
+from ._judge import filesystem_now, read_lock_file
 from ._layout import Layout
 from ._numbers import SECONDS_OR_ZERO, check_number
 from .errors import JobLostError, JobStateError, QueueIOError
@@ -88,7 +94,11 @@ class Job:
         # Set once we start to remove our own lock: a finish or return that failed
         # after that point may find it gone when it is tried again.
         self._letting_go = False
+        # Set once finish() has tried to unlink the control file.
+        self._finishing = False
         self._state = "active" if held is not None else "listed"
+        # The process whose lock holds the job (a forked child takes it over).
+        self._holder_pid = current_pid()
         self._heartbeat: Heartbeat | None = None
         if held is not None and config.lock_heartbeat:
             self._heartbeat = Heartbeat(
@@ -134,6 +144,7 @@ class Job:
         Raises :class:`CorruptJobError` rather than follow a symlink out of the queue,
         or read a data file that is not the size its control file records.
         """
+        self._taken_over_if_forked()
         return read_data(self._config, self.jobid, self._control.size_bytes)
 
     def open_data(self) -> BinaryIO:
@@ -142,6 +153,7 @@ class Job:
         Opened without following symlinks; raises :class:`CorruptJobError` for anything
         that is not a regular file in the queue.
         """
+        self._taken_over_if_forked()
         return os.fdopen(open_data(self._config, self.jobid), "rb")
 
     def get_data_size_bytes(self) -> int:
@@ -179,7 +191,37 @@ class Job:
             raise JobStateError(
                 f"cannot {action} job {self.jobid}: it was already {self._state}", self.jobid
             )
+        self._taken_over_if_forked()
         return self._held
+
+    def _taken_over_if_forked(self) -> None:
+        """A held job's first use in a child forked since the pickup takes it over."""
+        if self._held is not None and self._state == "active" and (
+            self._holder_pid != current_pid()
+        ):
+            self._take_over_after_fork()
+
+    def _take_over_after_fork(self) -> None:
+        """In a child forked since the pickup, on its first call on the job: put a lock
+        naming this process in place of the parent's (see :func:`_lock.adopt`), and
+        keep it fresh from here (no thread of the parent's came along).
+
+        The parent, or a sibling, that acts on the job afterwards finds it taken over
+        (JobLostError); if one of them acted first, this process finds that instead.
+        """
+        held = self._held
+        if held is None:
+            return
+        parent, self._holder_pid = self._holder_pid, current_pid()
+        self._heartbeat = None  # The parent's: it beats in the parent, not here.
+        try:
+            adopted = _lock.adopt(self._config, held, parent)
+        except OSError as err:
+            raise QueueIOError(f"taking over job {self.jobid} from process {parent}", err) from err
+        if adopted is not None:
+            self._held = adopted
+            self.active_pid = current_pid()
+            self._restart_heartbeat()
 
     def _require_ours(self, action: str) -> _lock.HeldLock:
         """Our lock, checked to be still in place; else the job is lost to us.
@@ -251,10 +293,24 @@ class Job:
         job over after this process's lock was broken.
         """
         held = self._require_ours("finish")
-        self._stop_heartbeat()
         jobid = self.jobid
+        if not self._finishing:
+            # Ours, but moved out of queue/ by another (a stalled holder's retry_later
+            # that resumed after we broke its lock)? The job lives on there, and calling
+            # it done would make it come back. (Looked at first: over NFS the unlink
+            # below can answer ENOENT for its own retried success.)
+            try:
+                os.lstat(self.queue_path)
+            except FileNotFoundError:
+                # Looked at twice: over NFS a name that is there can read as ENOENT.
+                if not os.path.lexists(self.queue_path):
+                    self._lose_moved(held, "finish")
+            except OSError as err:
+                raise QueueIOError(f"finishing job {jobid} (still in the queue)", err) from err
+        self._stop_heartbeat()
         # The control file goes first: once it is gone the job is finished, and no
         # reader can meet a control file whose data was already removed.
+        self._finishing = True  # An unlink that reports failure may still have worked.
         try:
             try:
                 os.unlink(self.queue_path)
@@ -290,6 +346,21 @@ class Job:
                 failed,
             ) from failed
         self._state = "finished"
+
+    def _lose_moved(self, held: _lock.HeldLock, action: str) -> None:
+        """Our lock is in place but the job's control file is no longer in ``queue/``:
+        let go of the lock (the job must not stay locked where it comes back) and
+        raise :class:`JobLostError`."""
+        self._stop_heartbeat()
+        self._state = "lost"
+        with contextlib.suppress(OSError):
+            _lock.release(self._config, held)
+        raise JobLostError(
+            f"cannot {action} job {self.jobid}: its control file was moved out of the"
+            " queue by another process while this one held the job; the job was left"
+            " where it went",
+            self.jobid,
+        )
 
     def return_to_queue(self) -> None:
         """Give the job back, untouched, for any worker to pick up again.
@@ -341,7 +412,18 @@ class Job:
                     f"job {self.jobid} is no longer in the queue: not updating it", self.jobid
                 )
             try:
-                os.rename(tmp, self.queue_path, src_dir_fd=tmp_fd)
+                # Swapped in where the system can: a job finished by another since the
+                # check is then not brought back (the swap needs a file to swap with).
+                # (queue/NAME named first: inotify then reports it leaving before the new
+                # file arriving, and an index that sees every change keeps the job.)
+                swapped = _fs.exchange(self.queue_path, tmp, b_dir_fd=tmp_fd)
+            except FileNotFoundError:
+                raise JobStateError(
+                    f"job {self.jobid} is no longer in the queue: not updating it", self.jobid
+                ) from None
+            try:
+                if not swapped:
+                    os.rename(tmp, self.queue_path, src_dir_fd=tmp_fd)
             except FileNotFoundError:
                 # Over NFS a retried rename reports ENOENT although the first one worked.
                 if not _fs.same_file(os.lstat(self.queue_path), written):
@@ -359,6 +441,18 @@ class Job:
         self._control = control
         self.metadata = control.metadata
 
+    def attempt_counted(self, attempts: int, error: str | None = None) -> ControlFile:
+        """The job's control file with ``attempts`` failed attempts (and ``error`` as
+        the last error), this run's among them: for :meth:`update_control`.
+
+        The file also names this run (our lock's owner: host, pid, boot, start), so
+        that if this process dies after writing it and before letting go of the job,
+        the dequeuer that breaks our lock sees the attempt already counted.
+        """
+        me = this_process()
+        run = run_of(self._config.hostname, current_pid(), me.boot, me.start)
+        return with_counted_run(with_attempts(self._control, attempts, error), run)
+
     def retry_later(self, delay: float, *, error: str | None = None) -> None:
         """Give the job back to be tried again in ``delay`` seconds, counting one more
         failed attempt (with ``error`` as its last error).
@@ -375,24 +469,24 @@ class Job:
             delay = 0  # At once, as documented (and nan is not < 0: refused below).
         delay = check_number("delay", delay, SECONDS_OR_ZERO)
         held = self._require_ours("retry")
-        control = with_attempts(self._control, attempts_of(self._control) + 1, error)
+        control = self.attempt_counted(attempts_of(self._control) + 1, error)
         if delay <= 0:
             self.update_control(control)
             self.return_to_queue()
             return
         config = self._config
-        due = time.time() + delay
+        # In the filesystem's clock, which every host's pickup compares it with.
+        due = filesystem_now(config) + delay
         # 1. The new control file (attempt counted, due time as its mtime) replaces the
         #    old in queue/, atomically. A crash now: the job is queued, counted.
         self.update_control(control, due=due)
         self._stop_heartbeat()
-        # 2. One rename moves it to deferred/. A crash now: deferred, and our lock an
-        #    orphan that repair removes. Nobody else can take the job meanwhile: we
-        #    hold its lock, and then it is no longer in queue/.
+        # 2. Moved to deferred/ (see _move_to_deferred). A crash now: deferred, and our
+        #    lock an orphan that repair removes.
         try:
             dfd, created = _fs.ensure_dir_nofollow(config.dir, (Layout.DEFERRED,))
             try:
-                os.rename(self.queue_path, self.jobid, dst_dir_fd=dfd)
+                self._move_to_deferred(dfd)
                 if config.durable:
                     os.fsync(dfd)
                     _fs.fsync_dir(os.path.dirname(self.queue_path))
@@ -402,6 +496,8 @@ class Job:
                 _fs.close_dir(dfd)
         except OSError as err:
             self._restart_heartbeat()
+            if isinstance(err, QueueIOError):
+                raise
             raise QueueIOError(f"deferring job {self.jobid}", err) from err
         # 3. Let go of the lock. (If that fails the job is deferred but still ours:
         #    return_to_queue() lets go of it.)
@@ -411,6 +507,57 @@ class Job:
         except OSError as err:
             raise QueueIOError(f"unlocking deferred job {self.jobid}", err) from err
         self._state = "deferred"
+
+    def _move_to_deferred(self, dfd: int) -> None:
+        """Move our control file from ``queue/`` to ``deferred/`` (``dfd``), only while
+        the job is still ours.
+
+        A rename after a check would move whatever is in ``queue/`` then: a worker
+        stopped between the two, whose lock was broken meanwhile, would move the new
+        holder's job away (and that holder's finish() would call it done). So the file
+        is linked into ``deferred/`` first, the lock checked, and only then unlinked
+        from ``queue/``; a job taken over before the check is left where it was. A
+        holder that lost it after the check finds its control file gone, and is told
+        (JobLostError), while the job waits in ``deferred/``. A crash between link and
+        unlink leaves the job queued with a second name in ``deferred/``, which
+        :func:`dirqueue._deferred.promote_due` drops.
+        """
+        source = os.lstat(self.queue_path)
+        try:
+            os.link(self.queue_path, self.jobid, dst_dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            # A link made can report failure (over NFS, a retried request whose reply
+            # was lost): the inode says. Another file by that name: not ours to touch.
+            if not _is_at(dfd, self.jobid, source):
+                raise
+        try:
+            self._require_ours("retry")
+            self._unlink_queued(dfd)
+        except BaseException:
+            # Not moved: the job stays in queue/ (with its new holder, if it was taken
+            # over), and only there.
+            if os.path.lexists(self.queue_path):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.jobid, dir_fd=dfd)
+            raise
+
+    def _unlink_queued(self, dfd: int) -> None:
+        """The last step of :meth:`_move_to_deferred`: our control file's name in
+        ``queue/`` goes, the job's lock checked just before."""
+        try:
+            os.unlink(self.queue_path)
+        except OSError:
+            if os.path.lexists(self.queue_path):
+                raise  # Still there: not moved (the caller drops the second name).
+            # Gone: our unlink (whose reply was lost), or, our lock broken after the
+            # check, the new holder finished the job; then the name we linked in
+            # deferred/ would bring it back.
+            if _lock.standing(self._config, self._require_active("retry")) is _lock.Standing.OURS:
+                return
+            with contextlib.suppress(OSError):
+                os.unlink(self.jobid, dir_fd=dfd)
+            self._require_ours("retry")  # Raises JobLostError.
+            raise
 
     def _stop_heartbeat(self) -> None:
         if self._heartbeat is not None:
@@ -444,3 +591,11 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<Job {self.jobid} {self._state}>"
+
+
+def _is_at(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    """True if ``name`` in ``dir_fd`` is the file ``st`` describes."""
+    try:
+        return _fs.same_file(os.lstat(name, dir_fd=dir_fd), st)
+    except OSError:
+        return False

@@ -41,7 +41,7 @@ from ._command import (
     one_line,
 )
 from ._deferred import scan_deferred
-from ._format import last_error_of, with_attempts
+from ._format import last_error_of
 from ._handler import (
     FailJob,
     HandlerCaller,
@@ -505,7 +505,7 @@ class Worker:
             if delay > 0:
                 job.retry_later(delay, error=error)
             else:
-                job.update_control(with_attempts(job.control, attempt, error))
+                job.update_control(job.attempt_counted(attempt, error))
         except QueueIOError as io_err:
             # The count could not be written (a full disk, say): the job goes back all
             # the same, uncounted, rather than this worker dying and leaving it locked.
