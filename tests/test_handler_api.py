@@ -76,7 +76,7 @@ def test_dq_server_honours_fail_job(tmp_path: Path) -> None:
     (tmp_path / "permanent.py").write_text(HANDLER)
     proc = subprocess.Popen(
         [sys.executable, "-m", "dirqueue", "server", "--dir", str(q.dir), "--until-empty",
-         "--json", "--handler", "permanent:handle"],
+         "--json", "--handler", "./permanent.py:handle"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )

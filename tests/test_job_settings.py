@@ -74,7 +74,7 @@ def test_a_jobs_own_timeout_stops_a_python_handler(tmp_path: Path, workers: str)
     (tmp_path / "sleepy.py").write_text(SLEEPY)
     started = time.monotonic()
     done = run_dq(["server", "--dir", "q", "--until-empty", "--json", "--workers", workers,
-                   "--handler", "sleepy:handle"], tmp_path)
+                   "--handler", "./sleepy.py:handle"], tmp_path)
     assert time.monotonic() - started < 40
     assert done.returncode == 4, done.stderr
     summary = json.loads(done.stdout)

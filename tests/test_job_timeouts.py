@@ -181,7 +181,7 @@ def test_a_python_handler_past_its_timeout_waits_its_retry_delay(tmp_path: Path)
     (tmp_path / "hanging.py").write_text(HANGING_HANDLER)
     proc = subprocess.Popen(
         [DQ, "server", "--dir", str(q.dir), "--timeout", "1", "--retry-delay", "60",
-         "--poll-interval", "0.1", "--handler", "hanging:handle"],
+         "--poll-interval", "0.1", "--handler", "./hanging.py:handle"],
         cwd=tmp_path, env={**os.environ, "MARKS": str(marks)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )

@@ -342,20 +342,24 @@ def test_a_lock_that_comes_and_goes_between_two_looks_is_no_error(
     jobid = q.enqueue_string("x")
     held = _lock.take(q.config, jobid, q.layout.queue_path(jobid))
     assert isinstance(held, _lock.HeldLock)
-    active = q.layout.active_path(jobid)
-    os.unlink(active)  # Broken, say: gone.
-    real_lexists = os.path.lexists
-    flaps = [active]
+    os.unlink(q.layout.active_path(jobid))  # Broken, say: gone.
+    real_look = _lock._look_in_active
+    looks: list[str] = []
 
-    def lexists(path: str) -> bool:
-        if flaps and path == flaps[0]:
-            flaps.clear()
-            return True  # Another worker's lock, there at this very moment, and gone.
-        return real_lexists(path)
+    def look(config: object, name: str) -> os.stat_result:
+        # Each look through active/'s descriptor: gone, then there (another worker's
+        # lock at this very moment: the real lock file's stat stands in), then gone.
+        looks.append(name)
+        if len(looks) == 2:
+            return os.stat(q.layout.queue_path(jobid))
+        return real_look(config, name)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_lock.os.path, "lexists", lexists)
-    assert _lock.standing(q.config, held) is _lock.Standing.GONE
-    assert flaps == []
+    monkeypatch.setattr(_lock, "_look_in_active", look)
+    assert _lock.standing(q.config, held) is _lock.Standing.TAKEN
+    looks.clear()
+    monkeypatch.setattr(_lock, "_look_in_active", lambda c, n: looks.append(n) or real_look(c, n))
+    assert _lock.standing(q.config, held) is _lock.Standing.GONE  # No stray ENOENT.
+    assert len(looks) == 2  # Looked twice before concluding nothing is there.
 
 
 def _start(script: str, *args: str) -> subprocess.Popen[str]:
