@@ -28,7 +28,7 @@ import pytest
 import dirqueue._fs
 import dirqueue._index
 import dirqueue._judge
-from dirqueue import DirQueue, _lock
+from dirqueue import DirQueue, _lock, _lockfile
 from dirqueue._index import QueueIndex
 from dirqueue._scanner import QueueEntry
 from durability_checks import assert_no_orphans
@@ -227,7 +227,7 @@ def test_a_job_being_released_by_one_thread_is_not_taken_by_another(
     q = DirQueue(tmp_path / "q", durable=False)
     jobid = q.enqueue_string("x")
     path = q.layout.queue_path(jobid)
-    keeper = _lock.LockFileKeeper(q.config)
+    keeper = _lockfile.LockFileKeeper(q.config)
     held = _lock.take(q.config, jobid, path, seen_free=True, keeper=keeper)
     assert isinstance(held, _lock.HeldLock)
     gate = _Gate()
@@ -255,7 +255,7 @@ def test_a_lock_confirmed_late_does_not_turn_back_the_shared_mtime(
     # ours, taken over (JobLostError "taken over by" our own pid).
     q = DirQueue(tmp_path / "q", durable=False)
     first, other = q.enqueue_string("1"), q.enqueue_string("2")
-    keeper = _lock.LockFileKeeper(q.config)
+    keeper = _lockfile.LockFileKeeper(q.config)
     real_link = dirqueue._fs.link_open_file
 
     def link_then_say_exists(fd: int, name: str, dir_fd: int) -> None:
@@ -295,7 +295,7 @@ def test_a_child_forked_while_a_thread_is_inside_the_queue_object_can_use_it(
     picker = q._picker
     picker.index.refresh()
     picker.index._waiting = _GatedSet(picker.index._waiting, index_gate)  # The gate.
-    monkeypatch.setattr(_lock, "_write_lock", _gated(keeper_gate, _lock._write_lock))
+    monkeypatch.setattr(_lockfile, "write_lock", _gated(keeper_gate, _lockfile.write_lock))
     errors: list[BaseException] = []
     in_index = _in_thread(picker.index.head, errors)
     in_keeper = _in_thread(picker.lock_file.get, errors)

@@ -23,7 +23,7 @@ class TmpLockName:
     SUFFIX: Final = ".active"
 
     #: The ``NAME`` of a queue object's lock file (see
-    #: :class:`dirqueue._lock.LockFileKeeper`): ``lock.TIME.HOST.PID.active``. No job id
+    #: :class:`dirqueue._lockfile.LockFileKeeper`): ``lock.TIME.HOST.PID.active``. No job id
     #: begins with a letter.
     LOCK_FILE: Final = "lock"
 

@@ -20,33 +20,32 @@ its two steps.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import enum
-import errno
 import functools
 import logging
 import os
 import random
-import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Final, TypeVar
 
 from . import _fs
 from ._config import QueueConfig
-from ._format import format_lock, parse_lock_file
-from ._identity import current_pid, this_process
+from ._format import parse_lock_file
+from ._identity import current_pid
 from ._jobfiles import in_queue_dir, set_aside
 from ._judge import Judgement, Verdict, filesystem_now, judge, read_lock_file
 from ._layout import Layout, TmpLockName
+from ._lockfile import LockFile, LockFileKeeper, Stamp, write_lock
+from ._lockfile import create_file as _create
+from ._lockfile import in_tmp as _in_tmp
+from ._lockfile import unlink_in as _unlink_in
 
 __all__ = [
     "BREAK_TOKEN_STALE",
     "HeldLock",
-    "LockFileKeeper",
     "Refused",
     "Standing",
     "adopt",
@@ -65,10 +64,6 @@ _T = TypeVar("_T")
 #: breaking takes milliseconds.
 BREAK_TOKEN_STALE: Final = 30.0
 
-#: Writing a lock's few bytes can fail on a full disk although an empty file (an inode,
-#: no data block) still fits: then the lock is left empty rather than the job untaken.
-_DISK_FULL: Final = (errno.ENOSPC, errno.EDQUOT)
-
 
 class Refused(enum.Enum):
     """Why :func:`take` did not take a job."""
@@ -82,17 +77,6 @@ class Refused(enum.Enum):
     LOST = "lost"
 
 
-class _Stamp:
-    """The mtime we last gave a lock file, shared by every job linked to that file,
-    and the lock (threading) under which it is given and recorded."""
-
-    __slots__ = ("guard", "mtime_ns")
-
-    def __init__(self, mtime_ns: int) -> None:
-        self.mtime_ns = mtime_ns
-        self.guard = threading.Lock()
-
-
 class HeldLock:
     """A lock this process linked at ``active/NAME``.
 
@@ -103,7 +87,7 @@ class HeldLock:
     anything we set (ours was a whole lifetime old when it was broken). An mtime moved
     back (by hand, or a restore) still counts as ours.
 
-    Jobs locked with one queue object's :class:`_LockFile` share one inode and one
+    Jobs locked with one queue object's :class:`LockFile` share one inode and one
     mtime (``_stamp``); each keeps the lock file (and so its inode number) alive.
     """
 
@@ -113,12 +97,12 @@ class HeldLock:
         self,
         jobid: str,
         st: os.stat_result,
-        stamp: _Stamp | None = None,
-        source: _LockFile | None = None,
+        stamp: Stamp | None = None,
+        source: LockFile | None = None,
     ) -> None:
         self.jobid = jobid
         self.stat = st
-        self._stamp = stamp if stamp is not None else _Stamp(st.st_mtime_ns)
+        self._stamp = stamp if stamp is not None else Stamp(st.st_mtime_ns)
         self._source = source
         #: Set when we took the job by breaking the lock of a worker that died holding
         #: it: that worker's attempt ended without a word, and counts as failed.
@@ -180,7 +164,7 @@ def take(
     held: HeldLock | None = None
     try:
         try:
-            held = HeldLock(jobid, _write_lock(config, fd, pid))
+            held = HeldLock(jobid, write_lock(config, fd, pid))
         finally:
             os.close(fd)
         if not os.path.lexists(queue_path):
@@ -217,168 +201,6 @@ def _look_first(
         return None, None
     may_take, broke = break_if_stale(config, jobid, lock)
     return (None if may_take else Refused.HELD), broke
-
-
-class _LockFile:
-    """A queue object's lock, as a file in ``tmp/`` that every job it takes is linked
-    to (on a local filesystem): ``tmp/lock.TIME.HOST.PID.active``.
-
-    Every lock of one process says the same (``HOST\nPID\n``), so one file serves
-    them all. Taking a job is then an ``utime`` (the lock must look fresh) and a
-    ``link()``, instead of a new file to create, write, link and close: three system
-    calls fewer, and no inode to allocate, which on a disk is most of a pickup's cost.
-    The file is kept open, so its inode number cannot go to another file while a job of
-    ours is linked to it. If its name is removed (by ``repair()``, say) it still serves
-    while a job is linked to it; with no name left, a new one is made.
-    """
-
-    __slots__ = ("config", "fd", "guard", "holding", "name", "named", "pid", "stamp", "stat")
-
-    def __init__(
-        self, fd: int, config: QueueConfig, name: str, pid: int, st: os.stat_result
-    ) -> None:
-        self.fd = fd
-        #: Until we remove its name (a name removed by another process still counts).
-        self.named = True
-        #: The jobs linked (or being linked) to this file and not yet released.
-        self.holding: set[str] = set()
-        self.guard = threading.Lock()
-        self.config = config
-        #: Its name in tmp/.
-        self.name = name
-        self.pid = pid
-        self.stat = st
-        self.stamp = _Stamp(st.st_mtime_ns)
-
-    def freshen(self) -> None:
-        """Give the file (every lock of ours linked to it) the time now as its mtime."""
-        with self.stamp.guard:
-            now = time.time_ns()
-            os.utime(self.fd, ns=(now, now))
-            # The filesystem may keep it coarser, never later: matches() allows that.
-            self.stamp.mtime_ns = now
-
-    def unlink(self) -> None:
-        """Remove the file's name (jobs still linked to it keep their locks)."""
-        if self.named and self.pid == current_pid():
-            self.named = False
-            with contextlib.suppress(OSError):
-                _unlink_in(self.config, (Layout.TMP,), self.name)
-
-    def __del__(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
-class LockFileKeeper:
-    """The lock file of one :class:`dirqueue.DirQueue` object (made on its first pickup
-    on a local filesystem). Its name goes when a pickup finds no job (an idle worker,
-    or one about to exit, leaves nothing in tmp/), when the queue object is closed or
-    collected, and when the process exits (at ``atexit``, and at the end of a
-    ``multiprocessing`` child, which leaves past ``atexit``)."""
-
-    __slots__ = ("__weakref__", "config", "current", "guard")
-
-    def __init__(self, config: QueueConfig) -> None:
-        self.config = config
-        self.current: _LockFile | None = None
-        #: Threads sharing the queue object make and drop its file one at a time: two
-        #: threads making one each at once would leave one name in tmp/ for good.
-        self.guard = threading.Lock()
-        _every_keeper.add(self)
-
-    def get(self, *, replacing: _LockFile | None = None) -> _LockFile | None:
-        """Our lock file (made if need be, or made again when it is ``replacing``, which
-        has no name left to link from); None where none can be kept (no ``/proc``, or a
-        full disk: then each job gets a lock file of its own)."""
-        with self.guard:
-            found = self.current
-            if found is not None and found.pid == current_pid() and found is not replacing:
-                # Another thread replaced it already, or it still serves: a file whose
-                # name went while a job of ours is linked to it can be linked again.
-                return found
-            return self._make()
-
-    def _make(self) -> _LockFile | None:
-        """A new lock file, as the current one (under ``guard``)."""
-        pid = current_pid()
-        if not _fs.CAN_LINK_OPEN_FILES:
-            return None
-        config = self.config
-        name = config.layout.tmp_lock_name(TmpLockName.LOCK_FILE, config.hostname, pid)
-        fd = _in_tmp(config, functools.partial(_create, name, config.queue_file_mode))
-        try:
-            st = _write_lock(config, fd, pid)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                _unlink_in(config, (Layout.TMP,), name)
-            raise
-        made = _LockFile(fd, config, name, pid, st)
-        if st.st_size == 0:
-            # The disk is full: an empty lock would stay the lock of every job we take.
-            made.unlink()
-            return None
-        old, self.current = self.current, made
-        if old is not None:
-            old.unlink()
-        _keepers.add(self)
-        _clean_up_at_exit()
-        return made
-
-    def let_go(self) -> None:
-        """Remove our lock file's name; jobs still linked to it keep their locks. The
-        file itself is kept while one is (it can still be linked, so the next pickup
-        makes no new file); with none, the next pickup makes a new one."""
-        with self.guard:
-            made = self.current
-            if made is None:
-                return
-            with made.guard:
-                if not made.holding:
-                    self.current = None
-            made.unlink()
-
-
-#: Every keeper with a lock file, for the cleanup at exit.
-_keepers: weakref.WeakSet[LockFileKeeper] = weakref.WeakSet()
-#: Every keeper, whose guard a forked child makes anew: a thread of the parent may have
-#: held it at the fork, and nothing in the child would ever release it.
-_every_keeper: weakref.WeakSet[LockFileKeeper] = weakref.WeakSet()
-
-
-def _new_guards_after_fork() -> None:
-    for keeper in list(_every_keeper):
-        keeper.guard = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_guards_after_fork)
-
-
-def _clean_up_at_exit() -> None:
-    """Have our lock files' names removed when this process ends: at exit, and at the
-    end of a ``multiprocessing`` child (which leaves by ``os._exit``, past ``atexit``)."""
-    pid = current_pid()
-    if _cleanup_registered and _cleanup_registered[0] == pid:
-        return
-    _cleanup_registered[:] = [pid]
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None:
-        util.Finalize(None, _unlink_lock_files, exitpriority=0)
-
-
-#: The pid whose cleanup at exit is registered (a forked child registers its own).
-_cleanup_registered: list[int] = []
-
-
-def _unlink_lock_files() -> None:
-    # The names go; locks still linked to the files stay (and say who we were).
-    # _LockFile.unlink leaves a parent's files to the parent.
-    for keeper in list(_keepers):
-        keeper.let_go()
-
-
-atexit.register(_unlink_lock_files)
 
 
 def _link_lock_file(
@@ -465,31 +287,6 @@ def _is_ours(config: QueueConfig, held: HeldLock, *, adopt_mtime: bool = True) -
     return True
 
 
-#: What our locks say, made once: (host, pid, heartbeat) -> the lock file's bytes.
-_lock_contents: dict[tuple[str, int, bool], bytes] = {}
-
-
-def _write_lock(config: QueueConfig, fd: int, pid: int) -> os.stat_result:
-    """Write our lock's contents to ``fd``; return its stat."""
-    key = (config.hostname, pid, config.lock_heartbeat)
-    content = _lock_contents.get(key)
-    if content is None:
-        me = this_process()
-        content = format_lock(*key, boot=me.boot, pidns=me.pidns, start=me.start)
-        _lock_contents.clear()  # One process, one identity (a forked child makes its own).
-        _lock_contents[key] = content
-    try:
-        _fs.write_all(fd, content)
-    except OSError as err:
-        if err.errno not in _DISK_FULL:
-            raise
-        # A full disk: an empty lock needs no data block, so workers can still drain
-        # the queue and free space. It names no owner, so it is judged by its age
-        # alone, which our heartbeat keeps young.
-        os.ftruncate(fd, 0)
-    return os.fstat(fd)
-
-
 def _lstat_twice(config: QueueConfig, jobid: str) -> os.stat_result | None:
     """lstat ``active/jobid``; None if nothing is there.
 
@@ -505,18 +302,9 @@ def _lstat_twice(config: QueueConfig, jobid: str) -> os.stat_result | None:
     return None
 
 
-def _in_tmp(config: QueueConfig, operation: Callable[[int], _T]) -> _T:
-    """``operation(fd)`` in ``tmp/``, through its descriptor (never by path)."""
-    return in_queue_dir(config, (Layout.TMP,), operation)
-
-
 def _in_active(config: QueueConfig, operation: Callable[[int], _T]) -> _T:
     """``operation(fd)`` in ``active/``, through its descriptor (never by path)."""
     return in_queue_dir(config, (Layout.ACTIVE,), operation)
-
-
-def _create(name: str, mode: int, dir_fd: int) -> int:
-    return _fs.create_exclusive(name, mode, dir_fd=dir_fd)
 
 
 def _look_in_active(config: QueueConfig, jobid: str) -> os.stat_result:
@@ -528,11 +316,6 @@ def _look_in_active(config: QueueConfig, jobid: str) -> os.stat_result:
         missing_is_an_answer=True,
     )
 
-
-def _unlink_in(config: QueueConfig, parts: tuple[str, ...], name: str) -> None:
-    in_queue_dir(
-        config, parts, lambda fd: os.unlink(name, dir_fd=fd), missing_is_an_answer=True
-    )
 
 
 class Standing(enum.Enum):
@@ -792,7 +575,7 @@ def adopt(config: QueueConfig, held: HeldLock, taker: int) -> HeldLock | None:
         fd = _in_tmp(config, functools.partial(_create, tmp_lock, config.queue_file_mode))
         try:
             try:
-                adopted = HeldLock(jobid, _write_lock(config, fd, pid))
+                adopted = HeldLock(jobid, write_lock(config, fd, pid))
             finally:
                 os.close(fd)
 

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Final
 
-from . import _lock
+from . import _lock, _lockfile
 from ._config import QueueConfig
 from ._deferred import promote_due
 from ._format import attempts_of, counted_run_of, run_of, with_attempts, with_counted_run
@@ -37,7 +37,7 @@ class Picker:
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
         self.index = QueueIndex(config)
-        self.lock_file = _lock.LockFileKeeper(config)
+        self.lock_file = _lockfile.LockFileKeeper(config)
         #: When (monotonic) to look in deferred/ next.
         self._next_promote = 0.0
 
