@@ -38,16 +38,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import io
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
 from . import _dirfds, _fs
 from ._config import QueueConfig
+from ._datawriter import DataWriter, check_free_space, link_or_copy
 from ._format import ControlFile, make_job_id, validate_metadata, validate_priority
 from ._identity import current_pid
 from ._jobfiles import create_control, in_queue_dir, unlink_data
@@ -55,11 +55,7 @@ from ._judge import filesystem_now
 from ._layout import Layout
 from .errors import DirQueueError, QueueIOError
 
-__all__ = ["Chunk", "DataWriter", "bump_queue_mtime", "enqueue", "ensure_queue_dirs", "requeue"]
-
-Chunk = str | bytes | bytearray | memoryview
-#: Writes a job's data to the fd it is given and returns the byte count.
-DataWriter = Callable[[int], int]
+__all__ = ["bump_queue_mtime", "enqueue", "ensure_queue_dirs", "requeue"]
 
 #: A batch keeps at most this many jobs' files open, waiting to be fsynced together.
 _SYNC_CHUNK: Final = 64
@@ -69,11 +65,6 @@ _SYNC_CHUNK: Final = 64
 _SYNCFS_MIN_BATCH: Final = 8
 #: How many new names an enqueue tries when the one it made is taken.
 _NAME_ATTEMPTS: Final = 10
-#: Chunks are gathered into writes of this size...
-_WRITE_SIZE: Final = 1 << 16
-#: ... or written after this many seconds, whichever comes first: a slow stream keeps
-#: its tmp file's mtime fresh, so repair never takes it for a dead enqueue's leftover.
-_WRITE_EVERY: Final = 1.0
 
 
 @dataclass
@@ -164,7 +155,7 @@ def enqueue(
         for write_data, metadata, priority in jobs
     ]
     prepare()
-    _check_free_space(config, size_hint)
+    check_free_space(config, size_hint)
     if due is not None:
         # Given in this host's clock; kept (as the file's mtime) in the filesystem's,
         # which every host's pickup compares it with.
@@ -210,70 +201,11 @@ def requeue(config: QueueConfig, jobid: str, control: ControlFile, kept_data: st
             fixed_name=True,
             control=control,
         )
-        _link_or_copy(config, kept_data, tmp_data, st)
+        link_or_copy(config, kept_data, tmp_data, st)
         staged.append(st)
         _link_data(config, st)
 
     return _run(config, staged, stage, pid)[0]
-
-
-def _same_inode(a: str, b: str, b_dir_fd: int) -> bool:
-    """True if path ``a`` and name ``b`` in ``b_dir_fd`` are one file (not following
-    symlinks)."""
-    try:
-        return _fs.same_file(os.lstat(a), os.lstat(b, dir_fd=b_dir_fd))
-    except OSError:
-        return False
-
-
-def _link_or_copy(config: QueueConfig, source: str, tmp_data: str, st: _Staged) -> None:
-    in_queue_dir(
-        config, (Layout.TMP,), functools.partial(_link_or_copy_at, config, source, tmp_data, st)
-    )
-
-
-def _link_or_copy_at(
-    config: QueueConfig, source: str, tmp_data: str, st: _Staged, tmp_fd: int
-) -> None:
-    linked = True
-    try:
-        os.link(source, tmp_data, dst_dir_fd=tmp_fd, follow_symlinks=False)
-    except OSError as err:
-        # Over NFS a lost reply to a retried link() reports EEXIST (or another error)
-        # although the link was made: only the inode says.
-        linked = _same_inode(source, tmp_data, tmp_fd)
-        if not linked:
-            if err.errno == errno.EEXIST:
-                raise DirQueueError(
-                    f"job {st.jobid} is being requeued by another process already"
-                ) from None
-            if err.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            # No hard links here (some FUSE and SMB mounts): copy, never through a
-            # symlink.
-            src = _fs.open_regular(source)
-            with os.fdopen(src, "rb") as fh:
-                fd = _fs.create_exclusive(tmp_data, config.data_file_mode, dir_fd=tmp_fd)
-                st.open_fds.append(fd)
-                while chunk := fh.read(_WRITE_SIZE):
-                    _fs.write_all(fd, chunk)
-    if linked:
-        # Issue 9: the kept data is fsynced (step 3) like a fresh job's: whoever wrote
-        # it (a Perl producer, a durable=False queue) may never have. Opening it also
-        # refuses a symlink planted in failed/, which link() copied as itself.
-        try:
-            fd = _fs.open_regular(tmp_data, tmp_fd)
-        except OSError:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_data, dir_fd=tmp_fd)
-            raise
-        st.open_fds.append(fd)
-    if not config.durable:
-        # Nothing to fsync: _run only closes the files it syncs.
-        while st.open_fds:
-            os.close(st.open_fds.pop())
-    st.data_stat = os.lstat(tmp_data, dir_fd=tmp_fd)
-    st.size = st.data_stat.st_size
 
 
 def _stage_all(
@@ -363,21 +295,6 @@ def _run(
 #: not, hence its utime() of queue/ after every enqueue). Only a change seen makes it
 #: True: a filesystem with whole-second timestamps may show none, and keeps the utime.
 _mtime_follows: dict[str, bool] = {}
-
-
-def _check_free_space(config: QueueConfig, size_hint: int) -> None:
-    if config.min_free_bytes <= 0:
-        return
-    try:
-        free = _fs.free_bytes(config.dir)
-    except OSError as err:
-        raise QueueIOError("checking free space for the job", err) from err
-    if free - size_hint < config.min_free_bytes:
-        raise QueueIOError(
-            f"enqueueing {size_hint} bytes with {free} bytes free"
-            f" (min_free_bytes={config.min_free_bytes}): refused, nothing was written",
-            OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), config.dir),
-        )
 
 
 def _stage(
@@ -678,32 +595,3 @@ def bump_queue_mtime(config: QueueConfig) -> None:
         in_queue_dir(config, (Layout.QUEUE,), os.utime)
 
 
-def write_chunks(fd: int, chunks: Iterable[Chunk]) -> int:
-    """Write str (as UTF-8) or bytes chunks to ``fd``; return the byte count."""
-    total = 0
-    buffer = io.BytesIO()
-    last_write = time.monotonic()
-    for chunk in chunks:
-        if isinstance(chunk, str):
-            raw: bytes | bytearray | memoryview = chunk.encode("utf-8")
-        elif isinstance(chunk, (bytes, bytearray, memoryview)):
-            raw = chunk
-        else:
-            raise TypeError(f"data chunks must be str or bytes, not {type(chunk).__name__}")
-        if not raw:
-            continue
-        buffer.write(raw)
-        if buffer.tell() >= _WRITE_SIZE or time.monotonic() - last_write >= _WRITE_EVERY:
-            _fs.write_all(fd, buffer.getvalue())
-            total += buffer.tell()
-            buffer = io.BytesIO()
-            last_write = time.monotonic()
-    if buffer.tell():
-        _fs.write_all(fd, buffer.getvalue())
-        total += buffer.tell()
-    return total
-
-
-def writer(payload: bytes) -> DataWriter:
-    """A :data:`DataWriter` of one ``bytes`` payload."""
-    return lambda fd: write_chunks(fd, [payload])

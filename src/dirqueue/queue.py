@@ -21,8 +21,9 @@ from typing import IO, Any, Generic, TypeVar
 from . import _cancel, _fs
 from ._config import QueueConfig
 from ._corrupt import CorruptEntry, list_corrupt
+from ._datawriter import Chunk, DataWriter, write_chunks, writer
 from ._deferred import scan_deferred
-from ._enqueue import Chunk, DataWriter, enqueue, ensure_queue_dirs, write_chunks, writer
+from ._enqueue import enqueue, ensure_queue_dirs
 from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file
 from ._jobfiles import check_data, read_control
 from ._judge import read_lock_file
