@@ -37,8 +37,8 @@ from .worker import (
     UnenforceableTimeoutError,
     Worker,
     WorkerReport,
-    run_workers,
 )
+from .workers import run_workers
 
 __all__ = [
     "CommandFailedError",

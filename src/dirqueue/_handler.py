@@ -183,7 +183,7 @@ class HandlerCaller:
     cancelled and :class:`JobTimeoutError` raised. A plain function's call is limited
     only with ``alarm``: SIGALRM then interrupts it, in the main thread (elsewhere
     :class:`UnenforceableTimeoutError`). Without it, the caller's supervisor kills
-    the whole process instead (:func:`dirqueue.worker.run_workers`), which also stops
+    the whole process instead (:func:`dirqueue.workers.run_workers`), which also stops
     a call blocked in C code that a signal does not interrupt.
     """
 

@@ -4,7 +4,7 @@
 (SIGHUP as SIGTERM), waits for all, and (when asked) replaces a child that dies
 while no stop was asked for, backing off when one keeps dying quickly, and kills a
 child that runs past the deadline it reports. It knows nothing of jobs:
-:func:`dirqueue.worker.run_workers` gives it the function each child runs (a
+:func:`dirqueue.workers.run_workers` gives it the function each child runs (a
 :class:`~dirqueue.worker.Worker`) and reads what the children did from
 :class:`SharedCounters`. :class:`SharedBudget` is an ``njobs`` allowance the children
 draw from together.

@@ -1,7 +1,7 @@
 """A timed-out attempt whose worker process was killed: counting it.
 
 A Python handler that runs past the worker's ``timeout`` cannot be stopped safely from
-inside its process, so :func:`dirqueue.worker.run_workers`'s supervisor kills the whole
+inside its process, so :func:`dirqueue.workers.run_workers`'s supervisor kills the whole
 worker. That worker can no longer say what became of its job; the supervisor, which
 knows the job and the attempt (the worker reported both as the handler started), does
 it with :func:`count_timed_out`, through the public queue API: it takes the job (a lock

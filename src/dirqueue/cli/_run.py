@@ -28,9 +28,8 @@ from ..worker import (
     Worker,
     WorkerReport,
     load_handler,
-    run_workers,
-    timeout_needs_supervisor,
 )
+from ..workers import run_workers, timeout_needs_supervisor
 from ._commands import (
     EXIT_FAILURE,
     EXIT_JOBS_FAILED,
