@@ -1,9 +1,10 @@
 """A queue object's lock file: one file in ``tmp/`` (``lock.TIME.HOST.PID.active``)
 that every job the object takes on a local filesystem is linked to, so taking a job
 writes no lock of its own (see :mod:`dirqueue._lock`, which links it). Here: making
-the file and keeping it (:class:`LockFileKeeper`), removing its name when the process
-exits or a forked child takes over, and writing a lock's contents (:func:`write_lock`),
-which every lock of this process shares.
+the file and keeping it (:class:`LockFileKeeper`), removing its name when it is idle and
+when the process exits (a ``multiprocessing`` child too), making its guards anew in a
+forked child, and writing a lock's contents (:func:`write_lock`), which every lock of
+this process shares.
 """
 
 from __future__ import annotations
