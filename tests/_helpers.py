@@ -146,3 +146,15 @@ def logs_warning(match: str) -> Iterator[list[str]]:
     assert any(re.search(match, m) for m in messages), (
         f"no dirqueue log message matches {match!r}: {messages}"
     )
+
+
+def let_others_reach(path: Path) -> None:
+    """Make ``path`` (0755) and every directory above it searchable by other users, for
+    tests that act as another uid: pytest makes its directories 0700, and another
+    pytest session starting meanwhile makes its user directory 0700 again, so every
+    parent is looked at, not only up to the first searchable one."""
+    path.chmod(0o755)
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import let_others_reach
 from dirqueue import DirQueue
 from dirqueue.cli import EXIT_FAILURE, main
 
@@ -55,11 +56,7 @@ def dq_as_other_user(*args: str) -> tuple[int, str, str]:
 
 
 def reachable(tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)
-    for parent in tmp_path.parents:  # pytest's directories are 0700.
-        if parent.stat().st_mode & 0o011 == 0o011:
-            break
-        parent.chmod(parent.stat().st_mode | 0o011)
+    let_others_reach(tmp_path)
 
 
 def test_show_on_a_corrupt_job_does_not_call_it_finished(tmp_path: Path) -> None:

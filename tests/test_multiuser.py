@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import let_others_reach
 from dirqueue import DirQueue
 from durability_checks import assert_no_orphans
 
@@ -82,11 +83,7 @@ def _as_user(uid: int, body: Callable[[], None]) -> int:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become two users")
 def test_two_users_share_a_setgid_group_queue(tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)
-    for parent in tmp_path.parents:  # Let the users reach the queue (pytest's 0700 dirs).
-        if parent.stat().st_mode & 0o011 == 0o011:
-            break
-        parent.chmod(parent.stat().st_mode | 0o011)
+    let_others_reach(tmp_path)
     qdir = tmp_path / "shared"
     qdir.mkdir()
     os.chown(qdir, 0, GROUP)
@@ -144,7 +141,7 @@ def test_two_users_share_a_setgid_group_queue(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become two users")
 def test_job_another_user_cannot_read_is_skipped_then_repaired(tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)
+    let_others_reach(tmp_path)
     qdir = tmp_path / "shared"
     qdir.mkdir()
     os.chown(qdir, 0, GROUP)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from _helpers import let_others_reach
 from dirqueue import DirQueue, Worker
 from dirqueue import _results as results
 from dirqueue._findings import FindingKind
@@ -169,11 +170,7 @@ def test_a_worker_keeps_any_handlers_answer_when_asked(q: DirQueue) -> None:
 def test_a_reader_who_may_not_make_results_waits_by_looking(tmp_path: Path) -> None:
     """Another user, who may read the queue but not write to it, can still wait for
     an answer: without results/ to watch, it looks at the file."""
-    tmp_path.chmod(0o755)
-    for parent in tmp_path.parents:  # Let the user reach the queue (pytest's 0700 dirs).
-        if parent.stat().st_mode & 0o011 == 0o011:
-            break
-        parent.chmod(parent.stat().st_mode | 0o011)
+    let_others_reach(tmp_path)
     q = DirQueue(tmp_path / "q")
     q.create()  # 0755 and root's: no results/, and no right to make it.
     pid = os.fork()
