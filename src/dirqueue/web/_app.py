@@ -251,7 +251,7 @@ class App:
     def _problem(self, req: Request, index: int, err: Exception) -> Response:
         chrome = self._chrome(req)
         return _html(404 if isinstance(err, FileNotFoundError) else 503, _pages.error_page(
-            chrome, f"Queue {chrome.name(index)}", f"Cannot read {chrome.dirs[index]}: {err}"
+            chrome, f"Queue {chrome.name(index)}", _pages.problem_text(chrome.dirs[index], err)
         ))
 
     def _jobs(self, req: Request, index: int) -> Response:

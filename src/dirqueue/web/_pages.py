@@ -30,6 +30,7 @@ __all__ = [
     "jobs_page",
     "overview_live",
     "overview_page",
+    "problem_text",
     "queue_problem",
 ]
 
@@ -92,10 +93,15 @@ def error_page(chrome: Chrome, title: str, message: str) -> str:
 
 def queue_problem(chrome: Chrome, index: int, err: Exception) -> str:
     """Why queue ``index`` cannot be shown, as a paragraph."""
-    return (
-        f'<p class="problem">Cannot read {show(chrome.dirs[index], 500)}:'
-        f" {show(str(err), 1000)}</p>"
-    )
+    return f'<p class="problem">{show(problem_text(chrome.dirs[index], err), 1500)}</p>'
+
+
+def problem_text(directory: str, err: Exception) -> str:
+    """The engine's message (which names the queue), or one that names it."""
+    text = str(err)
+    if directory not in text:
+        text = f"cannot read {directory}: {text}"
+    return text[:1].upper() + text[1:]
 
 
 # -- overview --------------------------------------------------------------------------
