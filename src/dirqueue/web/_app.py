@@ -55,7 +55,9 @@ _HEADERS: Final = (
     ),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    # Not no-referrer: under it Chromium sends "Origin: null" with our own forms, and
+    # the Origin check could not tell them from another site's.
+    ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 )
 #: What a redirect after an action may say (``did`` in its query), in fixed words.

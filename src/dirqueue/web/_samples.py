@@ -138,31 +138,38 @@ _W: Final = 600
 _H: Final = 120
 _PAD_LEFT: Final = 44
 _PAD_BOTTOM: Final = 18
+_PAD_RIGHT: Final = 10
 
 
 def _tidy(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
 
 
+def _ago(seconds: float) -> str:
+    if seconds >= 120:
+        return f"-{seconds / 60:.0f} min"
+    return f"-{seconds:.0f} s"
+
+
 def chart(
     points: Sequence[tuple[float, float]], *, now: float, title: str, css: str
 ) -> str:
-    """An inline SVG line chart of ``(time, value)`` over the last hour, ending at ``now``.
+    """An inline SVG line chart of ``(time, value)`` ending at ``now``: over the last
+    hour, or since the first sample when the dashboard has run for less (a minute at
+    least), so a fresh dashboard's points are not a sliver at the right edge.
 
     Only numbers (and the caller's fixed ``title``/``css``) go into the markup. Drawn by
     hand: a chart library would be a dependency for one polyline.
     """
-    width = _W - _PAD_LEFT
+    width = _W - _PAD_LEFT - _PAD_RIGHT
     height = _H - _PAD_BOTTOM
-    top = max((value for _, value in points), default=0.0)
+    kept = [(at, value) for at, value in points if now - at <= HISTORY_SECONDS]
+    span = min(HISTORY_SECONDS, max(60.0, now - kept[0][0])) if kept else HISTORY_SECONDS
+    top = max((value for _, value in kept), default=0.0)
     scale = top * 1.1 or 1.0
     coords = [
-        (
-            _PAD_LEFT + width * max(0.0, 1 - (now - at) / HISTORY_SECONDS),
-            height - height * value / scale,
-        )
-        for at, value in points
-        if now - at <= HISTORY_SECONDS
+        (_PAD_LEFT + width * max(0.0, 1 - (now - at) / span), height - height * value / scale)
+        for at, value in kept
     ]
     body = []
     if coords:
@@ -178,19 +185,19 @@ def chart(
             ' text-anchor="middle">no samples yet: the dashboard samples while it runs</text>'
         )
     grid = "".join(
-        f'<line class="grid" x1="{_PAD_LEFT}" x2="{_W}" y1="{y:.1f}" y2="{y:.1f}"/>'
+        f'<line class="grid" x1="{_PAD_LEFT}" x2="{_W - _PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
         for y in (0.5, height / 2, height - 0.5)
     )
     labels = (
         f'<text class="axis" x="{_PAD_LEFT - 6}" y="10" text-anchor="end">{_tidy(scale)}</text>'
         f'<text class="axis" x="{_PAD_LEFT - 6}" y="{height}" text-anchor="end">0</text>'
-        f'<text class="axis" x="{_PAD_LEFT}" y="{_H - 3}">-60 min</text>'
+        f'<text class="axis" x="{_PAD_LEFT}" y="{_H - 3}">{_ago(span)}</text>'
         f'<text class="axis" x="{_PAD_LEFT + width / 2}" y="{_H - 3}"'
-        ' text-anchor="middle">-30 min</text>'
-        f'<text class="axis" x="{_W}" y="{_H - 3}" text-anchor="end">now</text>'
+        f' text-anchor="middle">{_ago(span / 2)}</text>'
+        f'<text class="axis" x="{_W - _PAD_RIGHT}" y="{_H - 3}" text-anchor="end">now</text>'
     )
     return (
         f'<svg class="chart {css}" viewBox="0 0 {_W} {_H}" role="img"'
-        f' aria-label="{title}" preserveAspectRatio="none"><title>{title}</title>'
+        f' aria-label="{title}"><title>{title}</title>'
         f"{grid}{''.join(body)}{labels}</svg>"
     )
