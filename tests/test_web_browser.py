@@ -3,7 +3,7 @@
 The browser is the system's (Debian's ``chromium``); Playwright downloads none. The
 tests skip, saying why, where either is missing (``make test-browser``; ``.ci/run``
 installs both). With ``DQ_WEB_SCREENSHOTS=DIR`` the run also saves the overview and a
-job page there (``make test-browser DQ_WEB_SCREENSHOTS=docs`` refreshes docs/web.md's).
+job page there (``DQ_WEB_SCREENSHOTS=docs make test-browser`` refreshes docs/web.md's).
 """
 
 from __future__ import annotations

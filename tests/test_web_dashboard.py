@@ -135,6 +135,9 @@ def test_job_page_shows_metadata_data_error_and_lock(q: DirQueue) -> None:
             assert status == 200
             assert "ValueError: bad input" in body
             assert "most recent call last" in body
+            # Ids may hold '+' (written %2B in links): the id is read unquoted.
+            quoted = jobid.replace(".", "%2E")
+            assert web.request(f"/q/0/job/{quoted}")[0] == 200
             status, _, body = web.request("/q/0/job/50.20260101000000000000.AAAAA")
             assert status == 404
             assert "No job" in body

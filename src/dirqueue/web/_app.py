@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import Final
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 from ..errors import DirQueueError
 from ..failed import FailedStore
@@ -217,7 +217,8 @@ class App:
             if what == "failed":
                 return self._failed(req, index)
             if match.group(3):
-                return self._job(req, index, match.group(3))
+                # Ids may hold '+', which links write as %2B.
+                return self._job(req, index, unquote(match.group(3)))
         return self._missing(req)
 
     def _missing(self, req: Request) -> Response:

@@ -235,42 +235,48 @@ class Page:
     scanned: int = 0
 
 
-def _candidates(queue: DirQueue, filters: Filters, now: float) -> list[tuple[str, str, str]]:
-    """``(jobid, state, path)`` of every job the name-level filters keep, in pickup
-    order (queued and running by id, then deferred by due time, then failed)."""
+#: A jobs page's candidate: ``(jobid, state, fanout digit)``; its path is built only
+#: for the rows a page reads (100,000 path joins cost more than the listing).
+Candidate = tuple[str, str, "str | None"]
+
+
+def _candidates(queue: DirQueue, filters: Filters, now: float) -> list[Candidate]:
+    """Every job the name-level filters keep, in pickup order (queued and running by
+    id, then deferred by due time, then failed)."""
     wanted = filters.state
-    found: list[tuple[str, str, str]] = []
+    found: list[Candidate] = []
     if wanted in ("", "queued", "active", "stale"):
         entries = scan(queue.layout, ordered=True)
         try:
             locked = set(os.listdir(queue.layout.active_dir)) if entries else set()
         except FileNotFoundError:
             locked = set()
-        for name, fanout in entries:
-            state = "queued"
-            if name in locked:
-                judged = _judged(queue, name, now)
-                state = "stale" if judged is not None and judged.breakable else "active"
-            if wanted in ("", state) or (wanted == "active" and state == "stale"):
-                found.append((name, state, queue.layout.queue_path(name, fanout)))
+        if not locked and wanted in ("", "queued"):
+            found = [(name, "queued", fanout) for name, fanout in entries]
+        else:
+            for name, fanout in entries:
+                state = "queued"
+                if name in locked:
+                    judged = _judged(queue, name, now)
+                    state = "stale" if judged is not None and judged.breakable else "active"
+                if wanted in ("", state) or (wanted == "active" and state == "stale"):
+                    found.append((name, state, fanout))
     if wanted in ("", "deferred"):
-        found.extend(
-            (entry.name, "deferred", queue.layout.deferred_path(entry.name))
-            for entry in scan_deferred(queue.config)
-        )
+        found.extend((entry.name, "deferred", None) for entry in scan_deferred(queue.config))
     if wanted in ("", "failed"):
         with contextlib.suppress(FileNotFoundError):
             found.extend(
-                (name, "failed", queue.layout.failed_job_dir(name))
+                (name, "failed", None)
                 for name in sorted(os.listdir(queue.layout.failed_dir))
                 if is_job_name(name)
             )
     if filters.priority is not None:
-        found = [c for c in found if int(c[0][:2]) == filters.priority]
+        prefix = f"{filters.priority:02d}."
+        found = [c for c in found if c[0].startswith(prefix)]
     return found
 
 
-def _row(queue: DirQueue, jobid: str, state: str, path: str) -> JobRow | None:
+def _row(queue: DirQueue, jobid: str, state: str, fanout: str | None) -> JobRow | None:
     """The row of one job, reading its control file (or failed entry); None if it has
     gone meanwhile or cannot be read."""
     worker = ""
@@ -282,6 +288,11 @@ def _row(queue: DirQueue, jobid: str, state: str, path: str) -> JobRow | None:
             size: int | None = failed.size_bytes
             error = failed.error
         else:
+            layout = queue.layout
+            path = (
+                layout.deferred_path(jobid) if state == "deferred"
+                else layout.queue_path(jobid, fanout)
+            )
             control = read_control(path)
             size = control.size_bytes
             error = last_error_of(control)
@@ -311,8 +322,7 @@ def jobs_page(queue: DirQueue, filters: Filters, start: int = 0, limit: int = 50
         if filters.reads_files and page.scanned >= SCAN_LIMIT:
             page.next_start = index
             break
-        jobid, state, path = candidates[index]
-        row = _row(queue, jobid, state, path)
+        row = _row(queue, *candidates[index])
         page.scanned += 1
         if row is not None and filters.keeps(row.metadata):
             page.rows.append(row)
