@@ -88,7 +88,8 @@ def fetch(url: str) -> float:
 
 
 def pages(base: str, qdir: str, repeat: int) -> list[dict[str, Any]]:
-    some_job = sorted(os.listdir(os.path.join(qdir, "queue")))[len(os.listdir(os.path.join(qdir, "queue"))) // 2]
+    names = sorted(os.listdir(os.path.join(qdir, "queue")))
+    some_job = names[len(names) // 2]
     targets = [
         ("overview", "/"),
         ("jobs, first page", "/q/0/jobs"),
@@ -178,9 +179,11 @@ def main() -> None:
               f" {args.rounds} rounds each (jobs/s)")
         print_table(["", "median", "runs"], [
             ("alone", f"{a:,.0f}", " ".join(f"{r:,.0f}" for r in alone)),
-            (f"{args.pollers} pollers, 1/s each", f"{p:,.0f}", " ".join(f"{r:,.0f}" for r in polled)),
+            (f"{args.pollers} pollers, 1/s each", f"{p:,.0f}",
+             " ".join(f"{r:,.0f}" for r in polled)),
         ])
-        print(f"cost of the pollers: {cost:.1f}% of the worker's rate ({sum(counts):,} polls answered)")
+        print(f"cost of the pollers: {cost:.1f}% of the worker's rate"
+              f" ({sum(counts):,} polls answered)")
         write_results("web_load", {
             "machine": m, "depth": args.depth, "fill_seconds": took, "pages": found,
             "drain": {"jobs": args.jobs, "pollers": args.pollers, "alone": alone,

@@ -46,7 +46,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 720})
     try:
         yield context.new_page()
     finally:
@@ -111,7 +111,8 @@ def test_overview_follows_a_queue_filled_and_drained_by_other_processes(
             # Two workers, each job a fifth of a second: the counts move while we look.
             drainer = subprocess.Popen(
                 [sys.executable, "-m", "dirqueue", "server", "--dir", str(q.dir),
-                 "--workers", "2", "--until-empty", "-q", "--", "sh", "-c", "sleep 0.2", "sh"],
+                 "--workers", "2", "--until-empty", "--keep-results", "-q",
+                 "--", "sh", "-c", "sleep 0.2", "sh"],
                 env=_env(), start_new_session=True,
             )
             page.wait_for_function(

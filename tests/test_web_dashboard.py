@@ -15,6 +15,7 @@ import pytest
 
 from _web import dq_web, fail_one, fill
 from dirqueue import DirQueue
+from dirqueue._results import keep_answer
 from dirqueue.failed import FailedStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -263,3 +264,19 @@ def test_unknown_pages_and_methods(q: DirQueue) -> None:
         assert web.request("/q/7/jobs")[0] == 404
         assert web.request("/static/dq.js")[0] == 200
         assert web.request("/static/../dq.js")[0] == 404
+
+
+def test_a_done_job_shows_its_kept_result(q: DirQueue) -> None:
+    jobid = q.enqueue_string(b"2 3", {"task": "app.add"})
+    job = q.pickup_queued_job()
+    assert job is not None
+    keep_answer(q.config, jobid, {"sum": "<b>5</b>"}, 1, 3600)
+    job.finish()
+    with dq_web(q.dir) as web:
+        status, _, body = web.request(f"/q/0/job/{jobid}")
+        assert status == 200
+        assert "Result" in body
+        assert "&lt;b&gt;5&lt;/b&gt;" in body
+        assert 'class="badge done"' in body
+        _, _, overview = web.request("/")
+        assert counts(overview)["results"] == 1

@@ -9,6 +9,7 @@ refresh live (:func:`overview_live`) are whole fragments the script swaps in.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -78,7 +79,7 @@ def _page(chrome: Chrome, title: str, body: str, *, refresh: bool = False, here:
         '<link rel="stylesheet" href="/static/dq.css">'
         f'<script src="/static/dq.js" defer></script>{noscript}</head>'
         f'<body><header><nav>{"".join(nav)}</nav>{mode}</header><main>{body}</main>'
-        f'<footer>dirqueue · {time.strftime("%H:%M:%S UTC", time.gmtime())}</footer>'
+        '<footer>dq web · dirqueue: a job queue in a directory</footer>'
         "</body></html>"
     )
 
@@ -302,8 +303,10 @@ def _form(chrome: Chrome, action: str, label: str, jobids: Sequence[str], css: s
 def _result(result: ResultRecord) -> str:
     if result.status == "failed":
         value = f"{result.error_type}: {result.error_message}"
-    else:
-        value = repr(result.value) if result.kind not in ("str", "json") else str(result.value)
+    elif result.kind == "json":
+        value = json.dumps(result.value, indent=2, ensure_ascii=False)
+    else:  # str as it is; bytes and pickle as the record keeps them, base64
+        value = str(result.value)
     return (
         f'<h2>Result <span class="badge {attr(result.status)}">'
         f"{show(result.status, 20)}</span></h2>"

@@ -155,8 +155,8 @@ def chart(
     points: Sequence[tuple[float, float]], *, now: float, title: str, css: str
 ) -> str:
     """An inline SVG line chart of ``(time, value)`` ending at ``now``: over the last
-    hour, or since the first sample when the dashboard has run for less (a minute at
-    least), so a fresh dashboard's points are not a sliver at the right edge.
+    hour, or since the first sample when the dashboard has run for less (ten seconds
+    at least), so a fresh dashboard's points are not a sliver at the right edge.
 
     Only numbers (and the caller's fixed ``title``/``css``) go into the markup. Drawn by
     hand: a chart library would be a dependency for one polyline.
@@ -164,7 +164,7 @@ def chart(
     width = _W - _PAD_LEFT - _PAD_RIGHT
     height = _H - _PAD_BOTTOM
     kept = [(at, value) for at, value in points if now - at <= HISTORY_SECONDS]
-    span = min(HISTORY_SECONDS, max(60.0, now - kept[0][0])) if kept else HISTORY_SECONDS
+    span = min(HISTORY_SECONDS, max(10.0, now - kept[0][0])) if kept else HISTORY_SECONDS
     top = max((value for _, value in kept), default=0.0)
     scale = top * 1.1 or 1.0
     coords = [

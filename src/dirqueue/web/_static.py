@@ -73,6 +73,7 @@ thead th { font-size: .75rem; text-transform: uppercase; letter-spacing: .05em;
 table.jobs td:first-child, .jobid, pre, .kv {
   font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
 table.jobs td:first-child { font-size: .82rem; white-space: nowrap; }
+table.workers { width: auto; min-width: 60%; }
 table.workers tr.host th { background: #f3f4f6; font-weight: 600; }
 tr.stale td { background: #fffbeb; }
 .badge { display: inline-block; padding: 0 .45rem; border-radius: 999px; font-size: .75rem;
