@@ -22,10 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dirqueue
 from dirqueue import DirQueue
 from dirqueue.failed import FailedStore
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+#: The dirqueue the tests import (the worktree's src, or a copy PYTHONPATH names),
+#: for the dq web they start.
+SRC = str(Path(dirqueue.__file__).resolve().parents[1])
 
 
 @dataclass

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from _web import dq_web, fail_one, fill
+from _web import SRC, dq_web, fail_one, fill
 from dirqueue import DirQueue
 from dirqueue._results import keep_answer
 from dirqueue.failed import FailedStore
@@ -280,3 +283,27 @@ def test_a_done_job_shows_its_kept_result(q: DirQueue) -> None:
         assert 'class="badge done"' in body
         _, _, overview = web.request("/")
         assert counts(overview)["results"] == 1
+
+
+def test_ctrl_c_stops_it_with_status_0(q: DirQueue) -> None:
+    with dq_web(q.dir) as web:
+        assert web.request("/")[0] == 200
+        web.proc.send_signal(signal.SIGINT)
+        assert web.proc.wait(timeout=20) == 0
+
+
+def test_bad_bind_and_no_queue_are_usage_errors(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DQ_DIR"}
+    env["PYTHONPATH"] = SRC
+    bad = subprocess.run(
+        [sys.executable, "-m", "dirqueue", "web", "--dir", str(tmp_path), "--bind", "nope"],
+        capture_output=True, text=True, env=env, timeout=30, check=False,
+    )
+    assert bad.returncode == 2
+    assert "give HOST:PORT" in bad.stderr
+    none = subprocess.run(
+        [sys.executable, "-m", "dirqueue", "web"],
+        capture_output=True, text=True, env=env, timeout=30, check=False,
+    )
+    assert none.returncode == 2
+    assert "--dir" in none.stderr

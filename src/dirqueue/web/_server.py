@@ -21,23 +21,15 @@ from ..queue import DirQueue
 from ._app import App, Request
 from ._samples import Snapshots
 
-__all__ = ["parse_bind", "serve"]
+__all__ = ["ListenError", "serve"]
 
 #: The largest request body read (an action's form: job ids and the CSRF value).
 _MAX_BODY: Final = 1 << 20
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-class BindError(DirQueueError, ValueError):
-    """``--bind`` is not ``HOST:PORT``."""
-
-
-def parse_bind(text: str) -> tuple[str, int]:
-    """``(host, port)`` from ``HOST:PORT`` (``[::1]:8080`` for IPv6, ``:8080`` for 127.0.0.1)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise BindError(f"--bind {text!r}: give HOST:PORT, such as 127.0.0.1:8080")
-    return host.strip("[]") or "127.0.0.1", int(port)
+class ListenError(DirQueueError, OSError):
+    """``dq web`` cannot listen where ``--bind`` says."""
 
 
 def _allowed_hosts(host: str, port: int) -> frozenset[str] | None:
@@ -93,7 +85,7 @@ class _Server(ThreadingHTTPServer):
 
 def serve(
     dirs: Sequence[str],
-    bind: str,
+    bind: tuple[str, int],
     *,
     actions: bool,
     sample_interval: float,
@@ -101,10 +93,16 @@ def serve(
     ready: threading.Event | None = None,
 ) -> int:
     """Serve the dashboard for ``dirs`` on ``bind`` until interrupted; return 0."""
-    host, port = parse_bind(bind)
+    host, port = bind
     queues = [DirQueue(d) for d in dirs]
     snapshots = Snapshots(queues, sample_interval=sample_interval)
-    server = _Server((host, port), BaseHTTPRequestHandler)
+    try:
+        server = _Server((host, port), BaseHTTPRequestHandler)
+    except OSError as err:
+        raise ListenError(
+            f"cannot listen on {host}:{port}: {err.strerror or err} (another dq web there?"
+            " choose another --bind)"
+        ) from None
     port = server.server_address[1]
     token = secrets.token_urlsafe(24)
     app = App(queues, snapshots, actions=actions, token=token, port=port,
