@@ -283,6 +283,8 @@ def test_a_done_job_shows_its_kept_result(q: DirQueue) -> None:
         assert 'class="badge done"' in body
         _, _, overview = web.request("/")
         assert counts(overview)["results"] == 1
+        _, _, listed = web.request("/q/0/jobs?state=done")
+        assert job_links(listed) == [jobid]
 
 
 def test_ctrl_c_stops_it_with_status_0(q: DirQueue) -> None:

@@ -118,9 +118,7 @@ _TILES: Final = (
 
 
 def _tile(index: int, key: str, label: str, hint: str, n: int) -> str:
-    target = "failed" if key == "failed" else f"jobs?state={key}"
-    if key == "results":
-        target = "jobs"
+    target = {"failed": "failed", "results": "jobs?state=done"}.get(key, f"jobs?state={key}")
     return (
         f'<a class="tile {key}" href="/q/{index}/{target}" title="{hint}">'
         f'<span class="n" data-count="{key}">{count(n)}</span>'

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: The states a jobs page filters on.
-STATES: Final = ("queued", "active", "stale", "deferred", "failed")
+STATES: Final = ("queued", "active", "stale", "deferred", "failed", "done")
 #: The metadata keys that name a task (the tasks layer's, old and new spelling).
 TASK_KEYS: Final = ("dq.task", "task")
 #: How much of a job's data its page shows.
@@ -270,6 +270,13 @@ def _candidates(queue: DirQueue, filters: Filters, now: float) -> list[Candidate
                 for name in sorted(os.listdir(queue.layout.failed_dir))
                 if is_job_name(name)
             )
+    if wanted == "done":  # Only asked for: answers are not jobs in the queue.
+        with contextlib.suppress(FileNotFoundError):
+            found.extend(
+                (name, "done", None)
+                for name in sorted(os.listdir(queue.layout.results_dir))
+                if is_job_name(name)
+            )
     if filters.priority is not None:
         prefix = f"{filters.priority:02d}."
         found = [c for c in found if c[0].startswith(prefix)]
@@ -282,6 +289,8 @@ def _row(queue: DirQueue, jobid: str, state: str, fanout: str | None) -> JobRow 
     worker = ""
     error = ""
     try:
+        if state == "done":
+            return _done_row(queue, jobid)
         if state == "failed":
             failed = FailedStore(queue).get(jobid)
             control = failed.control
@@ -305,6 +314,16 @@ def _row(queue: DirQueue, jobid: str, state: str, fanout: str | None) -> JobRow 
         jobid, state, int(jobid[:2]), submitted_at(jobid), size, attempts_of(control),
         dict(control.metadata), worker, error,
     )
+
+
+def _done_row(queue: DirQueue, jobid: str) -> JobRow | None:
+    """A row for a job whose answer is kept (its status as its "error" when it failed)."""
+    result = read_result(queue.config, jobid)
+    if result is None:
+        return None  # Expired meanwhile.
+    error = f"{result.error_type}: {result.error_message}" if result.status == "failed" else ""
+    return JobRow(jobid, "done", int(jobid[:2]), submitted_at(jobid), None, result.attempt,
+                  {}, result.host, error)
 
 
 def jobs_page(queue: DirQueue, filters: Filters, start: int = 0, limit: int = 50) -> Page:
