@@ -7,9 +7,11 @@ kernel picks; the start line says which), and is killed in a ``finally``.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import queue
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -37,7 +39,7 @@ class Web:
 
     url: str
     token: str
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[str] | None
     cookies: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -117,6 +119,42 @@ def dq_web(*dirs: str | os.PathLike[str], actions: bool = False) -> Iterator[Web
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=10)
+
+
+@contextlib.contextmanager
+def dq_web_as(uid: int, directory: str | os.PathLike[str]) -> Iterator[Web]:
+    """Run ``dq web`` on ``directory`` as user ``uid``: forked, then setuid, in this
+    interpreter (another user may not be able to reach this Python to exec it, nor
+    its standard library to import http.server: imported here, before the fork)."""
+    for module in ("dirqueue.web._server", "encodings.idna"):  # idna: for getfqdn()
+        importlib.import_module(module)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            from dirqueue.cli import main  # noqa: PLC0415 - imported before the fork too
+
+            with os.fdopen(write_fd, "w", buffering=1) as out:
+                code = main(["web", "--dir", str(directory), "--bind", "127.0.0.1:0"],
+                            stdout=out)
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as fh:
+            ready, _, _ = select.select([fh], [], [], 20)
+            assert ready, "dq web printed no start line in 20 s"
+            found = re.search(r"at (http://\S+/)", fh.readline())
+            assert found is not None
+            yield Web(found.group(1), "", None)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 def fill(q: DirQueue, n: int, **meta: str) -> list[str]:

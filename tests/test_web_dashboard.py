@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from _web import SRC, dq_web, fail_one, fill
+from _web import SRC, dq_web, dq_web_as, fail_one, fill
 from dirqueue import DirQueue
 from dirqueue._results import keep_answer
 from dirqueue.failed import FailedStore
@@ -290,6 +292,7 @@ def test_a_done_job_shows_its_kept_result(q: DirQueue) -> None:
 def test_ctrl_c_stops_it_with_status_0(q: DirQueue) -> None:
     with dq_web(q.dir) as web:
         assert web.request("/")[0] == 200
+        assert web.proc is not None
         web.proc.send_signal(signal.SIGINT)
         assert web.proc.wait(timeout=20) == 0
 
@@ -309,3 +312,31 @@ def test_bad_bind_and_no_queue_are_usage_errors(tmp_path: Path) -> None:
     )
     assert none.returncode == 2
     assert "--dir" in none.stderr
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run dq web as another user")
+def test_an_unreadable_queue_is_a_message_not_a_traceback() -> None:
+    parent = tempfile.mkdtemp(prefix="dq-web-unreadable-")
+    try:
+        os.chmod(parent, 0o755)  # noqa: S103 - pytest's tmp_path is root's alone; not this
+        q = DirQueue(os.path.join(parent, "q"), create=True)
+        fill(q, 2)
+        os.chmod(q.dir, 0o700)  # The queue: root's alone.
+        with dq_web_as(NOBODY, q.dir) as web:
+            status, _, body = web.request("/")
+            assert status == 200
+            assert f"Cannot read {q.dir}: permission denied" in body
+            assert "run dq web as a user who can read it" in body
+            assert 'data-count="queued"' not in body
+            status, _, body = web.request("/q/0/jobs")
+            assert status == 503
+            assert "permission denied" in body
+            assert "Traceback" not in body
+            status, _, body = web.request("/q/0/failed")
+            assert status == 503
+            assert "Traceback" not in body
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)

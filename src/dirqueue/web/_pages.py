@@ -99,6 +99,13 @@ def queue_problem(chrome: Chrome, index: int, err: Exception) -> str:
 
 def problem_text(directory: str, err: Exception) -> str:
     """The engine's message (which names the queue), or one that names it."""
+    if isinstance(err, PermissionError):
+        where = err.filename or directory
+        return (
+            f"Cannot read {directory}: permission denied on {where} (dq web runs as uid"
+            f" {os.getuid()}): check the queue's owner and mode (ls -l), or run dq web as"
+            " a user who can read it."
+        )
     text = str(err)
     if directory not in text:
         text = f"cannot read {directory}: {text}"
