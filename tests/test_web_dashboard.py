@@ -340,3 +340,25 @@ def test_an_unreadable_queue_is_a_message_not_a_traceback() -> None:
             assert "Traceback" not in body
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_a_dead_workers_lock_is_marked_stale(q: DirQueue) -> None:
+    jobid = q.enqueue_string(b"x")
+    # A worker that takes the job and dies holding it (no finish, no return).
+    subprocess.run(
+        [sys.executable, "-c",
+         "import os, sys; from dirqueue import DirQueue;"
+         " job = DirQueue(sys.argv[1]).pickup_queued_job(); os._exit(0 if job else 1)",
+         str(q.dir)],
+        env={**os.environ, "PYTHONPATH": SRC}, timeout=30, check=True,
+    )
+    with dq_web(q.dir) as web:
+        _, _, body = web.request("/")
+        assert counts(body)["stale"] == 1
+        assert counts(body)["active"] == 0
+        assert '<span class="badge stale">1 stale</span>' in body
+        _, _, listed = web.request("/q/0/jobs?state=stale")
+        assert job_links(listed) == [jobid]
+        _, _, page = web.request(f"/q/0/job/{jobid}")
+        assert "badge stale" in page
+        assert "is dead" in page
