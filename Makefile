@@ -6,8 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+BROWSER_STAMP := $(VENV)/.installed-browser
 
-.PHONY: demo test test-multihost test-multihost-run lint bench clean
+.PHONY: demo test test-browser test-multihost test-multihost-run lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +19,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-# The multi-host suite runs after it (test-multihost), as .ci/run does.
+# The multi-host suite runs after it (test-multihost), as .ci/run does, and so do the
+# dashboard's browser tests (test-browser).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not multihost'
+	$(BIN)/python -m pytest -q -m 'not multihost and not browser'
+
+# Playwright for the browser tests; the browser is the system's Chromium (Debian:
+# apt-get install chromium), never one Playwright downloads.
+$(BROWSER_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[browser]'
+	touch $(BROWSER_STAMP)
+
+# dq web in a real headless Chromium (each test says why it skips where there is none).
+test-browser: $(BROWSER_STAMP)
+	$(BIN)/python -m pytest -q -m browser
 
 # The multi-host tests on real GlusterFS and NFSv3, three hosts (needs root: network namespaces;
 # installs Debian packages). tests/multihost/teardown.sh takes the test bed down.

@@ -167,6 +167,7 @@ def test_every_subcommand_into_a_file_and_into_json(tmp_path: Path) -> None:
     assert ok("empty", "--dir", "q").stdout == emptied
     assert json.loads(ok("fsck", "--dir", "q", "--json").stdout)["ok"] is True
     assert "_dq" in ok("completion", "bash").stdout
+    assert "--actions" in ok("web", "--help").stdout  # It serves until stopped.
     answered = ok("submit", "--dir", "q", "a.txt").stdout.strip()
     ok("server", "--dir", "q", "--until-empty", "--keep-results", "--", "cat")
     ok("result", "--dir", "q", answered, stdout="hello\n")
@@ -193,6 +194,7 @@ BAD: dict[str, tuple[list[str], list[str]]] = {
     "empty": (["--dir", "q", "extra"], ["--dir", "nowhere"]),
     "result": (["--dir", "q", "nonsense"], ["--dir", "q", "50.20261128192616291083.DMzg5"]),
     "completion": (["ksh"], []),
+    "web": (["--dir", "q", "--bind", "nope"], ["--dir", "q", "--bind", "192.0.2.1:8080"]),
 }
 
 

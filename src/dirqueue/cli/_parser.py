@@ -17,6 +17,9 @@ from .._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, Range, check_number
 from .._version import __version__
 from ..errors import DirQueueError, InvalidMetadataError, InvalidNumberError
 from ..repair import DEFAULT_MIN_AGE
+from ..web import EPILOG as WEB_EPILOG
+from ..web import add_arguments as web_arguments
+from ..web import run as run_web
 from ..worker import DEFAULT_MAX_ATTEMPTS
 from ._cancel import cmd_cancel, cmd_empty
 from ._commands import (
@@ -187,6 +190,7 @@ _EPILOGS: Final = {
     "cancel": "example:\n  dq cancel --dir /var/spool/q 50.20261128192616291083.DMzg5",
     "empty": "example:\n  dq empty --dir /var/spool/q",
     "watch": "examples:\n  dq watch --dir /var/spool/q\n  dq watch --dir /var/spool/q 10 --json",
+    "web": WEB_EPILOG,
     "fsck": (
         "examples:\n  dq fsck --dir /var/spool/q\n"
         "  dq fsck --dir /var/spool/q --repair --min-age 10m\n"
@@ -209,6 +213,7 @@ _HELP: Final = {
     "result": "print a job's kept answer (its return value, or how it failed)",
     "fsck": "check a queue for what crashed processes left behind; --repair fixes it",
     "completion": "print a shell completion script for bash, zsh, fish or tcsh",
+    "web": "a dashboard of queues in a browser, read-only unless --actions (docs/web.md)",
 }
 
 #: The subcommands that create jobs, the only ones --fanout means anything to.
@@ -407,6 +412,10 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
     )
     _json_options(p, "a JSON object", nl="a JSON object per finding, one per line")
     p.set_defaults(func=cmd_fsck)
+
+    p = add("web", queue=False)
+    web_arguments(p)
+    p.set_defaults(func=lambda ctx: run_web(ctx.args, ctx.out))
 
     p = add("completion", queue=False)
     p.add_argument("shell", choices=SHELLS, metavar="SHELL", help=", ".join(SHELLS))
