@@ -175,3 +175,54 @@ def test_a_stalled_update_does_not_bring_back_a_job_its_new_holder_finished(
     assert files_under(qdir / "deferred") == []
     assert files_under(qdir / "data") == []
     assert not (qdir / "corrupt").exists() or files_under(qdir / "corrupt") == []
+
+
+@pytest.mark.timeout(60)
+def test_a_crashed_deferrals_twin_not_yet_due_does_not_bring_back_a_finished_job(
+    qdir: Path,
+) -> None:
+    """The second name left in ``deferred/`` comes due only after the queued job was
+    taken and finished: then the job's data is gone, and the name must go, not come
+    back as a job without data (it landed in ``corrupt/``, once in a kill storm)."""
+    queue = DirQueue(qdir)
+    jobid = queue.enqueue_string("linked twice")
+    (qdir / "deferred").mkdir()
+    os.link(qdir / "queue" / jobid, qdir / "deferred" / jobid)
+    soon = time.time() + 1.0
+    os.utime(qdir / "deferred" / jobid, (soon, soon))
+    job = queue.pickup_queued_job()
+    assert job is not None
+    job.finish()
+    time.sleep(1.2)
+    assert DirQueue(qdir).pickup_queued_job() is None
+    assert files_under(qdir / "deferred") == []
+    assert not (qdir / "corrupt").exists()
+
+
+@pytest.mark.timeout(60)
+def test_the_worker_that_breaks_a_dead_deferrers_lock_drops_its_twin(qdir: Path) -> None:
+    """A worker killed inside ``retry_later`` between its link into ``deferred/`` and
+    its unlink from ``queue/`` leaves the job in both: the next worker, taking it by
+    breaking the dead worker's lock, removes the name in ``deferred/`` at once."""
+    queue = DirQueue(qdir)
+    jobid = queue.enqueue_string("deferred by a worker that died")
+    (qdir / "deferred").mkdir()
+    pid = os.fork()
+    if pid == 0:  # The dying worker: holds the job, links the twin, dies.
+        code = 1
+        try:
+            held = DirQueue(qdir).pickup_queued_job()
+            if held is not None:
+                os.link(qdir / "queue" / jobid, qdir / "deferred" / jobid)
+                later = time.time() + 3600
+                os.utime(qdir / "deferred" / jobid, (later, later))
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    job = queue.pickup_queued_job()  # Its owner is provably dead: broken at once.
+    assert job is not None
+    assert job.jobid == jobid
+    assert files_under(qdir / "deferred") == []
+    job.finish()

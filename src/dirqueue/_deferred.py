@@ -23,7 +23,7 @@ from ._config import QueueConfig
 from ._format import match_job_name
 from ._layout import Layout
 
-__all__ = ["DeferredEntry", "promote_due", "scan_deferred"]
+__all__ = ["DeferredEntry", "drop_crashed_twin", "promote_due", "scan_deferred"]
 
 
 class DeferredEntry(NamedTuple):
@@ -112,12 +112,33 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
     return moved, min(later, default=None)
 
 
+def drop_crashed_twin(config: QueueConfig, name: str, queue_path: str) -> None:
+    """Remove ``deferred/NAME`` if it is a second name of the control file at
+    ``queue_path``: called by the worker that has just taken job ``NAME`` by breaking a
+    dead worker's lock, which may have died inside ``retry_later`` between linking the
+    job into ``deferred/`` and unlinking it from ``queue/``. The job is ours now; its
+    twin must not come due after we finish it."""
+    try:
+        queued = os.lstat(queue_path)
+        if queued.st_nlink < 2:
+            return
+        dfd = _fs.open_dir_nofollow(config.dir, (Layout.DEFERRED,))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if _fs.same_file(os.lstat(name, dir_fd=dfd), queued):
+                os.unlink(name, dir_fd=dfd)
+    finally:
+        _fs.close_dir(dfd)
+
+
 def _left_by_a_crashed_deferral(config: QueueConfig, dfd: int, name: str) -> bool:
     """True (and ``deferred/NAME`` removed) if ``deferred/NAME`` is a second name of the
     very file queued as ``NAME``: left by a retry_later that crashed between linking
     the job into ``deferred/`` and unlinking it from ``queue/`` (see
     :meth:`dirqueue.Job.retry_later`). The job is queued (perhaps running, or finished
-    and gone): promoting it would run it twice (or, over a name in another fan-out
+    and gone: then its data is gone too): promoting it would run it twice (or, over a name in another fan-out
     directory, list it twice), so the name in ``deferred/`` goes instead.
 
     Only a file with more than one link is looked for in ``queue/`` (every fan-out
@@ -127,9 +148,16 @@ def _left_by_a_crashed_deferral(config: QueueConfig, dfd: int, name: str) -> boo
         st = os.lstat(name, dir_fd=dfd)
     except FileNotFoundError:
         return False  # Promoted by another process: the rename will say so.
-    if st.st_nlink < 2:
-        return False
     layout = config.layout
+    if st.st_nlink < 2:
+        # Its queued twin taken, run and finished since (the data goes with it, and
+        # a job waiting here always has its data): promoted, it would come back as a
+        # job without data and land in corrupt/.
+        if os.path.lexists(layout.data_path(name)):
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dfd)
+        return True
     for fanout in (None, *Layout.FANOUT_DIGITS):
         try:
             twin = os.lstat(layout.queue_path(name, fanout))

@@ -12,7 +12,7 @@ from typing import Final
 
 from . import _lock, _lockfile
 from ._config import QueueConfig
-from ._deferred import promote_due
+from ._deferred import drop_crashed_twin, promote_due
 from ._format import attempts_of, counted_run_of, run_of, with_attempts, with_counted_run
 from ._identity import current_pid
 from ._index import QueueIndex
@@ -176,8 +176,11 @@ class Picker:
             active_pid=current_pid(),
             held=held,
         )
-        if held.broke is not None and held.broke.owner_died:
-            _count_the_dead_workers_attempt(job, held.broke)
+        if held.broke is not None:
+            # A dead holder may have died deferring it, leaving it in deferred/ too.
+            drop_crashed_twin(config, name, queue_path)
+            if held.broke.owner_died:
+                _count_the_dead_workers_attempt(job, held.broke)
         return job
 
 
