@@ -138,8 +138,9 @@ def _left_by_a_crashed_deferral(config: QueueConfig, dfd: int, name: str) -> boo
     very file queued as ``NAME``: left by a retry_later that crashed between linking
     the job into ``deferred/`` and unlinking it from ``queue/`` (see
     :meth:`dirqueue.Job.retry_later`). The job is queued (perhaps running, or finished
-    and gone: then its data is gone too): promoting it would run it twice (or, over a name in another fan-out
-    directory, list it twice), so the name in ``deferred/`` goes instead.
+    and gone: then its data is gone too): promoting it would run it twice (or, over a
+    name in another fan-out directory, list it twice), so the name in ``deferred/``
+    goes instead.
 
     Only a file with more than one link is looked for in ``queue/`` (every fan-out
     directory: the digit is not recorded), so a promotion costs one lstat more.
