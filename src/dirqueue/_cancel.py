@@ -17,16 +17,16 @@ import errno
 import os
 from collections.abc import Callable
 
-from . import _fs
+from . import _fs, _keys
 from ._config import QueueConfig
 from ._deferred import scan_deferred
 from ._format import is_job_name, parse_lock_file
 from ._identity import current_pid
-from ._jobfiles import unlink_data
+from ._jobfiles import read_control, unlink_data
 from ._judge import read_lock_file
 from ._layout import Layout
 from ._scanner import locate, scan
-from .errors import JobStateError, NoSuchJobError, QueueIOError
+from .errors import DirQueueError, JobStateError, NoSuchJobError, QueueIOError
 from .job import Job
 
 __all__ = ["cancel", "empty"]
@@ -71,9 +71,21 @@ def _cancel_deferred(config: QueueConfig, jobid: str) -> bool:
             raise QueueIOError(
                 f"removing the data of cancelled job {jobid} (repair() removes it)", err
             ) from err
+    key = _unique_key_of(layout.tmp_path(claimed))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(layout.tmp_path(claimed))
+    if key:
+        with contextlib.suppress(OSError, DirQueueError):
+            _keys.release(config, key, jobid)  # Else stale by the lock rule.
     return True
+
+
+def _unique_key_of(control_path: str) -> str | None:
+    """The unique key a cancelled job held (its ``dq.unique``), if any."""
+    try:
+        return read_control(control_path).metadata.get(_keys.KEY_META)
+    except (OSError, DirQueueError):
+        return None
 
 
 def _cancel_queued(pickup_named: PickupNamed, jobid: str) -> bool:

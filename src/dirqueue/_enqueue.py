@@ -43,7 +43,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Final, Protocol
 
 from . import _dirfds, _fs
 from ._config import QueueConfig
@@ -53,7 +53,16 @@ from ._jobfiles import create_control, unlink_data
 from ._layout import Layout
 from .errors import DirQueueError, QueueIOError
 
-__all__ = ["Chunk", "DataWriter", "bump_queue_mtime", "enqueue", "ensure_queue_dirs", "requeue"]
+__all__ = [
+    "AlreadyQueued",
+    "Chunk",
+    "DataWriter",
+    "Gate",
+    "bump_queue_mtime",
+    "enqueue",
+    "ensure_queue_dirs",
+    "requeue",
+]
 
 Chunk = str | bytes | bytearray | memoryview
 #: Writes a job's data to the fd it is given and returns the byte count.
@@ -72,6 +81,28 @@ _WRITE_SIZE: Final = 1 << 16
 #: ... or written after this many seconds, whichever comes first: a slow stream keeps
 #: its tmp file's mtime fresh, so repair never takes it for a dead enqueue's leftover.
 _WRITE_EVERY: Final = 1.0
+
+
+class Gate(Protocol):
+    """What a job must hold before it is linked in (a unique job's key): claimed with
+    the job's id just before the link, released if the job does not get in."""
+
+    def claim(self, jobid: str) -> str | None:
+        """Claim for ``jobid``: None if claimed, else the id of the job that holds it."""
+
+    def release(self, jobid: str) -> None:
+        """Give back what :meth:`claim` took for ``jobid``."""
+
+    def seal(self, jobid: str) -> None:
+        """Say that ``jobid`` is in the queue now, with its claim."""
+
+
+class AlreadyQueued(Exception):
+    """The gate is held by another job (``jobid``): nothing was enqueued."""
+
+    def __init__(self, jobid: str) -> None:
+        super().__init__(jobid)
+        self.jobid = jobid
 
 
 @dataclass
@@ -99,6 +130,10 @@ class _Staged:
     open_fds: list[int] = field(default_factory=list)
     #: For a delayed job: when it is due (it goes to deferred/ instead of queue/).
     due: float | None = None
+    #: For a dependant: it goes to waiting/ instead of queue/ (see _deps).
+    waiting: bool = False
+    gate: Gate | None = None
+    claimed: bool = False
 
 
 def ensure_queue_dirs(config: QueueConfig) -> None:
@@ -147,12 +182,17 @@ def enqueue(
     prepare: Callable[[], None],
     *,
     due: float | None = None,
+    waiting: bool = False,
+    gate: Gate | None = None,
 ) -> list[str]:
     """Enqueue ``(write_data, metadata, priority)`` jobs as one batch; return their ids.
 
     Validates everything first, then calls ``prepare()`` (which makes the queue's
     directories); on any failure, takes out what it had done and raises. With ``due``
-    (seconds since the epoch) the jobs are deferred until then (:mod:`dirqueue._deferred`).
+    (seconds since the epoch) the jobs are deferred until then (:mod:`dirqueue._deferred`);
+    with ``waiting`` they wait in ``waiting/`` for their parents. With ``gate`` (one
+    job only) the job is linked in only once the gate is claimed for it; if another
+    job holds it, nothing is enqueued and :class:`AlreadyQueued` is raised.
     """
     checked = [
         (write_data, validate_metadata(metadata), validate_priority(priority))
@@ -175,6 +215,8 @@ def enqueue(
         _stage_all(config, staged, checked, pid, whole_fs=whole_fs)
         for st in staged:
             st.due = due
+            st.waiting = waiting
+            st.gate = gate
 
     return _run(config, staged, stage, pid, whole_fs=whole_fs)
 
@@ -327,6 +369,9 @@ def _run(
     # Step 6: the jobs are in the queue; the rest is tidying and a wake-up call.
     for st in staged:
         _unlink_tmp_names(st)
+        if st.gate is not None:
+            with contextlib.suppress(OSError):
+                st.gate.seal(st.jobid)
     # The link into queue/ set queue/'s mtime already where the filesystem does that by
     # itself (seen once per process, _mtime_follows). Otherwise (and with fan-out, or
     # for jobs that went to deferred/, where queue/ itself did not change) touch it.
@@ -511,7 +556,16 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
     parts: tuple[str, ...] = Layout.queue_parts(fanout)
     if st.due is not None:
         parts = (Layout.DEFERRED,)
+    elif st.waiting:
+        parts = (Layout.WAITING,)
     for attempt in range(_NAME_ATTEMPTS):
+        if st.gate is not None and not st.claimed:
+            # Claimed before the link, never after: at no moment are two jobs with one
+            # key both in the queue.
+            holder = st.gate.claim(st.jobid)
+            if holder is not None:
+                raise AlreadyQueued(holder)
+            st.claimed = True
         if st.due is not None:
             # The due time is the control file's mtime, set before the link shows it.
             os.utime(st.tmp_ctrl, (st.due, st.due))
@@ -527,6 +581,8 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
             st.queue_path = (
                 layout.deferred_path(st.jobid)
                 if st.due is not None
+                else layout.waiting_path(st.jobid)
+                if st.waiting
                 else layout.queue_path(st.jobid, fanout)
             )
             return
@@ -535,7 +591,9 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
                 f"job {st.jobid} is already in {layout.queue_dir}: leaving the failed copy"
             )
         # Another host made the same name in the same microsecond. Move our data to a
-        # new name and make that durable before its control file can point at it.
+        # new name and make that durable before its control file can point at it. A
+        # gate claimed for the old name is given back and claimed again for the new.
+        _release_gate(st)
         _move_data(config, st, pid, attempt)
         _write_tmp_control(config, st)
         if config.durable:
@@ -559,11 +617,19 @@ def _roll_back(config: QueueConfig, staged: list[_Staged]) -> None:
         if st.queue_path:
             with contextlib.suppress(OSError):
                 _fs.unlink_quietly(st.queue_path)
+        _release_gate(st)  # Only once the job is out again.
     for st in staged:
         if st.data_linked:
             with contextlib.suppress(OSError):
                 unlink_data(config, st.jobid)
         _unlink_tmp_names(st)
+
+
+def _release_gate(st: _Staged) -> None:
+    if st.gate is not None and st.claimed:
+        st.claimed = False
+        with contextlib.suppress(OSError):
+            st.gate.release(st.jobid)  # Else stale at once: its job never came.
 
 
 def _unlink_tmp_names(st: _Staged) -> None:

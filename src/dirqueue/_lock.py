@@ -720,3 +720,15 @@ def _drop_break_token(token: tuple[str, os.stat_result]) -> None:
         there = os.lstat(path)
         if _fs.same_file(there, ours):
             os.unlink(path)
+
+
+def take_token(config: QueueConfig, name: str) -> tuple[str, os.stat_result] | None:
+    """Hold the breaker token of ``name`` (``tmp/NAME.breaking``) for a file other than a
+    job's lock that is broken by the same rule: a unique job's key
+    (:mod:`dirqueue._keys`). None if another process holds it now."""
+    return _take_break_token(config, name)
+
+
+def drop_token(token: tuple[str, os.stat_result]) -> None:
+    """Give back a token from :func:`take_token` (only if it is still ours)."""
+    _drop_break_token(token)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
 
-from . import _fs, _lock
+from . import _fs, _keys, _lock
 from ._config import QueueConfig
 from ._enqueue import bump_queue_mtime
 from ._format import ControlFile, attempts_of, parse_lock_file, with_attempts
@@ -27,9 +27,10 @@ from ._heartbeat import Heartbeat
 from ._identity import current_pid
 from ._jobfiles import create_control, open_data, read_data, unlink_data
 from ._judge import read_lock_file
+from ._keys import KEY_META
 from ._layout import Layout
 from ._numbers import SECONDS_OR_ZERO, check_number
-from .errors import JobLostError, JobStateError, QueueIOError
+from .errors import DirQueueError, JobLostError, JobStateError, QueueIOError
 
 __all__ = ["Job"]
 
@@ -290,6 +291,14 @@ class Job:
                 failed,
             ) from failed
         self._state = "finished"
+        key = self.metadata.get(KEY_META)
+        if key:
+            # Only now, with the job out of the queue: at no moment two jobs with one
+            # key. A crash before this leaves the key to the stale-lock rule.
+            try:
+                _keys.release(self._config, key, jobid)
+            except (OSError, DirQueueError) as err:
+                _log.warning("job %s finished, but its unique key stays (%s)", jobid, err)
 
     def return_to_queue(self) -> None:
         """Give the job back, untouched, for any worker to pick up again.

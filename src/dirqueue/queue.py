@@ -22,10 +22,20 @@ from . import _cancel, _fs
 from ._config import QueueConfig
 from ._corrupt import CorruptEntry, list_corrupt
 from ._deferred import scan_deferred
-from ._enqueue import Chunk, DataWriter, enqueue, ensure_queue_dirs, write_chunks, writer
+from ._deps import HasJobId, dependency_meta, parent_ids, settle_child
+from ._enqueue import (
+    AlreadyQueued,
+    Chunk,
+    DataWriter,
+    enqueue,
+    ensure_queue_dirs,
+    write_chunks,
+    writer,
+)
 from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file
 from ._jobfiles import check_data, read_control
 from ._judge import read_lock_file
+from ._keys import KEY_META, JobId, KeyGate
 from ._layout import Layout
 from ._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, check_number
 from ._pickup import Picker
@@ -214,6 +224,9 @@ class DirQueue:
         *,
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
+        unique_key: str | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
         """Enqueue ``data`` (``str`` is stored as UTF-8) and return the new job's id."""
         if isinstance(data, str):
@@ -222,7 +235,8 @@ class DirQueue:
             raise TypeError(f"enqueue_string takes str or bytes, not {type(data).__name__}")
         payload = bytes(data)
         return self._enqueue(
-            writer(payload), metadata, priority, len(payload), _due(delay, not_before)
+            writer(payload), metadata, priority, len(payload), _due(delay, not_before),
+            unique_key=unique_key, depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_file(
@@ -233,6 +247,9 @@ class DirQueue:
         *,
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
+        unique_key: str | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
         """Enqueue a copy of the file at ``path`` and return the new job's id."""
         # Open first, so a missing file fails before anything is written.
@@ -241,7 +258,10 @@ class DirQueue:
         except OSError as err:
             raise QueueIOError(f"reading the file to enqueue {os.fspath(path)!r}", err) from err
         with fh:
-            return self.enqueue_fh(fh, metadata, priority, delay=delay, not_before=not_before)
+            return self.enqueue_fh(
+                fh, metadata, priority, delay=delay, not_before=not_before,
+                unique_key=unique_key, depends_on=depends_on, allow_failure=allow_failure,
+            )
 
     def enqueue_fh(
         self,
@@ -251,6 +271,9 @@ class DirQueue:
         *,
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
+        unique_key: str | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
         """Enqueue what can be read from a binary or text file object; return the job id."""
         size = self.buf_size
@@ -263,7 +286,8 @@ class DirQueue:
                 yield chunk
 
         return self._enqueue(
-            lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before)
+            lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
+            unique_key=unique_key, depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_sub(
@@ -274,6 +298,9 @@ class DirQueue:
         *,
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
+        unique_key: str | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
         """Enqueue the chunks ``callable()`` returns, until it returns ``None``.
 
@@ -289,7 +316,8 @@ class DirQueue:
                 yield chunk
 
         return self._enqueue(
-            lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before)
+            lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
+            unique_key=unique_key, depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_iter(
@@ -300,10 +328,14 @@ class DirQueue:
         *,
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
+        unique_key: str | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
         """Enqueue the chunks of an iterable or generator (``str`` or ``bytes``)."""
         return self._enqueue(
-            lambda fd: write_chunks(fd, chunks), metadata, priority, 0, _due(delay, not_before)
+            lambda fd: write_chunks(fd, chunks), metadata, priority, 0, _due(delay, not_before),
+            unique_key=unique_key, depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_many(
@@ -352,9 +384,39 @@ class DirQueue:
         priority: int,
         size_hint: int = 0,
         due: float | None = None,
+        *,
+        unique_key: str | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
-        jobs = [(write_data, metadata, priority)]
-        return enqueue(self.config, jobs, size_hint, self.create, due=due)[0]
+        """The one job's enqueue behind every ``enqueue_*``.
+
+        ``unique_key``: enqueue only if no job with that key is waiting, deferred or
+        running (:mod:`dirqueue._keys`); else nothing is enqueued and the id of the job
+        that holds the key comes back as a :class:`JobId` whose ``existing`` is True.
+        ``depends_on``: the job waits in ``waiting/`` until every one of those jobs has
+        ended (:mod:`dirqueue._deps`); a parent that ends in ``failed/`` sends it to
+        ``failed/`` too, unless ``allow_failure``.
+        """
+        meta = dict(metadata) if metadata is not None else None
+        gate = None
+        if unique_key is not None:
+            gate = KeyGate(self.config, unique_key)
+            meta = {**(meta or {}), KEY_META: gate.name}
+        parents = parent_ids(depends_on)
+        if parents:
+            meta = {**(meta or {}), **dependency_meta(parents, allow_failure=allow_failure)}
+        jobs = [(write_data, meta, priority)]
+        try:
+            jobid = enqueue(
+                self.config, jobs, size_hint, self.create, due=due,
+                waiting=bool(parents), gate=gate,
+            )[0]
+        except AlreadyQueued as held:
+            return JobId(held.jobid, existing=True)
+        if parents:
+            settle_child(self.config, jobid)  # Its parents may all have ended already.
+        return JobId(jobid) if gate is not None else jobid
 
     # -- picking up -------------------------------------------------------------------
 

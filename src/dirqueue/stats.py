@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._deferred import scan_deferred
 from ._judge import Verdict, filesystem_now, judge_lock
-from ._layout import Layout
+from ._place import Place, place_of
 from ._results import count_results
 from ._scanner import scan
 from .errors import QueueNotFoundError
@@ -215,23 +215,9 @@ def tally(
     )
 
 
-def job_place(queue: DirQueue, jobid: str) -> Literal["queued", "active", "deferred"] | None:
+def job_place(queue: DirQueue, jobid: str) -> Place | None:
     """Where job ``jobid`` is now, by its names alone (a few ``lstat`` calls, no
-    listing): ``active`` (locked), ``queued``, ``deferred``, or None if it is in none
-    of them (finished, failed, or never was). For one job's status (``TaskResult``)."""
-    layout = queue.layout
-    fanouts: tuple[str | None, ...] = (None,)
-    if queue.queue_fanout:
-        fanouts += tuple(Layout.FANOUT_DIGITS)
-
-    def queued() -> Literal["queued", "active"] | None:
-        for fanout in fanouts:
-            if os.path.lexists(layout.queue_path(jobid, fanout)):
-                return "active" if os.path.lexists(layout.active_path(jobid)) else "queued"
-        return None
-
-    # deferred/, queue/, and once more each if neither had it: a job moved between the
-    # two while we look (deferred for a retry, or due and moved back) is seen in one.
-    if os.path.lexists(layout.deferred_path(jobid)):
-        return "deferred"
-    return queued() or ("deferred" if os.path.lexists(layout.deferred_path(jobid)) else queued())
+    listing): ``active`` (locked), ``queued``, ``deferred``, ``waiting`` (for its
+    parents), or None if it is in none of them (finished, failed, or never was). For
+    one job's status (``TaskResult``)."""
+    return place_of(queue.config, jobid)

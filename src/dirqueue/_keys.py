@@ -1,0 +1,325 @@
+"""Unique jobs' keys in ``keys/``: enqueue a job only if no job with its key is there.
+
+A key is a file ``keys/HASH`` (:meth:`Layout.key_name` of the caller's key), written
+whole in ``tmp/`` and ``link()``ed into place, which is atomic on every filesystem a
+queue lives on, NFS included; only the inode at the name says whose link won (a lost
+reply to a retried link reports EEXIST although it worked). No ``O_EXCL``, and no
+rename over a name that exists.
+
+The file is shaped as a job's lock (``HOST\\nPID\\nheartbeat\\nowner ...``, see
+:func:`dirqueue._format.format_lock`), written by the enqueuer, with one more line,
+``job NAME``: the job that holds the key. Whether a key is still held is decided in
+two steps, and the second is the stale-lock rule itself (:func:`dirqueue._judge.judge`):
+
+1. The job it names is still in ``queue/``, ``deferred/`` or ``waiting/``: held.
+2. The job is nowhere. Either it has ended and whoever ended it died before releasing
+   the key, or the enqueuer is between linking the key and linking the job (the key
+   is always claimed first). The enqueuer tells the two apart for the judge: once its
+   job is in the queue it *seals* the key, setting its mtime to the epoch
+   (:func:`seal`), a heartbeat quiet for decades: stale. A key not yet sealed is an
+   enqueue at work, held while the enqueuer lives, for ``active_file_lifetime`` at
+   most, and broken at once when its owner line proves the enqueuer dead (killed
+   between the two links).
+
+A stale key is removed under the breaker token (``tmp/k.HASH.breaking``), only if it is
+still the file judged (inode and mtime), exactly as a stale lock is broken; releasing
+a key after its job ends takes the same token, so a release never removes a key that
+a new enqueue linked after a break.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import time
+from collections.abc import Callable
+from typing import Final
+
+from . import _fs, _lock
+from ._config import QueueConfig
+from ._format import format_lock
+from ._identity import current_pid, this_process
+from ._judge import judge
+from ._layout import Layout
+from ._place import place_of
+from .errors import DirQueueError
+
+__all__ = [
+    "KEY_META",
+    "InvalidKeyError",
+    "JobId",
+    "KeyBusyError",
+    "KeyGate",
+    "KeyHolder",
+    "claim",
+    "holder_of",
+    "is_held",
+    "list_keys",
+    "release",
+    "remove_if_stale",
+]
+
+#: The metadata item that names a unique job's key file (its hash), so whoever ends
+#: the job can release the key. Ordinary metadata to the Perl module.
+KEY_META: Final = "dq.unique"
+
+_JOB_PREFIX: Final = "job "
+_READ_MAX: Final = 4096
+#: How many times a claim looks again at a key that vanished or was broken under it.
+_CLAIM_TRIES: Final = 20
+#: The mtime of a sealed key (:func:`seal`): a second after the epoch.
+_SEALED: Final = 1.0
+
+
+class KeyBusyError(DirQueueError, BlockingIOError):
+    """A unique key could not be claimed or read: another process keeps changing it."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class InvalidKeyError(DirQueueError, ValueError):
+    """A unique key that is not a non-empty string."""
+
+    def __init__(self, message: str, key: object) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class KeyHolder:
+    """A key file as found: its stat, the job it names (None if unreadable), its raw
+    contents (for the judge)."""
+
+    __slots__ = ("jobid", "raw", "stat")
+
+    def __init__(self, stat: os.stat_result, raw: bytes) -> None:
+        self.stat = stat
+        self.raw = raw
+        self.jobid: str | None = None
+        for line in raw.decode("utf-8", errors="replace").split("\n"):
+            if line.startswith(_JOB_PREFIX):
+                self.jobid = line[len(_JOB_PREFIX) :].strip() or None
+
+
+def _contents(config: QueueConfig, jobid: str) -> bytes:
+    me = this_process()
+    owner = format_lock(
+        config.hostname, current_pid(), True, boot=me.boot, pidns=me.pidns, start=me.start
+    )
+    return owner + f"{_JOB_PREFIX}{jobid}\n".encode()
+
+
+def holder_of(config: QueueConfig, name: str) -> KeyHolder | None:
+    """Key ``name``'s file, or None if there is none."""
+    try:
+        dfd = _fs.open_dir_nofollow(config.dir, (Layout.KEYS,))
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
+    try:
+        try:
+            fd, st = _fs.open_regular_stat(name, dir_fd=dfd)
+        except OSError as err:
+            if _fs.is_gone(err):
+                return None
+            if err.errno in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR) or isinstance(
+                err, _fs.NotRegularFileError
+            ):
+                # Not a key at all: its lstat, judged as "not a lock", lets it be
+                # broken once it has sat there a lifetime.
+                return KeyHolder(os.lstat(name, dir_fd=dfd), b"")
+            raise
+        try:
+            raw = _fs.read_whole(fd, st.st_size, _READ_MAX)
+        finally:
+            os.close(fd)
+        return KeyHolder(st, raw)
+    finally:
+        _fs.close_dir(dfd)
+
+
+def is_held(config: QueueConfig, holder: KeyHolder) -> bool:
+    """Whether the key file ``holder`` is still held (see the module's two steps)."""
+    if holder.jobid is not None and place_of(config, holder.jobid) is not None:
+        return True
+    return not judge(config, holder.stat, holder.raw).breakable
+
+
+def claim(config: QueueConfig, name: str, jobid: str) -> str | None:
+    """Link key ``name`` for job ``jobid``; None if it is ours now, else the id of the
+    job that holds it. A stale key is broken on the way (and claimed)."""
+    layout = config.layout
+    kfd, _ = _fs.ensure_dir_nofollow(config.dir, (Layout.KEYS,))
+    try:
+        mine = layout.tmp_path(layout.tmp_key_name(name, config.hostname, current_pid()))
+        fd = _fs.create_exclusive(mine, config.queue_file_mode)
+        try:
+            _fs.write_all(fd, _contents(config, jobid))
+            if config.durable:
+                os.fsync(fd)
+            ours = os.fstat(fd)
+        finally:
+            os.close(fd)
+        try:
+            for _ in range(_CLAIM_TRIES):
+                linked = _fs.link_verified(mine, name, ours, dst_dir_fd=kfd)
+                if linked is _fs.LinkResult.LINKED:
+                    if config.durable:
+                        os.fsync(kfd)
+                    return None
+                holder = holder_of(config, name)
+                if holder is None:
+                    continue  # Released between our link and our look: try again.
+                if is_held(config, holder):
+                    if holder.jobid is not None:
+                        return holder.jobid
+                    time.sleep(0.001)  # A key with no job line: let its age speak.
+                    continue
+                _break(config, name, holder.stat)
+            raise KeyBusyError(
+                f"unique key file {layout.key_path(name)} changed {_CLAIM_TRIES} times"
+                " while we tried to claim it: try the enqueue again",
+                name,
+            )
+        finally:
+            with contextlib.suppress(OSError):
+                _fs.unlink_quietly(mine)
+    finally:
+        _fs.close_dir(kfd)
+
+
+def _break(config: QueueConfig, name: str, judged: os.stat_result) -> bool:
+    """Remove key ``name`` if it is still the file judged; False if it was not (or
+    another process is breaking or releasing it)."""
+    return bool(_remove_if(config, name, lambda st: _same(st, judged)))
+
+
+def _same(st: os.stat_result, judged: os.stat_result) -> bool:
+    return _fs.same_file(st, judged) and st.st_mtime_ns == judged.st_mtime_ns
+
+
+def release(config: QueueConfig, name: str, jobid: str) -> bool:
+    """Remove key ``name`` if it names job ``jobid`` (which has ended): True if removed.
+
+    A key that names another job (ours was broken and claimed again) is left alone.
+    """
+    for _ in range(50):
+        holder = holder_of(config, name)
+        if holder is None or holder.jobid != jobid:
+            return False
+        done = _remove_if(config, name, functools.partial(_same, judged=holder.stat))
+        if done is not None:
+            return done
+        time.sleep(0.002)  # Another process holds the token: it is breaking the key.
+    return False
+
+
+def _remove_if(
+    config: QueueConfig, name: str, check: Callable[[os.stat_result], bool]
+) -> bool | None:
+    """Under key ``name``'s breaker token, unlink it if ``check(its lstat)``; None if
+    the token is held by another."""
+    token = _lock.take_token(config, Layout.key_token_name(name))
+    if token is None:
+        return None
+    try:
+        path = config.layout.key_path(name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if not check(st):
+            return False
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        except IsADirectoryError:
+            os.rmdir(path)
+        return True
+    finally:
+        _lock.drop_token(token)
+
+
+def list_keys(config: QueueConfig) -> list[str]:
+    """The names in ``keys/`` (for repair and listings)."""
+    try:
+        dfd = _fs.open_dir_nofollow(config.dir, (Layout.KEYS,))
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return []
+        raise
+    try:
+        return [n for n in os.listdir(dfd) if not Layout.is_nfs_silly_rename(n)]
+    finally:
+        _fs.close_dir(dfd)
+
+
+def remove_if_stale(config: QueueConfig, name: str) -> bool:
+    """Repair's look at key ``name``: remove it if its job is gone and the judge calls
+    it breakable. True if removed."""
+    holder = holder_of(config, name)
+    if holder is None or is_held(config, holder):
+        return False
+    return _break(config, name, holder.stat)
+
+
+class JobId(str):
+    """The id a unique enqueue returns: ``existing`` is True when a job with the key was
+    there already and nothing was enqueued (the id is that job's)."""
+
+    __slots__ = ("existing",)
+    existing: bool
+
+    def __new__(cls, jobid: str, *, existing: bool = False) -> JobId:
+        self = super().__new__(cls, jobid)
+        self.existing = existing
+        return self
+
+
+class KeyGate:
+    """Unique key ``key`` as the enqueue's gate (:class:`dirqueue._enqueue.Gate`)."""
+
+    def __init__(self, config: QueueConfig, key: str) -> None:
+        if not isinstance(key, str) or not key:
+            raise InvalidKeyError(
+                f"unique_key must be a non-empty str, not {key!r}: e.g. 'thumb:a.jpg'", key
+            )
+        self.config = config
+        self.name = Layout.key_name(key)
+
+    def claim(self, jobid: str) -> str | None:
+        """See :func:`claim`."""
+        return claim(self.config, self.name, jobid)
+
+    def release(self, jobid: str) -> None:
+        """See :func:`release`."""
+        release(self.config, self.name, jobid)
+
+    def seal(self, jobid: str) -> None:
+        """See :func:`seal`."""
+        seal(self.config, self.name, jobid)
+
+
+def seal(config: QueueConfig, name: str, jobid: str) -> None:
+    """Mark key ``name`` as published: its job is in the queue now, so the enqueuer's
+    part is over. Its mtime is set far in the past, which to the judge is a heartbeat
+    long gone quiet: from now on the key is held exactly as long as its job is there,
+    and the moment the job is gone (ended by a worker that died before releasing the
+    key, or by a Perl worker, which knows nothing of keys) it is stale, whoever
+    enqueued it and whether or not that process still lives."""
+    # Through the file we read, never by name: a fast worker may have ended the job and
+    # released the key already, and the name may hold another enqueue's fresh key.
+    try:
+        fd, st = _fs.open_regular_stat(config.layout.key_path(name))
+    except OSError:
+        return
+    try:
+        if KeyHolder(st, _fs.read_whole(fd, st.st_size, _READ_MAX)).jobid == jobid:
+            os.utime(fd, (_SEALED, _SEALED))
+    finally:
+        os.close(fd)
