@@ -266,3 +266,18 @@ def test_racing_enqueuers_and_workers_with_sigkills_leave_one_job_per_key(
     while (job := q.pickup_queued_job()) is not None:
         job.finish()
     assert _keys(q) == []
+
+
+def test_repair_removes_a_key_whose_finisher_died(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    q.enqueue_string("a", unique_key="k")
+    held = q.enqueue_string("b", unique_key="other")
+    child = _ctx.Process(target=_finish_and_die, args=(q.dir,))
+    child.start()
+    child.join(30)
+    assert len(_keys(q)) == 2
+    report = q.repair(min_age=0)
+    assert [f.kind for f in report.findings] == ["stale-key"]
+    assert all(f.fixed for f in report.findings)
+    assert len(_keys(q)) == 1  # The key whose job is still queued stays.
+    assert q.enqueue_string("c", unique_key="other") == held

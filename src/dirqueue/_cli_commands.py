@@ -133,7 +133,8 @@ def cmd_submit(ctx: Context) -> int:
     started = time.monotonic()
     try:
         for index, path in enumerate(files, 1):
-            when = {"delay": args.delay, "not_before": args.at}
+            when = {"delay": args.delay, "not_before": args.at, "unique_key": args.unique,
+                    "depends_on": args.after}
             if path == "-":
                 jobid = queue.enqueue_fh(sys.stdin.buffer, metadata, args.priority, **when)
             else:
@@ -142,6 +143,8 @@ def cmd_submit(ctx: Context) -> int:
                 # Keep the bar on its own line when ids share the terminal.
                 ctx.err.write("\r\033[K")
             ctx.out.write(jobid + "\n")
+            if getattr(jobid, "existing", False):
+                ctx.say(f"{path}: not submitted: job {jobid} holds key {args.unique!r}")
             ctx.out.flush()
             progress.update(index)
     finally:

@@ -29,11 +29,13 @@ from typing import Final
 from . import _fs, _lock
 from ._config import QueueConfig
 from ._deferred import scan_deferred
+from ._deps import scan_waiting
 from ._findings import Finding, FindingKind, RepairReport
 from ._format import data_location, is_job_name
 from ._identity import current_pid, owner_is_dead
 from ._jobfiles import check_data, move_aside, read_control, set_aside
 from ._judge import Verdict, filesystem_now, judge
+from ._keys import holder_of, is_held, list_keys, remove_if_stale
 from ._layout import Layout, TmpLockName
 from ._results import remove_expired
 from ._scanner import QueueEntry, locate, scan
@@ -199,10 +201,28 @@ class _Repairer:
         # Deferred jobs (listed after queue/, so that one moving between the two is
         # seen in one or the other) keep their data too.
         live.update(entry.name for entry in scan_deferred(self.config))
+        # So do dependants waiting for their parents (a promotion moves one into
+        # queue/, listed before: seen in one or the other).
+        live.update(scan_waiting(self.config))
         if self.queue_ok:
             self.check_data(live)
         self.check_results()
+        self.check_keys()
         return self.report
+
+    def check_keys(self) -> None:
+        """Unique keys whose job is gone, judged stale by the one rule (see
+        :mod:`dirqueue._keys`): left by a finisher that died before releasing it."""
+        for name in list_keys(self.config):
+            holder = holder_of(self.config, name)
+            if holder is None or is_held(self.config, holder):
+                continue
+            path = self.layout.key_path(name)
+            detail = f"its job {holder.jobid} is gone"
+            if self.dry_run:
+                self.note(FindingKind.STALE_KEY, path, detail, "would remove", fixed=False)
+            elif remove_if_stale(self.config, name):
+                self.note(FindingKind.STALE_KEY, path, detail, "removed", fixed=True)
 
     def check_results(self) -> None:
         """Answers whose time to live ran out (see :mod:`dirqueue._results`)."""
@@ -514,6 +534,7 @@ class _Repairer:
             any(
                 locate(self.layout, jobid)
                 or os.path.lexists(self.layout.deferred_path(jobid))
+                or os.path.lexists(self.layout.waiting_path(jobid))
                 for jobid in owners
             )
             or not self.old_enough(st, linked=True)
