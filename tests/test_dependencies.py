@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from _perl import PERL_DRAIN, needs_perl, run_perl
 from dirqueue import DirQueue, FailedStore, Job, Worker
 from dirqueue._deps import scan_waiting
 from dirqueue._place import place_of
+from dirqueue.cli import main as cli_main
 from durability_checks import assert_no_orphans
 
 pytestmark = pytest.mark.timeout(120)
@@ -174,3 +176,24 @@ def test_repair_keeps_a_waiting_dependants_data(tmp_path: Path) -> None:
     assert os.path.exists(q.layout.data_path(b))
     _drain(q, lambda job: None)
     assert list(q.jobs()) == []
+
+
+def test_dq_list_show_and_stats_name_dependants(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    q = DirQueue(tmp_path / "q")
+    a = q.enqueue_string("A")
+    b = q.enqueue_string("B", depends_on=[a])
+
+    def dq(*args: str) -> str:
+        capsys.readouterr()
+        assert cli_main([*args, "--dir", q.dir]) == 0
+        return capsys.readouterr().out
+
+    listing = dq("list")
+    assert f"{b}  waiting" in listing
+    assert f"note: {b}: after 1 of 1 parents: {a}" in listing
+    assert "1 queued, 0 active, 0 stale, 1 waiting" in listing
+    assert re.search(rf"^before +{b}$", dq("show", a), re.MULTILINE)
+    assert re.search(rf"^after +{a}$", dq("show", b), re.MULTILINE)
+    assert re.search(r"^waiting +1$", dq("stats"), re.MULTILINE)

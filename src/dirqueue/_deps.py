@@ -43,6 +43,7 @@ __all__ = [
     "HasJobId",
     "InvalidDependencyError",
     "claim_waiting",
+    "dependants_of",
     "dependency_meta",
     "parent_ids",
     "parents_of",
@@ -135,6 +136,8 @@ def scan_waiting(config: QueueConfig) -> list[str]:
 #: waits, so each process reads it once.
 _parents_cache: dict[str, tuple[list[str], bool]] = {}
 _CACHE_MAX: Final = 65536
+#: waiting/ name -> the parents seen ended well (never to run again).
+_ended: dict[str, set[str]] = {}
 
 
 def _parents_of_waiting(config: QueueConfig, name: str) -> tuple[list[str], bool] | None:
@@ -148,6 +151,7 @@ def _parents_of_waiting(config: QueueConfig, name: str) -> tuple[list[str], bool
     seen = parents_of(control.metadata)
     if len(_parents_cache) >= _CACHE_MAX:
         _parents_cache.clear()
+        _ended.clear()
     _parents_cache[name] = seen
     return seen
 
@@ -159,12 +163,19 @@ def settle_child(config: QueueConfig, name: str) -> str | None:
     if known is None:
         return None
     parents, allow_failure = known
+    ended = _ended.setdefault(name, set())
     for parent in parents:
+        if parent in ended:
+            continue
         state = parent_state(config, parent)
         if state == "running":
             return None
         if state == "failed" and not allow_failure:
             return f"parent job {parent} failed (see 'dq show {parent}')"
+        if state == "done":
+            # A job id is never used again, so a parent that ended well stays ended:
+            # a fan-in of a thousand looks at each parent once, not once per finish.
+            ended.add(parent)
     _promote(config, name)
     return None
 
@@ -182,6 +193,15 @@ def settle(config: QueueConfig, parent: str | None = None) -> list[tuple[str, st
         if reason is not None:
             doomed.append((name, reason))
     return doomed
+
+
+def dependants_of(config: QueueConfig, parent: str) -> list[str]:
+    """The dependants in ``waiting/`` that name ``parent`` (for ``dq show``)."""
+    return [
+        name
+        for name in scan_waiting(config)
+        if (known := _parents_of_waiting(config, name)) is not None and parent in known[0]
+    ]
 
 
 def _promote(config: QueueConfig, name: str) -> bool:
@@ -206,6 +226,7 @@ def _promote(config: QueueConfig, name: str) -> bool:
     finally:
         _fs.close_dir(wfd)
     _parents_cache.pop(name, None)
+    _ended.pop(name, None)
     # Waiting dequeuers watch queue/'s mtime (a rename may not move it everywhere).
     with contextlib.suppress(OSError):
         os.utime(config.layout.queue_dir)
@@ -229,4 +250,5 @@ def claim_waiting(config: QueueConfig, name: str) -> str | None:
     finally:
         _fs.close_dir(wfd)
     _parents_cache.pop(name, None)
+    _ended.pop(name, None)
     return config.layout.tmp_path(claimed)

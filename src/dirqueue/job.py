@@ -61,6 +61,9 @@ class Job:
     deferred_until: float | None
     """For a listed job waiting in ``deferred/``: when it is due (seconds since the
     epoch); None for a job in the queue."""
+    waiting: bool
+    """For a listed job in ``waiting/``: True (it waits for its parents, named in its
+    ``dq.depends_on`` metadata)."""
 
     def __init__(
         self,
@@ -74,9 +77,11 @@ class Job:
         active_pid: int | None = None,
         held: _lock.HeldLock | None = None,
         deferred_until: float | None = None,
+        waiting: bool = False,
     ) -> None:
         self._config = config
         self.deferred_until = deferred_until
+        self.waiting = waiting
         self.jobid = jobid
         self.queue_path = queue_path
         self.metadata = control.metadata

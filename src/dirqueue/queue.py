@@ -22,7 +22,7 @@ from . import _cancel, _fs
 from ._config import QueueConfig
 from ._corrupt import CorruptEntry, list_corrupt
 from ._deferred import scan_deferred
-from ._deps import HasJobId, dependency_meta, parent_ids, settle_child
+from ._deps import HasJobId, dependency_meta, parent_ids, scan_waiting, settle_child
 from ._enqueue import (
     AlreadyQueued,
     Chunk,
@@ -547,6 +547,7 @@ class DirQueue:
         """
         yield from self._queued_jobs()
         yield from self._deferred_jobs()
+        yield from self._parked_jobs(Layout.WAITING, scan_waiting(self.config))
 
     def _queued_jobs(self) -> Iterator[Job]:
         config = self.config
@@ -586,24 +587,34 @@ class DirQueue:
             )
 
     def _deferred_jobs(self) -> Iterator[Job]:
+        try:
+            entries = scan_deferred(self.config)
+        except OSError as err:
+            raise QueueIOError(f"listing the jobs in {self.layout.deferred_dir}", err) from err
+        yield from self._parked_jobs(Layout.DEFERRED, entries)
+
+    def _parked_jobs(
+        self, where: str, entries: Iterable[tuple[str, float] | str]
+    ) -> Iterator[Job]:
+        """The jobs in ``deferred/`` (``(name, due)`` entries) or ``waiting/`` (names)."""
         config = self.config
         layout = self.layout
-        try:
-            entries = scan_deferred(config)
-        except OSError as err:
-            raise QueueIOError(f"listing the jobs in {layout.deferred_dir}", err) from err
-        for name, due in entries:
-            path = layout.deferred_path(name)
+        for entry in entries:
+            name, due = (entry, None) if isinstance(entry, str) else entry
+            path = layout.path(where, name)
             try:
                 control = read_control(path)
             except OSError as err:
                 if not _fs.is_gone(err):
-                    _log.warning("skipping unreadable deferred job %s: %s", path, err)
+                    _log.warning("skipping unreadable job %s: %s", path, err)
                 continue  # Promoted (or moved aside) while we looked.
             except CorruptJobError as err:
-                _log.warning("skipping unreadable deferred job %s: %s", path, err)
+                _log.warning("skipping unreadable job %s: %s", path, err)
                 continue
-            yield Job(config, name, path, control, layout.data_path(name), deferred_until=due)
+            yield Job(
+                config, name, path, control, layout.data_path(name), deferred_until=due,
+                waiting=where == Layout.WAITING,
+            )
 
     def visit_all_jobs(self, visitor: Callable[[C, Job], Any], context: C = None) -> None:  # type: ignore[assignment]
         """Call ``visitor(context, job)`` for every job, as :meth:`jobs` lists them."""
