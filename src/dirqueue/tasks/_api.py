@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import inspect
+import json
 import os
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from .._deps import HasJobId
 from .._format import DEFAULT_PRIORITY
 from .._jobsettings import MAX_ATTEMPTS, RETRY_DELAY, TIMEOUT
 from .._results import DEFAULT_RESULT_TTL, RESULT_TTL_KEY
@@ -59,6 +62,12 @@ class TaskOptions:
     :param result_ttl: seconds the answer is kept (0: none).
     :param delay: seconds to wait before the job may run.
     :param not_before: when it may run (a datetime, or seconds since the epoch).
+    :param unique: enqueue a call only if no job of the same call (the task's name and
+        its arguments) is queued, deferred, waiting or running; else ``submit`` returns
+        the handle of that job (see ``docs/coordination.md``).
+    :param depends_on: jobs (ids, or the handles ``submit`` returned) whose end the job
+        waits for, in ``waiting/``.
+    :param allow_failure: run even if one of ``depends_on`` ends in ``failed/``.
     """
 
     retries: int | None = None
@@ -68,6 +77,9 @@ class TaskOptions:
     result_ttl: float = DEFAULT_RESULT_TTL
     delay: float | None = None
     not_before: float | datetime.datetime | None = None
+    unique: bool = False
+    depends_on: tuple[str | HasJobId, ...] = ()
+    allow_failure: bool = False
 
     def __post_init__(self) -> None:
         if self.retries is not None and (
@@ -150,9 +162,17 @@ class Task(Generic[P, R]):
             self.signature, self.name, args, kwargs, use_pickle=queue.allow_pickle
         )
         opts = self.default_options
+        key = None
+        if opts.unique:
+            # One call, one key: keyword arguments in any order are the same call.
+            raw = data
+            if encoding == JSON:
+                raw = json.dumps(json.loads(data), sort_keys=True).encode("utf-8")
+            key = f"task {self.name} {hashlib.sha256(raw).hexdigest()}"
         jobid = queue.enqueue_string(
             data, opts.metadata(self.name, encoding), opts.priority,
-            delay=opts.delay, not_before=opts.not_before,
+            delay=opts.delay, not_before=opts.not_before, unique_key=key,
+            depends_on=opts.depends_on, allow_failure=opts.allow_failure,
         )
         result: TaskResult[R] = TaskResult(queue, jobid)
         return result
