@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "dirqueue"
 DESIGN = ROOT / "docs" / "design.md"
 #: Subpackages holding layers above the engine.
-SUBPACKAGES = ("tasks",)
+SUBPACKAGES = ("tasks", "coord")
 
 
 def _layers() -> dict[str, float]:

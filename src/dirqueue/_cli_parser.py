@@ -458,6 +458,11 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         " repeatable. Plain jobs go to --handler or the command, if given",
     )
     p.add_argument(
+        "--periodic", action="append", metavar="MODULE",
+        help="offer the jobs of the @q.periodic tasks MODULE defines, each slot's once"
+        " across every server on every host, and run them (as --tasks MODULE); repeatable",
+    )
+    p.add_argument(
         "--keep-results", action="store_true",
         help="keep every job's answer in results/ (the handler's return value, a failure;"
         " see dq result)",

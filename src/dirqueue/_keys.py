@@ -41,8 +41,9 @@ from . import _fs, _lock
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import current_pid, this_process
-from ._judge import judge
+from ._judge import filesystem_now, judge
 from ._layout import Layout
+from ._numbers import SECONDS, check_number
 from ._place import place_of
 from .errors import DirQueueError
 
@@ -66,11 +67,13 @@ __all__ = [
 KEY_META: Final = "dq.unique"
 
 _JOB_PREFIX: Final = "job "
+_UNTIL_PREFIX: Final = "until "
 _READ_MAX: Final = 4096
 #: How many times a claim looks again at a key that vanished or was broken under it.
 _CLAIM_TRIES: Final = 20
 #: The mtime of a sealed key (:func:`seal`): a second after the epoch.
 _SEALED: Final = 1.0
+_SEALED_BEFORE: Final = 1e6
 
 
 class KeyBusyError(DirQueueError, BlockingIOError):
@@ -93,23 +96,36 @@ class KeyHolder:
     """A key file as found: its stat, the job it names (None if unreadable), its raw
     contents (for the judge)."""
 
-    __slots__ = ("jobid", "raw", "stat")
+    __slots__ = ("jobid", "raw", "stat", "until")
 
     def __init__(self, stat: os.stat_result, raw: bytes) -> None:
         self.stat = stat
         self.raw = raw
         self.jobid: str | None = None
+        #: A kept key (``unique_ttl``): held until then (filesystem clock), job or not.
+        self.until: float | None = None
         for line in raw.decode("utf-8", errors="replace").split("\n"):
             if line.startswith(_JOB_PREFIX):
                 self.jobid = line[len(_JOB_PREFIX) :].strip() or None
+            elif line.startswith(_UNTIL_PREFIX):
+                with contextlib.suppress(ValueError):
+                    self.until = float(line[len(_UNTIL_PREFIX) :])
+
+    @property
+    def sealed(self) -> bool:
+        """Whether its enqueuer saw the job into the queue (:func:`seal`)."""
+        # Below a bound, not equal to it: a clock-faking preload (libfaketime) may move
+        # even the times a utime() sets.
+        return self.stat.st_mtime < _SEALED_BEFORE
 
 
-def _contents(config: QueueConfig, jobid: str) -> bytes:
+def _contents(config: QueueConfig, jobid: str, until: float | None) -> bytes:
     me = this_process()
     owner = format_lock(
         config.hostname, current_pid(), True, boot=me.boot, pidns=me.pidns, start=me.start
     )
-    return owner + f"{_JOB_PREFIX}{jobid}\n".encode()
+    kept = f"{_UNTIL_PREFIX}{until!r}\n" if until is not None else ""
+    return owner + f"{_JOB_PREFIX}{jobid}\n{kept}".encode()
 
 
 def holder_of(config: QueueConfig, name: str) -> KeyHolder | None:
@@ -146,19 +162,24 @@ def is_held(config: QueueConfig, holder: KeyHolder) -> bool:
     """Whether the key file ``holder`` is still held (see the module's two steps)."""
     if holder.jobid is not None and place_of(config, holder.jobid) is not None:
         return True
+    if holder.until is not None and filesystem_now(config) < holder.until and holder.sealed:
+        return True  # Kept: its job went in (and may have run); one job until then.
     return not judge(config, holder.stat, holder.raw).breakable
 
 
-def claim(config: QueueConfig, name: str, jobid: str) -> str | None:
+def claim(
+    config: QueueConfig, name: str, jobid: str, until: float | None = None
+) -> str | None:
     """Link key ``name`` for job ``jobid``; None if it is ours now, else the id of the
-    job that holds it. A stale key is broken on the way (and claimed)."""
+    job that holds it. A stale key is broken on the way (and claimed). ``until``
+    (filesystem clock): keep it until then even after the job has ended."""
     layout = config.layout
     kfd, _ = _fs.ensure_dir_nofollow(config.dir, (Layout.KEYS,))
     try:
         mine = layout.tmp_path(layout.tmp_key_name(name, config.hostname, current_pid()))
         fd = _fs.create_exclusive(mine, config.queue_file_mode)
         try:
-            _fs.write_all(fd, _contents(config, jobid))
+            _fs.write_all(fd, _contents(config, jobid, until))
             if config.durable:
                 os.fsync(fd)
             ours = os.fstat(fd)
@@ -284,17 +305,19 @@ class JobId(str):
 class KeyGate:
     """Unique key ``key`` as the enqueue's gate (:class:`dirqueue._enqueue.Gate`)."""
 
-    def __init__(self, config: QueueConfig, key: str) -> None:
+    def __init__(self, config: QueueConfig, key: str, *, ttl: float | None = None) -> None:
         if not isinstance(key, str) or not key:
             raise InvalidKeyError(
                 f"unique_key must be a non-empty str, not {key!r}: e.g. 'thumb:a.jpg'", key
             )
         self.config = config
         self.name = Layout.key_name(key)
+        self.ttl = None if ttl is None else check_number("unique_ttl", ttl, SECONDS)
 
     def claim(self, jobid: str) -> str | None:
         """See :func:`claim`."""
-        return claim(self.config, self.name, jobid)
+        until = None if self.ttl is None else filesystem_now(self.config) + self.ttl
+        return claim(self.config, self.name, jobid, until)
 
     def release(self, jobid: str) -> None:
         """See :func:`release`."""

@@ -225,10 +225,15 @@ class DirQueue:
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
         unique_key: str | None = None,
+        unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
     ) -> str:
-        """Enqueue ``data`` (``str`` is stored as UTF-8) and return the new job's id."""
+        """Enqueue ``data`` (``str`` is stored as UTF-8) and return the new job's id.
+
+        Every ``enqueue_*`` takes ``unique_key`` (and ``unique_ttl``), ``depends_on``
+        and ``allow_failure``: see ``docs/coordination.md``.
+        """
         if isinstance(data, str):
             data = data.encode("utf-8")
         elif not isinstance(data, (bytes, bytearray, memoryview)):
@@ -236,7 +241,8 @@ class DirQueue:
         payload = bytes(data)
         return self._enqueue(
             writer(payload), metadata, priority, len(payload), _due(delay, not_before),
-            unique_key=unique_key, depends_on=depends_on, allow_failure=allow_failure,
+            unique_key=unique_key, unique_ttl=unique_ttl,
+            depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_file(
@@ -248,6 +254,7 @@ class DirQueue:
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
         unique_key: str | None = None,
+        unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
     ) -> str:
@@ -260,7 +267,8 @@ class DirQueue:
         with fh:
             return self.enqueue_fh(
                 fh, metadata, priority, delay=delay, not_before=not_before,
-                unique_key=unique_key, depends_on=depends_on, allow_failure=allow_failure,
+                unique_key=unique_key, unique_ttl=unique_ttl,
+                depends_on=depends_on, allow_failure=allow_failure,
             )
 
     def enqueue_fh(
@@ -272,6 +280,7 @@ class DirQueue:
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
         unique_key: str | None = None,
+        unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
     ) -> str:
@@ -287,7 +296,8 @@ class DirQueue:
 
         return self._enqueue(
             lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
-            unique_key=unique_key, depends_on=depends_on, allow_failure=allow_failure,
+            unique_key=unique_key, unique_ttl=unique_ttl,
+            depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_sub(
@@ -299,6 +309,7 @@ class DirQueue:
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
         unique_key: str | None = None,
+        unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
     ) -> str:
@@ -317,7 +328,8 @@ class DirQueue:
 
         return self._enqueue(
             lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
-            unique_key=unique_key, depends_on=depends_on, allow_failure=allow_failure,
+            unique_key=unique_key, unique_ttl=unique_ttl,
+            depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_iter(
@@ -329,13 +341,15 @@ class DirQueue:
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
         unique_key: str | None = None,
+        unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
     ) -> str:
         """Enqueue the chunks of an iterable or generator (``str`` or ``bytes``)."""
         return self._enqueue(
             lambda fd: write_chunks(fd, chunks), metadata, priority, 0, _due(delay, not_before),
-            unique_key=unique_key, depends_on=depends_on, allow_failure=allow_failure,
+            unique_key=unique_key, unique_ttl=unique_ttl,
+            depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_many(
@@ -386,6 +400,7 @@ class DirQueue:
         due: float | None = None,
         *,
         unique_key: str | None = None,
+        unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
     ) -> str:
@@ -394,6 +409,9 @@ class DirQueue:
         ``unique_key``: enqueue only if no job with that key is waiting, deferred or
         running (:mod:`dirqueue._keys`); else nothing is enqueued and the id of the job
         that holds the key comes back as a :class:`JobId` whose ``existing`` is True.
+        ``unique_ttl``: keep the key for that many seconds from now even after its job
+        has ended: one job for the key in that time (an idempotent submission, a
+        periodic job's time slot).
         ``depends_on``: the job waits in ``waiting/`` until every one of those jobs has
         ended (:mod:`dirqueue._deps`); a parent that ends in ``failed/`` sends it to
         ``failed/`` too, unless ``allow_failure``.
@@ -401,8 +419,9 @@ class DirQueue:
         meta = dict(metadata) if metadata is not None else None
         gate = None
         if unique_key is not None:
-            gate = KeyGate(self.config, unique_key)
-            meta = {**(meta or {}), KEY_META: gate.name}
+            gate = KeyGate(self.config, unique_key, ttl=unique_ttl)
+            if unique_ttl is None:  # Else kept when the job ends: nobody releases it.
+                meta = {**(meta or {}), KEY_META: gate.name}
         parents = parent_ids(depends_on)
         if parents:
             meta = {**(meta or {}), **dependency_meta(parents, allow_failure=allow_failure)}

@@ -186,6 +186,9 @@ class Worker:
     :param on_running: called with ``(jobid, attempt)`` as the handler starts on a
         job, and with ``(None, 0)`` once it has returned (used by :func:`run_workers`
         to watch for timeouts).
+    :param on_step: called at the start of every step, before a job is taken or
+        waited for (at least every ``poll_interval`` while idle): ``dq server
+        --periodic`` offers its time slots' jobs from here.
     :param watched: this worker's process is killed from outside at
         :attr:`watchdog_timeout` (by :func:`run_workers`' supervisor), so a plain
         function's timeout needs no alarm.
@@ -213,6 +216,7 @@ class Worker:
         keep_results: bool = False,
         result_ttl: float = DEFAULT_RESULT_TTL,
         watched: bool = False,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
         check_handler(handler)
         retry_delay = check_number("retry_delay", retry_delay, SECONDS_OR_ZERO)
@@ -240,6 +244,7 @@ class Worker:
         self.handler = handler
         self.timeout = timeout
         self.on_running = on_running
+        self.on_step = on_step
         plain = not isinstance(handler, CommandHandler)
         #: The command, without a time limit: each job's is set as it starts.
         self._command = handler if isinstance(handler, CommandHandler) else None
@@ -419,6 +424,8 @@ class Worker:
         return now - self._unseen_since > _UNSEEN_JOB_PATIENCE
 
     def _take(self, timeout: float | None) -> Job | None:
+        if self.on_step is not None:
+            self.on_step()
         if timeout is None:
             timeout = 0.0 if self.until_empty else self.poll_interval
         if self.idle_timeout is not None:
