@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,8 +112,8 @@ def _claim_and_die(directory: str) -> None:
     job's own link."""
     real_claim = _keys_module.claim
 
-    def claim_then_die(*args: str) -> str | None:
-        result = real_claim(*args)
+    def claim_then_die(*args: Any, **kwargs: Any) -> str | None:
+        result = real_claim(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGKILL)
         return result
 

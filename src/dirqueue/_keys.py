@@ -16,7 +16,7 @@ two steps, and the second is the stale-lock rule itself (:func:`dirqueue._judge.
    the key, or the enqueuer is between linking the key and linking the job (the key
    is always claimed first). The enqueuer tells the two apart for the judge: once its
    job is in the queue it *seals* the key, setting its mtime to the epoch
-   (:func:`seal`), a heartbeat quiet for decades: stale. A key not yet sealed is an
+   (:func:`seal_through`), a heartbeat quiet for decades: stale. A key not yet sealed is an
    enqueue at work, held while the enqueuer lives, for ``active_file_lifetime`` at
    most, and broken at once when its owner line proves the enqueuer dead (killed
    between the two links).
@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from . import _fs, _lock
+from . import _dirfds, _fs, _lock
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import current_pid, this_process
@@ -71,7 +71,7 @@ _UNTIL_PREFIX: Final = "until "
 _READ_MAX: Final = 4096
 #: How many times a claim looks again at a key that vanished or was broken under it.
 _CLAIM_TRIES: Final = 20
-#: The mtime of a sealed key (:func:`seal`): a second after the epoch.
+#: The mtime of a sealed key (:func:`seal_through`): a second after the epoch.
 _SEALED: Final = 1.0
 _SEALED_BEFORE: Final = 1e6
 
@@ -113,17 +113,24 @@ class KeyHolder:
 
     @property
     def sealed(self) -> bool:
-        """Whether its enqueuer saw the job into the queue (:func:`seal`)."""
+        """Whether its enqueuer saw the job into the queue (:func:`seal_through`)."""
         # Below a bound, not equal to it: a clock-faking preload (libfaketime) may move
         # even the times a utime() sets.
         return self.stat.st_mtime < _SEALED_BEFORE
 
 
+#: What our keys say of their owner, made once: (host, pid) -> the lock lines.
+_owner_lines: dict[tuple[str, int], bytes] = {}
+
+
 def _contents(config: QueueConfig, jobid: str, until: float | None) -> bytes:
-    me = this_process()
-    owner = format_lock(
-        config.hostname, current_pid(), True, boot=me.boot, pidns=me.pidns, start=me.start
-    )
+    who = (config.hostname, current_pid())
+    owner = _owner_lines.get(who)
+    if owner is None:
+        me = this_process()
+        owner = format_lock(*who, True, boot=me.boot, pidns=me.pidns, start=me.start)
+        _owner_lines.clear()  # One process, one identity (a forked child makes its own).
+        _owner_lines[who] = owner
     kept = f"{_UNTIL_PREFIX}{until!r}\n" if until is not None else ""
     return owner + f"{_JOB_PREFIX}{jobid}\n{kept}".encode()
 
@@ -131,31 +138,31 @@ def _contents(config: QueueConfig, jobid: str, until: float | None) -> bytes:
 def holder_of(config: QueueConfig, name: str) -> KeyHolder | None:
     """Key ``name``'s file, or None if there is none."""
     try:
-        dfd = _fs.open_dir_nofollow(config.dir, (Layout.KEYS,))
+        return _dirfds.at(config.dir, (Layout.KEYS,), functools.partial(_read_key, name))
     except OSError as err:
-        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            return None
+        if _fs.is_gone(err) or err.errno in (errno.ENOTDIR, errno.ELOOP):
+            return None  # No keys/ (or not a directory): no key.
         raise
+
+
+def _read_key(name: str, dfd: int) -> KeyHolder | None:
     try:
-        try:
-            fd, st = _fs.open_regular_stat(name, dir_fd=dfd)
-        except OSError as err:
-            if _fs.is_gone(err):
-                return None
-            if err.errno in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR) or isinstance(
-                err, _fs.NotRegularFileError
-            ):
-                # Not a key at all: its lstat, judged as "not a lock", lets it be
-                # broken once it has sat there a lifetime.
-                return KeyHolder(os.lstat(name, dir_fd=dfd), b"")
-            raise
-        try:
-            raw = _fs.read_whole(fd, st.st_size, _READ_MAX)
-        finally:
-            os.close(fd)
-        return KeyHolder(st, raw)
+        fd, st = _fs.open_regular_stat(name, dir_fd=dfd)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR) or isinstance(
+            err, _fs.NotRegularFileError
+        ):
+            # Not a key at all: its lstat, judged as "not a lock", lets it be broken
+            # once it has sat there a lifetime.
+            return KeyHolder(os.lstat(name, dir_fd=dfd), b"")
+        raise  # ESTALE through a kept descriptor: _dirfds looks again, afresh.
+    try:
+        raw = _fs.read_whole(fd, st.st_size, _READ_MAX)
     finally:
-        _fs.close_dir(dfd)
+        os.close(fd)
+    return KeyHolder(st, raw)
 
 
 def is_held(config: QueueConfig, holder: KeyHolder) -> bool:
@@ -168,49 +175,63 @@ def is_held(config: QueueConfig, holder: KeyHolder) -> bool:
 
 
 def claim(
-    config: QueueConfig, name: str, jobid: str, until: float | None = None
+    config: QueueConfig,
+    name: str,
+    jobid: str,
+    until: float | None = None,
+    *,
+    kept: list[str] | None = None,
 ) -> str | None:
     """Link key ``name`` for job ``jobid``; None if it is ours now, else the id of the
     job that holds it. A stale key is broken on the way (and claimed). ``until``
-    (filesystem clock): keep it until then even after the job has ended."""
+    (filesystem clock): keep it until then even after the job has ended. With
+    ``kept``, a claim that succeeds leaves its tmp name (another link to the key's
+    inode, ours alone) and appends it there, for :func:`seal_through`."""
     layout = config.layout
-    kfd, _ = _fs.ensure_dir_nofollow(config.dir, (Layout.KEYS,))
+    mine = layout.tmp_path(layout.tmp_key_name(name, config.hostname, current_pid()))
+    fd = _fs.create_exclusive(mine, config.queue_file_mode)
+    done = False
     try:
-        mine = layout.tmp_path(layout.tmp_key_name(name, config.hostname, current_pid()))
-        fd = _fs.create_exclusive(mine, config.queue_file_mode)
         try:
             _fs.write_all(fd, _contents(config, jobid, until))
             if config.durable:
                 os.fsync(fd)
-            ours = os.fstat(fd)
         finally:
             os.close(fd)
-        try:
-            for _ in range(_CLAIM_TRIES):
-                linked = _fs.link_verified(mine, name, ours, dst_dir_fd=kfd)
-                if linked is _fs.LinkResult.LINKED:
-                    if config.durable:
-                        os.fsync(kfd)
-                    return None
-                holder = holder_of(config, name)
-                if holder is None:
-                    continue  # Released between our link and our look: try again.
-                if is_held(config, holder):
-                    if holder.jobid is not None:
-                        return holder.jobid
-                    time.sleep(0.001)  # A key with no job line: let its age speak.
-                    continue
-                _break(config, name, holder.stat)
-            raise KeyBusyError(
-                f"unique key file {layout.key_path(name)} changed {_CLAIM_TRIES} times"
-                " while we tried to claim it: try the enqueue again",
-                name,
+        for _ in range(_CLAIM_TRIES):
+            linked = _dirfds.at(
+                config.dir,
+                (Layout.KEYS,),
+                # (Its inode is looked up only if the link reports an error.)
+                lambda kfd: _fs.link_verified(mine, name, dst_dir_fd=kfd),
+                create=True,
             )
-        finally:
+            if linked is _fs.LinkResult.LINKED:
+                if config.durable:
+                    # The key's name is on disk before the job's can be.
+                    _dirfds.at(config.dir, (Layout.KEYS,), os.fsync)
+                if kept is not None:
+                    kept.append(mine)
+                    done = True
+                return None
+            holder = holder_of(config, name)
+            if holder is None:
+                continue  # Released between our link and our look: try again.
+            if is_held(config, holder):
+                if holder.jobid is not None:
+                    return holder.jobid
+                time.sleep(0.001)  # A key with no job line: let its age speak.
+                continue
+            _break(config, name, holder.stat)
+        raise KeyBusyError(
+            f"unique key file {layout.key_path(name)} changed {_CLAIM_TRIES} times"
+            " while we tried to claim it: try the enqueue again",
+            name,
+        )
+    finally:
+        if not done:
             with contextlib.suppress(OSError):
                 _fs.unlink_quietly(mine)
-    finally:
-        _fs.close_dir(kfd)
 
 
 def _break(config: QueueConfig, name: str, judged: os.stat_result) -> bool:
@@ -313,36 +334,51 @@ class KeyGate:
         self.config = config
         self.name = Layout.key_name(key)
         self.ttl = None if ttl is None else check_number("unique_ttl", ttl, SECONDS)
+        #: The tmp name of the key this gate claimed, until it is sealed or released.
+        self._kept: list[str] = []
 
     def claim(self, jobid: str) -> str | None:
         """See :func:`claim`."""
         until = None if self.ttl is None else filesystem_now(self.config) + self.ttl
-        return claim(self.config, self.name, jobid, until)
+        return claim(self.config, self.name, jobid, until, kept=self._kept)
 
     def release(self, jobid: str) -> None:
         """See :func:`release`."""
         release(self.config, self.name, jobid)
+        while self._kept:
+            with contextlib.suppress(OSError):
+                _fs.unlink_quietly(self._kept.pop())
 
     def seal(self, jobid: str) -> None:
-        """See :func:`seal`."""
-        seal(self.config, self.name, jobid)
+        """See :func:`seal_through`."""
+        while self._kept:
+            seal_through(self._kept.pop())
+
+    def held_by(self) -> str | None:
+        """The job that holds the key now, if one does (a look before anything is
+        written: the common duplicate costs a read, not a job written and rolled back)."""
+        if not os.path.lexists(self.config.layout.key_path(self.name)):
+            return None  # The common case of a new key: one lstat. (The claim decides.)
+        holder = holder_of(self.config, self.name)
+        if holder is None or holder.jobid is None or not is_held(self.config, holder):
+            return None
+        return holder.jobid
 
 
-def seal(config: QueueConfig, name: str, jobid: str) -> None:
-    """Mark key ``name`` as published: its job is in the queue now, so the enqueuer's
-    part is over. Its mtime is set far in the past, which to the judge is a heartbeat
-    long gone quiet: from now on the key is held exactly as long as its job is there,
-    and the moment the job is gone (ended by a worker that died before releasing the
-    key, or by a Perl worker, which knows nothing of keys) it is stale, whoever
-    enqueued it and whether or not that process still lives."""
-    # Through the file we read, never by name: a fast worker may have ended the job and
-    # released the key already, and the name may hold another enqueue's fresh key.
+def seal_through(kept: str) -> None:
+    """Mark a key as published, through ``kept``, the tmp name it was claimed from
+    (:func:`claim` with ``kept``), and remove that name: its job is in the queue now,
+    so the enqueuer's part is over. Its mtime is set far in the past, which to the
+    judge is a heartbeat long gone quiet: from now on the key is held exactly as long
+    as its job is there, and the moment the job is gone (ended by a worker that died
+    before releasing the key, or by a Perl worker, which knows nothing of keys) it is
+    stale, whoever enqueued it and whether or not that process still lives.
+
+    Through our own name, never the key's: a fast worker may have ended the job and
+    released the key already, and ``keys/HASH`` may be another enqueue's fresh key;
+    our inode is ours whatever became of that name.
+    """
     try:
-        fd, st = _fs.open_regular_stat(config.layout.key_path(name))
-    except OSError:
-        return
-    try:
-        if KeyHolder(st, _fs.read_whole(fd, st.st_size, _READ_MAX)).jobid == jobid:
-            os.utime(fd, (_SEALED, _SEALED))
+        os.utime(kept, (_SEALED, _SEALED), follow_symlinks=False)
     finally:
-        os.close(fd)
+        _fs.unlink_quietly(kept)

@@ -420,6 +420,9 @@ class DirQueue:
         gate = None
         if unique_key is not None:
             gate = KeyGate(self.config, unique_key, ttl=unique_ttl)
+            holder = gate.held_by() if self.exists else None
+            if holder is not None:
+                return JobId(holder, existing=True)
             if unique_ttl is None:  # Else kept when the job ends: nobody releases it.
                 meta = {**(meta or {}), KEY_META: gate.name}
         parents = parent_ids(depends_on)
