@@ -197,3 +197,15 @@ def test_dq_list_show_and_stats_name_dependants(
     assert re.search(rf"^before +{b}$", dq("show", a), re.MULTILINE)
     assert re.search(rf"^after +{a}$", dq("show", b), re.MULTILINE)
     assert re.search(r"^waiting +1$", dq("stats"), re.MULTILINE)
+
+
+def test_waiting_dependants_can_be_cancelled_and_emptied(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    a = q.enqueue_string("A")
+    b = q.enqueue_string("B", depends_on=[a])
+    c = q.enqueue_string("C", depends_on=[a])
+    q.cancel(b)
+    assert scan_waiting(q.config) == [c]
+    assert sorted(q.empty()) == sorted([a, c])
+    assert list(q.jobs()) == []
+    assert_no_orphans(q)
