@@ -32,7 +32,7 @@ from ._enqueue import (
     write_chunks,
     writer,
 )
-from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file
+from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file, validate_metadata
 from ._jobfiles import check_data, read_control
 from ._judge import read_lock_file
 from ._keys import KEY_META, JobId, KeyGate
@@ -416,7 +416,7 @@ class DirQueue:
         ended (:mod:`dirqueue._deps`); a parent that ends in ``failed/`` sends it to
         ``failed/`` too, unless ``allow_failure``.
         """
-        meta = dict(metadata) if metadata is not None else None
+        meta = metadata
         gate = None
         if unique_key is not None:
             gate = KeyGate(self.config, unique_key, ttl=unique_ttl)
@@ -424,10 +424,12 @@ class DirQueue:
             if holder is not None:
                 return JobId(holder, existing=True)
             if unique_ttl is None:  # Else kept when the job ends: nobody releases it.
-                meta = {**(meta or {}), KEY_META: gate.name}
+                meta = {**validate_metadata(meta), KEY_META: gate.name}
         parents = parent_ids(depends_on)
         if parents:
-            meta = {**(meta or {}), **dependency_meta(parents, allow_failure=allow_failure)}
+            meta = {
+                **validate_metadata(meta), **dependency_meta(parents, allow_failure=allow_failure)
+            }
         jobs = [(write_data, meta, priority)]
         try:
             jobid = enqueue(
