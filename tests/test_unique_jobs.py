@@ -4,10 +4,12 @@ however it ends (finished, failed, cancelled, or its finisher killed)."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ import pytest
 
 from dirqueue import DirQueue, Worker
 from dirqueue import _keys as _keys_module
-from dirqueue._keys import KEY_META
+from dirqueue._keys import KEY_META, KeyBusyError
+from dirqueue._layout import Layout
+from dirqueue._lock import BREAK_TOKEN_STALE
 from dirqueue._place import place_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -211,9 +215,18 @@ def _checking_worker(directory: str, stop_at: float, out: object) -> None:
 def _killable_racer(directory: str, n: int) -> None:
     q = DirQueue(directory)
     i = 0
-    while True:
-        q.enqueue_string(f"{n}:{i}", unique_key=f"key{(i * 7 + n) % 100}")
-        i += 1
+    try:
+        while True:
+            # A racer killed while it breaks a stale key leaves the key's breaker token
+            # (cleared after 30 s): enqueues of that key say so meanwhile.
+            with contextlib.suppress(KeyBusyError):
+                q.enqueue_string(f"{n}:{i}", unique_key=f"key{(i * 7 + n) % 100}")
+            i += 1
+    except BaseException:
+        # Only SIGKILL may end a racer: anything else is a failure, shown by the test.
+        with open(os.path.join(directory, "..", f"racer{n}.error"), "w") as fh:
+            fh.write(traceback.format_exc())
+        raise
 
 
 @pytest.mark.timeout(180)
@@ -237,7 +250,7 @@ def test_racing_enqueuers_and_workers_with_sigkills_leave_one_job_per_key(
         while time.time() < stop_at - 1:
             time.sleep(0.15)
             victim = racers.pop(0)
-            os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            victim.kill()
             victim.join()
             racers.append(_ctx.Process(target=_killable_racer, args=(q.dir, n)))
             racers[-1].start()
@@ -253,6 +266,7 @@ def test_racing_enqueuers_and_workers_with_sigkills_leave_one_job_per_key(
             if p.is_alive():
                 p.kill()
                 p.join()
+    assert [p.read_text() for p in tmp_path.glob("racer*.error")] == []
     assert sum(v for v, _ in results) == 0
     assert sum(d for _, d in results) > 50
     # At most one job per key is left, and no key is stuck: each key's next enqueue
@@ -282,3 +296,25 @@ def test_repair_removes_a_key_whose_finisher_died(tmp_path: Path) -> None:
     assert all(f.fixed for f in report.findings)
     assert len(_keys(q)) == 1  # The key whose job is still queued stays.
     assert q.enqueue_string("c", unique_key="other") == held
+
+
+@pytest.mark.timeout(60)
+def test_a_dead_breakers_token_holds_a_stale_key_until_the_token_rule_clears_it(
+    tmp_path: Path,
+) -> None:
+    q = DirQueue(tmp_path / "q")
+    jobid = q.enqueue_string("a", unique_key="k")
+    child = _ctx.Process(target=_finish_and_die, args=(q.dir,))
+    child.start()
+    child.join(30)
+    assert place_of(q.config, jobid) is None  # A stale key is left...
+    token = Path(q.layout.breaker_token_path(Layout.key_token_name(Layout.key_name("k"))))
+    token.touch()  # ... and the token of a breaker that died breaking it.
+    with pytest.raises(KeyBusyError, match="breaker token"):
+        q.enqueue_string("b", unique_key="k")
+    assert list(q.jobs()) == []
+    old = time.time() - BREAK_TOKEN_STALE - 5
+    os.utime(token, (old, old))  # Past the token rule: the next breaker clears it.
+    fresh = q.enqueue_string("c", unique_key="k")
+    assert fresh.existing is False  # type: ignore[attr-defined]
+    assert not token.exists()

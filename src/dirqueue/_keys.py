@@ -43,6 +43,7 @@ from ._format import format_lock
 from ._identity import current_pid, this_process
 from ._judge import filesystem_now, judge
 from ._layout import Layout
+from ._lock import BREAK_TOKEN_STALE
 from ._numbers import SECONDS, check_number
 from ._place import place_of
 from .errors import DirQueueError
@@ -69,8 +70,12 @@ KEY_META: Final = "dq.unique"
 _JOB_PREFIX: Final = "job "
 _UNTIL_PREFIX: Final = "until "
 _READ_MAX: Final = 4096
-#: How many times a claim looks again at a key that vanished or was broken under it.
-_CLAIM_TRIES: Final = 20
+#: How many times a claim looks again at a key that vanished, was broken under it, or
+#: could not be broken (another process holds its breaker token)...
+_CLAIM_TRIES: Final = 40
+#: ... pausing from 1 ms, doubled each time up to this (about 2.5 s in all): a breaker
+#: or releaser at work holds the token for milliseconds.
+_CLAIM_PAUSE_MAX: Final = 0.1
 #: The mtime of a sealed key (:func:`seal_through`): a second after the epoch.
 _SEALED: Final = 1.0
 _SEALED_BEFORE: Final = 1e6
@@ -198,6 +203,7 @@ def claim(
                 os.fsync(fd)
         finally:
             os.close(fd)
+        pause = 0.001
         for _ in range(_CLAIM_TRIES):
             linked = _dirfds.at(
                 config.dir,
@@ -220,12 +226,17 @@ def claim(
             if is_held(config, holder):
                 if holder.jobid is not None:
                     return holder.jobid
-                time.sleep(0.001)  # A key with no job line: let its age speak.
+            elif _break(config, name, holder.stat):
                 continue
-            _break(config, name, holder.stat)
+            # A key with no job line (let its age speak), or one another process is
+            # breaking or releasing right now: look again in a moment.
+            time.sleep(pause)
+            pause = min(pause * 2, _CLAIM_PAUSE_MAX)
         raise KeyBusyError(
-            f"unique key file {layout.key_path(name)} changed {_CLAIM_TRIES} times"
-            " while we tried to claim it: try the enqueue again",
+            f"could not claim unique key file {layout.key_path(name)}: it kept changing,"
+            f" or its breaker token {layout.breaker_token_path(Layout.key_token_name(name))}"
+            f" is held (one left by a process that died is cleared after"
+            f" {BREAK_TOKEN_STALE:g} s): try the enqueue again",
             name,
         )
     finally:
