@@ -11,11 +11,13 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from _perl import PERL_DRAIN, needs_perl, run_perl
 from dirqueue import DirQueue, FailedStore, Job, Worker
+from dirqueue import failed as failed_module
 from dirqueue._deps import scan_waiting
 from dirqueue._place import place_of
 from dirqueue.cli import main as cli_main
@@ -208,4 +210,37 @@ def test_waiting_dependants_can_be_cancelled_and_emptied(tmp_path: Path) -> None
     assert scan_waiting(q.config) == [c]
     assert sorted(q.empty()) == sorted([a, c])
     assert list(q.jobs()) == []
+    assert_no_orphans(q)
+
+
+def _fail_and_die_moving_the_dependant(directory: str) -> None:
+    real_claim = failed_module._deps.claim_waiting
+
+    def claim_then_die(*args: Any) -> str | None:
+        real_claim(*args)
+        os.kill(os.getpid(), signal.SIGKILL)  # Claimed for failed/, not there yet.
+        return None
+
+    failed_module._deps.claim_waiting = claim_then_die  # type: ignore[assignment]
+
+    def boom(job: Job) -> None:
+        raise RuntimeError("A broke")
+
+    Worker(DirQueue(directory), boom, max_attempts=1).run_once()
+
+
+def test_a_dependant_whose_mover_died_is_put_back_by_repair_and_failed(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    a = q.enqueue_string("A")
+    b = q.enqueue_string("B", depends_on=[a])
+    child = _ctx.Process(target=_fail_and_die_moving_the_dependant, args=(q.dir,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    assert scan_waiting(q.config) == []  # Neither waiting nor failed: in tmp/.
+    report = q.repair(min_age=0)
+    assert "put back in waiting/" in [f.action for f in report.findings]
+    assert scan_waiting(q.config) == [b]
+    _drain(q, lambda job: None)
+    assert f"parent job {a} failed" in FailedStore(q).get(b).error
     assert_no_orphans(q)

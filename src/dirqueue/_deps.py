@@ -43,6 +43,7 @@ __all__ = [
     "HasJobId",
     "InvalidDependencyError",
     "claim_waiting",
+    "claimed_dependant",
     "dependants_of",
     "dependency_meta",
     "parent_ids",
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 DEPENDS_META: Final = "dq.depends_on"
+#: The purpose in the tmp name of a dependant claimed for failed/ (see claim_waiting).
+_DEPFAIL: Final = "depfail"
 ALLOW_FAILURE_META: Final = "dq.allow_failure"
 
 ParentState = Literal["running", "done", "failed"]
@@ -237,7 +240,7 @@ def claim_waiting(config: QueueConfig, name: str) -> str | None:
     """Take dependant ``name`` out of ``waiting/`` for good, by renaming it into
     ``tmp/`` (the claim no promotion can also win, as a deferred job's cancel does);
     the path it has now, or None if it had gone."""
-    claimed = Layout.tmp_rewrite_name(name, current_pid(), "depfail")
+    claimed = Layout.tmp_rewrite_name(name, current_pid(), _DEPFAIL)
     wfd = _fs.open_dir_nofollow(config.dir, (Layout.WAITING,))
     try:
         tfd = _fs.open_dir_nofollow(config.dir, (Layout.TMP,))
@@ -252,3 +255,12 @@ def claim_waiting(config: QueueConfig, name: str) -> str | None:
     _parents_cache.pop(name, None)
     _ended.pop(name, None)
     return config.layout.tmp_path(claimed)
+
+
+def claimed_dependant(tmp_name: str) -> str | None:
+    """The dependant whose control file ``tmp_name`` (in ``tmp/``) is, claimed for
+    ``failed/`` by a worker that died before it got there; else None."""
+    parts = tmp_name.rsplit(".", 3)  # NAME.TIME.PID.depfail (Layout.tmp_rewrite_name)
+    if len(parts) != 4 or parts[3] != _DEPFAIL or not is_job_name(parts[0]):
+        return None
+    return parts[0]

@@ -29,7 +29,7 @@ from typing import Final
 from . import _fs, _lock
 from ._config import QueueConfig
 from ._deferred import scan_deferred
-from ._deps import scan_waiting
+from ._deps import claimed_dependant, scan_waiting
 from ._findings import Finding, FindingKind, RepairReport
 from ._format import data_location, is_job_name
 from ._identity import current_pid, owner_is_dead
@@ -268,6 +268,10 @@ class _Repairer:
             if stat.S_ISDIR(st.st_mode):
                 self.note(FindingKind.STRAY, path, "a directory in tmp/", "left", False)
                 continue
+            dependant = claimed_dependant(name)
+            if dependant is not None and self.old_enough(st):
+                self._put_back_dependant(name, dependant)
+                continue
             dead = self._tmp_owner_dead(name)
             if TmpLockName.is_lock_file(name) and dead is False:
                 continue  # A live worker's lock file: every job it takes is linked to it.
@@ -279,6 +283,39 @@ class _Repairer:
                     path,
                     f"left by a process that died ({self.age(st):.0f}s old)",
                 )
+
+    def _put_back_dependant(self, name: str, jobid: str) -> None:
+        """A dependant claimed for ``failed/`` by a worker that died on the way: back to
+        ``waiting/`` (a link, never over a name that is there; then the tmp name goes),
+        where the next settle moves it to ``failed/`` properly."""
+        path = self.layout.tmp_path(name)
+        detail = f"dependant {jobid}, left on its way to failed/ by a process that died"
+        if self.dry_run:
+            self.note(FindingKind.TMP_LEFTOVER, path, detail, "would put back in waiting/",
+                      False)
+            return
+        try:
+            wfd, _ = _fs.ensure_dir_nofollow(self.config.dir, (Layout.WAITING,))
+            try:
+                tfd = _fs.open_dir_nofollow(self.config.dir, (Layout.TMP,))
+                try:
+                    ours = os.lstat(name, dir_fd=tfd)
+                    try:
+                        os.link(name, jobid, src_dir_fd=tfd, dst_dir_fd=wfd,
+                                follow_symlinks=False)
+                    except FileExistsError:
+                        # Over NFS a lost reply says EEXIST although the link was made.
+                        if not _fs.same_file(os.lstat(jobid, dir_fd=wfd), ours):
+                            raise
+                    os.unlink(name, dir_fd=tfd)
+                finally:
+                    _fs.close_dir(tfd)
+            finally:
+                _fs.close_dir(wfd)
+        except OSError as err:
+            self.note(FindingKind.TMP_LEFTOVER, path, detail, f"left: {err}", False)
+            return
+        self.note(FindingKind.TMP_LEFTOVER, path, detail, "put back in waiting/", True)
 
     def _tmp_owner_dead(self, name: str) -> bool | None:
         # A pickup's tmp lock (or a lock file) names its owner: only a provably dead one
