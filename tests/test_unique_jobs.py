@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dirqueue import DirQueue, Worker
+from dirqueue import DirQueue, QueueIOError, Worker
 from dirqueue import _keys as _keys_module
 from dirqueue._keys import KEY_META, KeyBusyError
 from dirqueue._layout import Layout
@@ -318,3 +318,16 @@ def test_a_dead_breakers_token_holds_a_stale_key_until_the_token_rule_clears_it(
     fresh = q.enqueue_string("c", unique_key="k")
     assert fresh.existing is False  # type: ignore[attr-defined]
     assert not token.exists()
+
+
+def test_a_symlink_planted_in_place_of_keys_is_never_followed(tmp_path: Path) -> None:
+    q = DirQueue(tmp_path / "q")
+    q.create()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "q" / "keys").symlink_to(elsewhere)
+    with pytest.raises(QueueIOError, match="symlink|Too many levels"):
+        q.enqueue_string("a", unique_key="k")
+    assert list(elsewhere.iterdir()) == []
+    assert list(q.jobs()) == []  # Nothing half-enqueued either.
+    assert q.enqueue_string("b") is not None  # Plain enqueues are not concerned.
