@@ -326,8 +326,39 @@ def test_a_symlink_planted_in_place_of_keys_is_never_followed(tmp_path: Path) ->
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (tmp_path / "q" / "keys").symlink_to(elsewhere)
-    with pytest.raises(QueueIOError, match="symlink|Too many levels"):
+    with pytest.raises(QueueIOError, match=r"symlink|Too many levels"):
         q.enqueue_string("a", unique_key="k")
     assert list(elsewhere.iterdir()) == []
     assert list(q.jobs()) == []  # Nothing half-enqueued either.
     assert q.enqueue_string("b") is not None  # Plain enqueues are not concerned.
+
+
+def test_a_release_never_removes_a_newer_key_that_took_the_old_ones_inode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finisher reads its key, stalls; meanwhile the key is broken as stale and a new
+    enqueue links its own, whose inode may be the old one's (reused at once) and whose
+    mtime is every sealed key's: the finisher must leave it."""
+    q = DirQueue(tmp_path / "q")
+    first = q.enqueue_string("a", unique_key="k")
+    name = Layout.key_name("k")
+    as_read = _keys_module.holder_of(q.config, name)  # What the finisher read...
+    assert as_read is not None
+    job = q.pickup_queued_job()
+    assert job is not None
+    with monkeypatch.context() as stalled:
+        stalled.setattr(_keys_module, "release", lambda *args: False)
+        job.finish()  # ... before it stalled.
+    second = q.enqueue_string("b", unique_key="k")  # Breaks the stale key, links its own.
+    newer = _keys_module.holder_of(q.config, name)
+    assert newer is not None
+    assert newer.jobid == second
+    # The finisher's view: its own key's contents at the new key's inode and times.
+    view = iter([_keys_module.KeyHolder(newer.stat, as_read.raw)])
+    real = _keys_module.holder_of
+    monkeypatch.setattr(
+        _keys_module, "holder_of", lambda config, key: next(view, None) or real(config, key)
+    )
+    assert _keys_module.release(q.config, name, first) is False
+    monkeypatch.undo()
+    assert q.enqueue_string("c", unique_key="k") == second  # Still held by its job.

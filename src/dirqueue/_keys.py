@@ -34,7 +34,6 @@ import errno
 import functools
 import os
 import time
-from collections.abc import Callable
 from typing import Final
 
 from . import _dirfds, _fs, _lock
@@ -226,7 +225,7 @@ def claim(
             if is_held(config, holder):
                 if holder.jobid is not None:
                     return holder.jobid
-            elif _break(config, name, holder.stat):
+            elif _break(config, name, holder):
                 continue
             # A key with no job line (let its age speak), or one another process is
             # breaking or releasing right now: look again in a moment.
@@ -245,14 +244,27 @@ def claim(
                 _fs.unlink_quietly(mine)
 
 
-def _break(config: QueueConfig, name: str, judged: os.stat_result) -> bool:
+def _break(config: QueueConfig, name: str, judged: KeyHolder) -> bool:
     """Remove key ``name`` if it is still the file judged; False if it was not (or
     another process is breaking or releasing it)."""
-    return bool(_remove_if(config, name, lambda st: _same(st, judged)))
+    return bool(_remove_if(config, name, judged))
 
 
-def _same(st: os.stat_result, judged: os.stat_result) -> bool:
-    return _fs.same_file(st, judged) and st.st_mtime_ns == judged.st_mtime_ns
+def _same(now: KeyHolder, judged: KeyHolder) -> bool:
+    """Whether ``now`` is the very key file ``judged``.
+
+    Inode and mtime alone are not enough: every sealed key has the same mtime, and a
+    removed key's inode is reused at once by the next file made (the next enqueue's
+    key, say). The change time (set by the kernel, never by a caller) and the contents
+    (which name the job) tell such a newcomer apart.
+    """
+    a, b = now.stat, judged.stat
+    return (
+        _fs.same_file(a, b)
+        and a.st_mtime_ns == b.st_mtime_ns
+        and a.st_ctime_ns == b.st_ctime_ns
+        and now.raw == judged.raw
+    )
 
 
 def release(config: QueueConfig, name: str, jobid: str) -> bool:
@@ -264,29 +276,25 @@ def release(config: QueueConfig, name: str, jobid: str) -> bool:
         holder = holder_of(config, name)
         if holder is None or holder.jobid != jobid:
             return False
-        done = _remove_if(config, name, functools.partial(_same, judged=holder.stat))
+        done = _remove_if(config, name, holder)
         if done is not None:
             return done
         time.sleep(0.002)  # Another process holds the token: it is breaking the key.
     return False
 
 
-def _remove_if(
-    config: QueueConfig, name: str, check: Callable[[os.stat_result], bool]
-) -> bool | None:
-    """Under key ``name``'s breaker token, unlink it if ``check(its lstat)``; None if
-    the token is held by another."""
+def _remove_if(config: QueueConfig, name: str, judged: KeyHolder) -> bool | None:
+    """Under key ``name``'s breaker token, unlink it if it is still ``judged`` (read
+    again under the token: while we hold it, no one else removes the key, and no one
+    can link another over it); None if the token is held by another."""
     token = _lock.take_token(config, Layout.key_token_name(name))
     if token is None:
         return None
     try:
+        now = holder_of(config, name)
+        if now is None or not _same(now, judged):
+            return False
         path = config.layout.key_path(name)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return False
-        if not check(st):
-            return False
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -318,7 +326,7 @@ def remove_if_stale(config: QueueConfig, name: str) -> bool:
     holder = holder_of(config, name)
     if holder is None or is_held(config, holder):
         return False
-    return _break(config, name, holder.stat)
+    return _break(config, name, holder)
 
 
 class JobId(str):
