@@ -40,9 +40,11 @@ from . import _dirfds, _fs, _lock
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import current_pid, this_process
+from ._jobfiles import in_queue_dir
 from ._judge import filesystem_now, judge
 from ._layout import Layout
 from ._lock import BREAK_TOKEN_STALE
+from ._lockfile import unlink_in
 from ._numbers import SECONDS, check_number
 from ._place import place_of
 from .errors import DirQueueError
@@ -192,8 +194,13 @@ def claim(
     ``kept``, a claim that succeeds leaves its tmp name (another link to the key's
     inode, ours alone) and appends it there, for :func:`seal_through`."""
     layout = config.layout
-    mine = layout.tmp_path(layout.tmp_key_name(name, config.hostname, current_pid()))
-    fd = _fs.create_exclusive(mine, config.queue_file_mode)
+    # Made, linked and removed through tmp/'s descriptor, never by path: another user
+    # of a shared queue could swap tmp/ for a symlink and have our key made elsewhere.
+    mine = layout.tmp_key_name(name, config.hostname, current_pid())
+    mode = config.queue_file_mode
+    fd = in_queue_dir(
+        config, (Layout.TMP,), lambda tfd: _fs.create_exclusive(mine, mode, dir_fd=tfd)
+    )
     done = False
     try:
         try:
@@ -204,12 +211,8 @@ def claim(
             os.close(fd)
         pause = 0.001
         for _ in range(_CLAIM_TRIES):
-            linked = _dirfds.at(
-                config.dir,
-                (Layout.KEYS,),
-                # (Its inode is looked up only if the link reports an error.)
-                lambda kfd: _fs.link_verified(mine, name, dst_dir_fd=kfd),
-                create=True,
+            linked = in_queue_dir(
+                config, (Layout.TMP,), functools.partial(_link_key, config, mine, name)
             )
             if linked is _fs.LinkResult.LINKED:
                 if config.durable:
@@ -241,7 +244,18 @@ def claim(
     finally:
         if not done:
             with contextlib.suppress(OSError):
-                _fs.unlink_quietly(mine)
+                unlink_in(config, (Layout.TMP,), mine)
+
+
+def _link_key(config: QueueConfig, mine: str, name: str, tmp_fd: int) -> _fs.LinkResult:
+    """Link ``tmp/`` (``tmp_fd``) ``mine`` as ``keys/name``."""
+    return _dirfds.at(
+        config.dir,
+        (Layout.KEYS,),
+        # (Its inode is looked up only if the link reports an error.)
+        lambda kfd: _fs.link_verified(mine, name, src_dir_fd=tmp_fd, dst_dir_fd=kfd),
+        create=True,
+    )
 
 
 def _break(config: QueueConfig, name: str, judged: KeyHolder) -> bool:
@@ -294,16 +308,20 @@ def _remove_if(config: QueueConfig, name: str, judged: KeyHolder) -> bool | None
         now = holder_of(config, name)
         if now is None or not _same(now, judged):
             return False
-        path = config.layout.key_path(name)
         try:
-            os.unlink(path)
+            _dirfds.at(config.dir, (Layout.KEYS,), functools.partial(_unlink_key, name))
         except FileNotFoundError:
             return False
-        except IsADirectoryError:
-            os.rmdir(path)
         return True
     finally:
         _lock.drop_token(config, token)
+
+
+def _unlink_key(name: str, keys_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=keys_fd)
+    except IsADirectoryError:
+        os.rmdir(name, dir_fd=keys_fd)
 
 
 def list_keys(config: QueueConfig) -> list[str]:
@@ -366,12 +384,12 @@ class KeyGate:
         release(self.config, self.name, jobid)
         while self._kept:
             with contextlib.suppress(OSError):
-                _fs.unlink_quietly(self._kept.pop())
+                unlink_in(self.config, (Layout.TMP,), self._kept.pop())
 
     def seal(self, jobid: str) -> None:
         """See :func:`seal_through`."""
         while self._kept:
-            seal_through(self._kept.pop())
+            seal_through(self.config, self._kept.pop())
 
     def held_by(self) -> str | None:
         """The job that holds the key now, if one does (a look before anything is
@@ -384,7 +402,7 @@ class KeyGate:
         return holder.jobid
 
 
-def seal_through(kept: str) -> None:
+def seal_through(config: QueueConfig, kept: str) -> None:
     """Mark a key as published, through ``kept``, the tmp name it was claimed from
     (:func:`claim` with ``kept``), and remove that name: its job is in the queue now,
     so the enqueuer's part is over. Its mtime is set far in the past, which to the
@@ -398,6 +416,11 @@ def seal_through(kept: str) -> None:
     our inode is ours whatever became of that name.
     """
     try:
-        os.utime(kept, (_SEALED, _SEALED), follow_symlinks=False)
+        in_queue_dir(
+            config,
+            (Layout.TMP,),
+            lambda tfd: os.utime(kept, (_SEALED, _SEALED), dir_fd=tfd, follow_symlinks=False),
+        )
     finally:
-        _fs.unlink_quietly(kept)
+        with contextlib.suppress(FileNotFoundError):
+            unlink_in(config, (Layout.TMP,), kept)
