@@ -244,3 +244,29 @@ def test_a_dependant_whose_mover_died_is_put_back_by_repair_and_failed(tmp_path:
     _drain(q, lambda job: None)
     assert f"parent job {a} failed" in FailedStore(q).get(b).error
     assert_no_orphans(q)
+
+
+def test_a_dependant_that_cannot_be_failed_is_put_back_in_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move to failed/ that breaks half-way renames the claimed dependant back from
+    tmp/ into waiting/ (through the directories' descriptors): it is failed by the
+    next settle, and tmp/ keeps nothing of it; a move that works leaves nothing in tmp/."""
+    q = DirQueue(tmp_path / "q")
+    parent = q.enqueue_string("P")
+    child = q.enqueue_string("C", depends_on=[parent])
+    store = FailedStore(q)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FailedStore, "_fill_entry", broken)
+    with pytest.raises(OSError, match="No space left"):
+        store.fail_waiting(child, "parent failed")
+    assert scan_waiting(q.config) == [child]
+    assert os.listdir(q.layout.tmp_dir) == []
+    monkeypatch.undo()
+    assert store.fail_waiting(child, "parent failed")
+    assert scan_waiting(q.config) == []
+    assert os.listdir(q.layout.tmp_dir) == []
+    assert store.get(child).error == "parent failed"

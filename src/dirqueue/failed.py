@@ -41,7 +41,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _deps, _enqueue, _fs, _keys
+from . import _deps, _dirfds, _enqueue, _fs, _keys
+from ._config import QueueConfig
 from ._format import (
     ATTEMPTS_KEY,
     CONTROL_FILE_MAX_BYTES,
@@ -51,7 +52,7 @@ from ._format import (
     is_job_name,
     parse_control,
 )
-from ._jobfiles import read_control, unlink_data
+from ._jobfiles import in_queue_dir, read_control, unlink_data
 from ._layout import Layout
 from .errors import CorruptJobError, DirQueueError, JobLostError, JobStateError, QueueIOError
 from .job import Job
@@ -301,7 +302,7 @@ class FailedStore:
         except BaseException as err:
             # Put back where it was: it is still a dependant, failed by the next look.
             with contextlib.suppress(OSError):
-                os.rename(claimed, layout.waiting_path(jobid))
+                _put_back_waiting(config, os.path.basename(claimed), jobid)
             if isinstance(err, OSError) and not isinstance(err, DirQueueError):
                 raise QueueIOError(
                     f"moving dependant {jobid} to {layout.failed_dir}", err
@@ -310,7 +311,11 @@ class FailedStore:
         with contextlib.suppress(OSError):
             unlink_data(config, jobid)
         with contextlib.suppress(OSError):
-            os.unlink(claimed)
+            name = os.path.basename(claimed)
+            in_queue_dir(
+                config, (Layout.TMP,), lambda tfd: os.unlink(name, dir_fd=tfd),
+                missing_is_an_answer=True,
+            )
         key = control.metadata.get(_keys.KEY_META)
         if key:
             with contextlib.suppress(OSError, DirQueueError):
@@ -584,6 +589,21 @@ def _read_regular(path: str) -> bytes:
     """A failed-store file's bytes (at most a control file's limit), never through a
     symlink or from a FIFO."""
     return _fs.read_limited(_fs.open_regular(path), CONTROL_FILE_MAX_BYTES + 1)
+
+
+def _put_back_waiting(config: QueueConfig, claimed: str, jobid: str) -> None:
+    """Rename dependant ``jobid``, claimed as ``tmp/claimed``, back into ``waiting/``,
+    through both directories' descriptors (never by path: tmp/ or waiting/ swapped for
+    a symlink by another user must not move our file elsewhere)."""
+
+    def rename(tmp_fd: int) -> None:
+        _dirfds.at(
+            config.dir,
+            (Layout.WAITING,),
+            lambda wfd: os.rename(claimed, jobid, src_dir_fd=tmp_fd, dst_dir_fd=wfd),
+        )
+
+    in_queue_dir(config, (Layout.TMP,), rename)
 
 
 def _remove_new_entry(failed_fd: int, name: str) -> None:
