@@ -123,7 +123,9 @@ def test_stats_in_prometheus_format_parses_back(tmp_path: Path) -> None:
     metrics = parse_prometheus(out)
     assert metrics["dirqueue_jobs"]["type"] == "gauge"
     jobs = {labels["state"]: value for labels, value in metrics["dirqueue_jobs"]["samples"]}  # type: ignore[union-attr]
-    assert jobs == {"queued": 1, "active": 1, "stale": 0, "failed": 1, "deferred": 0}
+    assert jobs == {
+        "queued": 1, "active": 1, "stale": 0, "failed": 1, "deferred": 0, "waiting": 0
+    }
     ((labels, _),) = metrics["dirqueue_oldest_waiting_seconds"]["samples"]  # type: ignore[misc]
     assert labels["queue"] == str((tmp_path / "q").resolve())
     ((labels, count),) = metrics["dirqueue_active_jobs"]["samples"]  # type: ignore[misc]

@@ -228,3 +228,35 @@ def test_a_handle_takes_only_a_job_id_never_a_path(q: TaskQueue, jobid: str) -> 
         TaskResult(q, jobid)
     with pytest.raises(ValueError, match="is not a job id"):
         read_result(q.config, jobid)
+
+
+def test_a_unique_task_queues_one_job_per_call(q: TaskQueue) -> None:
+    @q.task(name=_name("thumb"), unique=True)
+    def thumb(path: str, size: int = 128, crop: bool = False) -> str:
+        return f"{path}@{size}"
+
+    first = thumb.submit("a.jpg", size=64, crop=True)
+    same = thumb.submit("a.jpg", crop=True, size=64)  # The same call, another order.
+    other = thumb.submit("b.jpg", size=64)
+    assert same.jobid == first.jobid
+    assert other.jobid != first.jobid
+    assert len(list(q.jobs())) == 2
+    _drain(q)
+    assert same.get(timeout=5) == "a.jpg@64"
+    again = thumb.submit("a.jpg", size=64, crop=True)
+    assert again.jobid != first.jobid  # Ended: the call may be queued again.
+
+
+def test_a_task_waits_for_the_tasks_it_depends_on(q: TaskQueue) -> None:
+    order: list[str] = []
+
+    @q.task(name=_name("step"))
+    def step(label: str) -> str:
+        order.append(label)
+        return label
+
+    last = step.options(depends_on=(step.submit("one"), step.submit("two"))).submit("last")
+    assert last.status == "waiting"
+    _drain(q)
+    assert last.get(timeout=5) == "last"
+    assert order[-1] == "last"

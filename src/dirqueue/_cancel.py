@@ -17,16 +17,17 @@ import errno
 import os
 from collections.abc import Callable
 
-from . import _fs
+from . import _fs, _keys
 from ._config import QueueConfig
 from ._deferred import scan_deferred
+from ._deps import scan_waiting
 from ._format import is_job_name, parse_lock_file
 from ._identity import current_pid
-from ._jobfiles import unlink_data
+from ._jobfiles import read_control, unlink_data
 from ._judge import read_lock_file
 from ._layout import Layout
 from ._scanner import locate, scan
-from .errors import JobStateError, NoSuchJobError, QueueIOError
+from .errors import DirQueueError, JobStateError, NoSuchJobError, QueueIOError
 from .job import Job
 
 __all__ = ["cancel", "empty"]
@@ -35,8 +36,9 @@ __all__ = ["cancel", "empty"]
 PickupNamed = Callable[[str], Job | None]
 
 
-def _cancel_deferred(config: QueueConfig, jobid: str) -> bool:
-    """Remove deferred job ``jobid``; False if it is not in ``deferred/``.
+def _cancel_deferred(config: QueueConfig, jobid: str, where: str = Layout.DEFERRED) -> bool:
+    """Remove deferred job ``jobid``; False if it is not in ``deferred/`` (or, with
+    ``where``, a dependant in ``waiting/``, claimed the same way).
 
     The rename into ``tmp/`` is the claim: from then on no promotion can move the job
     back to ``queue/``. A crash after it leaves a tmp file and the data, which repair
@@ -46,11 +48,11 @@ def _cancel_deferred(config: QueueConfig, jobid: str) -> bool:
     layout = config.layout
     claimed = Layout.tmp_rewrite_name(jobid, current_pid(), "cancel")
     try:
-        dfd = _fs.open_dir_nofollow(config.dir, (Layout.DEFERRED,))
+        dfd = _fs.open_dir_nofollow(config.dir, (where,))
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
             return False
-        raise QueueIOError(f"cancelling deferred job {jobid}", err) from err
+        raise QueueIOError(f"cancelling job {jobid} in {where}/", err) from err
     try:
         tfd = _fs.open_dir_nofollow(config.dir, (Layout.TMP,))
         try:
@@ -60,7 +62,7 @@ def _cancel_deferred(config: QueueConfig, jobid: str) -> bool:
         finally:
             _fs.close_dir(tfd)
     except OSError as err:
-        raise QueueIOError(f"cancelling deferred job {jobid}", err) from err
+        raise QueueIOError(f"cancelling job {jobid} in {where}/", err) from err
     finally:
         _fs.close_dir(dfd)
     try:
@@ -71,9 +73,21 @@ def _cancel_deferred(config: QueueConfig, jobid: str) -> bool:
             raise QueueIOError(
                 f"removing the data of cancelled job {jobid} (repair() removes it)", err
             ) from err
+    key = _unique_key_of(layout.tmp_path(claimed))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(layout.tmp_path(claimed))
+    if key:
+        with contextlib.suppress(OSError, DirQueueError):
+            _keys.release(config, key, jobid)  # Else stale by the lock rule.
     return True
+
+
+def _unique_key_of(control_path: str) -> str | None:
+    """The unique key a cancelled job held (its ``dq.unique``), if any."""
+    try:
+        return read_control(control_path).metadata.get(_keys.KEY_META)
+    except (OSError, DirQueueError):
+        return None
 
 
 def _cancel_queued(pickup_named: PickupNamed, jobid: str) -> bool:
@@ -87,17 +101,23 @@ def _cancel_queued(pickup_named: PickupNamed, jobid: str) -> bool:
 
 
 def cancel(config: QueueConfig, pickup_named: PickupNamed, jobid: str) -> None:
-    """Delete job ``jobid``, queued (or stale) or deferred, without running it.
+    """Delete job ``jobid``, queued (or stale), deferred or waiting for its parents,
+    without running it.
 
     Raises :class:`JobStateError` if a live worker holds it (it is running: it is left
     to finish), and :class:`NoSuchJobError` if it is not waiting here.
     """
     if not is_job_name(jobid):
         raise NoSuchJobError(f"{jobid!r} is not a job id: copy one from 'dq list'", jobid)
-    # deferred/ first: a promotion moves a job from there to queue/, never back, so a
-    # job that is promoted meanwhile is still found in queue/ next. (A worker moves a
-    # job the other way only while it holds the lock: then it is active, and refused.)
-    if _cancel_deferred(config, jobid) or _cancel_queued(pickup_named, jobid):
+    # deferred/ and waiting/ first: a promotion moves a job from there to queue/, never
+    # back, so a job that is promoted meanwhile is still found in queue/ next. (A worker
+    # moves a job to deferred/ only while it holds the lock: then it is active, and
+    # refused.)
+    if (
+        _cancel_deferred(config, jobid)
+        or _cancel_deferred(config, jobid, Layout.WAITING)
+        or _cancel_queued(pickup_named, jobid)
+    ):
         return
     layout = config.layout
     if locate(layout, jobid):
@@ -123,12 +143,17 @@ def cancel(config: QueueConfig, pickup_named: PickupNamed, jobid: str) -> None:
 
 
 def empty(config: QueueConfig, pickup_named: PickupNamed) -> list[str]:
-    """Delete every job waiting now, queued (or stale) and deferred; return their ids.
+    """Delete every job waiting now, queued (or stale), deferred and waiting for its
+    parents; return their ids.
 
     Jobs that live workers hold are left to them, and jobs submitted while it runs may
     be left too: it empties the queue as it finds it, it does not stop producers.
     """
     done = [entry.name for entry in scan_deferred(config) if _cancel_deferred(config, entry.name)]
+    done += [
+        name for name in scan_waiting(config)
+        if _cancel_deferred(config, name, Layout.WAITING)
+    ]
     try:
         entries = scan(config.layout, ordered=False)
     except OSError as err:

@@ -43,7 +43,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Final, Protocol
 
 from . import _dirfds, _fs
 from ._config import QueueConfig
@@ -55,7 +55,14 @@ from ._judge import filesystem_now
 from ._layout import Layout
 from .errors import DirQueueError, QueueIOError
 
-__all__ = ["bump_queue_mtime", "enqueue", "ensure_queue_dirs", "requeue"]
+__all__ = [
+    "AlreadyQueued",
+    "Gate",
+    "bump_queue_mtime",
+    "enqueue",
+    "ensure_queue_dirs",
+    "requeue",
+]
 
 #: A batch keeps at most this many jobs' files open, waiting to be fsynced together.
 _SYNC_CHUNK: Final = 64
@@ -65,6 +72,28 @@ _SYNC_CHUNK: Final = 64
 _SYNCFS_MIN_BATCH: Final = 8
 #: How many new names an enqueue tries when the one it made is taken.
 _NAME_ATTEMPTS: Final = 10
+
+
+class Gate(Protocol):
+    """What a job must hold before it is linked in (a unique job's key): claimed with
+    the job's id just before the link, released if the job does not get in."""
+
+    def claim(self, jobid: str) -> str | None:
+        """Claim for ``jobid``: None if claimed, else the id of the job that holds it."""
+
+    def release(self, jobid: str) -> None:
+        """Give back what :meth:`claim` took for ``jobid``."""
+
+    def seal(self, jobid: str) -> None:
+        """Say that ``jobid`` is in the queue now, with its claim."""
+
+
+class AlreadyQueued(Exception):
+    """The gate is held by another job (``jobid``): nothing was enqueued."""
+
+    def __init__(self, jobid: str) -> None:
+        super().__init__(jobid)
+        self.jobid = jobid
 
 
 @dataclass
@@ -95,6 +124,10 @@ class _Staged:
     open_fds: list[int] = field(default_factory=list)
     #: For a delayed job: when it is due (it goes to deferred/ instead of queue/).
     due: float | None = None
+    #: For a dependant: it goes to waiting/ instead of queue/ (see _deps).
+    waiting: bool = False
+    gate: Gate | None = None
+    claimed: bool = False
 
 
 def ensure_queue_dirs(config: QueueConfig) -> None:
@@ -143,12 +176,17 @@ def enqueue(
     prepare: Callable[[], None],
     *,
     due: float | None = None,
+    waiting: bool = False,
+    gate: Gate | None = None,
 ) -> list[str]:
     """Enqueue ``(write_data, metadata, priority)`` jobs as one batch; return their ids.
 
     Validates everything first, then calls ``prepare()`` (which makes the queue's
     directories); on any failure, takes out what it had done and raises. With ``due``
-    (seconds since the epoch) the jobs are deferred until then (:mod:`dirqueue._deferred`).
+    (seconds since the epoch) the jobs are deferred until then (:mod:`dirqueue._deferred`);
+    with ``waiting`` they wait in ``waiting/`` for their parents. With ``gate`` (one
+    job only) the job is linked in only once the gate is claimed for it; if another
+    job holds it, nothing is enqueued and :class:`AlreadyQueued` is raised.
     """
     checked = [
         (write_data, validate_metadata(metadata), validate_priority(priority))
@@ -175,6 +213,8 @@ def enqueue(
         _stage_all(config, staged, checked, pid, whole_fs=whole_fs)
         for st in staged:
             st.due = due
+            st.waiting = waiting
+            st.gate = gate
 
     return _run(config, staged, stage, pid, whole_fs=whole_fs)
 
@@ -278,6 +318,9 @@ def _run(
     # Step 6: the jobs are in the queue; the rest is tidying and a wake-up call.
     for st in staged:
         _unlink_tmp_names(config, st)
+        if st.gate is not None:
+            with contextlib.suppress(OSError):
+                st.gate.seal(st.jobid)
     # The link into queue/ set queue/'s mtime already where the filesystem does that by
     # itself (seen once per process, _mtime_follows). Otherwise (and with fan-out, or
     # for jobs that went to deferred/, where queue/ itself did not change) touch it.
@@ -458,7 +501,16 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
     parts: tuple[str, ...] = Layout.queue_parts(fanout)
     if st.due is not None:
         parts = (Layout.DEFERRED,)
+    elif st.waiting:
+        parts = (Layout.WAITING,)
     for attempt in range(_NAME_ATTEMPTS):
+        if st.gate is not None and not st.claimed:
+            # Claimed before the link, never after: at no moment are two jobs with one
+            # key both in the queue.
+            holder = st.gate.claim(st.jobid)
+            if holder is not None:
+                raise AlreadyQueued(holder)
+            st.claimed = True
         result = in_queue_dir(
             config, (Layout.TMP,), functools.partial(_link_control, config, st, parts)
         )
@@ -468,6 +520,8 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
             st.queue_path = (
                 layout.deferred_path(st.jobid)
                 if st.due is not None
+                else layout.waiting_path(st.jobid)
+                if st.waiting
                 else layout.queue_path(st.jobid, fanout)
             )
             return
@@ -476,7 +530,9 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
                 f"job {st.jobid} is already in {layout.queue_dir}: leaving the failed copy"
             )
         # Another host made the same name in the same microsecond. Move our data to a
-        # new name and make that durable before its control file can point at it.
+        # new name and make that durable before its control file can point at it. A
+        # gate claimed for the old name is given back and claimed again for the new.
+        _release_gate(st)
         _move_data(config, st, pid, attempt)
         _write_tmp_control(config, st)
         if config.durable:
@@ -522,11 +578,19 @@ def _roll_back(config: QueueConfig, staged: list[_Staged]) -> None:
                     functools.partial(_unlink_name, st.jobid),
                     missing_is_an_answer=True,
                 )
+        _release_gate(st)  # Only once the job is out again.
     for st in staged:
         if st.data_linked:
             with contextlib.suppress(OSError):
                 unlink_data(config, st.jobid)
         _unlink_tmp_names(config, st)
+
+
+def _release_gate(st: _Staged) -> None:
+    if st.gate is not None and st.claimed:
+        st.claimed = False
+        with contextlib.suppress(OSError):
+            st.gate.release(st.jobid)  # Else stale at once: its job never came.
 
 
 def _unlink_tmp_names(config: QueueConfig, st: _Staged) -> None:

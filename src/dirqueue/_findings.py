@@ -42,6 +42,9 @@ class FindingKind(str, enum.Enum):
     #: A job's answer in ``results/`` whose time to live ran out (housekeeping, not a
     #: problem: readers already treat it as gone, and workers sweep such answers too).
     EXPIRED_RESULT = "expired-result"
+    #: A unique job's key in ``keys/`` whose job is gone (its finisher died before
+    #: releasing it): the next enqueue with that key would break it anyway.
+    STALE_KEY = "stale-key"
 
     def __str__(self) -> str:
         return self.value

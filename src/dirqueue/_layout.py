@@ -7,6 +7,7 @@ of those paths is described in ``docs/format.md``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import time
@@ -73,6 +74,12 @@ class Layout:
     #: Jobs' answers (dirqueue only; the Perl module never looks here): one file per
     #: job, named by its job id, its mtime the time it expires. See :mod:`dirqueue._results`.
     RESULTS: Final = "results"
+    #: Unique jobs' keys (dirqueue only; the Perl module never looks here): one file per
+    #: key, named by a hash of it, naming the job that holds it. See :mod:`dirqueue._keys`.
+    KEYS: Final = "keys"
+    #: Jobs waiting for other jobs to end (dirqueue only): their control files, out of
+    #: every worker's sight, Perl's included, as in ``deferred/``. See :mod:`dirqueue._deps`.
+    WAITING: Final = "waiting"
     FANOUT_DIGITS: Final = "0123456789abcdef"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -92,6 +99,8 @@ class Layout:
         self.failed_dir = os.path.join(self.dir, self.FAILED)
         self.deferred_dir = os.path.join(self.dir, self.DEFERRED)
         self.results_dir = os.path.join(self.dir, self.RESULTS)
+        self.keys_dir = os.path.join(self.dir, self.KEYS)
+        self.waiting_dir = os.path.join(self.dir, self.WAITING)
 
     def path(self, *parts: str) -> str:
         """``DIR/parts...``: the path of a name relative to the queue directory."""
@@ -150,6 +159,31 @@ class Layout:
     def result_path(self, jobid: str) -> str:
         """``results/NAME``: job ``jobid``'s answer, once it has one."""
         return f"{self.results_dir}/{jobid}"
+
+    def waiting_path(self, jobid: str) -> str:
+        """``waiting/NAME``: a dependant's control file while its parents run."""
+        return f"{self.waiting_dir}/{jobid}"
+
+    @staticmethod
+    def key_name(key: str) -> str:
+        """The name in ``keys/`` of unique key ``key``: a hash, so any text (slashes,
+        dots, a thousand characters) makes one short, safe file name."""
+        return hashlib.sha256(key.encode("utf-8", errors="surrogatepass")).hexdigest()[:40]
+
+    def key_path(self, name: str) -> str:
+        """``keys/HASH``: the key file of a unique job."""
+        return f"{self.keys_dir}/{name}"
+
+    @staticmethod
+    def tmp_key_name(name: str, host: str, pid: int) -> str:
+        """``k.HASH.TIME.HOST.PID.key``: a key file before it is linked into ``keys/``."""
+        return f"k.{name}.{time.time_ns()}.{host}.{pid}.key"
+
+    @staticmethod
+    def key_token_name(name: str) -> str:
+        """The name whose breaker token (``tmp/k.HASH.breaking``) guards key ``HASH``
+        while it is released or broken."""
+        return f"k.{name}"
 
     def tmp_path(self, name: str) -> str:
         """A file under ``tmp/``."""

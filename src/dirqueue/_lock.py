@@ -606,3 +606,15 @@ def _taken_by(config: QueueConfig, held: HeldLock, current: os.stat_result, take
         return True
     owner = parse_lock_file(read_lock_file(config, held.jobid))
     return owner.host == config.hostname and owner.pid == taker
+
+
+def take_token(config: QueueConfig, name: str) -> tuple[str, os.stat_result] | None:
+    """Hold the breaker token of ``name`` (``tmp/NAME.breaking``) for a file other than a
+    job's lock that is broken by the same rule: a unique job's key
+    (:mod:`dirqueue._keys`). None if another process holds it now."""
+    return _take_break_token(config, name)
+
+
+def drop_token(config: QueueConfig, token: tuple[str, os.stat_result]) -> None:
+    """Give back a token from :func:`take_token` (only if it is still ours)."""
+    _drop_break_token(config, token)

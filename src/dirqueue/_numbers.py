@@ -12,11 +12,20 @@ the engine can trust it.
 from __future__ import annotations
 
 import math
+import re
 from typing import Final, NamedTuple
 
 from .errors import InvalidNumberError
 
-__all__ = ["EPOCH_TIME", "MAX_SECONDS", "SECONDS", "SECONDS_OR_ZERO", "Range", "check_number"]
+__all__ = [
+    "EPOCH_TIME",
+    "MAX_SECONDS",
+    "SECONDS",
+    "SECONDS_OR_ZERO",
+    "Range",
+    "check_number",
+    "parse_seconds",
+]
 
 #: The longest duration or delay taken, in seconds (ten years): past it a due time
 #: nears the limits of what filesystems stamp, and no worker waits that long anyway.
@@ -66,3 +75,18 @@ def check_number(name: str, value: object, allowed: Range) -> float:
     ):
         raise InvalidNumberError(name, value, allowed.text)
     return number
+
+
+_DURATION_RE: Final = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*")
+_DURATION_UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_seconds(name: str, value: object, allowed: Range = SECONDS) -> float:
+    """A duration given as a number of seconds or as text (``"90"``, ``"30s"``,
+    ``"5m"``, ``"2h"``, ``"1d"``, ``"1w"``), checked by :func:`check_number`."""
+    if isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value)
+        if match is None:
+            raise InvalidNumberError(name, value, allowed.text + ", or text like 30s, 5m or 2h")
+        value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return check_number(name, value, allowed)

@@ -13,6 +13,7 @@ from typing import Final
 from . import _lock, _lockfile
 from ._config import QueueConfig
 from ._deferred import drop_crashed_twin, promote_due
+from ._deps import settle as settle_dependants
 from ._format import attempts_of, counted_run_of, run_of, with_attempts, with_counted_run
 from ._identity import current_pid
 from ._index import QueueIndex
@@ -53,6 +54,11 @@ class Picker:
             moved, _ = promote_due(self.config, filesystem_now(self.config))
         except OSError as err:
             raise QueueIOError("moving due jobs from deferred/ to queue/", err) from err
+        # Dependants whose parents have all ended, left in waiting/ by a crash (or a
+        # parent ended by a Perl worker, or by a plain Job.finish). Those with a failed
+        # parent are left for a Worker, which moves them to failed/.
+        with contextlib.suppress(OSError, DirQueueError):
+            settle_dependants(self.config)
         # Not waiting until the next due time we saw: another process may defer a job
         # due sooner meanwhile.
         self._next_promote = now + PROMOTE_INTERVAL

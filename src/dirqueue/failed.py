@@ -41,7 +41,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _enqueue, _fs
+from . import _deps, _dirfds, _enqueue, _fs, _keys
+from ._config import QueueConfig
 from ._format import (
     ATTEMPTS_KEY,
     CONTROL_FILE_MAX_BYTES,
@@ -51,11 +52,12 @@ from ._format import (
     is_job_name,
     parse_control,
 )
+from ._jobfiles import in_queue_dir, read_control, unlink_data
 from ._layout import Layout
 from .errors import CorruptJobError, DirQueueError, JobLostError, JobStateError, QueueIOError
+from .job import Job
 
 if TYPE_CHECKING:
-    from .job import Job
     from .queue import DirQueue
 
 __all__ = [
@@ -266,6 +268,59 @@ class FailedStore:
             control=control,
             data_path=layout.failed_file(jobid, Layout.FAILED_DATA),
         )
+
+    def fail_waiting(self, jobid: str, error: str) -> bool:
+        """Move dependant ``jobid`` from ``waiting/`` to ``failed/`` unrun (a parent of
+        it failed): claimed first by a rename out of ``waiting/``, which no promotion
+        can also win. False if it had gone (promoted, or failed by another worker)."""
+        config = self.config
+        layout = self.layout
+        claimed = _deps.claim_waiting(config, jobid)
+        if claimed is None:
+            return False
+        try:
+            control = read_control(claimed)
+            job = Job(config, jobid, claimed, control, layout.data_path(jobid))
+            record = {
+                "jobid": jobid, "attempts": 0, "error": error, "detail": "",
+                "failed_at": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+            }
+            staging = layout.failed_staging_name(jobid, "new", _token())
+            failed_fd, _ = _fs.ensure_dir_nofollow(config.dir, (Layout.FAILED,))
+            try:
+                os.mkdir(staging, dir_fd=failed_fd)
+                try:
+                    self._fill_entry(job, failed_fd, staging, control, record)
+                    os.rename(staging, jobid, src_dir_fd=failed_fd, dst_dir_fd=failed_fd)
+                except BaseException:
+                    _remove_new_entry(failed_fd, staging)
+                    raise
+                if config.durable:
+                    os.fsync(failed_fd)
+            finally:
+                _fs.close_dir(failed_fd)
+        except BaseException as err:
+            # Put back where it was: it is still a dependant, failed by the next look.
+            with contextlib.suppress(OSError):
+                _put_back_waiting(config, os.path.basename(claimed), jobid)
+            if isinstance(err, OSError) and not isinstance(err, DirQueueError):
+                raise QueueIOError(
+                    f"moving dependant {jobid} to {layout.failed_dir}", err
+                ) from err
+            raise
+        with contextlib.suppress(OSError):
+            unlink_data(config, jobid)
+        with contextlib.suppress(OSError):
+            name = os.path.basename(claimed)
+            in_queue_dir(
+                config, (Layout.TMP,), lambda tfd: os.unlink(name, dir_fd=tfd),
+                missing_is_an_answer=True,
+            )
+        key = control.metadata.get(_keys.KEY_META)
+        if key:
+            with contextlib.suppress(OSError, DirQueueError):
+                _keys.release(config, key, jobid)
+        return True
 
     def add_or_defer(
         self, job: Job, error: str, *, attempts: int, max_attempts: int, detail: str = ""
@@ -534,6 +589,21 @@ def _read_regular(path: str) -> bytes:
     """A failed-store file's bytes (at most a control file's limit), never through a
     symlink or from a FIFO."""
     return _fs.read_limited(_fs.open_regular(path), CONTROL_FILE_MAX_BYTES + 1)
+
+
+def _put_back_waiting(config: QueueConfig, claimed: str, jobid: str) -> None:
+    """Rename dependant ``jobid``, claimed as ``tmp/claimed``, back into ``waiting/``,
+    through both directories' descriptors (never by path: tmp/ or waiting/ swapped for
+    a symlink by another user must not move our file elsewhere)."""
+
+    def rename(tmp_fd: int) -> None:
+        _dirfds.at(
+            config.dir,
+            (Layout.WAITING,),
+            lambda wfd: os.rename(claimed, jobid, src_dir_fd=tmp_fd, dst_dir_fd=wfd),
+        )
+
+    in_queue_dir(config, (Layout.TMP,), rename)
 
 
 def _remove_new_entry(failed_fd: int, name: str) -> None:

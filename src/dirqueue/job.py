@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import BinaryIO
 
-from . import _fs, _lock
+from . import _fs, _keys, _lock
 from ._config import QueueConfig
 from ._enqueue import bump_queue_mtime
 from ._format import (
@@ -33,9 +33,10 @@ from ._heartbeat import Heartbeat
 from ._identity import current_pid, this_process
 from ._jobfiles import create_control, in_queue_dir, open_data, read_data, unlink_data
 from ._judge import filesystem_now, read_lock_file
+from ._keys import KEY_META
 from ._layout import Layout
 from ._numbers import SECONDS_OR_ZERO, check_number
-from .errors import JobLostError, JobStateError, QueueIOError
+from .errors import DirQueueError, JobLostError, JobStateError, QueueIOError
 
 __all__ = ["Job"]
 
@@ -66,6 +67,9 @@ class Job:
     deferred_until: float | None
     """For a listed job waiting in ``deferred/``: when it is due (seconds since the
     epoch); None for a job in the queue."""
+    waiting: bool
+    """For a listed job in ``waiting/``: True (it waits for its parents, named in its
+    ``dq.depends_on`` metadata)."""
 
     def __init__(
         self,
@@ -79,9 +83,11 @@ class Job:
         active_pid: int | None = None,
         held: _lock.HeldLock | None = None,
         deferred_until: float | None = None,
+        waiting: bool = False,
     ) -> None:
         self._config = config
         self.deferred_until = deferred_until
+        self.waiting = waiting
         self.jobid = jobid
         self.queue_path = queue_path
         self.metadata = control.metadata
@@ -346,6 +352,18 @@ class Job:
                 failed,
             ) from failed
         self._state = "finished"
+        self._release_key()
+
+    def _release_key(self) -> None:
+        """Give back a finished unique job's key (``dq.unique_key``). Only now, with the
+        job out of the queue: at no moment two jobs with one key. A crash before this
+        leaves the key to the stale-lock rule."""
+        key = self.metadata.get(KEY_META)
+        if key:
+            try:
+                _keys.release(self._config, key, self.jobid)
+            except (OSError, DirQueueError) as err:
+                _log.warning("job %s finished, but its unique key stays (%s)", self.jobid, err)
 
     def _lose_moved(self, held: _lock.HeldLock, action: str) -> None:
         """Our lock is in place but the job's control file is no longer in ``queue/``:

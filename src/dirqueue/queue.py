@@ -23,10 +23,12 @@ from ._config import QueueConfig
 from ._corrupt import CorruptEntry, list_corrupt
 from ._datawriter import Chunk, DataWriter, write_chunks, writer
 from ._deferred import scan_deferred
-from ._enqueue import enqueue, ensure_queue_dirs
-from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file
+from ._deps import HasJobId, dependency_meta, parent_ids, scan_waiting, settle_child
+from ._enqueue import AlreadyQueued, enqueue, ensure_queue_dirs
+from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file, validate_metadata
 from ._jobfiles import check_data, read_control
 from ._judge import read_lock_file
+from ._keys import KEY_META, JobId, KeyGate
 from ._layout import Layout
 from ._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, check_number
 from ._pickup import Picker
@@ -215,15 +217,25 @@ class DirQueue:
         *,
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
+        unique_key: str | None = None,
+        unique_ttl: float | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
-        """Enqueue ``data`` (``str`` is stored as UTF-8) and return the new job's id."""
+        """Enqueue ``data`` (``str`` is stored as UTF-8) and return the new job's id.
+
+        Every ``enqueue_*`` takes ``unique_key`` (and ``unique_ttl``), ``depends_on``
+        and ``allow_failure``: see ``docs/coordination.md``.
+        """
         if isinstance(data, str):
             data = data.encode("utf-8")
         elif not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"enqueue_string takes str or bytes, not {type(data).__name__}")
         payload = bytes(data)
         return self._enqueue(
-            writer(payload), metadata, priority, len(payload), _due(delay, not_before)
+            writer(payload), metadata, priority, len(payload), _due(delay, not_before),
+            unique_key=unique_key, unique_ttl=unique_ttl,
+            depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_file(
@@ -234,6 +246,10 @@ class DirQueue:
         *,
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
+        unique_key: str | None = None,
+        unique_ttl: float | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
         """Enqueue a copy of the file at ``path`` and return the new job's id."""
         # Open first, so a missing file fails before anything is written.
@@ -242,7 +258,11 @@ class DirQueue:
         except OSError as err:
             raise QueueIOError(f"reading the file to enqueue {os.fspath(path)!r}", err) from err
         with fh:
-            return self.enqueue_fh(fh, metadata, priority, delay=delay, not_before=not_before)
+            return self.enqueue_fh(
+                fh, metadata, priority, delay=delay, not_before=not_before,
+                unique_key=unique_key, unique_ttl=unique_ttl,
+                depends_on=depends_on, allow_failure=allow_failure,
+            )
 
     def enqueue_fh(
         self,
@@ -252,6 +272,10 @@ class DirQueue:
         *,
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
+        unique_key: str | None = None,
+        unique_ttl: float | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
         """Enqueue what can be read from a binary or text file object; return the job id."""
         size = self.buf_size
@@ -264,7 +288,9 @@ class DirQueue:
                 yield chunk
 
         return self._enqueue(
-            lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before)
+            lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
+            unique_key=unique_key, unique_ttl=unique_ttl,
+            depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_sub(
@@ -275,6 +301,10 @@ class DirQueue:
         *,
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
+        unique_key: str | None = None,
+        unique_ttl: float | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
         """Enqueue the chunks ``callable()`` returns, until it returns ``None``.
 
@@ -290,7 +320,9 @@ class DirQueue:
                 yield chunk
 
         return self._enqueue(
-            lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before)
+            lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
+            unique_key=unique_key, unique_ttl=unique_ttl,
+            depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_iter(
@@ -301,10 +333,16 @@ class DirQueue:
         *,
         delay: float | None = None,
         not_before: float | datetime.datetime | None = None,
+        unique_key: str | None = None,
+        unique_ttl: float | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
         """Enqueue the chunks of an iterable or generator (``str`` or ``bytes``)."""
         return self._enqueue(
-            lambda fd: write_chunks(fd, chunks), metadata, priority, 0, _due(delay, not_before)
+            lambda fd: write_chunks(fd, chunks), metadata, priority, 0, _due(delay, not_before),
+            unique_key=unique_key, unique_ttl=unique_ttl,
+            depends_on=depends_on, allow_failure=allow_failure,
         )
 
     def enqueue_many(
@@ -353,9 +391,49 @@ class DirQueue:
         priority: int,
         size_hint: int = 0,
         due: float | None = None,
+        *,
+        unique_key: str | None = None,
+        unique_ttl: float | None = None,
+        depends_on: Iterable[str | HasJobId] | None = None,
+        allow_failure: bool = False,
     ) -> str:
-        jobs = [(write_data, metadata, priority)]
-        return enqueue(self.config, jobs, size_hint, self.create, due=due)[0]
+        """The one job's enqueue behind every ``enqueue_*``.
+
+        ``unique_key``: enqueue only if no job with that key is waiting, deferred or
+        running (:mod:`dirqueue._keys`); else nothing is enqueued and the id of the job
+        that holds the key comes back as a :class:`JobId` whose ``existing`` is True.
+        ``unique_ttl``: keep the key for that many seconds from now even after its job
+        has ended: one job for the key in that time (an idempotent submission, a
+        periodic job's time slot).
+        ``depends_on``: the job waits in ``waiting/`` until every one of those jobs has
+        ended (:mod:`dirqueue._deps`); a parent that ends in ``failed/`` sends it to
+        ``failed/`` too, unless ``allow_failure``.
+        """
+        meta = metadata
+        gate = None
+        if unique_key is not None:
+            gate = KeyGate(self.config, unique_key, ttl=unique_ttl)
+            holder = gate.held_by() if self.exists else None
+            if holder is not None:
+                return JobId(holder, existing=True)
+            if unique_ttl is None:  # Else kept when the job ends: nobody releases it.
+                meta = {**validate_metadata(meta), KEY_META: gate.name}
+        parents = parent_ids(depends_on)
+        if parents:
+            meta = {
+                **validate_metadata(meta), **dependency_meta(parents, allow_failure=allow_failure)
+            }
+        jobs = [(write_data, meta, priority)]
+        try:
+            jobid = enqueue(
+                self.config, jobs, size_hint, self.create, due=due,
+                waiting=bool(parents), gate=gate,
+            )[0]
+        except AlreadyQueued as held:
+            return JobId(held.jobid, existing=True)
+        if parents:
+            settle_child(self.config, jobid)  # Its parents may all have ended already.
+        return JobId(jobid) if gate is not None else jobid
 
     # -- picking up -------------------------------------------------------------------
 
@@ -486,6 +564,7 @@ class DirQueue:
         """
         yield from self._queued_jobs()
         yield from self._deferred_jobs()
+        yield from self._parked_jobs(Layout.WAITING, scan_waiting(self.config))
 
     def _queued_jobs(self) -> Iterator[Job]:
         config = self.config
@@ -525,24 +604,34 @@ class DirQueue:
             )
 
     def _deferred_jobs(self) -> Iterator[Job]:
+        try:
+            entries = scan_deferred(self.config)
+        except OSError as err:
+            raise QueueIOError(f"listing the jobs in {self.layout.deferred_dir}", err) from err
+        yield from self._parked_jobs(Layout.DEFERRED, entries)
+
+    def _parked_jobs(
+        self, where: str, entries: Iterable[tuple[str, float] | str]
+    ) -> Iterator[Job]:
+        """The jobs in ``deferred/`` (``(name, due)`` entries) or ``waiting/`` (names)."""
         config = self.config
         layout = self.layout
-        try:
-            entries = scan_deferred(config)
-        except OSError as err:
-            raise QueueIOError(f"listing the jobs in {layout.deferred_dir}", err) from err
-        for name, due in entries:
-            path = layout.deferred_path(name)
+        for entry in entries:
+            name, due = (entry, None) if isinstance(entry, str) else entry
+            path = layout.path(where, name)
             try:
                 control = read_control(path)
             except OSError as err:
                 if not _fs.is_gone(err):
-                    _log.warning("skipping unreadable deferred job %s: %s", path, err)
+                    _log.warning("skipping unreadable job %s: %s", path, err)
                 continue  # Promoted (or moved aside) while we looked.
             except CorruptJobError as err:
-                _log.warning("skipping unreadable deferred job %s: %s", path, err)
+                _log.warning("skipping unreadable job %s: %s", path, err)
                 continue
-            yield Job(config, name, path, control, layout.data_path(name), deferred_until=due)
+            yield Job(
+                config, name, path, control, layout.data_path(name), deferred_until=due,
+                waiting=where == Layout.WAITING,
+            )
 
     def visit_all_jobs(self, visitor: Callable[[C, Job], Any], context: C = None) -> None:  # type: ignore[assignment]
         """Call ``visitor(context, job)`` for every job, as :meth:`jobs` lists them."""

@@ -29,11 +29,13 @@ from typing import Final
 from . import _fs, _lock
 from ._config import QueueConfig
 from ._deferred import scan_deferred
+from ._deps import claimed_dependant, scan_waiting
 from ._findings import Finding, FindingKind, RepairReport
 from ._format import data_location, is_job_name
 from ._identity import current_pid, owner_is_dead
 from ._jobfiles import check_data, move_aside, read_control, set_aside
 from ._judge import Verdict, filesystem_now, judge
+from ._keys import holder_of, is_held, list_keys, remove_if_stale
 from ._layout import Layout, TmpLockName
 from ._results import remove_expired
 from ._scanner import QueueEntry, locate, scan
@@ -199,10 +201,28 @@ class _Repairer:
         # Deferred jobs (listed after queue/, so that one moving between the two is
         # seen in one or the other) keep their data too.
         live.update(entry.name for entry in scan_deferred(self.config))
+        # So do dependants waiting for their parents (a promotion moves one into
+        # queue/, listed before: seen in one or the other).
+        live.update(scan_waiting(self.config))
         if self.queue_ok:
             self.check_data(live)
         self.check_results()
+        self.check_keys()
         return self.report
+
+    def check_keys(self) -> None:
+        """Unique keys whose job is gone, judged stale by the one rule (see
+        :mod:`dirqueue._keys`): left by a finisher that died before releasing it."""
+        for name in list_keys(self.config):
+            holder = holder_of(self.config, name)
+            if holder is None or is_held(self.config, holder):
+                continue
+            path = self.layout.key_path(name)
+            detail = f"its job {holder.jobid} is gone"
+            if self.dry_run:
+                self.note(FindingKind.STALE_KEY, path, detail, "would remove", fixed=False)
+            elif remove_if_stale(self.config, name):
+                self.note(FindingKind.STALE_KEY, path, detail, "removed", fixed=True)
 
     def check_results(self) -> None:
         """Answers whose time to live ran out (see :mod:`dirqueue._results`)."""
@@ -248,6 +268,10 @@ class _Repairer:
             if stat.S_ISDIR(st.st_mode):
                 self.note(FindingKind.STRAY, path, "a directory in tmp/", "left", False)
                 continue
+            dependant = claimed_dependant(name)
+            if dependant is not None and self.old_enough(st):
+                self._put_back_dependant(name, dependant)
+                continue
             dead = self._tmp_owner_dead(name)
             if TmpLockName.is_lock_file(name) and dead is False:
                 continue  # A live worker's lock file: every job it takes is linked to it.
@@ -259,6 +283,39 @@ class _Repairer:
                     path,
                     f"left by a process that died ({self.age(st):.0f}s old)",
                 )
+
+    def _put_back_dependant(self, name: str, jobid: str) -> None:
+        """A dependant claimed for ``failed/`` by a worker that died on the way: back to
+        ``waiting/`` (a link, never over a name that is there; then the tmp name goes),
+        where the next settle moves it to ``failed/`` properly."""
+        path = self.layout.tmp_path(name)
+        detail = f"dependant {jobid}, left on its way to failed/ by a process that died"
+        if self.dry_run:
+            self.note(FindingKind.TMP_LEFTOVER, path, detail, "would put back in waiting/",
+                      False)
+            return
+        try:
+            wfd, _ = _fs.ensure_dir_nofollow(self.config.dir, (Layout.WAITING,))
+            try:
+                tfd = _fs.open_dir_nofollow(self.config.dir, (Layout.TMP,))
+                try:
+                    ours = os.lstat(name, dir_fd=tfd)
+                    try:
+                        os.link(name, jobid, src_dir_fd=tfd, dst_dir_fd=wfd,
+                                follow_symlinks=False)
+                    except FileExistsError:
+                        # Over NFS a lost reply says EEXIST although the link was made.
+                        if not _fs.same_file(os.lstat(jobid, dir_fd=wfd), ours):
+                            raise
+                    os.unlink(name, dir_fd=tfd)
+                finally:
+                    _fs.close_dir(tfd)
+            finally:
+                _fs.close_dir(wfd)
+        except OSError as err:
+            self.note(FindingKind.TMP_LEFTOVER, path, detail, f"left: {err}", False)
+            return
+        self.note(FindingKind.TMP_LEFTOVER, path, detail, "put back in waiting/", True)
 
     def _tmp_owner_dead(self, name: str) -> bool | None:
         # A pickup's tmp lock (or a lock file) names its owner: only a provably dead one
@@ -514,6 +571,7 @@ class _Repairer:
             any(
                 locate(self.layout, jobid)
                 or os.path.lexists(self.layout.deferred_path(jobid))
+                or os.path.lexists(self.layout.waiting_path(jobid))
                 for jobid in owners
             )
             or not self.old_enough(st, linked=True)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._deferred import scan_deferred
+from ._deps import parents_of, scan_waiting
 from ._judge import Verdict, filesystem_now, judge_lock
-from ._layout import Layout
+from ._place import Place, place_of
 from ._results import count_results
 from ._scanner import scan
 from .errors import QueueNotFoundError
@@ -41,8 +42,8 @@ __all__ = [
     "waiting_job_ids",
 ]
 
-JobState = Literal["queued", "active", "stale", "deferred"]
-STATES: Final = ("queued", "active", "stale", "deferred")
+JobState = Literal["queued", "active", "stale", "deferred", "waiting"]
+STATES: Final = ("queued", "active", "stale", "deferred", "waiting")
 
 
 def require_queue(queue: DirQueue) -> None:
@@ -73,11 +74,13 @@ def waiting_job_ids(queue: DirQueue) -> list[str]:
 
 
 def jobs_left(queue: DirQueue) -> int:
-    """Jobs not yet done: in ``queue/`` (waiting or held) or in ``deferred/``. Names
-    only, so cheap enough to ask again and again during a drain."""
+    """Jobs not yet done: in ``queue/`` (waiting or held), ``deferred/`` or
+    ``waiting/``. Names only, so cheap enough to ask again and again during a drain."""
     if not queue.exists:
         return 0
-    return sum(1 for _ in scan(queue.layout, ordered=False)) + len(scan_deferred(queue.config))
+    config = queue.config
+    queued = sum(1 for _ in scan(queue.layout, ordered=False))
+    return queued + len(scan_deferred(config)) + len(scan_waiting(config))
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,10 @@ class JobInfo:
 
 
 def _lock_state(queue: DirQueue, job: Job, now: float, skew: float) -> tuple[JobState, str]:
+    if job.waiting:
+        parents, _ = parents_of(job.metadata)
+        left = [p for p in parents if place_of(queue.config, p) is not None]
+        return "waiting", f"after {len(left)} of {len(parents)} parents: {' '.join(left)}"
     if job.deferred_until is not None:
         due = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.deferred_until))
         return "deferred", f"due at {due} ({max(0.0, job.deferred_until - now):.0f}s)"
@@ -166,11 +173,13 @@ class QueueStats:
     deferred: int = 0
     #: Answers kept in ``results/`` (done or failed, not yet expired).
     results: int = 0
+    #: Dependants waiting in ``waiting/`` for their parents to end.
+    waiting: int = 0
 
     @property
     def total(self) -> int:
-        """Jobs in the queue (queued, active, stale and deferred; not failed)."""
-        return self.queued + self.active + self.stale + self.deferred
+        """Jobs in the queue (queued, active, stale, deferred and waiting; not failed)."""
+        return self.queued + self.active + self.stale + self.deferred + self.waiting
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form used by ``dq stats --json``."""
@@ -181,6 +190,7 @@ class QueueStats:
             "failed": self.failed,
             "deferred": self.deferred,
             "results": self.results,
+            "waiting": self.waiting,
             "oldest_waiting_age": self.oldest_waiting_age,
         }
 
@@ -212,26 +222,13 @@ def tally(
         results=count_results(queue.config, now=now),
         oldest_waiting_age=oldest,
         deferred=counts["deferred"],
+        waiting=counts["waiting"],
     )
 
 
-def job_place(queue: DirQueue, jobid: str) -> Literal["queued", "active", "deferred"] | None:
+def job_place(queue: DirQueue, jobid: str) -> Place | None:
     """Where job ``jobid`` is now, by its names alone (a few ``lstat`` calls, no
-    listing): ``active`` (locked), ``queued``, ``deferred``, or None if it is in none
-    of them (finished, failed, or never was). For one job's status (``TaskResult``)."""
-    layout = queue.layout
-    fanouts: tuple[str | None, ...] = (None,)
-    if queue.queue_fanout:
-        fanouts += tuple(Layout.FANOUT_DIGITS)
-
-    def queued() -> Literal["queued", "active"] | None:
-        for fanout in fanouts:
-            if os.path.lexists(layout.queue_path(jobid, fanout)):
-                return "active" if os.path.lexists(layout.active_path(jobid)) else "queued"
-        return None
-
-    # deferred/, queue/, and once more each if neither had it: a job moved between the
-    # two while we look (deferred for a retry, or due and moved back) is seen in one.
-    if os.path.lexists(layout.deferred_path(jobid)):
-        return "deferred"
-    return queued() or ("deferred" if os.path.lexists(layout.deferred_path(jobid)) else queued())
+    listing): ``active`` (locked), ``queued``, ``deferred``, ``waiting`` (for its
+    parents), or None if it is in none of them (finished, failed, or never was). For
+    one job's status (``TaskResult``)."""
+    return place_of(queue.config, jobid)

@@ -41,6 +41,8 @@ from ._command import (
     one_line,
 )
 from ._deferred import scan_deferred
+from ._deps import scan_waiting
+from ._deps import settle as settle_dependants
 from ._format import last_error_of
 from ._handler import (
     FailJob,
@@ -64,7 +66,7 @@ from ._outcomes import (
     retry_backoff,
 )
 from ._results import DEFAULT_RESULT_TTL, answer_ttl, keep_answer, keep_failure
-from .errors import JobLostError, QueueIOError
+from .errors import DirQueueError, JobLostError, QueueIOError
 from .failed import FAILED_STORE_RETRY, FailedStore, attempts_of
 from .queue import DirQueue
 from .stats import waiting_job_ids
@@ -107,6 +109,8 @@ DEFAULT_MAX_ATTEMPTS: Final = 3
 #: How long ``until_empty`` waits for unlocked jobs that pickups do not take (the
 #: pickup's listing is reused for about a second) before it calls the queue empty.
 _UNSEEN_JOB_PATIENCE: Final = 3.0
+#: How often (seconds) an idle worker settles the whole of waiting/.
+_SETTLE_INTERVAL: Final = 1.0
 
 
 class Worker:
@@ -161,6 +165,9 @@ class Worker:
     :param on_running: called with ``(jobid, attempt)`` as the handler starts on a
         job, and with ``(None, 0)`` once it has returned (used by :func:`run_workers`
         to watch for timeouts).
+    :param on_step: called at the start of every step, before a job is taken or
+        waited for (at least every ``poll_interval`` while idle): ``dq server
+        --periodic`` offers its time slots' jobs from here.
     :param watched: this worker's process is killed from outside at
         :attr:`watchdog_timeout` (by :func:`run_workers`' supervisor), so a plain
         function's timeout needs no alarm.
@@ -188,6 +195,7 @@ class Worker:
         keep_results: bool = False,
         result_ttl: float = DEFAULT_RESULT_TTL,
         watched: bool = False,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
         check_handler(handler)
         retry_delay = check_number("retry_delay", retry_delay, SECONDS_OR_ZERO)
@@ -215,6 +223,7 @@ class Worker:
         self.handler = handler
         self.timeout = timeout
         self.on_running = on_running
+        self.on_step = on_step
         plain = not isinstance(handler, CommandHandler)
         #: The command, without a time limit: each job's is set as it starts.
         self._command = handler if isinstance(handler, CommandHandler) else None
@@ -240,6 +249,8 @@ class Worker:
         self._in_handler = False
         self._last_activity = clock()
         self._unseen_since: float | None = None
+        #: When (monotonic) an idle worker next settles all of waiting/.
+        self._next_settle = 0.0
 
     @property
     def job_timeout(self) -> float | None:
@@ -340,15 +351,37 @@ class Worker:
                 and self._clock() - self._last_activity >= self.idle_timeout
             ):
                 self.request_stop(StopReason.IDLE_TIMEOUT)
+            self._settle_dependants(None)
             self.report.counts[Outcome.IDLE.value] += 1
             return StepResult(Outcome.IDLE)
         self._unseen_since = None
         result = self.process(job)
+        # Whoever ends a parent settles its dependants: no daemon, and a child starts
+        # as soon as its last parent is done.
+        self._settle_dependants(job.jobid, result.outcome)
         self._last_activity = self._clock()
         self.report.counts[result.outcome.value] += 1
         if self.on_result is not None:
             self.on_result(result)
         return result
+
+    def _settle_dependants(self, parent: str | None, outcome: Outcome | None = None) -> None:
+        """Promote the dependants in ``waiting/`` whose parents have all ended, and move
+        to ``failed/`` those with a failed parent: the ones that name ``parent``, or
+        (``parent`` None, at most every second while idle) all of them, which catches
+        what a crash, a Perl worker or a plain ``Job.finish`` left."""
+        if outcome not in (None, Outcome.FINISHED, Outcome.FAILED):
+            return  # Still there (returned, retried later, lost): nothing to settle.
+        if parent is None:
+            now = time.monotonic()
+            if now < self._next_settle:
+                return
+            self._next_settle = now + _SETTLE_INTERVAL
+        try:
+            for name, reason in settle_dependants(self.queue.config, parent):
+                self.failed.fail_waiting(name, reason)
+        except (OSError, DirQueueError) as err:
+            _log.warning("settling the dependants in waiting/: %s (tried again later)", err)
 
     def _looks_empty(self) -> bool:
         """True when no job waits that this worker could take (for ``until_empty``).
@@ -358,7 +391,8 @@ class Worker:
         """
         if not waiting_job_ids(self.queue):
             self._unseen_since = None
-            return not scan_deferred(self.queue.config)
+            config = self.queue.config
+            return not scan_deferred(config) and not scan_waiting(config)
         # Unlocked jobs are there that the pickup did not take: most likely returned
         # after a failure since the pickup last listed the queue, which it will see on
         # its next listing. But a job that no pickup will ever take (a corrupt control
@@ -369,6 +403,8 @@ class Worker:
         return now - self._unseen_since > _UNSEEN_JOB_PATIENCE
 
     def _take(self, timeout: float | None) -> Job | None:
+        if self.on_step is not None:
+            self.on_step()
         if timeout is None:
             timeout = 0.0 if self.until_empty else self.poll_interval
         if self.idle_timeout is not None:

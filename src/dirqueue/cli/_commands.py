@@ -133,7 +133,8 @@ def cmd_submit(ctx: Context) -> int:
     started = time.monotonic()
     try:
         for index, path in enumerate(files, 1):
-            when = {"delay": args.delay, "not_before": args.at}
+            when = {"delay": args.delay, "not_before": args.at, "unique_key": args.unique,
+                    "depends_on": args.after}
             if path == "-":
                 jobid = queue.enqueue_fh(sys.stdin.buffer, metadata, args.priority, **when)
             else:
@@ -142,6 +143,8 @@ def cmd_submit(ctx: Context) -> int:
                 # Keep the bar on its own line when ids share the terminal.
                 ctx.err.write("\r\033[K")
             ctx.out.write(jobid + "\n")
+            if getattr(jobid, "existing", False):
+                ctx.say(f"{path}: not submitted: job {jobid} holds key {args.unique!r}")
             ctx.out.flush()
             progress.update(index)
     finally:
@@ -228,8 +231,9 @@ def _print_jobs(ctx: Context, infos: list[JobInfo], results: int = 0) -> None:
         if info.note:
             ctx.line(f"note: {info.job.jobid}: {info.note}")
     counts = {s: sum(1 for i in infos if i.state == s) for s in STATES}
-    if not counts["deferred"]:
-        del counts["deferred"]  # Named only when there are some.
+    for rare in ("deferred", "waiting"):
+        if not counts[rare]:
+            del counts[rare]  # Named only when there are some.
     ctx.line(", ".join(f"{n} {s}" for s, n in counts.items()) + kept)
 
 
@@ -319,6 +323,8 @@ def _print_stats(snap: Snapshot, form: str, out: IO[str]) -> None:
             ["deferred", str(stats.deferred)],
             ["oldest waiting", format_age(stats.oldest_waiting_age)],
         ]
+        if stats.waiting:  # Only queues with dependants have a line for them.
+            rows.insert(5, ["waiting", str(stats.waiting)])
         if stats.results:  # Only queues that keep answers have a line for them.
             rows.insert(4, ["results", str(stats.results)])
         width = max(len(r[0]) for r in rows)
@@ -472,6 +478,8 @@ def cmd_show(ctx: Context) -> int:
         rows.append(("lock touched", format_age(view["lock_age"]) + " ago"))
     if view["note"]:
         rows.append(("note", view["note"]))
+    rows += [("after", " ".join(view["parents"]))] if view["parents"] else []
+    rows += [("before", " ".join(view["children"]))] if view["children"] else []
     if view["state"] == "failed":
         rows.append(("failed", _when(view["failed_at"], now)
                      + f" on {view['failed_host']} (pid {view['failed_pid']})"))

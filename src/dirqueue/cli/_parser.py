@@ -284,6 +284,15 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         help="start the jobs at TIME: ISO 8601 (2026-12-24T18:00, local time unless it"
         " has a zone) or seconds since the epoch",
     )
+    p.add_argument(
+        "--unique", metavar="KEY",
+        help="submit only if no job with KEY is waiting, deferred or running (else print"
+        " that job's id, and say so on stderr)",
+    )
+    p.add_argument(
+        "--after", action="append", metavar="JOBID",
+        help="wait in waiting/ until job JOBID has ended; repeat for several parents",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     complete_as(p.add_argument(
         "files", nargs="+", metavar="FILE", help="files to submit; - reads stdin"
@@ -459,6 +468,11 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         "--tasks", action="append", metavar="MODULE",
         help="run task jobs (see dirqueue.tasks) of the @q.task functions MODULE defines;"
         " repeatable. Plain jobs go to --handler or the command, if given",
+    )
+    p.add_argument(
+        "--periodic", action="append", metavar="MODULE",
+        help="offer the jobs of the @q.periodic tasks MODULE defines, each slot's once"
+        " across every server on every host, and run them (as --tasks MODULE); repeatable",
     )
     p.add_argument(
         "--keep-results", action="store_true",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import os
 import shlex
@@ -17,9 +18,11 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+from ..coord import PeriodicOfferer
 from ..errors import DirQueueError
+from ..queue import DirQueue
 from ..stats import jobs_left
-from ..tasks import TaskHandler
+from ..tasks import TaskHandler, periodic_tasks
 from ..worker import (
     CommandHandler,
     Handler,
@@ -138,6 +141,8 @@ def _server_handler(ctx: Context) -> Handler:
     command = _command_from(args)
     if args.handler and command:
         raise UsageError("give either --handler MODULE:FUNCTION or a command after --, not both")
+    if args.periodic:
+        args.tasks = [*(args.tasks or []), *args.periodic]  # Their jobs are task jobs.
     if args.tasks:
         # Task jobs to the tasks' handler; plain ones to the handler or command, if any.
         plain = _load_handler(ctx, args.handler) if args.handler else None
@@ -177,6 +182,21 @@ def _job_output_to_stderr() -> Iterator[None]:
             sys.stdout.flush()  # A Python handler's print()s: to stderr with the rest.
         os.dup2(saved, out_fd)
         os.close(saved)
+
+
+def _periodic_offerer(queue: DirQueue, modules: list[str]) -> PeriodicOfferer:
+    """The offerer of the periodic tasks ``modules`` define for ``queue``, imported
+    here, before any worker is forked (each worker offers at each of its steps)."""
+    for module in modules:
+        importlib.import_module(module)  # TaskHandler has imported it already.
+    offerer = PeriodicOfferer(queue, periodic_tasks())
+    if not offerer.tasks:
+        raise UsageError(
+            f"--periodic {' '.join(modules)}: no @q.periodic task there is for the queue"
+            f" {queue.dir!r}: define them with q = TaskQueue({queue.dir!r}) and"
+            " @q.periodic(every=...)"
+        )
+    return offerer
 
 
 def _clearing_progress(handler: Handler, progress: Progress) -> Handler:
@@ -237,6 +257,8 @@ def cmd_server(ctx: Context) -> int:
         "retry_delay_max": max(args.retry_delay_max, args.retry_delay),
         "keep_results": args.keep_results,
     }
+    if args.periodic:
+        options["on_step"] = _periodic_offerer(queue, args.periodic).tick
     announcer = StopAnnouncer(ctx.say)
     redirect = _job_output_to_stderr() if args.json else contextlib.nullcontext()
     started = time.monotonic()

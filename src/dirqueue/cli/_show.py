@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from .._deps import dependants_of, parents_of
 from .._format import is_job_name, last_error_of
 from ..errors import DirQueueError, NoSuchJobError
 from ..failed import FailedStore, NoSuchFailedJobError
@@ -47,6 +48,8 @@ def _blank(jobid: str) -> JobView:
         "failed_at": None,
         "failed_host": None,
         "failed_pid": None,
+        "parents": [],
+        "children": [],
     }
 
 
@@ -167,6 +170,8 @@ def show_job(queue: DirQueue, jobid: str, *, now: float | None = None) -> JobVie
     for finder in _FINDERS:
         view = finder(queue, jobid, when)
         if view is not None:
+            view["parents"] = parents_of(view["metadata"])[0]
+            view["children"] = dependants_of(queue.config, jobid)
             return view
     _raise_if_unreadable(queue, jobid)
     raise NoSuchJobError(

@@ -17,7 +17,7 @@ Workers: ``dq server --dir spool/q --tasks myapp.tasks``, or
 ``Worker(q, TaskHandler(q, ["myapp.tasks"])).run()``.
 """
 
-from ._api import Task, TaskOptions, TaskQueue, lookup_task, registered_tasks
+from ._api import Task, TaskOptions, TaskQueue, lookup_task, periodic_tasks, registered_tasks
 from ._call import BadCallError, TaskArgumentError
 from ._handler import NotATaskJobError, TaskHandler, UnknownTaskError
 from ._result import NoResultError, ResultTimeoutError, TaskFailed, TaskResult, TaskStatus
@@ -46,5 +46,6 @@ __all__ = [
     "TaskStatus",
     "UnknownTaskError",
     "lookup_task",
+    "periodic_tasks",
     "registered_tasks",
 ]

@@ -13,19 +13,30 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import inspect
+import json
 import os
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from .._deps import HasJobId
 from .._format import DEFAULT_PRIORITY
 from .._jobsettings import MAX_ATTEMPTS, RETRY_DELAY, TIMEOUT
+from .._numbers import parse_seconds
 from .._results import DEFAULT_RESULT_TTL, RESULT_TTL_KEY
 from ..queue import DirQueue
 from ._call import ENCODING_KEY, JSON, PICKLE, TASK_KEY, encode_call
 from ._result import TaskResult
 
-__all__ = ["Task", "TaskOptions", "TaskQueue", "lookup_task", "registered_tasks"]
+__all__ = [
+    "Task",
+    "TaskOptions",
+    "TaskQueue",
+    "lookup_task",
+    "periodic_tasks",
+    "registered_tasks",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,6 +48,16 @@ _REGISTRY: dict[str, Task[Any, Any]] = {}
 def lookup_task(name: str) -> Task[Any, Any] | None:
     """The task registered as ``name`` in this process, or None."""
     return _REGISTRY.get(name)
+
+
+#: The tasks this process has made periodic (``@q.periodic``), by name, with their
+#: period in seconds: what ``dq server --periodic`` offers (``dirqueue.coord``).
+_PERIODIC: dict[str, tuple[Task[Any, Any], float]] = {}
+
+
+def periodic_tasks() -> list[tuple[Task[Any, Any], float]]:
+    """The periodic tasks this process has defined, and their periods, by name."""
+    return [_PERIODIC[name] for name in sorted(_PERIODIC)]
 
 
 def registered_tasks() -> list[str]:
@@ -59,6 +80,15 @@ class TaskOptions:
     :param result_ttl: seconds the answer is kept (0: none).
     :param delay: seconds to wait before the job may run.
     :param not_before: when it may run (a datetime, or seconds since the epoch).
+    :param unique: enqueue a call only if no job of the same call (the task's name and
+        its arguments) is queued, deferred, waiting or running; else ``submit`` returns
+        the handle of that job (see ``docs/coordination.md``).
+    :param depends_on: jobs (ids, or the handles ``submit`` returned) whose end the job
+        waits for, in ``waiting/``.
+    :param allow_failure: run even if one of ``depends_on`` ends in ``failed/``.
+    :param unique_key: the key itself, instead of one made from the call; with
+        ``unique_ttl``, kept that many seconds even after its job has ended (see
+        :meth:`dirqueue.DirQueue.enqueue_string`).
     """
 
     retries: int | None = None
@@ -68,6 +98,11 @@ class TaskOptions:
     result_ttl: float = DEFAULT_RESULT_TTL
     delay: float | None = None
     not_before: float | datetime.datetime | None = None
+    unique: bool = False
+    depends_on: tuple[str | HasJobId, ...] = ()
+    allow_failure: bool = False
+    unique_key: str | None = None
+    unique_ttl: float | None = None
 
     def __post_init__(self) -> None:
         if self.retries is not None and (
@@ -150,9 +185,18 @@ class Task(Generic[P, R]):
             self.signature, self.name, args, kwargs, use_pickle=queue.allow_pickle
         )
         opts = self.default_options
+        key = opts.unique_key
+        if opts.unique and key is None:
+            # One call, one key: keyword arguments in any order are the same call.
+            raw = data
+            if encoding == JSON:
+                raw = json.dumps(json.loads(data), sort_keys=True).encode("utf-8")
+            key = f"task {self.name} {hashlib.sha256(raw).hexdigest()}"
         jobid = queue.enqueue_string(
             data, opts.metadata(self.name, encoding), opts.priority,
-            delay=opts.delay, not_before=opts.not_before,
+            delay=opts.delay, not_before=opts.not_before, unique_key=key,
+            unique_ttl=opts.unique_ttl,
+            depends_on=opts.depends_on, allow_failure=opts.allow_failure,
         )
         result: TaskResult[R] = TaskResult(queue, jobid)
         return result
@@ -206,6 +250,29 @@ class TaskQueue(DirQueue):
 
         if func is not None:
             return wrap(func)
+        return wrap
+
+    def periodic(
+        self, *, every: float | str, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
+        """Make a function a task run once every ``every`` (seconds, or ``"30s"``,
+        ``"5m"``, ``"1h"``): ``@q.periodic(every="5m")``.
+
+        Nothing runs by itself: every ``dq server --periodic MODULE`` (on any host)
+        offers each time slot's job, and the slot's unique key lets exactly one of
+        them enqueue it (``dirqueue.coord``, ``docs/coordination.md``). A function
+        with a ``slot`` parameter is given the slot's start (seconds since the epoch,
+        in the filesystem's clock). Other options are :meth:`task`'s; answers are
+        kept for ten periods (at least a minute) unless ``result_ttl`` says otherwise.
+        """
+        seconds = parse_seconds("every", every)
+        options.setdefault("result_ttl", max(60.0, 10 * seconds))
+
+        def wrap(function: Callable[P, R]) -> Task[P, R]:
+            made: Task[P, R] = self.task(name=name, **options)(function)
+            _PERIODIC[made.name] = (made, seconds)
+            return made
+
         return wrap
 
     def result(self, jobid: str) -> TaskResult[Any]:

@@ -23,7 +23,7 @@ from ..stats import job_place
 __all__ = ["NoResultError", "ResultTimeoutError", "TaskFailed", "TaskResult", "TaskStatus"]
 
 R = TypeVar("R")
-TaskStatus = Literal["queued", "deferred", "active", "done", "failed", "unknown"]
+TaskStatus = Literal["queued", "deferred", "waiting", "active", "done", "failed", "unknown"]
 
 
 class TaskFailed(DirQueueError):
@@ -81,9 +81,10 @@ class TaskResult(Generic[R]):
 
     @property
     def status(self) -> TaskStatus:
-        """``done`` or ``failed`` once answered; ``queued``, ``deferred`` (waiting for
-        a retry's back-off or a delay) or ``active`` before; ``unknown`` when it is
-        nowhere and has no answer (see :class:`NoResultError`)."""
+        """``done`` or ``failed`` once answered; ``queued``, ``waiting`` (for its
+        parents), ``deferred`` (for a retry's back-off or a delay) or ``active``
+        before; ``unknown`` when it is nowhere and has no answer (see
+        :class:`NoResultError`)."""
         record = self.record()
         if record is not None and record.status != FAILED:
             return "done"
