@@ -23,6 +23,7 @@ import pytest
 from _helpers import descendants_of, handles_signal, process_alive, wait_for
 from dirqueue import DirQueue
 from dirqueue._elastic import Live, Scaler, Scaling, parse_workers
+from dirqueue._servers import read_servers
 from dirqueue.errors import InvalidNumberError
 
 pytestmark = pytest.mark.timeout(90)
@@ -217,12 +218,18 @@ def test_a_burst_grows_the_pool_to_its_most_and_the_quiet_shrinks_it_back(
             peak = max(peak, len(workers_of(proc)))
             return peak == 6
 
+        def said() -> list[int]:  # What dq stats reads: servers/.
+            return [entry.workers for entry in read_servers(q.config)]
+
         assert wait_for(at_six, timeout=10), f"at most {peak} workers"
         grew_in = time.monotonic() - began
+        assert wait_for(lambda: said() == [6], timeout=5)
         assert wait_for(lambda: len(runs(marks, ".done")) == 60, timeout=30)
         assert wait_for(lambda: len(workers_of(proc)) == 1, timeout=15)
+        assert wait_for(lambda: said() == [1], timeout=5)
         assert stop(proc) == 0
         text = err_path.read_text()
+    assert said() == []
     # Each grown once, from 1, every 0.2 s at most: 5 steps, within seconds.
     assert grew_in < 8
     assert text.count("+1: jobs wait") == 5

@@ -40,6 +40,7 @@ from ._outcomes import (
     stop_code,
     stop_reason_of,
 )
+from ._servers import Announcer
 from ._supervisor import (
     ChildContext,
     ChildDeath,
@@ -122,25 +123,38 @@ def run_workers(
         raise QueueNotFoundError(queue.dir)
     fleet = _Fleet(queue, handler, most, njobs, worker_options)
     scaler = Scaler(scaling, fleet.job_times, fleet.jobs_waiting)
+    # How many run, in servers/ for dq stats (an idle worker shows nowhere else).
+    announcer = Announcer(queue.config, most)
+    count = least
 
     def on_tick(pids: list[int]) -> None:
+        announcer.update(count)
         if on_progress is not None:
             now = fleet.reports(pids)
             on_progress(sum(r.jobs for r in now), now)
 
-    results = supervise(
-        least,
-        fleet.child_main,
-        on_tick=on_tick,
-        interval=progress_interval,
-        restart=True,
-        # Always: a job may bring its own time limit (dq.timeout) to any worker.
-        deadline_of=fleet.deadline_of,
-        on_death=fleet.on_death,
-        scaler=scaler,
-        on_scale=on_scale,
-    )
-    fleet.close()
+    def scaled(workers: int, note: str) -> None:
+        nonlocal count
+        count = workers
+        if on_scale is not None:
+            on_scale(workers, note)
+
+    try:
+        results = supervise(
+            least,
+            fleet.child_main,
+            on_tick=on_tick,
+            interval=progress_interval,
+            restart=True,
+            # Always: a job may bring its own time limit (dq.timeout) to any worker.
+            deadline_of=fleet.deadline_of,
+            on_death=fleet.on_death,
+            scaler=scaler,
+            on_scale=scaled,
+        )
+    finally:
+        announcer.withdraw()
+        fleet.close()
     final = fleet.reports([r.pid for r in results])
     for report, result in zip(final, results, strict=True):
         report.exit_code = result.exit_code
