@@ -370,7 +370,12 @@ class _Supervisor:
     def scale(self, now: float) -> None:
         """Start or let go what the scaler says (nothing once stopping or winding down)."""
         by_hand, self.by_hand = self.by_hand, []
-        if self.scaler is None or self.stopping or self.winding_down:
+        if self.scaler is None:
+            return
+        if self.stopping or self.winding_down:
+            if by_hand and self.on_scale is not None:
+                count = sum(1 for s in self.slots if not s.done and not s.let_go)
+                self.on_scale(count, "SIGTTIN/SIGTTOU ignored: the workers are stopping")
             return
         live = [s for s in self.slots if not s.done and not s.let_go]
         decision = self.scaler.decide(
