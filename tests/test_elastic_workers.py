@@ -22,7 +22,7 @@ import pytest
 
 from _helpers import descendants_of, handles_signal, process_alive, wait_for
 from dirqueue import DirQueue
-from dirqueue._elastic import Live, Scaler, Scaling, parse_workers
+from dirqueue._elastic import JobTimes, Live, Scaler, Scaling, parse_workers
 from dirqueue._servers import read_servers
 from dirqueue.errors import InvalidNumberError
 
@@ -43,12 +43,12 @@ class Fleet:
     """Job times per worker, as the workers would write them in shared memory."""
 
     def __init__(self) -> None:
-        self.times: dict[int, tuple[float, float]] = {}
+        self.times: dict[int, tuple[float, ...]] = {}
         self.waiting = True
         self.asked = 0
 
-    def job_times(self, index: int) -> tuple[float, float]:
-        return self.times.get(index, (0.0, 0.0))
+    def job_times(self, index: int) -> JobTimes:
+        return JobTimes(*self.times.get(index, ()))
 
     def jobs_waiting(self) -> bool:
         self.asked += 1
@@ -82,13 +82,15 @@ def test_one_worker_more_per_interval_while_all_are_busy_and_jobs_wait() -> None
     assert fleet.asked == asked + 1
 
 
-def test_a_worker_that_just_ended_a_job_counts_busy_one_never_started_does_not() -> None:
+def test_a_worker_between_two_jobs_counts_busy_until_a_pickup_finds_nothing() -> None:
     fleet = Fleet()
     s = scaler(fleet)
     worker = Live(0, 0.0)
-    fleet.times[0] = (9.0, 9.95)  # Ended a job 0.05 s ago: taking its next.
-    assert s.busy(worker, 10.0)
-    assert not s.busy(worker, 11.0)
+    fleet.times[0] = (9.0, 9.5)  # Ended a job, taking its next (slowly: NFS).
+    assert s.busy(worker, 20.0)
+    fleet.times[0] = (9.0, 9.5, 9.6)  # Its next pickup found nothing.
+    assert not s.busy(worker, 20.0)
+    assert s.idle_for(worker, 20.0) == 10.5
     assert not s.busy(Live(1, 10.0), 10.0)  # Started, no job yet.
     # A row left by the slot's previous worker (let go) says nothing of this one.
     fleet.times[2] = (5.0, 0.0)
@@ -100,11 +102,13 @@ def test_idle_workers_go_down_to_the_floor_the_newest_first() -> None:
     s = scaler(fleet, least=2)
     live = [Live(i, 0.0) for i in range(4)]
     for i in range(4):
-        fleet.times[i] = (1.0, 2.0)
+        fleet.times[i] = (1.0, 2.0, 2.1)  # Ended a job at 2, then found nothing.
     assert s.decide(31.0, live, []).let_go == ()
     assert s.decide(32.5, live, []).let_go == (3, 2)
-    fleet.times[3] = (32.0, 2.0)  # Busy: never let go for being idle.
+    fleet.times[3] = (32.0, 2.0, 2.1)  # Busy: never let go for being idle.
     assert s.decide(33.0, live, []).let_go == (2, 1)
+    fleet.times[2] = (1.0, 3.0)  # Between two jobs: not idle, though long ago.
+    assert s.decide(34.0, live, []).let_go == (1, 0)
 
 
 def test_ttin_and_ttou_move_the_count_and_the_floor_within_one_and_the_most() -> None:

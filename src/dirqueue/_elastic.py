@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_GROW_INTERVAL",
     "DEFAULT_SHRINK_AFTER",
     "Decision",
+    "JobTimes",
     "Live",
     "Scaler",
     "Scaling",
@@ -48,9 +49,6 @@ __all__ = [
 DEFAULT_SHRINK_AFTER: Final = 30.0
 #: Seconds between two workers started because jobs wait.
 DEFAULT_GROW_INTERVAL: Final = 1.0
-#: A worker that ended a job this recently (seconds) is taking its next one: counted
-#: busy, or a steady stream of short jobs would never find every worker in a job.
-BUSY_GRACE: Final = 0.2
 #: The most workers one supervisor runs (each is a process, with its own memory).
 MOST_WORKERS: Final = 1024
 
@@ -119,9 +117,14 @@ class Decision:
     notes: tuple[str, ...] = ()
 
 
-#: When worker ``index``'s current or last job started and ended
-#: (``time.monotonic()``; 0: none yet).
-JobTimes = Callable[[int], tuple[float, float]]
+@dataclass(frozen=True)
+class JobTimes:
+    """When (``time.monotonic()``; 0: never) a worker's current or last job started
+    and ended, and when its last pickup that found nothing began."""
+
+    began: float = 0.0
+    ended: float = 0.0
+    empty: float = 0.0
 
 
 @dataclass
@@ -134,7 +137,7 @@ class Scaler:
     """
 
     scaling: Scaling
-    job_times: JobTimes
+    job_times: Callable[[int], JobTimes]
     jobs_waiting: Callable[[], bool]
     #: The count the workers shrink back to: ``least``, moved by SIGTTIN and SIGTTOU.
     floor: int = 0
@@ -160,19 +163,22 @@ class Scaler:
         return Decision(start, tuple(let_go), tuple(notes))
 
     def busy(self, worker: Live, now: float) -> bool:
-        """True if ``worker`` is in a job, or has just ended one (and is taking its
-        next): a worker that never had a job is not busy."""
-        began, ended = self.job_times(worker.index)
-        if began >= worker.started and began > ended:
+        """True if ``worker`` is in a job, or has ended one and is taking its next: no
+        pickup of its has found nothing since. Not "in a job" alone: between two jobs a
+        worker spends time finishing one and taking the next (much of it, on a slow
+        network filesystem), and a pool in a backlog would never look all busy.
+        A worker that never had a job is not busy."""
+        times = self.job_times(worker.index)
+        if times.began >= worker.started and times.began > times.ended:
             return True
-        return ended >= worker.started and now - ended < BUSY_GRACE
+        return times.ended >= worker.started and times.empty < times.ended
 
     def idle_for(self, worker: Live, now: float) -> float:
         """Seconds since ``worker`` last ended a job, or started (0 while in a job)."""
-        began, ended = self.job_times(worker.index)
-        if began >= worker.started and began > ended:
+        times = self.job_times(worker.index)
+        if times.began >= worker.started and times.began > times.ended:
             return 0.0
-        return now - max(ended, worker.started)
+        return now - max(times.ended, worker.started)
 
     def _by_hand(
         self, now: float, live: list[Live], by_hand: list[int], owed: int, notes: list[str]

@@ -207,8 +207,9 @@ class LocalBudget:
 #: its stop reason as a :data:`STOP_CODES` index, then the job it runs now: the
 #: attempt, when (``time.monotonic()``, in ms) the supervisor must kill it, and the
 #: time limit (ms) that deadline keeps (the job's own, or the worker's); and when
-#: (``time.monotonic()``, in µs) its current or last job started and ended, which an
-#: elastic supervisor reads to know it busy or idle.
+#: (``time.monotonic()``, in µs) its current or last job started and ended, and when
+#: its last pickup that found nothing began, which an elastic supervisor reads to know
+#: it busy or idle.
 COUNTED: Final = {outcome: column for column, outcome in enumerate(JOB_OUTCOMES)}
 STOP_COLUMN: Final = len(JOB_OUTCOMES)
 ATTEMPT_COLUMN: Final = STOP_COLUMN + 1
@@ -216,7 +217,8 @@ DEADLINE_COLUMN: Final = STOP_COLUMN + 2
 TIMEOUT_COLUMN: Final = STOP_COLUMN + 3
 JOB_STARTED_COLUMN: Final = STOP_COLUMN + 4
 JOB_ENDED_COLUMN: Final = STOP_COLUMN + 5
-COLUMNS: Final = STOP_COLUMN + 6
+EMPTY_COLUMN: Final = STOP_COLUMN + 6
+COLUMNS: Final = STOP_COLUMN + 7
 STOP_CODES: Final = (None, *StopReason)
 #: Room for a job id in the shared memory (they are about 40 characters).
 JOBID_SIZE: Final = 255

@@ -19,7 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ._command import CommandHandler
-from ._elastic import DEFAULT_GROW_INTERVAL, DEFAULT_SHRINK_AFTER, Scaler, Scaling
+from ._elastic import (
+    DEFAULT_GROW_INTERVAL,
+    DEFAULT_SHRINK_AFTER,
+    JobTimes,
+    Scaler,
+    Scaling,
+)
 from ._handler import check_handler, timed_out_message
 from ._index import QueueIndex
 from ._numbers import SECONDS_OR_ZERO, check_number
@@ -28,6 +34,7 @@ from ._outcomes import (
     COLUMNS,
     COUNTED,
     DEADLINE_COLUMN,
+    EMPTY_COLUMN,
     JOB_ENDED_COLUMN,
     JOB_STARTED_COLUMN,
     JOBID_SIZE,
@@ -197,8 +204,22 @@ class _Fleet:
         counters, running, index = self.counters, self.running, child.index
         if self._index is not None:
             self._index.close()  # The supervisor's inotify descriptor: not ours to keep.
+        user_step = self.options.get("on_step")
+        # When the step under way began, and whether it took a job (the first step
+        # has none before it to judge).
+        step = {"began": 0, "took": 1}
+
+        def on_step() -> None:
+            now = _microseconds()
+            if not step["took"]:
+                # The step before took no job: its pickup, and its wait, found nothing.
+                counters.set(index, EMPTY_COLUMN, step["began"])
+            step["began"], step["took"] = now, 0
+            if user_step is not None:
+                user_step()
 
         def on_result(result: StepResult) -> None:
+            step["took"] = 1
             column = COUNTED.get(result.outcome)
             if column is not None:
                 counters.add(index, column)
@@ -210,6 +231,7 @@ class _Fleet:
                 counters.set(index, DEADLINE_COLUMN, 0)
                 counters.set(index, JOB_ENDED_COLUMN, _microseconds())
                 return
+            step["took"] = 1
             counters.set(index, JOB_STARTED_COLUMN, _microseconds())
             running.set(index, jobid)
             counters.set(index, ATTEMPT_COLUMN, attempt)
@@ -227,7 +249,7 @@ class _Fleet:
             parent_pid=child.supervisor_pid,
             on_running=on_running,
             watched=True,
-            **self.options,
+            **{**self.options, "on_step": on_step},
         )
         with worker.signal_handlers():
             child.signals_ready()  # Our handlers are up: a signal sent meanwhile lands.
@@ -242,11 +264,14 @@ class _Fleet:
         deadline_ms = self.counters.row(index)[DEADLINE_COLUMN]
         return deadline_ms / 1000 if deadline_ms else None
 
-    def job_times(self, index: int) -> tuple[float, float]:
-        """When (``time.monotonic()``) worker ``index``'s current or last job started
-        and ended (0: none yet); written by the worker, read without a system call."""
+    def job_times(self, index: int) -> JobTimes:
+        """When worker ``index``'s current or last job started and ended, and its last
+        pickup that found nothing began; written by the worker, read without a system
+        call."""
         row = self.counters.row(index)
-        return row[JOB_STARTED_COLUMN] / 1e6, row[JOB_ENDED_COLUMN] / 1e6
+        return JobTimes(
+            row[JOB_STARTED_COLUMN] / 1e6, row[JOB_ENDED_COLUMN] / 1e6, row[EMPTY_COLUMN] / 1e6
+        )
 
     def jobs_waiting(self) -> bool:
         """True if a job waits in ``queue/`` that no worker has locked.
