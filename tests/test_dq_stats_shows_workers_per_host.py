@@ -7,11 +7,10 @@ workers all wait from a host with none; and an elastic server changes its count.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +19,10 @@ import pytest
 from _perl import PERL_DRAIN, run_perl
 from dirqueue import DirQueue
 from dirqueue._servers import REFRESH, STALE_AFTER, Announcer, ServerEntry, read_servers
+from dirqueue.cli import main
 
 pytestmark = pytest.mark.timeout(60)
 
-DQ = str(Path(sys.executable).parent / "dq")
 HOST = socket.gethostname()
 
 
@@ -81,10 +80,12 @@ def test_dq_stats_shows_workers_per_host_in_every_form(tmp_path: Path) -> None:
     q = DirQueue(tmp_path / "q")
     q.create()
     Announcer(q.config, 8).update(3)
-    run = lambda *a: subprocess.run(  # noqa: E731
-        [DQ, "stats", "--dir", q.dir, *a], capture_output=True, text=True, timeout=30,
-        check=True,
-    ).stdout
+
+    def run(*args: str) -> str:
+        out = io.StringIO()
+        assert main(["stats", "--dir", q.dir, *args], stdout=out, stderr=io.StringIO()) == 0
+        return out.getvalue()
+
     assert json.loads(run("--json"))["workers_by_host"] == {HOST: 3}
     assert f"workers {HOST}" in run()
     assert f'dirqueue_workers{{queue="{os.path.abspath(q.dir)}",host="{HOST}"}} 3' in run(
