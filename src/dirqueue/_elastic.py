@@ -4,8 +4,9 @@
 :class:`Scaler` decides, once per supervisor tick, whether to start a worker or let
 some go. It knows nothing of processes or queues: the supervisor tells it which
 workers are alive and when each started, and it asks two questions given at its
-making: when each worker's current or last job started and ended (the workers write
-that in shared memory, so asking costs no system call), and whether a job waits that
+making: when each worker's current or last job started and ended, and when its last
+pickup that found nothing began (the workers write that in shared memory, so asking
+costs no system call), and whether a job waits that
 no worker has taken (asked only when every worker is busy and a new one may start,
 so at most once per ``grow_interval``).
 
