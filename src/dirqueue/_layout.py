@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import time
 from typing import Final
 
@@ -80,6 +81,9 @@ class Layout:
     #: Jobs waiting for other jobs to end (dirqueue only): their control files, out of
     #: every worker's sight, Perl's included, as in ``deferred/``. See :mod:`dirqueue._deps`.
     WAITING: Final = "waiting"
+    #: The supervising servers at work on the queue (dirqueue only; the Perl module
+    #: never looks here): one file each, ``HOST.PID``. See :mod:`dirqueue._servers`.
+    SERVERS: Final = "servers"
     FANOUT_DIGITS: Final = "0123456789abcdef"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -101,6 +105,7 @@ class Layout:
         self.results_dir = os.path.join(self.dir, self.RESULTS)
         self.keys_dir = os.path.join(self.dir, self.KEYS)
         self.waiting_dir = os.path.join(self.dir, self.WAITING)
+        self.servers_dir = os.path.join(self.dir, self.SERVERS)
 
     def path(self, *parts: str) -> str:
         """``DIR/parts...``: the path of a name relative to the queue directory."""
@@ -241,6 +246,14 @@ class Layout:
         (``attempts``, ``requeue``) before it replaces or joins the queue's, or a
         job's answer (``result``) before it is renamed into ``results/``."""
         return f"{jobid}.{time.time_ns()}.{pid}.{purpose}"
+
+    # -- servers/ -----------------------------------------------------------------------
+
+    @staticmethod
+    def server_entry_name(host: str, pid: int) -> str:
+        """``HOST.PID``: a server's entry in ``servers/`` (in the host name, anything
+        but letters, digits, ``_``, ``.`` and ``-`` becomes ``_``)."""
+        return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}.{pid}"
 
     # -- corrupt/ -----------------------------------------------------------------------
 

@@ -71,6 +71,9 @@ class StopReason(str, enum.Enum):
     """:meth:`Worker.request_stop` was called."""
     PARENT_GONE = "parent gone"
     """The process that started the worker (its supervisor) has died."""
+    LET_GO = "let go"
+    """An elastic supervisor let the worker go: it was idle, or SIGTTOU asked for one
+    fewer (it ended its job in hand first)."""
 
     @property
     def is_signal(self) -> bool:
@@ -203,13 +206,19 @@ class LocalBudget:
 #: What a forked worker counts in its row of the shared counters, in this order, then
 #: its stop reason as a :data:`STOP_CODES` index, then the job it runs now: the
 #: attempt, when (``time.monotonic()``, in ms) the supervisor must kill it, and the
-#: time limit (ms) that deadline keeps (the job's own, or the worker's).
+#: time limit (ms) that deadline keeps (the job's own, or the worker's); and when
+#: (``time.monotonic()``, in µs) its current or last job started and ended, and when
+#: its last pickup that found nothing began, which an elastic supervisor reads to know
+#: it busy or idle.
 COUNTED: Final = {outcome: column for column, outcome in enumerate(JOB_OUTCOMES)}
 STOP_COLUMN: Final = len(JOB_OUTCOMES)
 ATTEMPT_COLUMN: Final = STOP_COLUMN + 1
 DEADLINE_COLUMN: Final = STOP_COLUMN + 2
 TIMEOUT_COLUMN: Final = STOP_COLUMN + 3
-COLUMNS: Final = STOP_COLUMN + 4
+JOB_STARTED_COLUMN: Final = STOP_COLUMN + 4
+JOB_ENDED_COLUMN: Final = STOP_COLUMN + 5
+EMPTY_COLUMN: Final = STOP_COLUMN + 6
+COLUMNS: Final = STOP_COLUMN + 7
 STOP_CODES: Final = (None, *StopReason)
 #: Room for a job id in the shared memory (they are about 40 characters).
 JOBID_SIZE: Final = 255

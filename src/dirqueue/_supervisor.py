@@ -9,13 +9,21 @@ child that runs past the deadline it reports. It knows nothing of jobs:
 :class:`SharedCounters`. :class:`SharedBudget` is an ``njobs`` allowance the children
 draw from together.
 
-Two promises, and what keeps them:
+Given a :class:`~dirqueue._elastic.Scaler`, the number of children follows it: each
+tick it may start one more (up to its most) or let some go, and SIGTTIN and SIGTTOU
+ask it for one more or one fewer. A child let go is sent SIGTERM, once, and ends as
+any worker ends on SIGTERM: its job in hand first. The first stop signal the
+supervisor forwards afterwards is not sent to it again (a second SIGTERM would
+interrupt that job); the second is.
+
+Three promises, and what keeps them:
 
 - No stop signal is lost while a child starts. The stop signals are blocked across each
   fork; the child puts up its own handlers before it unblocks them (a signal forwarded
   meanwhile waits for it), and the supervisor, once it unblocks them, forwards what
   came meanwhile to every child started so far and starts no more.
-- No child outlives the supervisor, even one killed by SIGKILL. On Linux each child
+- No child outlives the supervisor, even one killed by SIGKILL (a child started to
+  grow the pool as much as the first ones). On Linux each child
   asks for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``); elsewhere, and as a
   second line, the child's function is told the supervisor's pid to watch for
   (a :class:`~dirqueue.worker.Worker` stops when its parent is no longer that process).
@@ -36,6 +44,7 @@ from types import FrameType
 from typing import Any, Final
 
 from . import _fs
+from ._elastic import Live, Scaler
 from ._procs import kill_members, reap_orphans
 
 __all__ = [
@@ -57,6 +66,8 @@ _FORWARDED: Final[dict[int, int]] = {
     signal.SIGINT: signal.SIGINT,
     signal.SIGHUP: signal.SIGTERM,
 }
+#: Signals that ask an elastic supervisor for one worker more, or one fewer (as gunicorn).
+_BY_HAND: Final[dict[int, int]] = {signal.SIGTTIN: 1, signal.SIGTTOU: -1}
 #: prctl(2): the signal the calling process gets when its parent dies (Linux).
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -152,6 +163,8 @@ class ChildResult:
     pid: int
     exit_code: int
     restarts: int = 0
+    #: Its last child was let go by the scaler (it stopped as on SIGTERM).
+    let_go: bool = False
 
 
 @dataclass(frozen=True)
@@ -238,6 +251,10 @@ class _Slot:
     #: When (monotonic) to start the replacement of a child that died.
     restart_at: float | None = None
     done: bool = False
+    #: Let go by the scaler: sent SIGTERM once; never restarted.
+    let_go: bool = False
+    #: Stop signals not to forward to it, as it had one already (when let go).
+    spare: int = 0
 
 
 @dataclass
@@ -253,8 +270,19 @@ class _Supervisor:
     pending: list[int] = field(default_factory=list)
     slots: list[_Slot] = field(default_factory=list)
     stopping: bool = False
+    scaler: Scaler | None = None
+    on_scale: Callable[[int, str], None] | None = None
+    #: +1 (SIGTTIN) and -1 (SIGTTOU) asked for since the last tick.
+    by_hand: list[int] = field(default_factory=list)
+    #: Children the scaler asked for that wait for a free slot (see :meth:`grow`).
+    owed: int = 0
+    #: A child stopped on its own (a limit reached, the queue empty): the pool winds
+    #: down, and no child is started to grow it.
+    winding_down: bool = False
 
     def start(self, index: int) -> _Child:
+        # Taken before the fork: the child's first job starts after it, always.
+        started = time.monotonic()
         with _blocked(_FORWARDED) as mask:
             spec = _ChildSpec(index, self.main, self.supervisor_pid, self.previous, mask)
             process = _FORK.Process(
@@ -264,13 +292,16 @@ class _Supervisor:
         # Unblocked: a signal that came meanwhile is in ``pending`` now. (The child
         # leaves our process group itself, for a session of its own: were we to move
         # it into a group first, it could lead no session.)
-        return _Child(index, process)
+        return _Child(index, process, started)
 
     def forward_signals(self) -> None:
         while self.pending:
             self.stopping = True  # No restarts from now on.
             signum = _FORWARDED.get(self.pending.pop(0), signal.SIGTERM)
             for slot in self.slots:
+                if slot.spare:
+                    slot.spare -= 1  # Let go: it has had its SIGTERM.
+                    continue
                 if not slot.done and slot.child.process.is_alive():
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(slot.child.pid, signum)
@@ -300,13 +331,14 @@ class _Supervisor:
             uptime = now - child.started
             if code == 0 and not child.overdue:
                 slot.done = True  # It stopped on its own: a limit, or a stop signal.
+                self.winding_down = self.winding_down or not slot.let_go
                 continue
             # Died holding what it held: its job's command may live on, and must be
             # gone before anyone (its replacement, the timeout's count, another
             # worker) takes the job again.
             _end_session(child.pid)
             restart_in: float | None = None
-            if self.restart and not self.stopping:
+            if self.restart and not self.stopping and not slot.let_go:
                 if child.overdue:
                     slot.quick_deaths = 0  # Its job's fault, not the worker's.
                 elif uptime < self.backoff.quick:
@@ -335,6 +367,57 @@ class _Supervisor:
                 slot.restarts += 1
                 self.forward_signals()  # One that came as it started.
 
+    def scale(self, now: float) -> None:
+        """Start or let go what the scaler says (nothing once stopping or winding down)."""
+        by_hand, self.by_hand = self.by_hand, []
+        if self.scaler is None:
+            return
+        if self.stopping or self.winding_down:
+            if by_hand and self.on_scale is not None:
+                count = sum(1 for s in self.slots if not s.done and not s.let_go)
+                self.on_scale(count, "SIGTTIN/SIGTTOU ignored: the workers are stopping")
+            return
+        live = [s for s in self.slots if not s.done and not s.let_go]
+        decision = self.scaler.decide(
+            now, [Live(s.index, s.child.started) for s in live], by_hand, self.owed
+        )
+        for index in decision.let_go:
+            slot = self.slots[index]
+            slot.let_go = True
+            if slot.restart_at is not None:
+                # Dead, waiting for its replacement (whose pid may be anyone's now):
+                # not replaced, and nothing to signal.
+                slot.restart_at, slot.done = None, True
+                continue
+            # SIGTERM, as any stop: it takes no new job and ends the one in hand.
+            slot.spare = 1
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.child.pid, signal.SIGTERM)
+        self.owed = max(0, self.owed + decision.start)
+        while self.owed and self.grow(self.scaler.scaling.most):
+            self.owed -= 1
+        if self.on_scale is not None:
+            count = sum(1 for s in self.slots if not s.done and not s.let_go)
+            for note in decision.notes:
+                self.on_scale(count, note)
+
+    def grow(self, most: int) -> bool:
+        """Start one more child: in the slot of one let go and gone, or a new slot (so
+        that the slots, and the rows of shared memory, never pass the scaler's most).
+        False if none is free: the ones let go still end their jobs."""
+        free = [s for s in self.slots if s.done and s.let_go]
+        if not free and len(self.slots) >= most:
+            return False
+        if free:
+            slot = free[0]
+            slot.child = self.start(slot.index)
+            slot.done = slot.let_go = False
+            slot.spare = slot.quick_deaths = 0
+        else:
+            self.slots.append(_Slot(len(self.slots), self.start(len(self.slots))))
+        self.forward_signals()  # One that came as it started.
+        return True
+
     def wait(self, interval: float, now: float) -> None:
         timeout = interval
         for slot in self.slots:
@@ -362,6 +445,8 @@ def supervise(
     backoff: Backoff | None = None,
     deadline_of: Callable[[int], float | None] | None = None,
     on_death: Callable[[ChildDeath], None] | None = None,
+    scaler: Scaler | None = None,
+    on_scale: Callable[[int, str], None] | None = None,
 ) -> list[ChildResult]:
     """Run ``main`` in ``count`` forked processes until each returns; how each ended.
 
@@ -377,20 +462,21 @@ def supervise(
     (SIGKILL) and replaced at once. Whatever a dead child leaves in its session (a
     command it ran, and what that started) is killed, and gone, before ``on_death``
     hears of the death and before the replacement starts.
+
+    With a ``scaler``, ``count`` children start, and then as many as it decides each
+    tick (see the module's docstring); SIGTTIN and SIGTTOU go to it. ``on_scale(count,
+    note)`` hears each change, and each signal ignored, in words. A child's index (its
+    row in shared memory) is below the scaler's most: one let go frees its slot for the
+    next started. The list returned has a result for each slot ever used.
     """
     if count < 1:
         raise ValueError(f"count must be 1 or more, not {count}")
     sup = _Supervisor(
-        main, name, os.getpid(), {}, restart, backoff or Backoff(), deadline_of, on_death
+        main, name, os.getpid(), {}, restart, backoff or Backoff(), deadline_of, on_death,
+        scaler=scaler, on_scale=on_scale,
     )
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        sup.pending.append(signum)  # The supervising loop forwards it.
-
-    for sig in _FORWARDED:
-        if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
-            continue  # Started under nohup: hang-ups stay ignored.
-        sup.previous[sig] = signal.signal(sig, on_signal)
+    _put_up_handlers(sup)
     try:
         for index in range(count):
             if sup.pending:
@@ -402,6 +488,7 @@ def supervise(
             sup.kill_overdue(now)
             sup.reap(now)
             sup.restart_due(now)
+            sup.scale(now)
             # As PID 1 every orphan of our workers' commands is ours to reap.
             reap_orphans(keep={slot.child.pid for slot in sup.slots})
             if on_tick is not None:
@@ -419,9 +506,31 @@ def supervise(
             process.join()
         _restore_handlers(sup.previous)
     return [
-        ChildResult(slot.child.pid, slot.child.process.exitcode or 0, slot.restarts)
+        ChildResult(
+            slot.child.pid, slot.child.process.exitcode or 0, slot.restarts, slot.let_go
+        )
         for slot in sup.slots
     ]
+
+
+def _put_up_handlers(sup: _Supervisor) -> None:
+    """The supervisor's signal handlers, which only note the signal for its loop; the
+    handlers from before go in ``sup.previous``."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        sup.pending.append(signum)  # The supervising loop forwards it.
+
+    def on_by_hand(signum: int, frame: FrameType | None) -> None:
+        sup.by_hand.append(_BY_HAND[signum])  # The scaler acts on it next tick.
+
+    for sig in _FORWARDED:
+        if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+            continue  # Started under nohup: hang-ups stay ignored.
+        sup.previous[sig] = signal.signal(sig, on_signal)
+    if sup.scaler is not None:
+        # Without one, they keep their default (which stops the process).
+        for sig in _BY_HAND:
+            sup.previous[sig] = signal.signal(sig, on_by_hand)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,12 @@
 """Many workers: :func:`run_workers` runs N :class:`~dirqueue.worker.Worker` processes,
 forked under the supervisor in :mod:`dirqueue._supervisor`, with their counters in
 shared memory; and what the supervisor does when one dies (it says so at once, and
-counts the attempt of a worker killed past its job's time limit). And
+counts the attempt of a worker killed past its job's time limit). Given a range
+(``workers=(1, 8)``), the count follows the backlog (:mod:`dirqueue._elastic`): the
+workers say in shared memory when their jobs start and end, and the supervisor asks
+an index of the queue of its own (:class:`~dirqueue._index.QueueIndex`: inotify on a
+local filesystem, a re-read of a changed ``queue/`` at most every half second on a
+network one) whether a job waits, only when every worker is busy. And
 :func:`timeout_needs_supervisor`: whether a handler's time limit needs a supervisor
 to be kept at all, even for one worker.
 """
@@ -14,21 +19,35 @@ from collections.abc import Callable
 from typing import Any
 
 from ._command import CommandHandler
+from ._elastic import (
+    DEFAULT_GROW_INTERVAL,
+    DEFAULT_SHRINK_AFTER,
+    JobTimes,
+    Scaler,
+    Scaling,
+)
 from ._handler import check_handler, timed_out_message
+from ._index import QueueIndex
+from ._numbers import SECONDS_OR_ZERO, check_number
 from ._outcomes import (
     ATTEMPT_COLUMN,
     COLUMNS,
     COUNTED,
     DEADLINE_COLUMN,
+    EMPTY_COLUMN,
+    JOB_ENDED_COLUMN,
+    JOB_STARTED_COLUMN,
     JOBID_SIZE,
     STOP_COLUMN,
     TIMEOUT_COLUMN,
     Outcome,
     StepResult,
+    StopReason,
     WorkerReport,
     stop_code,
     stop_reason_of,
 )
+from ._servers import Announcer
 from ._supervisor import (
     ChildContext,
     ChildDeath,
@@ -57,11 +76,14 @@ def timeout_needs_supervisor(handler: Handler, timeout: float | None) -> bool:
 def run_workers(
     queue: DirQueue,
     handler: Handler,
-    workers: int,
+    workers: int | tuple[int, int],
     *,
     njobs: int | None = None,
     on_progress: Callable[[int, list[WorkerReport]], None] | None = None,
     progress_interval: float = 0.2,
+    shrink_after: float = DEFAULT_SHRINK_AFTER,
+    grow_interval: float = DEFAULT_GROW_INTERVAL,
+    on_scale: Callable[[int, str], None] | None = None,
     **worker_options: Any,
 ) -> list[WorkerReport]:
     """Run ``workers`` forked worker processes until each stops; report each one's counts.
@@ -83,36 +105,71 @@ def run_workers(
     ``retry_delay`` back-off, as for any failure), or moves it to ``failed/`` at
     ``max_attempts``; that attempt's :class:`StepResult` goes to ``on_result`` called
     in the supervisor, since its worker is gone.
+
+    ``workers=(least, most)`` makes the pool elastic: ``least`` start; one more starts
+    (at most every ``grow_interval`` seconds, up to ``most``) while every worker is
+    busy and a job waits; a worker idle for ``shrink_after`` seconds is let go (it
+    stops as on SIGTERM, its stop reason ``let go``) while more than ``least`` run.
+    SIGTTIN and SIGTTOU to the calling process ask for one more or one fewer (within
+    1 and ``most``; a plain number N is N:N, which these signals move too), and move
+    the count it shrinks back to. ``on_scale(count, note)`` hears each change, in
+    words. A report is returned for each slot used (never more than ``most``): a slot
+    reused after its worker was let go sums both.
     """
-    if workers < 1:
+    least, most = (workers, workers) if isinstance(workers, int) else workers
+    if isinstance(workers, int) and workers < 1:
         raise ValueError(f"workers must be 1 or more, not {workers}")
+    scaling = Scaling(
+        least, most,
+        check_number("shrink_after", shrink_after, SECONDS_OR_ZERO),
+        check_number("grow_interval", grow_interval, SECONDS_OR_ZERO),
+    )
     check_handler(handler)
     if not queue.exists:
         # Each worker would raise it, die and be restarted for ever: say it once.
         raise QueueNotFoundError(queue.dir)
-    fleet = _Fleet(queue, handler, workers, njobs, worker_options)
+    fleet = _Fleet(queue, handler, most, njobs, worker_options)
+    scaler = Scaler(scaling, fleet.job_times, fleet.jobs_waiting)
+    # How many run, in servers/ for dq stats (an idle worker shows nowhere else).
+    announcer = Announcer(queue.config, most)
+    count = least
 
     def on_tick(pids: list[int]) -> None:
+        announcer.update(count)
         if on_progress is not None:
             now = fleet.reports(pids)
             on_progress(sum(r.jobs for r in now), now)
 
-    results = supervise(
-        workers,
-        fleet.child_main,
-        on_tick=on_tick,
-        interval=progress_interval,
-        restart=True,
-        # Always: a job may bring its own time limit (dq.timeout) to any worker.
-        deadline_of=fleet.deadline_of,
-        on_death=fleet.on_death,
-    )
+    def scaled(workers: int, note: str) -> None:
+        nonlocal count
+        count = workers
+        if on_scale is not None:
+            on_scale(workers, note)
+
+    try:
+        results = supervise(
+            least,
+            fleet.child_main,
+            on_tick=on_tick,
+            interval=progress_interval,
+            restart=True,
+            # Always: a job may bring its own time limit (dq.timeout) to any worker.
+            deadline_of=fleet.deadline_of,
+            on_death=fleet.on_death,
+            scaler=scaler,
+            on_scale=scaled,
+        )
+    finally:
+        announcer.withdraw()
+        fleet.close()
     final = fleet.reports([r.pid for r in results])
     for report, result in zip(final, results, strict=True):
         report.exit_code = result.exit_code
         report.restarts = result.restarts
         if report.exit_code != 0:
             report.stop_reason = f"exit code {report.exit_code}"
+        elif result.let_go:
+            report.stop_reason = StopReason.LET_GO
     return final
 
 
@@ -138,13 +195,31 @@ class _Fleet:
         self.options = worker_options
         self.timeout: float | None = worker_options.get("timeout")
         self.max_attempts: int = worker_options.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+        #: The supervisor's own index of the queue, made when first asked.
+        self._index: QueueIndex | None = None
 
     # -- in a worker ---------------------------------------------------------------
 
     def child_main(self, child: ChildContext) -> None:
         counters, running, index = self.counters, self.running, child.index
+        if self._index is not None:
+            self._index.close()  # The supervisor's inotify descriptor: not ours to keep.
+        user_step = self.options.get("on_step")
+        # When the step under way began, and whether it took a job (the first step
+        # has none before it to judge).
+        step = {"began": 0, "took": 1}
+
+        def on_step() -> None:
+            now = _microseconds()
+            if not step["took"]:
+                # The step before took no job: its pickup, and its wait, found nothing.
+                counters.set(index, EMPTY_COLUMN, step["began"])
+            step["began"], step["took"] = now, 0
+            if user_step is not None:
+                user_step()
 
         def on_result(result: StepResult) -> None:
+            step["took"] = 1
             column = COUNTED.get(result.outcome)
             if column is not None:
                 counters.add(index, column)
@@ -154,7 +229,10 @@ class _Fleet:
         def on_running(jobid: str | None, attempt: int) -> None:
             if jobid is None:
                 counters.set(index, DEADLINE_COLUMN, 0)
+                counters.set(index, JOB_ENDED_COLUMN, _microseconds())
                 return
+            step["took"] = 1
+            counters.set(index, JOB_STARTED_COLUMN, _microseconds())
             running.set(index, jobid)
             counters.set(index, ATTEMPT_COLUMN, attempt)
             limit = worker.watchdog_timeout
@@ -171,7 +249,7 @@ class _Fleet:
             parent_pid=child.supervisor_pid,
             on_running=on_running,
             watched=True,
-            **self.options,
+            **{**self.options, "on_step": on_step},
         )
         with worker.signal_handlers():
             child.signals_ready()  # Our handlers are up: a signal sent meanwhile lands.
@@ -185,6 +263,38 @@ class _Fleet:
         be killed then."""
         deadline_ms = self.counters.row(index)[DEADLINE_COLUMN]
         return deadline_ms / 1000 if deadline_ms else None
+
+    def job_times(self, index: int) -> JobTimes:
+        """When worker ``index``'s current or last job started and ended, and its last
+        pickup that found nothing began; written by the worker, read without a system
+        call."""
+        row = self.counters.row(index)
+        return JobTimes(
+            row[JOB_STARTED_COLUMN] / 1e6, row[JOB_ENDED_COLUMN] / 1e6, row[EMPTY_COLUMN] / 1e6
+        )
+
+    def jobs_waiting(self) -> bool:
+        """True if a job waits in ``queue/`` that no worker has locked.
+
+        Asked only when every worker is busy, at most once per grow interval. The
+        index keeps itself current from inotify on a local filesystem (reading the
+        events costs one ``read``, and ``queue/`` is never re-read); on a network
+        one it re-reads ``queue/`` and ``active/`` only if their mtimes changed,
+        at most every half second.
+        """
+        if self._index is None:
+            self._index = QueueIndex(self.queue.config)
+        try:
+            self._index.refresh()
+        except OSError as err:
+            _log.warning("reading %s to decide on more workers: %s", self.queue.dir, err)
+            return False
+        return self._index.head() is not None
+
+    def close(self) -> None:
+        """Release the supervisor's index of the queue."""
+        if self._index is not None:
+            self._index.close()
 
     def on_death(self, death: ChildDeath) -> None:
         """Say at once that a worker died, and count a timed-out worker's attempt."""
@@ -239,3 +349,9 @@ class _Fleet:
                 report.counts[outcome.value] = row[column]
             found.append(report)
         return found
+
+
+def _microseconds() -> int:
+    """``time.monotonic()`` in µs: one clock for every process of the host, so the
+    supervisor can compare a worker's times with its own."""
+    return int(time.monotonic() * 1e6)

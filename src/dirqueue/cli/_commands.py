@@ -327,6 +327,8 @@ def _print_stats(snap: Snapshot, form: str, out: IO[str]) -> None:
             rows.insert(5, ["waiting", str(stats.waiting)])
         if stats.results:  # Only queues that keep answers have a line for them.
             rows.insert(4, ["results", str(stats.results)])
+        for host, count in snap.workers_by_host.items():  # Servers at work, if any.
+            rows.append([f"workers {host}", str(count)])
         width = max(len(r[0]) for r in rows)
         value_width = max(len(r[1]) for r in rows)
         for name, value in rows:

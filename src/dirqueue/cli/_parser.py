@@ -12,6 +12,7 @@ import datetime
 import re
 from typing import Final, NoReturn
 
+from .._elastic import DEFAULT_GROW_INTERVAL, DEFAULT_SHRINK_AFTER, parse_workers
 from .._format import is_job_name, validate_metadata
 from .._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, Range, check_number
 from .._version import __version__
@@ -110,6 +111,14 @@ def _positive_int(text: str) -> int:
     return _whole_number(text, 1)
 
 
+def _workers(text: str) -> tuple[int, int]:
+    """``--workers``: N, or LEAST:MOST for an elastic pool."""
+    try:
+        return parse_workers(text)
+    except InvalidNumberError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _count(text: str) -> int:
     return _whole_number(text, 0)
 
@@ -163,6 +172,7 @@ _EPILOGS: Final = {
     "server": (
         "examples:\n"
         "  dq server --dir /var/spool/q --workers 4 --handler mytasks:handle\n"
+        "  dq server --dir /var/spool/q --workers 1:8 --shrink-after 1m -- ./convert\n"
         "  dq server --dir /var/spool/q --workers 2 --tasks myapp.tasks\n"
         "  dq server --dir /var/spool/q --until-empty -- ./process.sh"
     ),
@@ -480,7 +490,22 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         " see dq result)",
     )
     p.add_argument(
-        "--workers", type=_positive_int, default=1, metavar="N", help="worker processes"
+        "--workers", type=_workers, default=(1, 1), metavar="N|LEAST:MOST",
+        help="worker processes; LEAST:MOST (1:8) starts LEAST and more while every worker"
+        " is busy and jobs wait, and lets idle ones go; SIGTTIN and SIGTTOU add or remove"
+        " one (within 1 and MOST)",
+    )
+    p.add_argument(
+        "--shrink-after", type=_seconds_or_zero, default=DEFAULT_SHRINK_AFTER,
+        metavar="SECONDS",
+        help="with LEAST:MOST, let a worker go once idle this long, while more than LEAST"
+        f" run (also 30s, 5m; default {DEFAULT_SHRINK_AFTER:g})",
+    )
+    p.add_argument(
+        "--grow-interval", type=_seconds_or_zero, default=DEFAULT_GROW_INTERVAL,
+        metavar="SECONDS",
+        help="with LEAST:MOST, start at most one worker this often while jobs wait"
+        f" (default {DEFAULT_GROW_INTERVAL:g})",
     )
     p.add_argument(
         "--njobs", type=_count, default=0, metavar="N",

@@ -223,7 +223,8 @@ def cmd_server(ctx: Context) -> int:
     progress = Progress(
         f"{ctx.prog}", total, ctx.err, enabled=args.until_empty and not args.quiet
     )
-    if progress.tty and args.workers > 1 and (args.verbose or isatty(sys.stdout)):
+    least, most = args.workers
+    if progress.tty and most > 1 and (args.verbose or isatty(sys.stdout)):
         # Forked workers write their jobs' output and -v lines at any moment; a bar
         # redrawn in place would land in them. Whole lines only, then.
         progress = Progress(f"{ctx.prog}", total, io.StringIO(), enabled=False)
@@ -247,6 +248,43 @@ def cmd_server(ctx: Context) -> int:
         elif each_job:
             ctx.say(_job_line(result, verbose))
 
+    options = _worker_options(args, queue)
+    announcer = StopAnnouncer(ctx.say)
+    scale = _Peak(least)
+    redirect = _job_output_to_stderr() if args.json else contextlib.nullcontext()
+    started = time.monotonic()
+    with redirect:
+        if most == 1 and not timeout_needs_supervisor(handler, args.timeout):
+            reports = _serve_here(
+                ctx, _AnnouncingWorker(queue, handler, njobs=njobs, announcer=announcer,
+                                       **options), on_result, progress, count_total
+            )
+        else:
+
+            def on_progress(jobs: int, reports: list[WorkerReport]) -> None:
+                # Called in the supervisor, whose signal handlers are up by now.
+                announcer.wrap_installed()
+                progress.update(jobs, count_total(jobs) if progress.shown else None)
+
+            options.update(on_progress=on_progress, on_result=on_result, njobs=njobs)
+            try:
+                reports = _serve_forked(ctx, queue, handler, scale, options)
+            finally:
+                progress.close()
+    elapsed = time.monotonic() - started
+    ctx.progress = None
+    _print_server_summary(ctx, reports, elapsed, scale.peak if least < most else None)
+    if not all(r.exit_code == 0 for r in reports):
+        return EXIT_FAILURE
+    moved = sum(r.counts[Outcome.FAILED.value] for r in reports)
+    if moved and (args.until_empty or njobs):
+        ctx.say(f"{moved} job{'s' if moved != 1 else ''} moved to failed/: see 'dq list --failed'")
+        return EXIT_JOBS_FAILED
+    return EXIT_OK
+
+
+def _worker_options(args: argparse.Namespace, queue: DirQueue) -> dict[str, Any]:
+    """The options ``dq server`` gives each :class:`Worker`."""
     options: dict[str, Any] = {
         "max_attempts": args.max_attempts,
         "until_empty": args.until_empty,
@@ -259,49 +297,47 @@ def cmd_server(ctx: Context) -> int:
     }
     if args.periodic:
         options["on_step"] = _periodic_offerer(queue, args.periodic).tick
-    announcer = StopAnnouncer(ctx.say)
-    redirect = _job_output_to_stderr() if args.json else contextlib.nullcontext()
-    started = time.monotonic()
-    with redirect:
-        if args.workers == 1 and not timeout_needs_supervisor(handler, args.timeout):
-            reports = _serve_here(
-                ctx, _AnnouncingWorker(queue, handler, njobs=njobs, announcer=announcer,
-                                       **options), on_result, progress, count_total
-            )
-        else:
+    return options
 
-            def on_progress(jobs: int, reports: list[WorkerReport]) -> None:
-                # Called in the supervisor, whose signal handlers are up by now.
-                announcer.wrap_installed()
-                progress.update(jobs, count_total(jobs) if progress.shown else None)
 
-            try:
-                reports = run_workers(
-                    queue,
-                    handler,
-                    args.workers,
-                    njobs=njobs,
-                    on_progress=on_progress,
-                    on_result=on_result,
-                    **options,
-                )
-            finally:
-                progress.close()
-    elapsed = time.monotonic() - started
-    ctx.progress = None
-    _print_server_summary(ctx, reports, elapsed)
-    if not all(r.exit_code == 0 for r in reports):
-        return EXIT_FAILURE
-    moved = sum(r.counts[Outcome.FAILED.value] for r in reports)
-    if moved and (args.until_empty or njobs):
-        ctx.say(f"{moved} job{'s' if moved != 1 else ''} moved to failed/: see 'dq list --failed'")
-        return EXIT_JOBS_FAILED
-    return EXIT_OK
+class _Peak:
+    """The most workers an elastic server ran at once."""
+
+    def __init__(self, peak: int) -> None:
+        self.peak = peak
+
+
+def _serve_forked(
+    ctx: Context, queue: DirQueue, handler: Handler, scale: _Peak, options: dict[str, Any]
+) -> list[WorkerReport]:
+    """``run_workers`` with ``--workers``, saying each change in their number."""
+    args = ctx.args
+
+    def on_scale(count: int, note: str) -> None:
+        # Each change, as it happens: a pool that grows and shrinks unseen cannot be
+        # told from one that is stuck.
+        scale.peak = max(scale.peak, count)
+        if not args.quiet:
+            ctx.say(_scale_line(note))
+
+    return run_workers(
+        queue, handler, args.workers, shrink_after=args.shrink_after,
+        grow_interval=args.grow_interval, on_scale=on_scale, **options,
+    )
+
+
+def _scale_line(note: str) -> str:
+    """A line for a change in the number of workers (or a signal that changed none)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+    return f"{stamp} workers {note}"
 
 
 def _serving_line(directory: str, args: argparse.Namespace) -> str:
     """What a server that runs until stopped says first: where, how many, what."""
-    workers = f"{args.workers} worker{'s' if args.workers != 1 else ''}"
+    least, most = args.workers
+    workers = f"{most} worker{'s' if most != 1 else ''}"
+    if least < most:
+        workers = f"{least} to {most} workers (more while jobs wait)"
     command = shlex.join(_command_from(args))
     what = f"handler {args.handler}" if args.handler else f"command {command}"
     until = f", stopping after {args.njobs} jobs" if args.njobs else ""
@@ -394,9 +430,13 @@ def _serve_here(
         progress.close()
 
 
-def _summary(reports: list[WorkerReport], elapsed: float) -> dict[str, Any]:
+def _summary(
+    reports: list[WorkerReport], elapsed: float, peak: int | None = None
+) -> dict[str, Any]:
     outcomes = (Outcome.FINISHED, Outcome.RETRIED, Outcome.FAILED, Outcome.RETURNED)
+    elastic = {} if peak is None else {"workers_peak": peak}
     return {
+        **elastic,
         "workers": [r.as_dict() for r in reports],
         "jobs": sum(r.jobs for r in reports),
         "attempts": sum(r.attempts for r in reports),
@@ -414,14 +454,18 @@ def _write_json_file(path: str, value: Any) -> None:
     os.replace(partial, path)
 
 
-def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: float) -> None:
+def _print_server_summary(
+    ctx: Context, reports: list[WorkerReport], elapsed: float, peak: int | None
+) -> None:
+    """The table of workers (a row per slot: an elastic pool reuses the slot of a
+    worker let go) and the totals; ``peak``: the most an elastic pool ran at once."""
     outcomes = (Outcome.FINISHED, Outcome.RETRIED, Outcome.FAILED, Outcome.RETURNED)
     jobs = sum(r.jobs for r in reports)
     attempts = sum(r.attempts for r in reports)
     if ctx.args.json_file:
-        _write_json_file(ctx.args.json_file, _summary(reports, elapsed))
+        _write_json_file(ctx.args.json_file, _summary(reports, elapsed, peak))
     if ctx.args.json:
-        print_json(_summary(reports, elapsed), ctx.out)
+        print_json(_summary(reports, elapsed, peak), ctx.out)
         ctx.out.flush()
         return
     if ctx.args.quiet:
@@ -452,6 +496,9 @@ def _print_server_summary(ctx: Context, reports: list[WorkerReport], elapsed: fl
     restarts = sum(r.restarts for r in reports)
     if restarts:
         ctx.err.write(f"{restarts} worker restart{'s' if restarts != 1 else ''}\n")
+    if peak is not None:
+        least, most = ctx.args.workers
+        ctx.err.write(f"workers {least} to {most}: at most {peak} at once\n")
     rate = jobs / elapsed if elapsed > 0 else 0.0
     # Jobs brought to an end, each once however many attempts it took.
     counted = f"{jobs} job{'s' if jobs != 1 else ''}"

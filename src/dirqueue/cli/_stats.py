@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from .._servers import read_servers
 from ..stats import STATES, QueueStats, list_jobs, tally
 from ._output import escape_controls, format_age
 
@@ -28,12 +29,14 @@ COUNTED: Final = (*STATES, "failed")
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A queue read once: counts by state, and active jobs by the host holding them."""
+    """A queue read once: counts by state, active jobs by the host holding them, and
+    the workers of supervising servers by host (idle ones too: from ``servers/``)."""
 
     directory: str
     taken_at: float
     stats: QueueStats
     active_by_host: dict[str, int] = field(default_factory=dict)
+    workers_by_host: dict[str, int] = field(default_factory=dict)
 
     def count(self, state: str) -> int:
         """Jobs in ``state`` (``queued``, ``active``, ``stale`` or ``failed``)."""
@@ -41,8 +44,13 @@ class Snapshot:
         return value
 
     def as_dict(self) -> dict[str, Any]:
-        """``dq stats --json``'s object, with ``"active_by_host"`` added."""
-        return {**self.stats.as_dict(), "active_by_host": dict(self.active_by_host)}
+        """``dq stats --json``'s object, with ``"active_by_host"`` and
+        ``"workers_by_host"`` added."""
+        return {
+            **self.stats.as_dict(),
+            "active_by_host": dict(self.active_by_host),
+            "workers_by_host": dict(self.workers_by_host),
+        }
 
 
 def snapshot(queue: DirQueue, *, now: float | None = None) -> Snapshot:
@@ -51,7 +59,13 @@ def snapshot(queue: DirQueue, *, now: float | None = None) -> Snapshot:
     infos = list(list_jobs(queue, now=when))
     stats = tally(queue, infos, now=when)
     hosts = Counter(i.job.active_host or "?" for i in infos if i.state == "active")
-    return Snapshot(os.path.abspath(queue.dir), when, stats, dict(sorted(hosts.items())))
+    workers: Counter[str] = Counter()
+    for server in read_servers(queue.config):
+        workers[server.host] += server.workers
+    return Snapshot(
+        os.path.abspath(queue.dir), when, stats, dict(sorted(hosts.items())),
+        dict(sorted(workers.items())),
+    )
 
 
 # -- Prometheus ----------------------------------------------------------------------
@@ -90,6 +104,15 @@ def prometheus_text(snap: Snapshot) -> str:
         f'dirqueue_active_jobs{{{queue},host="{_label(host)}"}} {n}'
         for host, n in snap.active_by_host.items()
     ]
+    lines += [
+        "# HELP dirqueue_workers Workers of the servers at work on the queue, busy or idle,"
+        " by host.",
+        "# TYPE dirqueue_workers gauge",
+    ]
+    lines += [
+        f'dirqueue_workers{{{queue},host="{_label(host)}"}} {n}'
+        for host, n in snap.workers_by_host.items()
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -113,7 +136,7 @@ class Watcher:
         """The refreshed block, for a terminal: one row per count, with its rate."""
         rates = self._rates(snap)
         self._previous = snap
-        width = max(len(s) for s in (*COUNTED, "oldest waiting"))
+        width = max(len(s) for s in (*COUNTED, "oldest waiting", "workers by host"))
         rows = []
         for state in COUNTED:
             rate = "" if rates is None else f"  {rates[state]:+8.1f}/s"
@@ -122,6 +145,8 @@ class Watcher:
         rows.append(f"{'oldest waiting'.ljust(width)}  {oldest:>8}")
         workers = ", ".join(f"{h} {n}" for h, n in snap.active_by_host.items()) or "-"
         rows.append(f"{'held by host'.ljust(width)}  {escape_controls(workers)}")
+        running = ", ".join(f"{h} {n}" for h, n in snap.workers_by_host.items()) or "-"
+        rows.append(f"{'workers by host'.ljust(width)}  {escape_controls(running)}")
         return rows
 
     def plain(self, snap: Snapshot) -> str:
@@ -136,4 +161,6 @@ class Watcher:
         parts.append(f"oldest={format_age(snap.stats.oldest_waiting_age).replace(' ', '')}")
         held = ",".join(f"{h}:{n}" for h, n in snap.active_by_host.items()) or "-"
         parts.append(f"held_by={escape_controls(held)}")
+        running = ",".join(f"{h}:{n}" for h, n in snap.workers_by_host.items()) or "-"
+        parts.append(f"workers={escape_controls(running)}")
         return " ".join(parts)
