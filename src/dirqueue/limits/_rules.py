@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
 import re
 import time
@@ -209,7 +208,7 @@ def clear_limit(config: QueueConfig, group: str) -> bool:
     check_group(group)
     try:
         _dirfds.at(
-            config.dir, (Layout.LIMITS,), functools.partial(os.unlink, group), retry=False
+            config.dir, (Layout.LIMITS,), lambda lfd: os.unlink(group, dir_fd=lfd), retry=False
         )
     except OSError as err:
         if _fs.is_gone(err) or err.errno in (errno.ENOTDIR, errno.ELOOP):
