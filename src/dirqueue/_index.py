@@ -273,7 +273,7 @@ class QueueIndex:
             return
         place = self._places[wd]
         if not match_job_name(name):
-            if place is None and mask & IN_ISDIR and name in Layout.FANOUT_DIGITS:
+            if place is None and mask & IN_ISDIR and name in Layout.QUEUE_SUBDIRS:
                 # A fan-out directory came or went: watch it too.
                 self._watching = False
                 self._dirty = True
@@ -378,7 +378,7 @@ class QueueIndex:
                 (layout.queue_dir, None),
                 (layout.active_dir, _ACTIVE),
             ]
-            places += [(os.path.join(layout.queue_dir, d), d) for d in Layout.FANOUT_DIGITS]
+            places += [(os.path.join(layout.queue_dir, d), d) for d in Layout.QUEUE_SUBDIRS]
             watched = 0
             for path, place in places:
                 wd = notifier.watch(path)

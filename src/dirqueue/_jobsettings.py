@@ -26,6 +26,7 @@ from typing import Final
 from .errors import DirQueueError
 
 __all__ = [
+    "DIRQUEUE_ONLY",
     "GROUP",
     "MAX_ATTEMPTS",
     "RETRY_DELAY",
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidJobSettingError",
     "JobSettings",
     "check_group",
+    "is_dirqueue_only",
     "job_settings",
     "settings_of",
 ]
@@ -44,6 +46,20 @@ RETRY_DELAY: Final = "dq.retry_delay"
 #: The group a job belongs to, whose limits (``limits/GROUP``) hold for it: see
 #: :mod:`dirqueue.limits`. Ordinary metadata to the Perl module, which ignores limits.
 GROUP: Final = "dq.group"
+
+#: A job kept out of Perl workers' sight (``enqueue_*(dirqueue_only=True)``): it waits in
+#: ``queue/dq/``, which the Perl module never reads, and goes back there from
+#: ``deferred/``, ``waiting/`` and ``failed/``. Its value is ``1``.
+DIRQUEUE_ONLY: Final = "dq.dirqueue_only"
+_DIRQUEUE_ONLY_LINE: Final = f"\n{DIRQUEUE_ONLY}: 1\n".encode()
+
+
+def is_dirqueue_only(control: bytes | Mapping[str, str]) -> bool:
+    """Whether a job (its metadata, or its control file's bytes) is for dirqueue only."""
+    if isinstance(control, bytes):
+        return _DIRQUEUE_ONLY_LINE in b"\n" + control
+    return control.get(DIRQUEUE_ONLY) == "1"
+
 
 #: A group's name: it becomes part of file names (``limits/GROUP``, ``slots/GROUP.K``),
 #: so no dots, slashes or spaces.

@@ -87,6 +87,13 @@ class Layout:
     SLOTS: Final = "slots"
     STARTS: Final = "starts"
     FANOUT_DIGITS: Final = "0123456789abcdef"
+    #: ``queue/dq/``: jobs for dirqueue workers only (``dirqueue_only=True``). The Perl
+    #: module never reads it: without fan-out it takes only names in ``queue/`` that
+    #: begin with a digit, with fan-out only ``queue/X/`` for a one-character X.
+    #: dirqueue's scanner reads it as one more fan-out directory.
+    DIRQUEUE_ONLY: Final = "dq"
+    #: Every subdirectory of ``queue/`` that holds jobs.
+    QUEUE_SUBDIRS: Final = (*FANOUT_DIGITS, DIRQUEUE_ONLY)
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         text = os.fspath(directory)
@@ -122,10 +129,13 @@ class Layout:
         return f"{self.queue_dir}/{fanout}/{jobid}"
 
     @staticmethod
-    def choose_fanout(queue_fanout: bool) -> str | None:
+    def choose_fanout(queue_fanout: bool, dirqueue_only: bool = False) -> str | None:
         """The fan-out directory a job entering ``queue/`` goes into: a random digit,
         as the Perl module picks (a Perl fan-out worker reads only ``queue/X/``), or
-        None without fan-out. Every way into ``queue/`` asks here."""
+        None without fan-out; ``queue/dq/`` for a job for dirqueue only. Every way into
+        ``queue/`` asks here."""
+        if dirqueue_only:
+            return Layout.DIRQUEUE_ONLY
         return random.choice(Layout.FANOUT_DIGITS) if queue_fanout else None
 
     @staticmethod

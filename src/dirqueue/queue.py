@@ -27,7 +27,7 @@ from ._deps import HasJobId, dependency_meta, parent_ids, scan_waiting, settle_c
 from ._enqueue import AlreadyQueued, enqueue, ensure_queue_dirs
 from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file, validate_metadata
 from ._jobfiles import check_data, read_control
-from ._jobsettings import GROUP, check_group
+from ._jobsettings import DIRQUEUE_ONLY, GROUP, check_group
 from ._judge import read_lock_file
 from ._keys import KEY_META, JobId, KeyGate
 from ._layout import Layout
@@ -223,6 +223,7 @@ class DirQueue:
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """Enqueue ``data`` (``str`` is stored as UTF-8) and return the new job's id.
 
@@ -239,6 +240,7 @@ class DirQueue:
             writer(payload), metadata, priority, len(payload), _due(delay, not_before),
             unique_key=unique_key, unique_ttl=unique_ttl,
             depends_on=depends_on, allow_failure=allow_failure, group=group,
+            dirqueue_only=dirqueue_only,
         )
 
     def enqueue_file(
@@ -254,6 +256,7 @@ class DirQueue:
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """Enqueue a copy of the file at ``path`` and return the new job's id."""
         # Open first, so a missing file fails before anything is written.
@@ -266,6 +269,7 @@ class DirQueue:
                 fh, metadata, priority, delay=delay, not_before=not_before,
                 unique_key=unique_key, unique_ttl=unique_ttl,
                 depends_on=depends_on, allow_failure=allow_failure, group=group,
+            dirqueue_only=dirqueue_only,
             )
 
     def enqueue_fh(
@@ -281,6 +285,7 @@ class DirQueue:
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """Enqueue what can be read from a binary or text file object; return the job id."""
         size = self.buf_size
@@ -296,6 +301,7 @@ class DirQueue:
             lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
             unique_key=unique_key, unique_ttl=unique_ttl,
             depends_on=depends_on, allow_failure=allow_failure, group=group,
+            dirqueue_only=dirqueue_only,
         )
 
     def enqueue_sub(
@@ -311,6 +317,7 @@ class DirQueue:
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """Enqueue the chunks ``callable()`` returns, until it returns ``None``.
 
@@ -329,6 +336,7 @@ class DirQueue:
             lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
             unique_key=unique_key, unique_ttl=unique_ttl,
             depends_on=depends_on, allow_failure=allow_failure, group=group,
+            dirqueue_only=dirqueue_only,
         )
 
     def enqueue_iter(
@@ -344,12 +352,14 @@ class DirQueue:
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """Enqueue the chunks of an iterable or generator (``str`` or ``bytes``)."""
         return self._enqueue(
             lambda fd: write_chunks(fd, chunks), metadata, priority, 0, _due(delay, not_before),
             unique_key=unique_key, unique_ttl=unique_ttl,
             depends_on=depends_on, allow_failure=allow_failure, group=group,
+            dirqueue_only=dirqueue_only,
         )
 
     def enqueue_many(
@@ -404,6 +414,7 @@ class DirQueue:
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """The one job's enqueue behind every ``enqueue_*``.
 
@@ -417,11 +428,15 @@ class DirQueue:
         ended (:mod:`dirqueue._deps`); a parent that ends in ``failed/`` sends it to
         ``failed/`` too, unless ``allow_failure``.
         ``group``: the job's group (``dq.group`` metadata), whose limits every dirqueue
-        worker keeps (:mod:`dirqueue.limits`).
+        worker keeps (:mod:`dirqueue.limits`). ``dirqueue_only``: keep the job out of
+        Perl workers' sight (in ``queue/dq/``, which they never read), so that only
+        workers that keep the limits take it.
         """
         meta = metadata
         if group is not None:
             meta = {**validate_metadata(meta), GROUP: check_group(group)}
+        if dirqueue_only:
+            meta = {**validate_metadata(meta), DIRQUEUE_ONLY: "1"}
         gate = None
         if unique_key is not None:
             gate = KeyGate(self.config, unique_key, ttl=unique_ttl)

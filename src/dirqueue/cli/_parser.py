@@ -321,6 +321,11 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         "--group", type=_group, metavar="GROUP",
         help="the jobs' group, whose limits every dirqueue worker keeps (dq limit)",
     )
+    p.add_argument(
+        "--dirqueue-only", action="store_true",
+        help="keep the jobs out of Perl workers' sight (queue/dq/): only dirqueue workers,"
+        " which keep groups' limits, take them",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     complete_as(p.add_argument(
         "files", nargs="+", metavar="FILE", help="files to submit; - reads stdin"
