@@ -4,22 +4,29 @@ Waits for ``OUT/go`` (after creating ``OUT/NAME.ready``), then takes jobs
 until ``OUT/stop`` exists and none is left; for each, appends
 ``start JOBID GROUP TIME`` and ``end JOBID GROUP TIME`` to ``OUT/NAME.log``, sleeping
 the job's ``sleep`` metadata in between. With ``hold``: takes one job, writes
-``OUT/NAME.holding`` and sleeps until killed.
+``OUT/NAME.holding`` and sleeps until killed. Times are the filesystem's clock (a
+worker under faketime logs the same time line as the others); ``DQ_LIFETIME``, if set,
+is the queue's ``active_file_lifetime``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 from dirqueue import DirQueue
+from dirqueue._judge import filesystem_now
 
 
 def main() -> None:
     qdir, out, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     hold = sys.argv[4:] == ["hold"]
-    queue = DirQueue(qdir)
+    lifetime = os.environ.get("DQ_LIFETIME")
+    queue = (
+        DirQueue(qdir, active_file_lifetime=float(lifetime)) if lifetime else DirQueue(qdir)
+    )
     # The start barrier: all workers begin together, however slowly each started.
     (out / f"{name}.ready").touch()
     deadline = time.monotonic() + 60
@@ -36,12 +43,12 @@ def main() -> None:
                     return
                 continue
             group = job.metadata.get("dq.group", "-")
-            log.write(f"start {job.jobid} {group} {time.time()!r}\n")
+            log.write(f"start {job.jobid} {group} {filesystem_now(queue.config)!r}\n")
             if hold:
                 (out / f"{name}.holding").write_text(job.jobid)
                 time.sleep(600)
             time.sleep(float(job.metadata.get("sleep", "0")))
-            log.write(f"end {job.jobid} {group} {time.time()!r}\n")
+            log.write(f"end {job.jobid} {group} {filesystem_now(queue.config)!r}\n")
             job.finish()
 
 

@@ -53,9 +53,10 @@ class Gate(Protocol):
     def new_pass(self) -> None:
         """A pickup begins (what the gate learned in the last one may have changed)."""
 
-    def may_try(self, name: str) -> bool:
-        """Before job ``name`` is locked: False to pass over it without locking it (the
-        gate knows already that it would say :attr:`Admission.PARK`)."""
+    def may_try(self, name: str, queue_path: str) -> bool:
+        """Before job ``name`` (its control file at ``queue_path``) is locked: False to
+        pass over it without locking it (the gate knows already that it would say
+        :attr:`Admission.PARK`)."""
 
     def admit(self, job: Job) -> Admission | float:
         """Job ``job`` is locked and read: take it, park it, or put it off until the
@@ -124,7 +125,7 @@ class Picker:
             if job is not None:
                 return job
         while (entry := index.head()) is not None:
-            if not self._may_try(entry.name):
+            if not self._may_try(entry):
                 index.park(entry.name)
                 continue
             job = self._settle(entry, self.try_pickup(entry, seen_free=index.exact))
@@ -146,8 +147,11 @@ class Picker:
                 return job
         return None
 
-    def _may_try(self, name: str) -> bool:
-        return all(gate.may_try(name) for gate in self.gates)
+    def _may_try(self, entry: QueueEntry) -> bool:
+        if not self.gates:
+            return True
+        path = self.config.layout.queue_path(entry.name, entry.fanout)
+        return all(gate.may_try(entry.name, path) for gate in self.gates)
 
     def _admit(self, entry: QueueEntry, job: Job | None) -> Job | None:
         """``job`` if every gate lets us take it; else given back (parked) or put off."""

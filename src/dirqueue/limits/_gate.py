@@ -30,9 +30,11 @@ from typing import Final
 from .. import _fs
 from .._config import QueueConfig
 from .._identity import current_pid
+from .._jobfiles import read_control
 from .._jobsettings import GROUP, InvalidGroupError, check_group
 from .._judge import filesystem_now
 from .._pickup import PROMOTE_INTERVAL, Admission
+from ..errors import DirQueueError
 from ..job import Job
 from . import _rate, _slots
 from ._rules import LimitReader
@@ -74,11 +76,20 @@ class LimitGate:
         """See :meth:`dirqueue._pickup.Gate.new_pass`."""
         self.full.clear()
 
-    def may_try(self, name: str) -> bool:
+    def may_try(self, name: str, queue_path: str) -> bool:
         """See :meth:`dirqueue._pickup.Gate.may_try`."""
         group = self.group_of.get(name)
         if group is None:
-            return True
+            if not self.full and not self.over_rate:
+                return True  # Nothing to pass over: no look before the lock.
+            # A group is full (or over its rate) in this pickup: a job this worker has
+            # not met yet may be one of its, and locking each of those in turn (and
+            # giving it back) would keep every other group waiting behind them. Its
+            # control file says, read without a lock (it is written once, and replaced
+            # whole).
+            group = self._peek(name, queue_path)
+            if group is None:
+                return True
         if group in self.full:
             return False
         until = self.over_rate.get(group)
@@ -93,6 +104,20 @@ class LimitGate:
                 return False
             self.crowded.discard(group)
         return True
+
+    def _peek(self, name: str, queue_path: str) -> str | None:
+        try:
+            group = read_control(queue_path).metadata.get(GROUP)
+        except (OSError, DirQueueError):
+            return None  # Gone, or unreadable: the pickup finds out.
+        if group is not None:
+            self._remember(name, group)
+        return group
+
+    def _remember(self, name: str, group: str) -> None:
+        if len(self.group_of) >= _REMEMBER:
+            self.group_of.clear()
+        self.group_of[name] = group
 
     def _room(self, group: str, limit: int) -> bool:
         """Whether a slot looks free (breaking stale ones, at most every
@@ -115,10 +140,10 @@ class LimitGate:
         except InvalidGroupError as err:
             _log.warning("job %s: %s; run without limits", job.jobid, err)
             return Admission.TAKE
-        if len(self.group_of) >= _REMEMBER:
-            self.group_of.clear()
-        self.group_of[job.jobid] = group
+        self._remember(job.jobid, group)
         limit = self.limits.get(group)
+        if limit.concurrency is not None and group in self.full:
+            return Admission.PARK  # Found full in this pickup already.
         if limit.concurrency is not None:
             slot = self._take_slot(job, group, limit.concurrency)
             if slot is None:
