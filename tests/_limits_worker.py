@@ -4,7 +4,8 @@ Waits for ``OUT/go`` (after creating ``OUT/NAME.ready``), then takes jobs
 until ``OUT/stop`` exists and none is left; for each, appends
 ``start JOBID GROUP TIME`` and ``end JOBID GROUP TIME`` to ``OUT/NAME.log``, sleeping
 the job's ``sleep`` metadata in between. With ``hold``: takes one job, writes
-``OUT/NAME.holding`` and sleeps until killed. Times are the filesystem's clock (a
+``OUT/NAME.holding`` and sleeps until killed. Each job's attempt number goes to
+``OUT/NAME.attempts``. Times are the filesystem's clock (a
 worker under faketime logs the same time line as the others); ``DQ_LIFETIME``, if set,
 is the queue's ``active_file_lifetime``.
 """
@@ -44,6 +45,8 @@ def main() -> None:
                 continue
             group = job.metadata.get("dq.group", "-")
             log.write(f"start {job.jobid} {group} {filesystem_now(queue.config)!r}\n")
+            with open(out / f"{name}.attempts", "a") as attempts:
+                attempts.write(f"{job.jobid} {job.attempt}\n")
             if hold:
                 (out / f"{name}.holding").write_text(job.jobid)
                 time.sleep(600)

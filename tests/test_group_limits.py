@@ -176,3 +176,36 @@ def test_limits_are_checked(tmp_path: Path) -> None:
     ]
     assert limits.clear_limit(queue, "gpu")
     assert [lim.group for lim in limits.list_limits(queue)] == ["mail"]
+
+
+def test_a_rate_holds_across_workers_and_puts_jobs_off_uncounted(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    qdir, out = tmp_path / "q", tmp_path / "out"
+    out.mkdir()
+    queue = DirQueue(qdir)
+    queue.enqueue_string(b"x")
+    assert queue.pickup_queued_job() is not None  # (Its lock is dropped with the object.)
+    limits.set_limit(queue, "mail", rate="4/1s")
+    mail = [queue.enqueue_string(b"m", group="mail") for _ in range(12)]
+    names = ["r0", "r1", "r2"]
+    for name in names:
+        _start(procs, qdir, out, name)
+    _go(procs, out, *names)
+    deadline = time.monotonic() + 60
+    while sum(1 for e in _events(out) if e[1] == "end") < len(mail):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    _wait_done(procs, out)
+    starts = sorted(e[0] for e in _events(out) if e[1] == "start")
+    assert len(starts) == len(mail)
+    # No second holds more than four starts, across the three workers; and twelve
+    # jobs took at least two whole periods (not merely a slow run).
+    assert max(sum(1 for t in starts[i:] if t < s + 1.0) for i, s in enumerate(starts)) <= 4
+    assert starts[-1] - starts[0] >= 2.0
+    # Jobs were put off (deferred/ was used), and not one put off was counted as an
+    # attempt: each ran as its first.
+    assert (qdir / "deferred").is_dir()
+    attempts = [line.split()[1] for f in out.glob("*.attempts")
+                for line in f.read_text().splitlines()]
+    assert attempts == ["1"] * len(mail)
