@@ -149,7 +149,7 @@ def drain(root: str, jobs: int, workers: int, limited: bool) -> float:
                 raise SystemExit("workers did not start")
             time.sleep(0.01)
         started = time.monotonic()
-        open(go, "w").close()  # noqa: SIM115 - a flag file, closed at once
+        open(go, "w").close()
         for proc in procs:
             if proc.wait(timeout=600) != 0:
                 raise SystemExit("a worker failed")

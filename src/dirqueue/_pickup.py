@@ -168,7 +168,7 @@ class Picker:
                 continue
             # Given back either way; what earlier gates took goes with it (on_release).
             if verdict is Admission.PARK:
-                job.return_to_queue()
+                job.return_to_queue(wake=False)
                 self.index.park(entry.name)
             else:
                 # Not an attempt: the job never ran. Due in the filesystem's clock, as

@@ -402,10 +402,13 @@ class Job:
             self.jobid,
         )
 
-    def return_to_queue(self) -> None:
+    def return_to_queue(self, *, wake: bool = True) -> None:
         """Give the job back, untouched, for any worker to pick up again.
 
-        Raises :class:`JobLostError` if another worker holds the job now.
+        Raises :class:`JobLostError` if another worker holds the job now. ``wake=False``
+        leaves ``queue/``'s mtime alone: for a job held for a moment and given back
+        unrun (a pickup's gate said no), which no waiting worker needs to hear of;
+        over NFS every bump makes every host read ``queue/`` again.
         """
         held = self._require_ours("return")
         self._stop_heartbeat()
@@ -416,7 +419,8 @@ class Job:
             raise QueueIOError(f"returning job {self.jobid} to the queue", err) from err
         self._state = "returned"
         self._released()
-        bump_queue_mtime(self._config)
+        if wake:
+            bump_queue_mtime(self._config)
 
     def update_control(self, control: ControlFile, *, due: float | None = None) -> None:
         """Replace the job's control file with ``control`` (its system fields and

@@ -39,13 +39,15 @@ from ..job import Job
 from . import _rate, _slots
 from ._rules import LimitReader
 
-__all__ = ["JUDGE_INTERVAL", "LimitGate"]
+__all__ = ["JUDGE_INTERVAL", "LOOK_INTERVAL", "LimitGate"]
 
 _log = logging.getLogger("dirqueue")
 
 #: A full group's slots are judged (a dead holder's broken) at most this often per
 #: worker (seconds): judging reads every slot.
 JUDGE_INTERVAL: Final = 0.2
+#: A full group's slots are looked at (an lstat each) at most this often per worker.
+LOOK_INTERVAL: Final = 0.05
 #: Job names whose group a worker remembers (so a full group's jobs are passed over
 #: without a lock); forgotten all at once beyond this.
 _REMEMBER: Final = 100_000
@@ -61,9 +63,10 @@ class LimitGate:
         self.group_of: dict[str, str] = {}
         #: Groups found full in this pickup.
         self.full: set[str] = set()
-        #: Groups found full lately: looked at (an lstat per slot) before a job of
-        #: theirs is locked, until a slot is seen free.
-        self.crowded: set[str] = set()
+        #: Groups found full lately -> when (monotonic) their slots may be looked at
+        #: again (an lstat each) before a job of theirs is locked; until a slot is seen
+        #: free, and no more often than :data:`LOOK_INTERVAL`.
+        self.crowded: dict[str, float] = {}
         #: Group -> until when (monotonic) its rate passes over its jobs.
         self.over_rate: dict[str, float] = {}
         self._first_slot: dict[str, int] = {}
@@ -102,7 +105,7 @@ class LimitGate:
             if limit is not None and not self._room(group, limit):
                 self.full.add(group)
                 return False
-            self.crowded.discard(group)
+            self.crowded.pop(group, None)
         return True
 
     def _peek(self, name: str, queue_path: str) -> str | None:
@@ -121,10 +124,16 @@ class LimitGate:
 
     def _room(self, group: str, limit: int) -> bool:
         """Whether a slot looks free (breaking stale ones, at most every
-        :data:`JUDGE_INTERVAL`)."""
+        :data:`JUDGE_INTERVAL`); a crowded group is looked at no more often than
+        :data:`LOOK_INTERVAL`: each time a slot looks free the worker locks a job to
+        try for it, and loses the slot, more often than not, to a worker whose job of
+        the group just ended and who takes the next at once."""
+        now = time.monotonic()
+        if now < self.crowded.get(group, 0.0):
+            return False
+        self.crowded[group] = now + LOOK_INTERVAL
         if _slots.is_free(self.config, group, limit):
             return True
-        now = time.monotonic()
         if now - self._judged.get(group, 0.0) < JUDGE_INTERVAL:
             return False
         self._judged[group] = now
@@ -148,7 +157,7 @@ class LimitGate:
             slot = self._take_slot(job, group, limit.concurrency)
             if slot is None:
                 self.full.add(group)
-                self.crowded.add(group)
+                self.crowded.setdefault(group, 0.0)
                 return Admission.PARK
             job.on_release.append(
                 functools.partial(self._release, group, slot, job.lock_stat, time.monotonic())
