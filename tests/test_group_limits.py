@@ -209,3 +209,35 @@ def test_a_rate_holds_across_workers_and_puts_jobs_off_uncounted(
     attempts = [line.split()[1] for f in out.glob("*.attempts")
                 for line in f.read_text().splitlines()]
     assert attempts == ["1"] * len(mail)
+
+
+def _dq(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dirqueue", *args], capture_output=True,
+                          text=True, env=_env(), timeout=60, check=False)
+
+
+def test_dq_limit_and_submit_group_and_stats(tmp_path: Path) -> None:
+    qdir = str(tmp_path / "q")
+    data = tmp_path / "job.txt"
+    data.write_text("x")
+    assert _dq("submit", "--dir", qdir, str(data)).returncode == 0
+    done = _dq("limit", "--dir", qdir, "set", "gpu", "1")
+    assert done.returncode == 0
+    assert "group gpu: 1 at a time" in done.stderr
+    assert _dq("limit", "--dir", qdir, "set", "mail", "--rate", "100/min").returncode == 0
+    assert _dq("limit", "--dir", qdir, "list").stdout.splitlines() == [
+        "gpu   1 at a time", "mail  100 per 60s"
+    ]
+    jobid = _dq("submit", "--dir", qdir, "--group", "gpu", str(data)).stdout.strip()
+    queue = DirQueue(qdir)
+    job = queue.pickup_queued_job(jobid)
+    assert job is not None
+    stats = _dq("stats", "--dir", qdir).stdout
+    assert f"group gpu  1 at a time; 1 running: {os.uname().nodename}:{os.getpid()} (held)" in stats
+    assert "meta dq.group" in _dq("show", "--dir", qdir, jobid).stdout
+    job.finish()
+    bad = _dq("limit", "--dir", qdir, "set", "gpu", "--rate", "often")
+    assert bad.returncode == 2
+    assert "write it like 100/min" in bad.stderr
+    assert _dq("limit", "--dir", qdir, "clear", "gpu").returncode == 0
+    assert _dq("limit", "--dir", qdir, "clear", "gpu").returncode == 1
