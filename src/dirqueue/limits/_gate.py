@@ -54,7 +54,12 @@ _REMEMBER: Final = 100_000
 
 
 class LimitGate:
-    """One picker's gate: what it has learned of jobs' groups and which are full."""
+    """One picker's gate: what it has learned of jobs' groups and which are full.
+
+    The threads of one queue object share it, without a lock: each of its fields is a
+    hint (a group thought full, a job's group remembered), changed by single dict and
+    set operations, and a hint out of date costs a lock tried in vain, never a limit
+    broken: only a slot's ``link()`` and a token's decide."""
 
     def __init__(self, config: QueueConfig) -> None:
         self.config = config
@@ -99,7 +104,7 @@ class LimitGate:
         if until is not None:
             if time.monotonic() < until:
                 return False
-            del self.over_rate[group]
+            self.over_rate.pop(group, None)
         if group in self.crowded:
             limit = self.limits.get(group).concurrency
             if limit is not None and not self._room(group, limit):
