@@ -166,6 +166,8 @@ def test_every_subcommand_into_a_file_and_into_json(tmp_path: Path) -> None:
     emptied = ok("submit", "--dir", "q", "a.txt").stdout
     assert ok("empty", "--dir", "q").stdout == emptied
     assert json.loads(ok("fsck", "--dir", "q", "--json").stdout)["ok"] is True
+    ok("limit", "--dir", "q", "set", "gpu", "2", stdout="")
+    assert json.loads(ok("limit", "--dir", "q", "list", "--json").stdout)[0]["concurrency"] == 2
     assert "_dq" in ok("completion", "bash").stdout
     assert "--actions" in ok("web", "--help").stdout  # It serves until stopped.
     answered = ok("submit", "--dir", "q", "a.txt").stdout.strip()
@@ -194,6 +196,7 @@ BAD: dict[str, tuple[list[str], list[str]]] = {
     "empty": (["--dir", "q", "extra"], ["--dir", "nowhere"]),
     "result": (["--dir", "q", "nonsense"], ["--dir", "q", "50.20261128192616291083.DMzg5"]),
     "completion": (["ksh"], []),
+    "limit": (["--dir", "q", "set", "gpu", "0"], ["--dir", "nowhere", "list"]),
     "web": (["--dir", "q", "--bind", "nope"], ["--dir", "q", "--bind", "192.0.2.1:8080"]),
 }
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "dirqueue"
 DESIGN = ROOT / "docs" / "design.md"
 #: Subpackages holding layers above the engine.
-SUBPACKAGES = ("tasks", "coord", "web")
+SUBPACKAGES = ("tasks", "coord", "web", "limits")
 #: Every subpackage: those and the CLI (``dirqueue/cli/``), the top layer.
 PACKAGES = (*SUBPACKAGES, "cli")
 

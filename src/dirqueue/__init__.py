@@ -5,7 +5,8 @@ A Python implementation of Perl's IPC::DirQueue, sharing its on-disk format.
 
 from __future__ import annotations
 
-from ._jobsettings import InvalidJobSettingError, job_settings
+from . import limits
+from ._jobsettings import InvalidGroupError, InvalidJobSettingError, job_settings
 from ._version import __version__
 from .errors import (
     CorruptJobError,
@@ -52,6 +53,7 @@ __all__ = [
     "Finding",
     "FindingKind",
     "HostAliveError",
+    "InvalidGroupError",
     "InvalidHandlerError",
     "InvalidJobSettingError",
     "InvalidMetadataError",
@@ -76,6 +78,7 @@ __all__ = [
     "WorkerReport",
     "__version__",
     "job_settings",
+    "limits",
     "list_jobs",
     "queue_stats",
     "run_workers",

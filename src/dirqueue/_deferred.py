@@ -21,7 +21,11 @@ from typing import NamedTuple
 from . import _dirfds, _fs
 from ._config import QueueConfig
 from ._format import match_job_name
+from ._jobsettings import is_dirqueue_only
 from ._layout import Layout
+
+#: The most of a control file read to tell whether it is for dirqueue only.
+_CONTROL_READ_MAX = 1 << 20
 
 __all__ = ["DeferredEntry", "drop_crashed_twin", "promote_due", "scan_deferred"]
 
@@ -80,7 +84,7 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
         # A crashed deferral's second name is dropped, never promoted.
         due = [entry for entry in due if not _left_by_a_crashed_deferral(config, dfd, entry.name)]
         for entry in due:
-            fanout = Layout.choose_fanout(config.queue_fanout)
+            fanout = Layout.choose_fanout(config.queue_fanout, _dirqueue_only(dfd, entry.name))
             target = targets.get(fanout)
             if target is None:
                 qfd, made = _fs.ensure_dir_nofollow(config.dir, Layout.queue_parts(fanout))
@@ -110,6 +114,16 @@ def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, flo
         with contextlib.suppress(OSError):
             _dirfds.at(config.dir, (Layout.QUEUE,), os.utime)
     return moved, min(later, default=None)
+
+
+def _dirqueue_only(dfd: int, name: str) -> bool:
+    """Whether deferred job ``name`` is for dirqueue only (back to ``queue/dq/``, out
+    of Perl's sight). A read of its control file, only when it comes due."""
+    try:
+        fd = _fs.open_regular(name, dir_fd=dfd)
+    except OSError:
+        return False  # Gone, or not a file: the rename will tell.
+    return is_dirqueue_only(_fs.read_limited(fd, _CONTROL_READ_MAX))
 
 
 def drop_crashed_twin(config: QueueConfig, name: str, queue_path: str) -> None:
@@ -159,7 +173,7 @@ def _left_by_a_crashed_deferral(config: QueueConfig, dfd: int, name: str) -> boo
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dfd)
         return True
-    for fanout in (None, *Layout.FANOUT_DIGITS):
+    for fanout in (None, *Layout.QUEUE_SUBDIRS):
         try:
             twin = os.lstat(layout.queue_path(name, fanout))
         except OSError:

@@ -33,6 +33,7 @@ from ._config import QueueConfig
 from ._format import is_job_name
 from ._identity import current_pid
 from ._jobfiles import read_control
+from ._jobsettings import is_dirqueue_only
 from ._layout import Layout
 from ._place import place_of
 from .errors import DirQueueError
@@ -207,12 +208,21 @@ def dependants_of(config: QueueConfig, parent: str) -> list[str]:
     ]
 
 
+def _dirqueue_only(wfd: int, name: str) -> bool:
+    """Whether dependant ``name`` is for dirqueue only (promoted into ``queue/dq/``)."""
+    try:
+        fd = _fs.open_regular(name, dir_fd=wfd)
+    except OSError:
+        return False  # Gone, or not a file: the rename will tell.
+    return is_dirqueue_only(_fs.read_limited(fd, 1 << 20))
+
+
 def _promote(config: QueueConfig, name: str) -> bool:
     """Move ``waiting/NAME`` into ``queue/`` (its fan-out directory, if any); False if
     another process moved it first."""
-    fanout = Layout.choose_fanout(config.queue_fanout)
     wfd = _fs.open_dir_nofollow(config.dir, (Layout.WAITING,))
     try:
+        fanout = Layout.choose_fanout(config.queue_fanout, _dirqueue_only(wfd, name))
         qfd, made = _fs.ensure_dir_nofollow(config.dir, Layout.queue_parts(fanout))
         try:
             try:

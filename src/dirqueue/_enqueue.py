@@ -51,6 +51,7 @@ from ._datawriter import DataWriter, check_free_space, link_or_copy
 from ._format import ControlFile, make_job_id, validate_metadata, validate_priority
 from ._identity import current_pid
 from ._jobfiles import create_control, in_queue_dir, unlink_data
+from ._jobsettings import is_dirqueue_only
 from ._judge import filesystem_now
 from ._layout import Layout
 from .errors import DirQueueError, QueueIOError
@@ -327,7 +328,7 @@ def _run(
     if (
         config.queue_fanout
         or not _mtime_follows.get(config.dir, False)
-        or any(st.due is not None for st in staged)
+        or any(st.due is not None or len(st.queue_parts) > 1 for st in staged)
     ):
         bump_queue_mtime(config)
     return [st.jobid for st in staged]
@@ -497,7 +498,7 @@ def _publish(config: QueueConfig, st: _Staged, pid: int) -> None:
     """Step 4 for one job: link its control file into queue/ (or, delayed, deferred/),
     renaming it on a clash."""
     layout = config.layout
-    fanout = Layout.choose_fanout(config.queue_fanout)
+    fanout = Layout.choose_fanout(config.queue_fanout, is_dirqueue_only(st.meta))
     parts: tuple[str, ...] = Layout.queue_parts(fanout)
     if st.due is not None:
         parts = (Layout.DEFERRED,)

@@ -122,6 +122,8 @@ class QueueIndex:
         self._held: dict[str, float] = {}
         self._taken: set[str] = set()
         self._fanout: dict[str, str] = {}
+        #: Waiting jobs a pickup's gate said no to (see :meth:`park`), for this pass.
+        self._parked: set[str] = set()
         self._notifier: Notifier | None = None
         self._notifier_tried = False
         self._places: dict[int, str | None] = {}
@@ -214,6 +216,26 @@ class QueueIndex:
             self._held.pop(name, None)
             self._held[name] = time.monotonic()
 
+    def park(self, name: str) -> None:
+        """Job ``name`` may not be taken now (its group is full, say): pass over it for
+        the rest of this pass; :meth:`unpark` makes it waiting again, in its place."""
+        with self.guard:
+            self._waiting.discard(name)
+            self._taken.discard(name)
+            self._held.pop(name, None)
+            self._parked.add(name)
+
+    def unpark(self) -> None:
+        """Make the jobs parked in the last pass waiting again (a new pass begins)."""
+        with self.guard:
+            if not self._parked:
+                return
+            # In name order: inserted each at its place, so the queue's order holds.
+            for name in sorted(self._parked):
+                if name not in self._waiting and name not in self._held:
+                    self._add_waiting(name)
+            self._parked.clear()
+
     def gone(self, name: str) -> None:
         """Job ``name`` has left the queue."""
         with self.guard:
@@ -251,7 +273,7 @@ class QueueIndex:
             return
         place = self._places[wd]
         if not match_job_name(name):
-            if place is None and mask & IN_ISDIR and name in Layout.FANOUT_DIGITS:
+            if place is None and mask & IN_ISDIR and name in Layout.QUEUE_SUBDIRS:
                 # A fan-out directory came or went: watch it too.
                 self._watching = False
                 self._dirty = True
@@ -269,7 +291,8 @@ class QueueIndex:
     def _lock_event(self, name: str, *, arrived: bool) -> None:
         """A lock appeared in (or left) active/."""
         if arrived:
-            if name in self._waiting:
+            if name in self._waiting or name in self._parked:
+                self._parked.discard(name)
                 self.held(name)
         elif name in self._held or name in self._taken:
             # A lock removed: the job given back, or a stale lock broken.
@@ -288,6 +311,7 @@ class QueueIndex:
 
     def _forget(self, name: str) -> None:
         self._waiting.discard(name)
+        self._parked.discard(name)
         self._held.pop(name, None)
         self._taken.discard(name)
         self._fanout.pop(name, None)
@@ -326,6 +350,7 @@ class QueueIndex:
                 held[name] = old_held.get(name, 0.0)
         self._pending, self._pos = pending, 0
         self._waiting = set(pending)
+        self._parked.clear()  # Those still there are waiting again, in their place.
         # Oldest judgement first (a stable sort: in queue order among equals).
         held = dict(sorted(held.items(), key=lambda item: item[1]))
         self._held, self._taken, self._fanout = held, taken, fanout
@@ -353,7 +378,7 @@ class QueueIndex:
                 (layout.queue_dir, None),
                 (layout.active_dir, _ACTIVE),
             ]
-            places += [(os.path.join(layout.queue_dir, d), d) for d in Layout.FANOUT_DIGITS]
+            places += [(os.path.join(layout.queue_dir, d), d) for d in Layout.QUEUE_SUBDIRS]
             watched = 0
             for path, place in places:
                 wd = notifier.watch(path)

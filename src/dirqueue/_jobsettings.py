@@ -18,6 +18,7 @@ and ignores them, and ``dq submit --meta dq.timeout=30`` sets one from the shell
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -25,11 +26,16 @@ from typing import Final
 from .errors import DirQueueError
 
 __all__ = [
+    "DIRQUEUE_ONLY",
+    "GROUP",
     "MAX_ATTEMPTS",
     "RETRY_DELAY",
     "TIMEOUT",
+    "InvalidGroupError",
     "InvalidJobSettingError",
     "JobSettings",
+    "check_group",
+    "is_dirqueue_only",
     "job_settings",
     "settings_of",
 ]
@@ -37,6 +43,46 @@ __all__ = [
 TIMEOUT: Final = "dq.timeout"
 MAX_ATTEMPTS: Final = "dq.max_attempts"
 RETRY_DELAY: Final = "dq.retry_delay"
+#: The group a job belongs to, whose limits (``limits/GROUP``) hold for it: see
+#: :mod:`dirqueue.limits`. Ordinary metadata to the Perl module, which ignores limits.
+GROUP: Final = "dq.group"
+
+#: A job kept out of Perl workers' sight (``enqueue_*(dirqueue_only=True)``): it waits in
+#: ``queue/dq/``, which the Perl module never reads, and goes back there from
+#: ``deferred/``, ``waiting/`` and ``failed/``. Its value is ``1``.
+DIRQUEUE_ONLY: Final = "dq.dirqueue_only"
+_DIRQUEUE_ONLY_LINE: Final = f"\n{DIRQUEUE_ONLY}: 1\n".encode()
+
+
+def is_dirqueue_only(control: bytes | Mapping[str, str]) -> bool:
+    """Whether a job (its metadata, or its control file's bytes) is for dirqueue only."""
+    if isinstance(control, bytes):
+        return _DIRQUEUE_ONLY_LINE in b"\n" + control
+    return control.get(DIRQUEUE_ONLY) == "1"
+
+
+#: A group's name: it becomes part of file names (``limits/GROUP``, ``slots/GROUP.K``),
+#: so no dots, slashes or spaces.
+_GROUP_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class InvalidGroupError(DirQueueError, ValueError):
+    """A group name that is not 1 to 64 letters, digits, ``_`` or ``-``."""
+
+    def __init__(self, message: str, group: object) -> None:
+        super().__init__(message)
+        self.group = group
+
+
+def check_group(group: object) -> str:
+    """``group`` if it is a valid group name, else :class:`InvalidGroupError`."""
+    if not isinstance(group, str) or not _GROUP_RE.fullmatch(group):
+        raise InvalidGroupError(
+            f"group {group!r} is not a group name: use 1 to 64 letters, digits, '_' or"
+            " '-', like 'gpu' or 'mail-out'",
+            group,
+        )
+    return group
 
 
 class InvalidJobSettingError(DirQueueError, ValueError):

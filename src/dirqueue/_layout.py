@@ -84,7 +84,20 @@ class Layout:
     #: The supervising servers at work on the queue (dirqueue only; the Perl module
     #: never looks here): one file each, ``HOST.PID``. See :mod:`dirqueue._servers`.
     SERVERS: Final = "servers"
+    #: Groups' limits (dirqueue only; the Perl module never looks here): one file per
+    #: group, ``limits/GROUP``, and the slots (``slots/GROUP.K``) and rate tokens
+    #: (``starts/GROUP.K.N``) that enforce them. See :mod:`dirqueue.limits`.
+    LIMITS: Final = "limits"
+    SLOTS: Final = "slots"
+    STARTS: Final = "starts"
     FANOUT_DIGITS: Final = "0123456789abcdef"
+    #: ``queue/dq/``: jobs for dirqueue workers only (``dirqueue_only=True``). The Perl
+    #: module never reads it: without fan-out it takes only names in ``queue/`` that
+    #: begin with a digit, with fan-out only ``queue/X/`` for a one-character X.
+    #: dirqueue's scanner reads it as one more fan-out directory.
+    DIRQUEUE_ONLY: Final = "dq"
+    #: Every subdirectory of ``queue/`` that holds jobs.
+    QUEUE_SUBDIRS: Final = (*FANOUT_DIGITS, DIRQUEUE_ONLY)
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         text = os.fspath(directory)
@@ -106,6 +119,7 @@ class Layout:
         self.keys_dir = os.path.join(self.dir, self.KEYS)
         self.waiting_dir = os.path.join(self.dir, self.WAITING)
         self.servers_dir = os.path.join(self.dir, self.SERVERS)
+        self.limits_dir = os.path.join(self.dir, self.LIMITS)
 
     def path(self, *parts: str) -> str:
         """``DIR/parts...``: the path of a name relative to the queue directory."""
@@ -120,10 +134,13 @@ class Layout:
         return f"{self.queue_dir}/{fanout}/{jobid}"
 
     @staticmethod
-    def choose_fanout(queue_fanout: bool) -> str | None:
+    def choose_fanout(queue_fanout: bool, dirqueue_only: bool = False) -> str | None:
         """The fan-out directory a job entering ``queue/`` goes into: a random digit,
         as the Perl module picks (a Perl fan-out worker reads only ``queue/X/``), or
-        None without fan-out. Every way into ``queue/`` asks here."""
+        None without fan-out; ``queue/dq/`` for a job for dirqueue only. Every way into
+        ``queue/`` asks here."""
+        if dirqueue_only:
+            return Layout.DIRQUEUE_ONLY
         return random.choice(Layout.FANOUT_DIGITS) if queue_fanout else None
 
     @staticmethod
@@ -189,6 +206,48 @@ class Layout:
         """The name whose breaker token (``tmp/k.HASH.breaking``) guards key ``HASH``
         while it is released or broken."""
         return f"k.{name}"
+
+    # -- groups' limits (see dirqueue.limits) -------------------------------------------
+
+    def limit_path(self, group: str) -> str:
+        """``limits/GROUP``: group ``group``'s limits."""
+        return f"{self.limits_dir}/{group}"
+
+    @staticmethod
+    def tmp_limit_name(group: str, host: str, pid: int) -> str:
+        """``l.GROUP.TIME.HOST.PID.limit``: a limit file before it is renamed into
+        ``limits/``."""
+        return f"l.{group}.{time.time_ns()}.{host}.{pid}.limit"
+
+    @staticmethod
+    def slot_name(group: str, slot: int) -> str:
+        """``GROUP.K``: the name in ``slots/`` of group ``group``'s K-th slot."""
+        return f"{group}.{slot}"
+
+    @staticmethod
+    def slot_token_name(group: str, slot: int) -> str:
+        """The name whose breaker token (``tmp/s.GROUP.K.breaking``) guards a slot
+        while a stale one is broken."""
+        return f"s.{group}.{slot}"
+
+    @staticmethod
+    def start_name(group: str, token: int, use: int) -> str:
+        """``GROUP.K.N``: the N-th use of group ``group``'s K-th rate token."""
+        return f"{group}.{token}.{use}"
+
+    @staticmethod
+    def parse_start_name(name: str) -> tuple[str, int, int] | None:
+        """``(GROUP, K, N)`` from a name in ``starts/``; None if it is not one."""
+        group, _, rest = name.partition(".")
+        token, _, use = rest.partition(".")
+        if not group or not token.isdigit() or not use.isdigit():
+            return None
+        return group, int(token), int(use)
+
+    @staticmethod
+    def tmp_start_name(group: str, host: str, pid: int) -> str:
+        """``r.GROUP.TIME.HOST.PID.start``: a rate token's use before it is linked."""
+        return f"r.{group}.{time.time_ns()}.{host}.{pid}.start"
 
     def tmp_path(self, name: str) -> str:
         """A file under ``tmp/``."""

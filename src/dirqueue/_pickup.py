@@ -5,10 +5,12 @@ locking it, and reading what we locked (moving it aside if it is corrupt).
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import logging
 import time
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol
 
 from . import _lock, _lockfile
 from ._config import QueueConfig
@@ -23,13 +25,52 @@ from ._scanner import QueueEntry, locate
 from .errors import CorruptJobError, DirQueueError, QueueIOError
 from .job import Job
 
-__all__ = ["PROMOTE_INTERVAL", "Picker"]
+__all__ = ["PROMOTE_INTERVAL", "Admission", "Gate", "Picker", "add_gate"]
 
 _log = logging.getLogger("dirqueue")
 
 #: How often (seconds) a pickup looks for deferred jobs that have come due: the
 #: precision of a retry's back-off or a delayed job's start.
 PROMOTE_INTERVAL: Final = 0.5
+
+
+class Admission(enum.Enum):
+    """A gate's answer for a job it was shown (besides a due time: put it off)."""
+
+    #: Take it: the gate has done what it needed (a slot taken, given back through
+    #: :attr:`Job.on_release`).
+    TAKE = "take"
+    #: Not now: give it back at once, untouched, and pass over it until the next pickup.
+    PARK = "park"
+
+
+class Gate(Protocol):
+    """A "may I take this job?" check on the pickup path, for a layer above the engine
+    (:mod:`dirqueue.limits`: groups' concurrency and rate limits). The engine knows
+    nothing of what it checks; it asks, in this order, for every job it is about to take.
+    """
+
+    def new_pass(self) -> None:
+        """A pickup begins (what the gate learned in the last one may have changed)."""
+
+    def may_try(self, name: str, queue_path: str) -> bool:
+        """Before job ``name`` (its control file at ``queue_path``) is locked: False to
+        pass over it without locking it (the gate knows already that it would say
+        :attr:`Admission.PARK`)."""
+
+    def admit(self, job: Job) -> Admission | float:
+        """Job ``job`` is locked and read: take it, park it, or put it off until the
+        time returned (the filesystem's clock), without counting an attempt."""
+
+
+#: The gates every new :class:`Picker` builds, one each (see :func:`add_gate`).
+_gate_factories: list[Callable[[QueueConfig], Gate]] = []
+
+
+def add_gate(factory: Callable[[QueueConfig], Gate]) -> None:
+    """Have every picker made from now on ask a gate made by ``factory`` (once)."""
+    if factory not in _gate_factories:
+        _gate_factories.append(factory)
 
 
 class Picker:
@@ -39,6 +80,7 @@ class Picker:
         self.config = config
         self.index = QueueIndex(config)
         self.lock_file = _lockfile.LockFileKeeper(config)
+        self.gates = [factory(config) for factory in _gate_factories]
         #: When (monotonic) to look in deferred/ next.
         self._next_promote = 0.0
 
@@ -73,27 +115,70 @@ class Picker:
             index.refresh()
         except OSError as err:
             raise QueueIOError(f"listing the jobs in {self.config.layout.queue_dir}", err) from err
+        index.unpark()
+        for gate in self.gates:
+            gate.new_pass()
         # First a few jobs held by others that come before the first waiting one, in
         # case a holder died: a pickup's cost stays flat however many are in progress.
         for held in index.held_due(index.head()):
-            job = self._settle(held, self.try_pickup(held))
+            job = self._admit(held, self._settle(held, self.try_pickup(held)))
             if job is not None:
                 return job
         while (entry := index.head()) is not None:
+            if not self._may_try(entry):
+                index.park(entry.name)
+                continue
             job = self._settle(entry, self.try_pickup(entry, seen_free=index.exact))
+            job = self._admit(entry, job)
             if job is not None:
                 return job
         # Nothing to take: this worker may now wait, or exit without a word.
         self.lock_file.let_go()
         return None
 
-    def pickup_named(self, jobid: str) -> Job | None:
-        """Take job ``jobid`` if it is waiting."""
+    def pickup_named(self, jobid: str, *, gated: bool = False) -> Job | None:
+        """Take job ``jobid`` if it is waiting (and, ``gated``, if the gates let us:
+        not so to cancel it)."""
         for entry in locate(self.config.layout, jobid):
             job = self._settle(entry, self.try_pickup(entry))
+            if gated:
+                job = self._admit(entry, job)
             if job is not None:
                 return job
         return None
+
+    def _may_try(self, entry: QueueEntry) -> bool:
+        if not self.gates:
+            return True
+        path = self.config.layout.queue_path(entry.name, entry.fanout)
+        return all(gate.may_try(entry.name, path) for gate in self.gates)
+
+    def _admit(self, entry: QueueEntry, job: Job | None) -> Job | None:
+        """``job`` if every gate lets us take it; else given back (parked) or put off."""
+        if job is None:
+            return None
+        for gate in self.gates:
+            try:
+                verdict = gate.admit(job)
+            except BaseException:
+                with contextlib.suppress(OSError, DirQueueError):
+                    job.return_to_queue()
+                raise
+            if verdict is Admission.TAKE:
+                continue
+            # Given back either way; what earlier gates took goes with it (on_release).
+            if verdict is Admission.PARK:
+                job.return_to_queue(wake=False)
+                self.index.park(entry.name)
+            else:
+                # Not an attempt: the job never ran. Due in the filesystem's clock, as
+                # every deferred job's is.
+                delay = max(verdict - filesystem_now(self.config), 0.001)
+                job.retry_later(delay, count=False)
+                self.index.gone(entry.name)
+                self._next_promote = 0.0  # It may be due before our next look.
+            return None
+        return job
 
     def wait(self, timeout: float) -> None:
         """Sleep until the queue may have changed (inotify), or ``timeout`` seconds."""

@@ -23,7 +23,7 @@ def place_of(config: QueueConfig, jobid: str) -> Place | None:
     """Where job ``jobid`` is now, or None if it is in none of those directories
     (finished, failed, cancelled, or never was)."""
     layout = config.layout
-    fanouts: tuple[str | None, ...] = (None,)
+    fanouts: tuple[str | None, ...] = (None, Layout.DIRQUEUE_ONLY)
     if config.queue_fanout:
         fanouts += tuple(Layout.FANOUT_DIGITS)
 

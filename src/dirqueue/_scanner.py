@@ -4,8 +4,9 @@ Pickup, ``jobs()``, ``dq stats`` and repair all list the queue through :func:`sc
 so they agree on what a job is. The rules:
 
 - A job is a name shaped like a job id, directly in ``queue/`` or in a fan-out
-  subdirectory ``queue/0`` ... ``queue/f``. Fan-out subdirectories are read whatever
-  the reader's own setting, so queues written with and without fan-out read alike.
+  subdirectory ``queue/0`` ... ``queue/f``, or in ``queue/dq/`` (jobs for dirqueue
+  only). Fan-out subdirectories are read whatever the reader's own setting, so queues
+  written with and without fan-out read alike.
 - ``queue/`` and its fan-out subdirectories are opened without following symlinks: a
   symlink there would lead readers (and ``finish()``, which unlinks) out of the queue.
   A control file that is itself a symlink is listed like any job; pickup then finds it
@@ -62,8 +63,8 @@ def scan(
         if len(names) < len(listed):
             for name in sorted(set(listed).difference(names)):
                 if (
-                    len(name) == 1
-                    and name in Layout.FANOUT_DIGITS
+                    ((len(name) == 1 and name in Layout.FANOUT_DIGITS)
+                     or name == Layout.DIRQUEUE_ONLY)
                     and _scan_fanout(fd, name, fanned, on_other)
                 ):
                     continue
@@ -119,7 +120,7 @@ def locate(layout: Layout, jobid: str) -> list[QueueEntry]:
     try:
         if _exists_at(jobid, queue_fd):
             found.append(QueueEntry(jobid, None))
-        for digit in Layout.FANOUT_DIGITS:
+        for digit in Layout.QUEUE_SUBDIRS:
             try:
                 fd = os.open(digit, _fs.DIR_NOFOLLOW_FLAGS, dir_fd=queue_fd)
             except OSError as err:

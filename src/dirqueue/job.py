@@ -14,7 +14,7 @@ import dataclasses
 import errno
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import BinaryIO
 
@@ -106,6 +106,10 @@ class Job:
         # The process whose lock holds the job (a forked child takes it over).
         self._holder_pid = current_pid()
         self._heartbeat: Heartbeat | None = None
+        #: Called once this process has let go of the job (finished, returned, deferred
+        #: or lost): a layer above the engine gives back what it took with the job (a
+        #: group's slot, see :mod:`dirqueue.limits`).
+        self.on_release: list[Callable[[], None]] = []
         if held is not None and config.lock_heartbeat:
             self._heartbeat = Heartbeat(
                 lambda: _lock.touch(config, held), config.active_file_lifetime / 4
@@ -181,6 +185,12 @@ class Job:
         return self._control.hostname
 
     # -- what a worker does ---------------------------------------------------------
+
+    @property
+    def lock_stat(self) -> os.stat_result | None:
+        """The ``lstat`` of this process's lock on the job when it was taken (its device
+        and inode name the file); None for a listed job."""
+        return None if self._held is None else self._held.stat
 
     def _require_active(self, action: str) -> _lock.HeldLock:
         if self._held is None:
@@ -352,7 +362,18 @@ class Job:
                 failed,
             ) from failed
         self._state = "finished"
+        self._released()
         self._release_key()
+
+    def _released(self) -> None:
+        """Run (once) what waits for this process to let go of the job."""
+        while self.on_release:
+            callback = self.on_release.pop()
+            try:
+                callback()
+            except (OSError, DirQueueError) as err:
+                # Left to the stale-lock rule, as a crash here would be.
+                _log.warning("job %s: could not give back what it held (%s)", self.jobid, err)
 
     def _release_key(self) -> None:
         """Give back a finished unique job's key (``dq.unique_key``). Only now, with the
@@ -373,6 +394,7 @@ class Job:
         self._state = "lost"
         with contextlib.suppress(OSError):
             _lock.release(self._config, held)
+        self._released()
         raise JobLostError(
             f"cannot {action} job {self.jobid}: its control file was moved out of the"
             " queue by another process while this one held the job; the job was left"
@@ -380,10 +402,13 @@ class Job:
             self.jobid,
         )
 
-    def return_to_queue(self) -> None:
+    def return_to_queue(self, *, wake: bool = True) -> None:
         """Give the job back, untouched, for any worker to pick up again.
 
-        Raises :class:`JobLostError` if another worker holds the job now.
+        Raises :class:`JobLostError` if another worker holds the job now. ``wake=False``
+        leaves ``queue/``'s mtime alone: for a job held for a moment and given back
+        unrun (a pickup's gate said no), which no waiting worker needs to hear of;
+        over NFS every bump makes every host read ``queue/`` again.
         """
         held = self._require_ours("return")
         self._stop_heartbeat()
@@ -393,7 +418,9 @@ class Job:
         except OSError as err:
             raise QueueIOError(f"returning job {self.jobid} to the queue", err) from err
         self._state = "returned"
-        bump_queue_mtime(self._config)
+        self._released()
+        if wake:
+            bump_queue_mtime(self._config)
 
     def update_control(self, control: ControlFile, *, due: float | None = None) -> None:
         """Replace the job's control file with ``control`` (its system fields and
@@ -471,9 +498,12 @@ class Job:
         run = run_of(self._config.hostname, current_pid(), me.boot, me.start)
         return with_counted_run(with_attempts(self._control, attempts, error), run)
 
-    def retry_later(self, delay: float, *, error: str | None = None) -> None:
+    def retry_later(
+        self, delay: float, *, error: str | None = None, count: bool = True
+    ) -> None:
         """Give the job back to be tried again in ``delay`` seconds, counting one more
-        failed attempt (with ``error`` as its last error).
+        failed attempt (with ``error`` as its last error); with ``count=False`` the job
+        is only put off (a group's rate limit), its attempts left as they are.
 
         Until it is due the job waits in ``deferred/``, where no worker (Perl ones
         included) can take it; then any dirqueue process that looks moves it back to
@@ -487,7 +517,11 @@ class Job:
             delay = 0  # At once, as documented (and nan is not < 0: refused below).
         delay = check_number("delay", delay, SECONDS_OR_ZERO)
         held = self._require_ours("retry")
-        control = self.attempt_counted(attempts_of(self._control) + 1, error)
+        control = (
+            self.attempt_counted(attempts_of(self._control) + 1, error)
+            if count
+            else self._control
+        )
         if delay <= 0:
             self.update_control(control)
             self.return_to_queue()
@@ -525,6 +559,7 @@ class Job:
         except OSError as err:
             raise QueueIOError(f"unlocking deferred job {self.jobid}", err) from err
         self._state = "deferred"
+        self._released()
 
     def _move_to_deferred(self, dfd: int) -> None:
         """Move our control file from ``queue/`` to ``deferred/`` (``dfd``), only while

@@ -27,6 +27,7 @@ from ._deps import HasJobId, dependency_meta, parent_ids, scan_waiting, settle_c
 from ._enqueue import AlreadyQueued, enqueue, ensure_queue_dirs
 from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file, validate_metadata
 from ._jobfiles import check_data, read_control
+from ._jobsettings import DIRQUEUE_ONLY, GROUP, check_group
 from ._judge import read_lock_file
 from ._keys import KEY_META, JobId, KeyGate
 from ._layout import Layout
@@ -221,11 +222,14 @@ class DirQueue:
         unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
+        group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """Enqueue ``data`` (``str`` is stored as UTF-8) and return the new job's id.
 
         Every ``enqueue_*`` takes ``unique_key`` (and ``unique_ttl``), ``depends_on``
-        and ``allow_failure``: see ``docs/coordination.md``.
+        and ``allow_failure``: see ``docs/coordination.md``; and ``group``, the group
+        whose limits hold for the job: see ``docs/limits.md``.
         """
         if isinstance(data, str):
             data = data.encode("utf-8")
@@ -235,7 +239,8 @@ class DirQueue:
         return self._enqueue(
             writer(payload), metadata, priority, len(payload), _due(delay, not_before),
             unique_key=unique_key, unique_ttl=unique_ttl,
-            depends_on=depends_on, allow_failure=allow_failure,
+            depends_on=depends_on, allow_failure=allow_failure, group=group,
+            dirqueue_only=dirqueue_only,
         )
 
     def enqueue_file(
@@ -250,6 +255,8 @@ class DirQueue:
         unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
+        group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """Enqueue a copy of the file at ``path`` and return the new job's id."""
         # Open first, so a missing file fails before anything is written.
@@ -261,7 +268,8 @@ class DirQueue:
             return self.enqueue_fh(
                 fh, metadata, priority, delay=delay, not_before=not_before,
                 unique_key=unique_key, unique_ttl=unique_ttl,
-                depends_on=depends_on, allow_failure=allow_failure,
+                depends_on=depends_on, allow_failure=allow_failure, group=group,
+            dirqueue_only=dirqueue_only,
             )
 
     def enqueue_fh(
@@ -276,6 +284,8 @@ class DirQueue:
         unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
+        group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """Enqueue what can be read from a binary or text file object; return the job id."""
         size = self.buf_size
@@ -290,7 +300,8 @@ class DirQueue:
         return self._enqueue(
             lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
             unique_key=unique_key, unique_ttl=unique_ttl,
-            depends_on=depends_on, allow_failure=allow_failure,
+            depends_on=depends_on, allow_failure=allow_failure, group=group,
+            dirqueue_only=dirqueue_only,
         )
 
     def enqueue_sub(
@@ -305,6 +316,8 @@ class DirQueue:
         unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
+        group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """Enqueue the chunks ``callable()`` returns, until it returns ``None``.
 
@@ -322,7 +335,8 @@ class DirQueue:
         return self._enqueue(
             lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
             unique_key=unique_key, unique_ttl=unique_ttl,
-            depends_on=depends_on, allow_failure=allow_failure,
+            depends_on=depends_on, allow_failure=allow_failure, group=group,
+            dirqueue_only=dirqueue_only,
         )
 
     def enqueue_iter(
@@ -337,12 +351,15 @@ class DirQueue:
         unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
+        group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """Enqueue the chunks of an iterable or generator (``str`` or ``bytes``)."""
         return self._enqueue(
             lambda fd: write_chunks(fd, chunks), metadata, priority, 0, _due(delay, not_before),
             unique_key=unique_key, unique_ttl=unique_ttl,
-            depends_on=depends_on, allow_failure=allow_failure,
+            depends_on=depends_on, allow_failure=allow_failure, group=group,
+            dirqueue_only=dirqueue_only,
         )
 
     def enqueue_many(
@@ -396,6 +413,8 @@ class DirQueue:
         unique_ttl: float | None = None,
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
+        group: str | None = None,
+        dirqueue_only: bool = False,
     ) -> str:
         """The one job's enqueue behind every ``enqueue_*``.
 
@@ -408,8 +427,16 @@ class DirQueue:
         ``depends_on``: the job waits in ``waiting/`` until every one of those jobs has
         ended (:mod:`dirqueue._deps`); a parent that ends in ``failed/`` sends it to
         ``failed/`` too, unless ``allow_failure``.
+        ``group``: the job's group (``dq.group`` metadata), whose limits every dirqueue
+        worker keeps (:mod:`dirqueue.limits`). ``dirqueue_only``: keep the job out of
+        Perl workers' sight (in ``queue/dq/``, which they never read), so that only
+        workers that keep the limits take it.
         """
         meta = metadata
+        if group is not None:
+            meta = {**validate_metadata(meta), GROUP: check_group(group)}
+        if dirqueue_only:
+            meta = {**validate_metadata(meta), DIRQUEUE_ONLY: "1"}
         gate = None
         if unique_key is not None:
             gate = KeyGate(self.config, unique_key, ttl=unique_ttl)
@@ -450,7 +477,7 @@ class DirQueue:
         if not is_job_name(jobid):
             raise CorruptJobError(f"{path!r} names no job: pass a job id or a queue path", path)
         self._open_for_pickup()
-        return self._picker.pickup_named(jobid)
+        return self._picker.pickup_named(jobid, gated=True)
 
     # -- cancelling --------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from ..queue import DirQueue
 from ..repair import RepairReport
 from ..stats import STATES, JobInfo, QueueNotFoundError, list_jobs, require_queue
 from ._data import open_job_data, print_data
+from ._groups import group_lines, groups_json, print_group_lines
 from ._output import (
     Progress,
     escape_controls,
@@ -134,7 +135,8 @@ def cmd_submit(ctx: Context) -> int:
     try:
         for index, path in enumerate(files, 1):
             when = {"delay": args.delay, "not_before": args.at, "unique_key": args.unique,
-                    "depends_on": args.after}
+                    "depends_on": args.after, "group": args.group,
+                    "dirqueue_only": args.dirqueue_only}
             if path == "-":
                 jobid = queue.enqueue_fh(sys.stdin.buffer, metadata, args.priority, **when)
             else:
@@ -299,18 +301,22 @@ def cmd_stats(ctx: Context) -> int:
         return _watch(ctx, queue, form)
     snap = snapshot(queue)
     if output is None:
-        _print_stats(snap, form, ctx.out)
+        _print_stats(snap, form, ctx.out, queue)
         return EXIT_OK
     text = io.StringIO()
-    _print_stats(snap, form, text)
+    _print_stats(snap, form, text, queue)
     replace_file(output, text.getvalue())
     return EXIT_OK
 
 
-def _print_stats(snap: Snapshot, form: str, out: IO[str]) -> None:
-    """One reading of ``dq stats`` in ``form`` (table, json or prometheus) on ``out``."""
+def _print_stats(
+    snap: Snapshot, form: str, out: IO[str], queue: DirQueue | None = None
+) -> None:
+    """One reading of ``dq stats`` in ``form`` (table, json or prometheus) on ``out``;
+    with ``queue``, its limited groups too (table and json)."""
+    groups = [] if queue is None or form == "prometheus" else groups_json(queue)
     if form == "json":
-        print_json(snap.as_dict(), out)
+        print_json({**snap.as_dict(), "groups": groups} if groups else snap.as_dict(), out)
     elif form == "prometheus":
         out.write(prometheus_text(snap))
     else:
@@ -333,6 +339,8 @@ def _print_stats(snap: Snapshot, form: str, out: IO[str]) -> None:
         value_width = max(len(r[1]) for r in rows)
         for name, value in rows:
             out.write(escape_controls(f"{name.ljust(width)}  {value.rjust(value_width)}") + "\n")
+        if groups and queue is not None:
+            print_group_lines(queue, out)
 
 
 def _watch(ctx: Context, queue: DirQueue, form: str) -> int:
@@ -473,6 +481,8 @@ def cmd_show(ctx: Context) -> int:
          else str(view["attempts"])),
     ]
     rows += [(f"meta {key}", value) for key, value in view["metadata"].items()]
+    # The job's group's limits and holders (none for a job without a group).
+    rows += group_lines(queue, only=view["metadata"].get("dq.group") or "")
     if view["worker"] is not None:
         worker = view["worker"]
         rows.append(("held by", f"{worker['host']} pid {worker['pid']}"))

@@ -14,9 +14,11 @@ from typing import Final, NoReturn
 
 from .._elastic import DEFAULT_GROW_INTERVAL, DEFAULT_SHRINK_AFTER, parse_workers
 from .._format import is_job_name, validate_metadata
+from .._jobsettings import InvalidGroupError, check_group
 from .._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, Range, check_number
 from .._version import __version__
 from ..errors import DirQueueError, InvalidMetadataError, InvalidNumberError
+from ..limits import InvalidLimitError, parse_rate
 from ..repair import DEFAULT_MIN_AGE
 from ..web import EPILOG as WEB_EPILOG
 from ..web import add_arguments as web_arguments
@@ -37,6 +39,7 @@ from ._commands import (
     cmd_submit,
 )
 from ._completion import INSTALL, SHELLS, complete_as, completion_script
+from ._limits import cmd_limit
 from ._output import escape_controls
 from ._run import cmd_deque, cmd_server
 
@@ -160,6 +163,21 @@ def _when(text: str) -> float:
     return _in_range(text, when, EPOCH_TIME)
 
 
+def _group(text: str) -> str:
+    try:
+        return check_group(text)
+    except InvalidGroupError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _rate(text: str) -> str:
+    try:
+        parse_rate(text)
+    except InvalidLimitError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def _seconds_or_zero(text: str) -> float:
     return _in_range(text, _duration(text), SECONDS_OR_ZERO)
 
@@ -186,6 +204,11 @@ _EPILOGS: Final = {
     "show": (
         "examples:\n  dq show --dir /var/spool/q JOBID\n  dq show --dir Q --json JOBID\n"
         "  dq show --dir Q --data JOBID > job.bin"
+    ),
+    "limit": (
+        "examples:\n  dq limit --dir /var/spool/q set gpu 2        # two gpu jobs at a time\n"
+        "  dq limit --dir /var/spool/q set mail --rate 100/min\n"
+        "  dq limit --dir /var/spool/q list\n  dq limit --dir /var/spool/q clear gpu"
     ),
     "result": "examples:\n  dq result --dir /var/spool/q JOBID\n  dq result --dir Q --json JOBID",
     "completion": (
@@ -220,6 +243,7 @@ _HELP: Final = {
     "cancel": "delete waiting jobs without running them (not one a worker is running)",
     "empty": "delete every waiting job, queued and deferred (running jobs are left)",
     "watch": "a live view of the queue's counts: dq stats --watch",
+    "limit": "set, list or clear groups' limits: N at a time, M a minute (docs/limits.md)",
     "result": "print a job's kept answer (its return value, or how it failed)",
     "fsck": "check a queue for what crashed processes left behind; --repair fixes it",
     "completion": "print a shell completion script for bash, zsh, fish or tcsh",
@@ -303,11 +327,34 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         "--after", action="append", metavar="JOBID",
         help="wait in waiting/ until job JOBID has ended; repeat for several parents",
     )
+    p.add_argument(
+        "--group", type=_group, metavar="GROUP",
+        help="the jobs' group, whose limits every dirqueue worker keeps (dq limit)",
+    )
+    p.add_argument(
+        "--dirqueue-only", action="store_true",
+        help="keep the jobs out of Perl workers' sight (queue/dq/): only dirqueue workers,"
+        " which keep groups' limits, take them",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     complete_as(p.add_argument(
         "files", nargs="+", metavar="FILE", help="files to submit; - reads stdin"
     ), "file")
     p.set_defaults(func=cmd_submit)
+
+    p = add("limit")
+    p.add_argument("action", choices=("set", "list", "clear"), help="what to do")
+    p.add_argument("group", nargs="?", type=_group, metavar="GROUP", help="the group")
+    p.add_argument(
+        "count", nargs="?", type=_positive_int, metavar="N",
+        help="set: at most N of the group's jobs active at once, across hosts",
+    )
+    p.add_argument(
+        "--rate", type=_rate, metavar="M/UNIT",
+        help="set: at most M starts per UNIT (s, min, h, or e.g. 2s), across hosts",
+    )
+    p.add_argument("--json", action="store_true", help="list: a JSON array, with holders")
+    p.set_defaults(func=cmd_limit)
 
     p = add("deque")
     p.add_argument(

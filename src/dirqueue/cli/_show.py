@@ -130,7 +130,7 @@ def _raise_if_unreadable(queue: DirQueue, jobid: str) -> None:
     layout = queue.layout
     places = [
         layout.queue_path(jobid),
-        *(layout.queue_path(jobid, digit) for digit in layout.FANOUT_DIGITS),
+        *(layout.queue_path(jobid, digit) for digit in layout.QUEUE_SUBDIRS),
         layout.deferred_path(jobid),
         layout.active_path(jobid),
         layout.failed_job_dir(jobid),

@@ -22,7 +22,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from .._deps import HasJobId
 from .._format import DEFAULT_PRIORITY
-from .._jobsettings import MAX_ATTEMPTS, RETRY_DELAY, TIMEOUT
+from .._jobsettings import MAX_ATTEMPTS, RETRY_DELAY, TIMEOUT, check_group
 from .._numbers import parse_seconds
 from .._results import DEFAULT_RESULT_TTL, RESULT_TTL_KEY
 from ..queue import DirQueue
@@ -89,6 +89,9 @@ class TaskOptions:
     :param unique_key: the key itself, instead of one made from the call; with
         ``unique_ttl``, kept that many seconds even after its job has ended (see
         :meth:`dirqueue.DirQueue.enqueue_string`).
+    :param group: the group whose limits hold for the task's jobs (``dq limit``; see
+        ``docs/limits.md``).
+    :param dirqueue_only: keep the jobs out of Perl workers' sight (``queue/dq/``).
     """
 
     retries: int | None = None
@@ -103,8 +106,12 @@ class TaskOptions:
     allow_failure: bool = False
     unique_key: str | None = None
     unique_ttl: float | None = None
+    group: str | None = None
+    dirqueue_only: bool = False
 
     def __post_init__(self) -> None:
+        if self.group is not None:
+            check_group(self.group)  # Now, not when the first job is submitted.
         if self.retries is not None and (
             isinstance(self.retries, bool) or not isinstance(self.retries, int)
             or self.retries < 0
@@ -197,6 +204,7 @@ class Task(Generic[P, R]):
             delay=opts.delay, not_before=opts.not_before, unique_key=key,
             unique_ttl=opts.unique_ttl,
             depends_on=opts.depends_on, allow_failure=opts.allow_failure,
+            group=opts.group, dirqueue_only=opts.dirqueue_only,
         )
         result: TaskResult[R] = TaskResult(queue, jobid)
         return result
