@@ -30,7 +30,7 @@ MULTIHOST = Path(__file__).parent / "multihost"
 AGENT = str(MULTIHOST / "agent.py")
 PERL_AGENT = str(MULTIHOST / "agent.pl")
 #: The filesystems of the test bed, and the short name in their mount points.
-KINDS = {"glusterfs": "gl", "nfs3": "nfs"}
+KINDS = {"glusterfs": "gl", "nfs3": "nfs", "cephfs": "ceph"}
 
 
 def host_cmd(n: int, *argv: str) -> list[str]:
