@@ -4,9 +4,11 @@
     _nfs_worker.py enqueue PEER QDIR N         N jobs of 100 bytes, one by one; print the seconds
     _nfs_worker.py drain PEER QDIR             take jobs until a pickup finds none; print
                                                the count and the wall-clock start and end
-    _nfs_worker.py polls PEER QDIR COUNT GAP   on an empty queue: one pickup, print
-                                               "ready", wait for a line on stdin, then
-                                               COUNT pickups GAP seconds apart, "done"
+    _nfs_worker.py polls PEER QDIR COUNT GAP [SETTLE]
+                                               on an empty queue: one pickup (and one
+                                               more SETTLE s later), print "ready", wait
+                                               for a line on stdin, then COUNT pickups
+                                               GAP seconds apart, "done"
 
 PEER is dirqueue (``durable=False``, as bench/peers.py runs it) or bare (the format's
 floor, bench/_peer_queues.py). The Perl module's side is bench/_peers_perl.pl.
@@ -87,8 +89,12 @@ def main(argv: list[str]) -> int:
         return 0
     if mode == "polls":
         count, gap = int(argv[4]), float(argv[5])
-        if take() is not None:
-            raise SystemExit("the queue is not empty")
+        settle = float(argv[6]) if len(argv) > 6 else 0.0
+        for wait in (settle, 0.0)[: 2 if settle else 1]:
+            # With SETTLE: a first poll, then one SETTLE seconds later, uncounted.
+            if take() is not None:
+                raise SystemExit("the queue is not empty")
+            time.sleep(wait)
         print("ready", flush=True)
         sys.stdin.readline()
         for _ in range(count):

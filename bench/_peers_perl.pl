@@ -9,7 +9,9 @@
 #                         and nothing is left to take
 #   wait DIR COUNT POLL   print "ready", then for COUNT jobs: block in
 #                         wait_for_queued_job(30, POLL), print the time it came back
-#   polls DIR COUNT GAP   on an empty queue: one pickup, print "ready", read a line
+#   polls DIR COUNT GAP [SETTLE]
+#                         on an empty queue: one pickup (another SETTLE s later),
+#                         print "ready", read a line
 #                         from stdin, then COUNT pickups GAP seconds apart, print
 #                         "done" (bench/nfs.py counts the NFS calls in between)
 use strict;
@@ -68,8 +70,12 @@ elsif ($mode eq 'wait') {
     }
 }
 elsif ($mode eq 'polls') {
-    my ($count, $gap) = @args;
+    my ($count, $gap, $settle) = @args;
     $queue->pickup_queued_job() and die "the queue is not empty\n";
+    if ($settle) {
+        usleep($settle * 1e6);
+        $queue->pickup_queued_job() and die "the queue is not empty\n";
+    }
     print "ready\n";
     my $go = <STDIN>;
     for (1 .. $count) {

@@ -161,15 +161,15 @@ def enqueue(bed: Bed, peer: str, jobs: int, timeout: float) -> dict[str, Any]:
 def idle(bed: Bed, peer: str, polls: int, gap: float, settle: float,
          timeout: float) -> dict[str, Any]:
     """One consumer on host 1 polls an empty queue ``polls`` times, ``gap`` s apart,
-    counted from ``settle`` seconds after its first poll: an idle queue is an old one,
-    and dirqueue trusts a directory's mtime only once it is 2 s old."""
+    counted from its third: the second comes ``settle`` seconds after the first, for an
+    idle queue is an old one, and dirqueue trusts a directory's mtime (and stops
+    listing it) only once it is 2 s old."""
     with bed.queue() as qdir:
-        proc = _run(host_cmd(1, *_argv(peer, "polls", qdir(1), polls, gap)), timeout)
+        proc = _run(host_cmd(1, *_argv(peer, "polls", qdir(1), polls, gap, settle)), timeout)
         try:
             assert proc.stdout is not None and proc.stdin is not None
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"{peer} poller did not start")
-            time.sleep(settle)
             before = bed.counts()
             proc.stdin.write("go\n")
             proc.stdin.flush()
