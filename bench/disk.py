@@ -10,7 +10,8 @@ processes, in turns, every round reported (the target is >= 5x in every round)::
 
     .venv/bin/python bench/disk.py [--fs ext4,xfs] [--rounds 3] [--jobs 5000]
                                    [--sizes 1000,10000] [--many-jobs 4000]
-                                   [--durable-jobs 300] [--markdown] [--json PATH]
+                                   [--durable-jobs 300] [--durable-only]
+                                   [--markdown] [--json PATH]
 
 The image is removed and the filesystem unmounted at the end, on error too. A
 filesystem whose mkfs is missing (mkfs.xfs: Debian's xfsprogs, installed when missing
@@ -174,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="deepest queue the Perl module drains (it lists it for every pickup)")
     ap.add_argument("--durable-jobs", type=int, default=300, help="single durable enqueues")
     ap.add_argument("--batch-jobs", type=int, default=3000, help="jobs enqueued 100 at a time")
+    ap.add_argument("--durable-only", action="store_true",
+                    help="only the durable batch against single durable enqueues")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", type=Path)
@@ -189,10 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with loop_filesystem(fs, args.size_mb) as mnt:
             _say(f"{fs} on {mnt}")
             report["filesystems"][fs] = {
-                "machine": machine(mnt), "peers": peers(mnt, args),
+                "machine": machine(mnt),
+                "peers": None if args.durable_only else peers(mnt, args),
                 "durable": durable(mnt, args.rounds, args.durable_jobs, args.batch_jobs)}
     show = _markdown if args.markdown else print_table
     for fs, r in report["filesystems"].items():
+        if r["peers"] is None:
+            continue
         print(f"{fs}: {describe(r['machine'])}; {args.rounds} interleaved rounds, median;"
               " in brackets the ratio to the bare floor")
         headers, rows = table(fs, r["peers"])

@@ -192,8 +192,12 @@ def summarise(runs: dict[str, list[dict[str, Any]]], peers: Sequence[str]
               ) -> tuple[list[list[str]], list[list[str]], dict[str, Any]]:
     """The table of rates and calls per job and poll; the table of calls by kind."""
     rows, kinds_rows, medians = [], [], {}
-    keys = sorted({k.rsplit("|", 1)[0] for k in runs}, key=lambda k: (k.split("|")[0],
-                                                                       k.split("|")[1]))
+    def order(key: str) -> tuple[str, int, str]:
+        fs, what = key.split("|")
+        first = what.split(" ", 1)[0]
+        return fs, int(first) if first.isdigit() else 1 << 30, what
+
+    keys = sorted({k.rsplit("|", 1)[0] for k in runs}, key=order)
     for key in keys:
         fs, what = key.split("|")
         cells = [fs, what]
