@@ -23,7 +23,7 @@ nfs)
     ;;
 ceph)
     # setup-ceph.sh's cluster; ceph-fuse ends by itself when its mount goes away.
-    in_host "$n" setsid ceph-fuse -f -c "$FSP_STATE/ceph/ceph.conf" "$mp" \
+    nsenter --net=/run/netns/fsp-h"$n" setsid ceph-fuse -f -c "$FSP_STATE/ceph/ceph.conf" "$mp" \
         </dev/null >"$FSP_STATE/ceph/fuse-$(basename "$mp").log" 2>&1 &
     echo $! >"$FSP_STATE/ceph/fuse-$(basename "$mp").pid"
     wait_mount "$mp" fuse.ceph-fuse 30

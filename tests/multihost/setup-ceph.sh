@@ -20,7 +20,8 @@ ceph_() { in_srv timeout 30 ceph -c "$CONF" "$@"; }
 start_daemon() {
     local name=$1; shift
     if [ -s "$C/$name.pid" ] && kill -0 "$(cat "$C/$name.pid")" 2>/dev/null; then return 0; fi
-    in_srv setsid "$@" -f -c "$CONF" </dev/null >"$C/$name.out" 2>&1 &
+    # nsenter and setsid exec: $! is the daemon's own PID (a shell function would fork).
+    nsenter --net=/run/netns/fsp-srv setsid "$@" -f -c "$CONF" </dev/null >"$C/$name.out" 2>&1 &
     echo $! >"$C/$name.pid"
 }
 
@@ -87,7 +88,7 @@ for i in $(seq 1 "$FSP_HOSTS"); do
     mp=/mnt/fsp-ceph-h$i
     mkdir -p "$mp"
     findmnt --mountpoint "$mp" >/dev/null && continue
-    in_host "$i" setsid ceph-fuse -f -c "$CONF" --client_mountpoint=/ "$mp" \
+    nsenter --net=/run/netns/fsp-h"$i" setsid ceph-fuse -f -c "$CONF" --client_mountpoint=/ "$mp" \
         </dev/null >"$C/fuse-h$i.out" 2>&1 &
     echo $! >"$C/fuse-h$i.pid"
 done
