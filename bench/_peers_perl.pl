@@ -9,6 +9,11 @@
 #                         and nothing is left to take
 #   wait DIR COUNT POLL   print "ready", then for COUNT jobs: block in
 #                         wait_for_queued_job(30, POLL), print the time it came back
+#   polls DIR COUNT GAP [SETTLE]
+#                         on an empty queue: one pickup (another SETTLE s later),
+#                         print "ready", read a line
+#                         from stdin, then COUNT pickups GAP seconds apart, print
+#                         "done" (bench/nfs.py counts the NFS calls in between)
 use strict;
 use warnings;
 use IPC::DirQueue;
@@ -36,8 +41,9 @@ elsif ($mode eq 'drain') {
         $count++;
         $job->finish();
     }
-    printf "{\"seconds\": %.6f, \"count\": %d, \"out_of_order\": %d}\n",
-        time - $start, $count, $out_of_order;
+    my $end = time;
+    printf "{\"seconds\": %.6f, \"count\": %d, \"out_of_order\": %d, \"start\": %.6f, \"end\": %.6f}\n",
+        $end - $start, $count, $out_of_order, $start, $end;
 }
 elsif ($mode eq 'consume') {
     my ($donefile) = @args;
@@ -62,6 +68,21 @@ elsif ($mode eq 'wait') {
         printf "%.6f\n", time;
         $job->finish();
     }
+}
+elsif ($mode eq 'polls') {
+    my ($count, $gap, $settle) = @args;
+    $queue->pickup_queued_job() and die "the queue is not empty\n";
+    if ($settle) {
+        usleep($settle * 1e6);
+        $queue->pickup_queued_job() and die "the queue is not empty\n";
+    }
+    print "ready\n";
+    my $go = <STDIN>;
+    for (1 .. $count) {
+        $queue->pickup_queued_job() and die "the queue is not empty\n";
+        usleep($gap * 1e6);
+    }
+    print "done\n";
 }
 else {
     die "unknown mode '$mode'\n";

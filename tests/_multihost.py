@@ -30,7 +30,7 @@ MULTIHOST = Path(__file__).parent / "multihost"
 AGENT = str(MULTIHOST / "agent.py")
 PERL_AGENT = str(MULTIHOST / "agent.pl")
 #: The filesystems of the test bed, and the short name in their mount points.
-KINDS = {"glusterfs": "gl", "nfs3": "nfs"}
+KINDS = {"glusterfs": "gl", "nfs3": "nfs", "cephfs": "ceph"}
 
 
 def host_cmd(n: int, *argv: str) -> list[str]:
@@ -116,6 +116,56 @@ def shared_queue(kind: str, prefix: str = "dq-test") -> Iterator[Hosts]:
     finally:
         h.kill_all()
         subprocess.run(["rm", "-rf", h.qdir(1)], check=False, timeout=300)
+
+
+NFS_SERVER, NFS_EXPORT = "10.213.0.1", "/srv/fsp-nfs-export"
+
+
+@contextlib.contextmanager
+def counting_mount(n: int, mountpoint: str, stats: str, attr_timeout: float = 3.0
+                   ) -> Iterator[Callable[[], dict[str, int]]]:
+    """A client mount of the bed's NFS export of our own, made from host ``n`` as
+    setup-nfs-ganesha.sh makes its mounts but counting the requests it sends by kind
+    (nfsfuse.py --stats); yields a function that reads the counts. Nobody else uses
+    this mount, so its counts are ours alone; it is unmounted and its client ended at
+    the end, and the bed's shared mounts are never touched."""
+    os.makedirs(mountpoint, exist_ok=True)
+    proc = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/fsp-h{n}", "/usr/bin/python3",
+         str(MULTIHOST / "nfsfuse.py"), NFS_SERVER, NFS_EXPORT, mountpoint,
+         "--nfs-version", "3", "--attr-timeout", str(attr_timeout), "--stats", stats],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+
+    def read() -> dict[str, int]:
+        # The client rewrites the file within 0.1 s of a change: wait that out.
+        time.sleep(0.35)
+        with open(stats) as fh:
+            return json.load(fh)["counts"]  # type: ignore[no-any-return]
+
+    try:
+        deadline = time.monotonic() + 20
+        while not (os.path.ismount(mountpoint) and os.path.exists(stats)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nfsfuse on {mountpoint} did not come up: "
+                                   f"{proc.stderr.read().decode()[-300:] if proc.stderr else ''}")
+            time.sleep(0.1)
+        yield read
+    finally:
+        if os.path.ismount(mountpoint):
+            subprocess.run(["umount", mountpoint], check=False, timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+        if proc.stderr:
+            proc.stderr.close()
+        with contextlib.suppress(OSError):
+            os.rmdir(mountpoint)
 
 
 def lines(paths: Sequence[Path]) -> collections.Counter[str]:

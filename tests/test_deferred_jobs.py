@@ -148,3 +148,30 @@ def test_a_promoted_job_lands_where_a_perl_fanout_worker_looks(tmp_path: Path) -
     assert sorted(run_perl(PERL_FANOUT_DRAIN, q.dir).split()) == sorted([delayed, retried])
     assert deferred_jobs(q) == set()
     assert_no_orphans(q)
+
+
+def test_an_idle_pickup_with_nothing_deferred_does_not_measure_the_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Measuring the filesystem's clock writes, reads and removes a file in tmp/: over
+    # NFS three or four calls to the server every CLOCK_RECHECK seconds for each idle
+    # worker, though only a deferred job's due time needs that clock. No deferred job,
+    # no measure (bench/nfs.py counted them in every idle poll).
+    from dirqueue import _judge  # noqa: PLC0415 - patched here
+
+    q = DirQueue(tmp_path / "q", create=True)
+    assert q.pickup_queued_job() is None  # Lists the queue, measures once.
+    measured: list[str] = []
+    real = _judge._measure_offset
+    monkeypatch.setattr(_judge, "_measure_offset",
+                        lambda config: measured.append(config.dir) or real(config))
+    # The last measure long past, the next promotion due: what a poll meets every 5 s.
+    _judge._offsets[q.config.dir] = (0.0, time.monotonic() - 3600, time.time() - 3600)
+    q._picker._next_promote = 0.0
+    assert q.pickup_queued_job() is None
+    assert measured == []
+    # A deferred job, and the clock is needed (and measured) again.
+    q.enqueue_string("later", delay=3600)
+    q._picker._next_promote = 0.0
+    assert q.pickup_queued_job() is None
+    assert measured == [q.config.dir]

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from . import _dirfds, _fs
@@ -58,20 +59,33 @@ def scan_deferred(config: QueueConfig) -> list[DeferredEntry]:
     return found
 
 
-def promote_due(config: QueueConfig, now: float | None = None) -> tuple[int, float | None]:
+def _read_clock(now: float | Callable[[], float] | None) -> float:
+    """``now`` as a time: called if a function, this host's clock if None."""
+    if now is None:
+        return time.time()
+    return now() if callable(now) else now
+
+
+def promote_due(
+    config: QueueConfig, now: float | Callable[[], float] | None = None
+) -> tuple[int, float | None]:
     """Move every deferred job that is due into ``queue/``.
 
     ``now`` should be the filesystem's clock (:func:`dirqueue._judge.filesystem_now`),
-    which due times are written in; this host's clock by default.
+    which due times are written in; this host's clock by default. Given as a function,
+    it is called only when a job is deferred: reading the filesystem's clock writes a
+    file now and then, which over NFS is calls to the server that an idle worker on a
+    queue with nothing deferred should not make.
 
     Returns how many this call moved, and when the next one is due (None if none is
     waiting).
     """
-    if now is None:
-        now = time.time()
     entries = scan_deferred(config)
-    due = [entry for entry in entries if entry.due <= now]
-    later = [entry.due for entry in entries if entry.due > now]
+    if not entries:
+        return 0, None
+    at = _read_clock(now)
+    due = [entry for entry in entries if entry.due <= at]
+    later = [entry.due for entry in entries if entry.due > at]
     if not due:
         return 0, min(later, default=None)
     moved = 0

@@ -93,7 +93,7 @@ class Picker:
         try:
             # Due times are in the filesystem's clock, as lock ages are: a worker whose
             # own clock is fast must not start a delayed job early.
-            moved, _ = promote_due(self.config, filesystem_now(self.config))
+            moved, _ = promote_due(self.config, lambda: filesystem_now(self.config))
         except OSError as err:
             raise QueueIOError("moving due jobs from deferred/ to queue/", err) from err
         # Dependants whose parents have all ended, left in waiting/ by a crash (or a

@@ -1,7 +1,7 @@
 #!/bin/bash
-# mount-client.sh gl|nfs N MOUNTPOINT: one more client mount of the test bed's share,
-# made from simulated host N (its network namespace) exactly as setup-gluster.sh and
-# setup-nfs-ganesha.sh make /mnt/fsp-KIND-hN. A test that makes a host die (umount -l
+# mount-client.sh gl|nfs|ceph N MOUNTPOINT: one more client mount of the test bed's share,
+# made from simulated host N (its network namespace) exactly as setup-gluster.sh,
+# setup-nfs-ganesha.sh and setup-ceph.sh make /mnt/fsp-KIND-hN. A test that makes a host die (umount -l
 # of its mount) does it to a mount of its own, so the shared ones stay up for others.
 # The NFS client's PID is kept in $FSP_STATE/nfsfuse-<mountpoint's name>.pid.
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -21,5 +21,12 @@ nfs)
     echo $! >"$FSP_STATE/nfsfuse-$(basename "$mp").pid"
     wait_mount "$mp" fuse.nfsfuse 20
     ;;
-*) echo "usage: $0 gl|nfs N MOUNTPOINT" >&2; exit 2 ;;
+ceph)
+    # setup-ceph.sh's cluster; ceph-fuse ends by itself when its mount goes away.
+    nsenter --net=/run/netns/fsp-h"$n" setsid ceph-fuse -f -c "$FSP_STATE/ceph/ceph.conf" "$mp" \
+        </dev/null >"$FSP_STATE/ceph/fuse-$(basename "$mp").log" 2>&1 &
+    echo $! >"$FSP_STATE/ceph/fuse-$(basename "$mp").pid"
+    wait_mount "$mp" fuse.ceph-fuse 30
+    ;;
+*) echo "usage: $0 gl|nfs|ceph N MOUNTPOINT" >&2; exit 2 ;;
 esac

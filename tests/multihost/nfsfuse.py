@@ -9,7 +9,14 @@ ctypes); the FUSE side is fusepy (Debian python3-fusepy + libfuse2, or
 PyPI fusepy).
 No kernel NFS support is needed.
 
-usage: nfsfuse.py SERVER EXPORT MOUNTPOINT [--nfs-version 3|4] [--attr-timeout S] [--debug]
+usage: nfsfuse.py SERVER EXPORT MOUNTPOINT [--nfs-version 3|4] [--attr-timeout S]
+                  [--stats FILE] [--debug]
+
+--stats FILE counts the requests the kernel hands this client, by kind (each is one
+NFS call a kernel client would send: "getattr" stands for LOOKUP and GETATTR, which
+FUSE's high-level API does not tell apart), and rewrites FILE as JSON whenever the
+counts changed, at most every STATS_EVERY seconds, from a thread of its own: the
+counting on the request path is one dict increment. bench/nfs.py reads it.
 
 Use NFSv3 (the default).  With --nfs-version 4 libnfs never renews the
 client's lease, so after Lease_Lifetime seconds of idleness every OPEN fails
@@ -25,6 +32,7 @@ import argparse
 import ctypes
 import ctypes.util
 import errno
+import json
 import os
 import sys
 import threading
@@ -127,7 +135,20 @@ nfs_rename = proto("nfs_rename", INT, c_ctx, CP, CP)
 nfs_link = proto("nfs_link", INT, c_ctx, CP, CP)
 
 
+#: Requests that nfsfuse answers without sending anything to the server.
+LOCAL_OPS = frozenset({"flush", "opendir", "releasedir", "access", "release",
+                       "init", "destroy", "ioctl"})
+
+
 class NfsFuse(Operations):
+    counts = None  # {request kind: number}, with --stats
+
+    def __call__(self, op, *args):
+        if self.counts is not None:
+            # One increment: the count must not slow the path it measures.
+            self.counts[op] = self.counts.get(op, 0) + 1
+        return Operations.__call__(self, op, *args)
+
     def __init__(self, server, export, version):
         self.ctx = nfs_init_context()
         if not self.ctx:
@@ -335,6 +356,24 @@ class NfsFuse(Operations):
         return 0
 
 
+STATS_EVERY = 0.1
+
+
+def write_stats(ops, path):
+    """Rewrite PATH with the counts whenever they changed (atomically: a reader never
+    sees half a file). Runs as a daemon thread for the life of the mount."""
+    last = None
+    while True:
+        now = dict(ops.counts)
+        if now != last:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump({"counts": now, "local": sorted(LOCAL_OPS), "pid": os.getpid()}, fh)
+            os.replace(tmp, path)
+            last = now
+        time.sleep(STATS_EVERY)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("server")
@@ -344,9 +383,14 @@ def main():
     ap.add_argument("--attr-timeout", type=float, default=0.0,
                     help="kernel attribute/dentry cache seconds (0 = always ask "
                          "the server; e.g. 3 to mimic a kernel NFS client's actimeo)")
+    ap.add_argument("--stats", metavar="FILE",
+                    help="count the requests by kind into FILE (JSON)")
     ap.add_argument("--debug", action="store_true")
     a = ap.parse_args()
     ops = NfsFuse(a.server, a.export, a.nfs_version)
+    if a.stats:
+        ops.counts = {}
+        threading.Thread(target=write_stats, args=(ops, a.stats), daemon=True).start()
     FUSE(ops, a.mountpoint, foreground=True, nothreads=True, raw_fi=True,
          debug=a.debug, fsname=f"nfs{a.nfs_version}:{a.server}:{a.export}",
          subtype="nfsfuse", allow_other=True, use_ino=True,
