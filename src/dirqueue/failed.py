@@ -489,6 +489,16 @@ class FailedStore:
             ) from None
         except OSError as err:
             raise QueueIOError(f"claiming failed job {jobid}", err) from err
+        if self.config.durable:
+            # The claim on disk before the job is linked back into queue/: after a power
+            # loss failed/NAME must not come back beside a requeued job (found by
+            # crashcheck; docs/durability.md).
+            try:
+                _fs.fsync_dir(self.layout.failed_dir)
+            except OSError as err:
+                with contextlib.suppress(OSError):
+                    os.rename(claimed, self.layout.failed_job_dir(jobid))
+                raise QueueIOError(f"claiming failed job {jobid}", err) from err
         return claimed
 
     def _remove_entry(self, jobid: str, purpose: str) -> bool:
