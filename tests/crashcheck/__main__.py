@@ -3,13 +3,16 @@
 Traces every operation of :mod:`crashcheck._scenarios`, checks the crash states of each,
 prints a report, and ends with exactly one line ``N states checked, M violations``;
 exits 1 when M > 0. ``--sample`` bounds the states per crash point (sampled with the
-seed) to stay well under two minutes. ``--strace`` instead compares, for each
-operation, the calls recorded with those strace sees.
+seed) to stay well under two minutes. ``--record NAME DIR`` records one operation
+in this process and prints the calls the recorder saw, between two marker calls
+(``stat`` of ``/crashcheck-begin`` and ``/crashcheck-end``): run it under ``strace -f
+-e trace=file,desc`` to compare the two (docs/durability.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import sys
@@ -17,7 +20,7 @@ import tempfile
 import time
 
 from ._check import Tally, check_trace
-from ._scenarios import SCENARIOS, trace
+from ._scenarios import SCENARIOS, record_here, trace
 
 #: States per crash point and model: enumerated below, sampled above.
 SAMPLE_LIMIT = 24
@@ -32,13 +35,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="states per crash point and model before sampling")
     parser.add_argument("--only", default=None, help="only operations whose name has this")
     parser.add_argument("--show", type=int, default=10, help="violations shown in full")
-    parser.add_argument("--strace", action="store_true",
-                        help="compare the recorder with strace, check nothing")
+    parser.add_argument("--record", nargs=2, metavar=("NAME", "DIR"),
+                        help="record one operation here, print its calls, check nothing")
     args = parser.parse_args(argv)
+    # The engine's warnings (locks broken, corrupt jobs moved aside) are what a
+    # recovery does; the report says what matters.
+    logging.getLogger("dirqueue").setLevel(logging.CRITICAL)
+    if args.record:
+        return _record(*args.record)
     scenarios = [s for s in SCENARIOS if args.only is None or args.only in s.name]
-    if args.strace:
-        from ._strace import compare  # noqa: PLC0415 - only for this mode
-        return compare(scenarios)
     limit = args.limit or (SAMPLE_LIMIT if args.sample else FULL_LIMIT)
     rng = random.Random(args.seed)
     tally = Tally()
@@ -64,6 +69,15 @@ def main(argv: list[str] | None = None) -> int:
           f" promise (durable=False): {len(tally.unpromised)}; {time.monotonic() - started:.1f} s")
     print(f"{tally.checked} states checked, {len(tally.violations)} violations")
     return 1 if tally.violations else 0
+
+
+def _record(name: str, directory: str) -> int:
+    scenario = next(s for s in SCENARIOS if s.name == name)
+    recorded = record_here(scenario, directory)
+    for call, what in recorded.calls:
+        print(call, what)
+    print(f"{len(recorded.calls)} calls, {len(recorded.events)} events")
+    return 0
 
 
 if __name__ == "__main__":

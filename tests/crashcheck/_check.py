@@ -222,12 +222,26 @@ def states_of(trace: Trace, limit: int, rng: random.Random) -> Iterator[
             yield state, img, True
 
 
+def _scratch_root() -> str | None:
+    """Where states are built: $CRASHCHECK_SCRATCH, else tmpfs (/dev/shm) where there is
+    one (thousands of small trees, no disk to wait for: the states are already chosen;
+    only the traces need the real file system), else the temporary directory."""
+    chosen = os.environ.get("CRASHCHECK_SCRATCH")
+    if chosen:
+        return chosen
+    return _TMPFS if os.access(_TMPFS, os.W_OK) else None
+
+
+#: mkdtemp makes a directory of its own (mode 0700) in it.
+_TMPFS = "/dev/shm"  # noqa: S108
+
+
 def check_trace(trace: Trace, tally: Tally, limit: int, rng: random.Random,
                 max_states: int | None = None) -> None:
     """Generate and check the crash states of ``trace``, adding to ``tally``."""
     tally.traced += 1
     tally.events += len(trace.events)
-    scratch = tempfile.mkdtemp(prefix="crashcheck.")
+    scratch = tempfile.mkdtemp(prefix="crashcheck.", dir=_scratch_root())
     try:
         checked = 0
         for state, img, new in states_of(trace, limit, rng):

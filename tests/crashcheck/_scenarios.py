@@ -7,6 +7,7 @@ process's is after a power loss, so its locks are provably dead to the checker's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -262,6 +263,16 @@ def make_queue(directory: str, options: dict[str, Any], task_queue: bool) -> Dir
     return DirQueue(directory, **options)
 
 
+def _marker(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.stat(path)
+
+
+def record_here(scenario: Scenario, directory: str) -> Trace:
+    """Record ``scenario`` in this process (:func:`trace` forks first)."""
+    return _trace_here(scenario, directory)
+
+
 def _trace_here(scenario: Scenario, directory: str) -> Trace:
     q = make_queue(directory, scenario.options, scenario.task_queue)
     expect = Expect()
@@ -269,8 +280,10 @@ def _trace_here(scenario: Scenario, directory: str) -> Trace:
     os.sync()
     recorder = Recorder(directory)
     start = recorder.snapshot()
+    _marker("/crashcheck-begin")  # For strace: the recorded calls come between these.
     with recorder.recording():
         scenario.run(q, expect, state)
+    _marker("/crashcheck-end")
     return Trace(scenario.name, scenario.options, scenario.options.get("durable", True),
                  start, recorder.events, recorder.modes, recorder.calls, expect,
                  scenario.task_queue)
