@@ -11,10 +11,11 @@ For each state, in order:
    every answer in ``results/`` reads whole.
 4. The queue is drained (pickups, promotions of due deferred jobs and of dependants
    whose parents ended, each job's data compared with what was submitted, then
-   finished); with what is left in ``deferred/``, ``waiting/`` and ``failed/``, each
-   job is counted: none twice; none lost that existed before the operation; after the
-   operation returned, none lost that it acknowledged (a durable enqueue) and none back
-   that it finished; and its answers readable.
+   finished); no dependant is left waiting (its parents are gone). With what is left
+   in ``deferred/``, ``waiting/`` and ``failed/``, each job is counted: none twice;
+   none lost that existed before the operation; after the operation returned, none
+   lost that it acknowledged (a durable enqueue), none back that it finished, and its
+   answers readable.
 """
 
 from __future__ import annotations
@@ -186,6 +187,10 @@ def check_state(trace: Trace, img: FsImage, final: bool, scratch: str) -> list[s
         except Exception as err:  # any error is the finding
             return [*problems, f"draining the recovered queue failed: {err!r}"]
         problems += drained
+        # Every parent is gone after the drain (finished): a dependant still waiting
+        # waits for nothing.
+        problems += [f"dependant {j} still waits, its parents gone"
+                     for j in _names(os.path.join(qdir, "waiting"))]
         count = Counter(taken)
         count.update(_visible(q))
         count.update(failed)
