@@ -24,7 +24,7 @@ from ._scenarios import SCENARIOS, record_here, trace
 
 #: States per crash point and model: enumerated below, sampled above.
 SAMPLE_LIMIT = 24
-FULL_LIMIT = 4096
+FULL_LIMIT = 1024
 
 
 def main(argv: list[str] | None = None) -> int:
