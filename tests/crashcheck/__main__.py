@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             print(violation.describe(recorded.events))
     print(f"operations traced: {tally.traced} ({tally.events} events); states generated:"
           f" {tally.generated}; distinct states checked: {tally.checked}; outside the"
-          f" promise (durable=False): {len(tally.unpromised)}; {time.monotonic() - started:.1f} s")
+          f" promise (durable=False): {len(tally.unpromised)}; a lock that lost its contents"
+          f" waited out: {tally.waited}; {time.monotonic() - started:.1f} s")
     print(f"{tally.checked} states checked, {len(tally.violations)} violations")
     return 1 if tally.violations else 0
 

@@ -36,6 +36,10 @@ class Expect:
     finished: set[str] = field(default_factory=set)
     #: Answers stored by the operation: readable after it.
     results: set[str] = field(default_factory=set)
+    #: Jobs the operation copies elsewhere while it holds them (into failed/): a crash
+    #: before it returned may leave them in both places, to be taken again (at least
+    #: once, as a worker's death mid-job does). After it returned, never.
+    moving: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -146,6 +150,20 @@ def _run_promote(q: DirQueue, e: Expect, _: Any) -> None:
     assert job is not None
 
 
+def _run_fail(q: DirQueue, e: Expect, job: Job) -> None:
+    e.moving.add(job.jobid)
+    FailedStore(q).add(job, "it broke", attempts=3)
+
+
+def _setup_corrupt(q: DirQueue, e: Expect) -> None:
+    # A job whose data is not the size its control file records: the pickup moves it
+    # to corrupt/. (Its bytes are not in e.data: no check expects them whole.)
+    jobid = q.enqueue_string(b"the whole data of a job")
+    with open(q.layout.data_path(jobid), "r+b") as fh:
+        fh.truncate(4)
+    e.kept.add(_enqueue(q, e, b"a good job after it"))
+
+
 def _setup_failed(q: DirQueue, e: Expect) -> str:
     job = _kept_held(q, e)
     FailedStore(q).add(job, "it broke", attempts=1)
@@ -246,7 +264,9 @@ SCENARIOS: list[Scenario] = [
     Scenario("return to queue", _kept_held, _run_return),
     Scenario("retry into deferred/", _kept_held, _run_retry),
     Scenario("promotion of a deferred job", _setup_due, _run_promote),
+    Scenario("move to failed/", _kept_held, _run_fail),
     Scenario("requeue from failed/", _setup_failed, _run_requeue),
+    Scenario("corrupt job moved to corrupt/", _setup_corrupt, _run_promote),
     Scenario("repair", _setup_debris, _run_repair),
     Scenario("unique enqueue (keys/)", _nothing, _run_unique),
     Scenario("finish of a unique job", _setup_unique_held, _run_finish),
