@@ -14,7 +14,7 @@ import re
 import time
 from typing import Final
 
-from ._format import data_location
+from ._format import data_location, is_job_name
 
 __all__ = ["Layout", "TmpLockName"]
 
@@ -357,6 +357,16 @@ class Layout:
         ``TOKEN`` (pid and time) keeps two movers, even threads of one process, apart.
         """
         return f".{jobid}.{purpose}.{token}"
+
+    @staticmethod
+    def failed_staging_job(name: str, purpose: str) -> str | None:
+        """The job id of ``.NAME.PURPOSE.TOKEN`` (:meth:`failed_staging_name`), or None
+        if ``name`` is not such a name."""
+        mark = f".{purpose}."
+        if not name.startswith(".") or mark not in name:
+            return None
+        jobid = name[1 : name.index(mark)]
+        return jobid if is_job_name(jobid) else None
 
     def failed_staging_dir(self, jobid: str, purpose: str, token: str) -> str:
         """``failed/.NAME.PURPOSE.TOKEN`` (see :meth:`failed_staging_name`)."""

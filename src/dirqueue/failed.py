@@ -227,7 +227,7 @@ class FailedStore:
             # symlinks, never by path: failed/ (or the entry being built) swapped for a
             # symlink by another user of the queue after a check must not lead the
             # job's files, or our mkdir, anywhere else.
-            failed_fd, _ = _fs.ensure_dir_nofollow(config.dir, (Layout.FAILED,))
+            failed_fd, made = _fs.ensure_dir_nofollow(config.dir, (Layout.FAILED,))
             try:
                 os.mkdir(staging, dir_fd=failed_fd)
                 try:
@@ -245,6 +245,7 @@ class FailedStore:
                     raise
                 if config.durable:
                     os.fsync(failed_fd)
+                    _fsync_made(made)
             finally:
                 _fs.close_dir(failed_fd)
         except OSError as err:
@@ -286,7 +287,7 @@ class FailedStore:
                 "failed_at": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
             }
             staging = layout.failed_staging_name(jobid, "new", _token())
-            failed_fd, _ = _fs.ensure_dir_nofollow(config.dir, (Layout.FAILED,))
+            failed_fd, made = _fs.ensure_dir_nofollow(config.dir, (Layout.FAILED,))
             try:
                 os.mkdir(staging, dir_fd=failed_fd)
                 try:
@@ -297,6 +298,7 @@ class FailedStore:
                     raise
                 if config.durable:
                     os.fsync(failed_fd)
+                    _fsync_made(made)
             finally:
                 _fs.close_dir(failed_fd)
         except BaseException as err:
@@ -489,6 +491,16 @@ class FailedStore:
             ) from None
         except OSError as err:
             raise QueueIOError(f"claiming failed job {jobid}", err) from err
+        if self.config.durable:
+            # The claim on disk before the job is linked back into queue/: after a power
+            # loss failed/NAME must not come back beside a requeued job (found by
+            # crashcheck; docs/durability.md).
+            try:
+                _fs.fsync_dir(self.layout.failed_dir)
+            except OSError as err:
+                with contextlib.suppress(OSError):
+                    os.rename(claimed, self.layout.failed_job_dir(jobid))
+                raise QueueIOError(f"claiming failed job {jobid}", err) from err
         return claimed
 
     def _remove_entry(self, jobid: str, purpose: str) -> bool:
@@ -618,6 +630,13 @@ def _remove_new_entry(failed_fd: int, name: str) -> None:
         finally:
             _fs.close_dir(fd)
         os.rmdir(name, dir_fd=failed_fd)
+
+
+def _fsync_made(made: list[str]) -> None:
+    """A failed/ made just now is durable only once the queue directory names it: the
+    job's unlink from queue/ must not outlive it in a power loss (found by crashcheck)."""
+    if made:
+        _fs.fsync_dir(os.path.dirname(made[0]))
 
 
 def _token() -> str:

@@ -339,7 +339,7 @@ class Job:
         failed: OSError | None = None
         self._letting_go = True
         try:
-            unlink_data(self._config, jobid)
+            self._remove_finished_data()
         except OSError as err:
             if err.errno not in (errno.ELOOP, errno.ENOTDIR):
                 failed = err
@@ -401,6 +401,15 @@ class Job:
             " where it went",
             self.jobid,
         )
+
+    def _remove_finished_data(self) -> None:
+        """Remove the data of a job whose control file :meth:`finish` has unlinked."""
+        if self._config.durable:
+            # The control file's removal on disk before the data's: after a power loss
+            # the job is finished for good (not run again), or whole; never a control
+            # file whose data is gone (found by crashcheck, docs/durability.md).
+            _fs.fsync_dir(os.path.dirname(self.queue_path))
+        unlink_data(self._config, self.jobid)
 
     def return_to_queue(self, *, wake: bool = True) -> None:
         """Give the job back, untouched, for any worker to pick up again.
@@ -538,12 +547,9 @@ class Job:
         try:
             dfd, created = _fs.ensure_dir_nofollow(config.dir, (Layout.DEFERRED,))
             try:
-                self._move_to_deferred(dfd)
+                self._move_to_deferred(dfd, created)
                 if config.durable:
-                    os.fsync(dfd)
                     _fs.fsync_dir(os.path.dirname(self.queue_path))
-                    for directory in created:
-                        _fs.fsync_dir(os.path.dirname(directory))
             finally:
                 _fs.close_dir(dfd)
         except OSError as err:
@@ -561,7 +567,7 @@ class Job:
         self._state = "deferred"
         self._released()
 
-    def _move_to_deferred(self, dfd: int) -> None:
+    def _move_to_deferred(self, dfd: int, created: list[str]) -> None:
         """Move our control file from ``queue/`` to ``deferred/`` (``dfd``), only while
         the job is still ours.
 
@@ -584,6 +590,13 @@ class Job:
             if not _is_at(dfd, self.jobid, source):
                 raise
         try:
+            if self._config.durable:
+                # The name in deferred/ on disk before the one in queue/ goes: a power
+                # loss between them must leave the job in both (the twin is dropped), never
+                # in neither (found by crashcheck).
+                os.fsync(dfd)
+                for directory in created:
+                    _fs.fsync_dir(os.path.dirname(directory))
             self._require_ours("retry")
             self._unlink_queued(dfd)
         except BaseException:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from typing import Final
@@ -75,7 +76,9 @@ class _Repairer:
         return self.now - (max(st.st_mtime, st.st_ctime) if linked else st.st_mtime)
 
     def old_enough(self, st: os.stat_result, *, linked: bool = False) -> bool:
-        return self.age(st, linked=linked) >= self.min_age
+        # min_age=0 means every process is gone: everything counts, even a file whose
+        # ctime this very repair moved (removing its tmp/ twin), which no age would reach.
+        return self.min_age <= 0 or self.age(st, linked=linked) >= self.min_age
 
     @contextlib.contextmanager
     def directory(self, *parts: str) -> Iterator[tuple[int, list[str]] | None]:
@@ -205,10 +208,40 @@ class _Repairer:
         # queue/, listed before: seen in one or the other).
         live.update(scan_waiting(self.config))
         if self.queue_ok:
+            self.check_failed_claims(live)
             self.check_data(live)
         self.check_results()
         self.check_keys()
         return self.report
+
+    def check_failed_claims(self, live: set[str]) -> None:
+        """A failed job claimed for a requeue (``failed/.NAME.requeue.TOKEN``) by a
+        process that died before it was done: in neither ``failed/`` nor the queue, it
+        would be lost. Put back as ``failed/NAME`` if it did not reach the queue; if it
+        did, the claim is what the requeue would have removed (found by crashcheck)."""
+        for fd, name, st in self.entries(Layout.FAILED):
+            jobid = Layout.failed_staging_job(name, "requeue")
+            # The claim's rename moves the directory's ctime, not its mtime.
+            if jobid is None or not stat.S_ISDIR(st.st_mode) or not self.old_enough(
+                    st, linked=True):
+                continue
+            path = os.path.join(self.layout.failed_dir, name)
+            detail = f"failed job {jobid}, claimed for a requeue by a process that died"
+            requeued = jobid in live or _lstat_at(jobid, fd) is not None
+            if self.dry_run:
+                action = "would remove" if requeued else f"would put back as failed/{jobid}"
+                self.note(FindingKind.TMP_LEFTOVER, path, detail, action, fixed=False)
+                continue
+            try:
+                if requeued:
+                    shutil.rmtree(path)
+                else:
+                    os.rename(name, jobid, src_dir_fd=fd, dst_dir_fd=fd)
+            except OSError as err:
+                self.note(FindingKind.TMP_LEFTOVER, path, detail, f"left: {err}", fixed=False)
+                continue
+            self.note(FindingKind.TMP_LEFTOVER, path, detail,
+                      "removed" if requeued else f"put back as failed/{jobid}", fixed=True)
 
     def check_keys(self) -> None:
         """Unique keys whose job is gone, judged stale by the one rule (see
