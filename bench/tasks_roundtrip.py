@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -158,9 +159,16 @@ def fill(work: str, jobs: int, kind: str, run: int) -> str:
     return queue
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def drain(queue: str, jobs: int, kind: str) -> dict[str, Any]:
     """``dq server --workers 2 --until-empty`` on ``queue``: its own rate (its
-    ``--json`` summary's seconds, not the processes' start-up)."""
+    ``--json`` summary's seconds, not the processes' start-up), and the CPU seconds
+    its processes used (start-up included)."""
+    cpu = _children_cpu()
     done = subprocess.run(
         [sys.executable, "-m", "dirqueue", "server", "--dir", queue, "--workers", "2",
          "--until-empty", "--json", *KINDS[kind]],
@@ -170,8 +178,19 @@ def drain(queue: str, jobs: int, kind: str) -> dict[str, Any]:
     assert summary["finished"] == jobs, summary
     if kind in ("tasks", "read-keep"):
         assert len(os.listdir(os.path.join(queue, "results"))) == jobs
+    cpu = _children_cpu() - cpu
     shutil.rmtree(queue)
-    return {"jobs": jobs, "seconds": summary["seconds"], "per_second": jobs / summary["seconds"]}
+    return {"jobs": jobs, "seconds": summary["seconds"], "per_second": jobs / summary["seconds"],
+            "cpu_seconds": cpu}
+
+
+def start_up_cpu(work: str) -> dict[str, float]:
+    """The CPU seconds a server of each kind takes to start and stop around one job
+    (the least of three): taken from each drain's, it leaves the jobs' own."""
+    return {
+        kind: min(drain(fill(work, 1, kind, -1 - i), 1, kind)["cpu_seconds"] for i in range(3))
+        for kind in KINDS
+    }
 
 
 def rate_rounds(work: str, jobs: int, rounds: int) -> list[dict[str, dict[str, Any]]]:
@@ -188,17 +207,33 @@ def rate_rounds(work: str, jobs: int, rounds: int) -> list[dict[str, dict[str, A
     return out
 
 
-def summarize(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Median rate of each kind, and the median over rounds of tasks / each baseline."""
+def summarize(
+    rounds: list[dict[str, dict[str, Any]]], start_up: dict[str, float]
+) -> dict[str, Any]:
+    """Median rate of each kind, and the median over rounds of tasks / each baseline;
+    the same for the CPU time a job takes (its server's, less its start-up), whose
+    ratio (baseline's / tasks') is what the rates' would be on an idle machine."""
+    for r in rounds:
+        for kind, run in r.items():
+            run["cpu_us_per_job"] = max(
+                0.0, (run["cpu_seconds"] - start_up[kind]) / run["jobs"] * 1e6)
     medians = {k: statistics.median(r[k]["per_second"] for r in rounds) for k in KINDS}
+    cpu = {k: statistics.median(r[k]["cpu_us_per_job"] for r in rounds) for k in KINDS}
     ratios = {
         b: sorted(r["tasks"]["per_second"] / r[b]["per_second"] for r in rounds)
+        for b in BASELINES
+    }
+    cpu_ratios = {
+        b: sorted(r[b]["cpu_us_per_job"] / r["tasks"]["cpu_us_per_job"] for r in rounds)
         for b in BASELINES
     }
     return {
         "per_second": medians,
         "ratio_median": {b: statistics.median(v) for b, v in ratios.items()},
         "ratio_range": {b: [v[0], v[-1]] for b, v in ratios.items()},
+        "cpu_us_per_job": cpu,
+        "cpu_ratio_median": {b: statistics.median(v) for b, v in cpu_ratios.items()},
+        "start_up_cpu_seconds": start_up,
     }
 
 
@@ -219,6 +254,7 @@ def main() -> int:
         if not args.rate_only:
             trip = dirqueue_round_trip(work, args.rounds)
             huey_trip = huey_round_trip(work, args.rounds)
+        start_up = start_up_cpu(work)
         rounds = rate_rounds(work, args.jobs, args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -229,7 +265,7 @@ def main() -> int:
             rows.append(["huey (SqliteHuey)", f"{huey_trip['median_ms']:.2f}",
                          f"{huey_trip['p99_ms']:.2f}"])
         print_table(["", "median ms", "p99 ms"], rows)
-    summary = summarize(rounds)
+    summary = summarize(rounds, start_up)
     names = {
         "tasks": "tasks (answers kept)",
         "noop": "plain, do-nothing handler",
@@ -241,13 +277,18 @@ def main() -> int:
     for kind, name in names.items():
         ratio = summary["ratio_median"].get(kind)
         low_high = summary["ratio_range"].get(kind)
+        cpu_ratio = summary["cpu_ratio_median"].get(kind)
         rows.append([
             name, f"{summary['per_second'][kind]:.0f}",
             "" if ratio is None else f"{ratio:.2f}",
             "" if low_high is None else f"{low_high[0]:.2f}-{low_high[1]:.2f}",
-            " ".join(f"{r[kind]['per_second']:.0f}" for r in rounds),
+            f"{summary['cpu_us_per_job'][kind]:.0f}",
+            "" if cpu_ratio is None else f"{cpu_ratio:.2f}",
         ])
-    print_table(["", "median jobs/s", "tasks/this", "range", "each round"], rows)
+    print_table(["", "jobs/s", "tasks/this", "range", "CPU us/job", "by CPU"], rows)
+    print("each round's jobs/s:")
+    for kind, name in names.items():
+        print(f"  {name}: " + " ".join(f"{r[kind]['per_second']:.0f}" for r in rounds))
     write_results("tasks_roundtrip", {
         "machine": m, "rounds": args.rounds, "jobs": args.jobs,
         "round_trip": {"dirqueue": trip, "huey": huey_trip},
