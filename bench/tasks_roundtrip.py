@@ -10,7 +10,10 @@
    and one that reads its data and has its return value kept (``--keep-results``).
    Each rate is the server's own (its ``--json`` summary's seconds, not process
    start-up); the table gives each kind's median, and the median over rounds of
-   tasks / each baseline, taken within a round.
+   tasks / each baseline, taken within a round. It also gives the CPU time a job
+   takes (the server's processes', less what one takes to start and stop), which a
+   neighbour's load moves far less than the rates: the baseline's over the tasks' is
+   the ratio the rates would show on an idle machine.
 
 On tmpfs (``/dev/shm``) by default. Prints a table and writes JSON to bench/results/.
 
