@@ -322,7 +322,8 @@ def _payload(record: ResultRecord) -> bytes:
     )).encode("utf-8")
 
 
-#: The fields of a done answer that are the same in each (a failure's only).
+#: What follows the value in every done answer: a failure's fields, empty, then the
+#: attempt's key.
 _DONE_PARTS: Final = ', "error_type": "", "error_message": "", "traceback": "", "attempt": '
 
 
