@@ -52,6 +52,22 @@ def test_an_answer_reads_back_as_it_was_returned(q: DirQueue, value: object) -> 
     assert os.listdir(q.layout.tmp_dir) == []  # Renamed away: nothing left in tmp/.
 
 
+@pytest.mark.parametrize("value", [
+    b"\x00\xff", "t\u00e9xt \"quoted\"\n", {"a": [1, 2.5, None, True], "\u00e9": "x"},
+    None, 0, -1.5e300, [], {},
+])
+def test_a_done_answers_file_is_the_json_of_its_record(q: DirQueue, value: object) -> None:
+    # _payload lays a done answer out by hand, for speed: it must stay the very text
+    # json.dumps gives (readers on older versions parse it), failures included.
+    done = success_record(q.config, JOB, value, 3, 60)
+    failed = failure_record(q.config, JOB, ValueError("no\n\u00e9"), "no", "tb", 2, 60)
+    for record in (done, failed):
+        write_result(q.config, record)
+        with open(q.layout.result_path(JOB), "rb") as fh:
+            assert fh.read() == json.dumps(record.as_dict(), allow_nan=False).encode()
+        assert read_result(q.config, JOB) == record
+
+
 def test_what_cannot_be_kept_is_refused_with_what_to_return(q: DirQueue) -> None:
     with pytest.raises(UnstorableResultError, match="return bytes, str or a JSON value"):
         success_record(q.config, JOB, {1, 2}, 1, 60)

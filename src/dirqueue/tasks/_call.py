@@ -141,6 +141,12 @@ def decode_call(data: bytes, encoding: str, *, allow_pickle: bool) -> Call:
             fields = json.loads(data)
         except ValueError as err:
             raise BadCallError(f"the call is not valid JSON: {err}") from None
+        if type(fields) is dict and len(fields) == 2:
+            # The call as encode_call writes it: fresh lists and dicts (whose keys JSON
+            # makes str), used as they are, uncopied and unchecked again.
+            args, kwargs = fields.get("args"), fields.get("kwargs")
+            if type(args) is list and type(kwargs) is dict:
+                return Call(args, kwargs)
     else:
         raise BadCallError(
             f"unknown call encoding {encoding!r} (metadata {ENCODING_KEY}): json or pickle"
