@@ -75,14 +75,17 @@ class Picker:
             raise QueueIOError(f"listing the jobs in {self.config.layout.queue_dir}", err) from err
         # First a few jobs held by others that come before the first waiting one, in
         # case a holder died: a pickup's cost stays flat however many are in progress.
-        for held in index.held_due(index.head()):
+        entry = index.head()
+        for held in index.held_due(entry):
             job = self._settle(held, self.try_pickup(held))
             if job is not None:
                 return job
-        while (entry := index.head()) is not None:
+        # The head found above is still the head: trying held jobs changes only those.
+        while entry is not None:
             job = self._settle(entry, self.try_pickup(entry, seen_free=index.exact))
             if job is not None:
                 return job
+            entry = index.head()
         # Nothing to take: this worker may now wait, or exit without a word.
         self.lock_file.let_go()
         return None
