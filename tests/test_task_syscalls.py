@@ -6,9 +6,10 @@ job in 23 calls (one thread, tmpfs or any local filesystem): 18 for a plain job 
 handler reads its data, and 5 for the answer (create in ``tmp/``, write, set its expiry
 as its mtime, close, rename into ``results/``), plus on a durable queue the answer's 2
 fsyncs (the file and ``results/``) and the finish's fsync of ``queue/`` (open, fsync,
-close: the control file's removal made durable before the data's, docs/durability.md). A later change that adds a ``stat``, a directory listing
-per answer or a second read of the job's files fails here, by name, instead of showing
-only as a slower benchmark on a loaded machine.
+close: the control file's removal made durable before the data's, docs/durability.md).
+A later change that adds a ``stat``, a directory listing per answer or a second read of
+the job's files fails here, by name, instead of showing only as a slower benchmark on a
+loaded machine.
 """
 
 from __future__ import annotations

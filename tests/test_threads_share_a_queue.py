@@ -126,25 +126,38 @@ def _in_thread(call: Callable[[], object], errors: list[BaseException]) -> threa
     return threading.Thread(target=run, daemon=True)
 
 
+@pytest.mark.parametrize("seen", ["arrived", "listed"])
 def test_two_threads_trimming_the_pending_list_lose_no_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: str
 ) -> None:
     # One thread trimmed the names passed while another walked the list from a place
     # that no longer existed: the waiting job was skipped (or the walk ran past the
-    # list's end: IndexError).
+    # list's end: IndexError). The names that arrived since the last re-read are in a
+    # list; those of the re-read, packed, with the names passed dropped from a set.
     monkeypatch.setattr(dirqueue._index, "_COMPACT_AT", 1)
     q = DirQueue(tmp_path / "q", durable=False)
-    names = [q.enqueue_string(str(i)) for i in range(8)]
     index = QueueIndex(q.config)
+    if seen == "arrived":
+        q.create()
+        index.refresh()  # Read (empty) and watched: the jobs arrive as events.
+    names = [q.enqueue_string(str(i)) for i in range(8)]
     index.refresh()
-    for name in names[:6]:
-        index.taken(name)
-    head = index.head()
-    assert head is not None
-    assert head.name == names[6]
-    index.taken(names[6])
     gate = _Gate()
-    index._waiting = _GatedSet(index._waiting, gate)  # The gate.
+    if seen == "arrived":
+        for name in names[:6]:
+            index.taken(name)
+        head = index.head()
+        assert head is not None
+        assert head.name == names[6]
+        index.taken(names[6])
+        assert index._waiting
+        index._waiting = _GatedSet(index._waiting, gate)  # The gate.
+    else:
+        # Taken last first: all but the first are set aside in ``out`` until passed.
+        for name in reversed(names[:7]):
+            index.taken(name)
+        assert index._listing.out
+        index._listing.out = _GatedSet(index._listing.out, gate)
     errors: list[BaseException] = []
     _interleave(_in_thread(index.head, errors), _in_thread(index.head, errors), gate)
     assert errors == []
@@ -294,7 +307,8 @@ def test_a_child_forked_while_a_thread_is_inside_the_queue_object_can_use_it(
     index_gate, keeper_gate = _Gate(), _Gate()
     picker = q._picker
     picker.index.refresh()
-    picker.index._waiting = _GatedSet(picker.index._waiting, index_gate)  # The gate.
+    # The gate: the job, read from queue/, is in the packed listing.
+    picker.index._listing.out = _GatedSet(picker.index._listing.out, index_gate)
     monkeypatch.setattr(_lockfile, "write_lock", _gated(keeper_gate, _lockfile.write_lock))
     errors: list[BaseException] = []
     in_index = _in_thread(picker.index.head, errors)
@@ -307,7 +321,7 @@ def test_a_child_forked_while_a_thread_is_inside_the_queue_object_can_use_it(
     if pid == 0:  # The child: take the job, or hang (the parent kills it).
         code = 1
         try:
-            picker.index._waiting = set(picker.index._waiting)
+            picker.index._listing.out = set(picker.index._listing.out)
             job = q.pickup_queued_job()
             code = 0 if job is not None and job.jobid == jobid else 2
         finally:

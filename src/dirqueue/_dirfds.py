@@ -149,9 +149,14 @@ def at(
     operation to which a missing name is a common answer). Directories made on the way
     are added to ``created``.
     """
-    entry, made, fresh = _get(root, parts, create)
-    if created is not None:
-        created.extend(made)
+    # The common case first, without a call: this thread keeps the directory already.
+    entry = _cache.held.get((root, parts)) if root[:1] == "/" else None
+    if entry is not None:
+        fresh = False
+    else:
+        entry, made, fresh = _get(root, parts, create)
+        if created is not None:
+            created.extend(made)
     try:
         return operation(entry.fd)
     except OSError as err:

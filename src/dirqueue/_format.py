@@ -60,6 +60,10 @@ _JOB_ID_RE: Final = re.compile(
     r"(?P<pri>[0-9]{2})\.(?P<stamp>[0-9]{20})\.(?P<tag>[A-Za-z0-9+_]+)(?:\.(?P<pid>[0-9]+)\.(?P<rand>[0-9]+))?"
 )
 _SYSTEM_KEY_RE: Final = re.compile(r"Q[A-Z]{3}")
+#: The first five lines of a control file as every writer of the format writes them.
+_COMMON_START: Final = re.compile(
+    "QDFN: ([^\n]*)\nQDSB: ([0-9]+)\nQSTT: ([0-9]+)\nQSTM: ([0-9]+)\nQSHN: ([^\n]*)\n"
+)
 
 # System fields of a control file, in the order the Perl module writes them.
 QDFN: Final = "QDFN"
@@ -361,8 +365,18 @@ def parse_control(raw: bytes, where: str | None = None) -> ControlFile:
     if b"\0" in raw:
         raise CorruptJobError("control file contains NUL bytes: it is not a text file", where)
     text = raw.decode("utf-8", errors="replace")
-    ctrl = ControlFile(source=raw)
-    seen_time = False
+    common = _COMMON_START.match(text)
+    if common is None:
+        ctrl = ControlFile(source=raw)
+        seen_time = False
+    else:
+        # The five lines every enqueue writes, first and in this order: read in one
+        # match (a pickup's control file is mostly these); the lines after them as
+        # any line is, so a later line of the same name still wins.
+        path, size, secs, usecs, host = common.groups()
+        ctrl = ControlFile(path, int(size), int(secs), int(usecs), host, source=raw)
+        seen_time = True
+        text = text[common.end() :]
     for line in text.split("\n"):
         if line == "":
             continue
@@ -370,7 +384,7 @@ def parse_control(raw: bytes, where: str | None = None) -> ControlFile:
         if not sep:
             # The Perl module skips lines without ": "; so do we.
             continue
-        if _SYSTEM_KEY_RE.fullmatch(key):
+        if len(key) == 4 and key[0] == "Q" and _SYSTEM_KEY_RE.fullmatch(key):
             _set_system_field(ctrl, key, value, where)
             seen_time = seen_time or key == QSTT
         else:

@@ -46,30 +46,46 @@ class _Beater:
 
     def __init__(self) -> None:
         # Touches happen with the lock held, so remove() waits out one under way.
-        self._cond = threading.Condition(threading.Lock())
+        # add() and remove() (once per job) take the plain lock: the same lock as the
+        # condition's, without the Condition's own Python-level __enter__ and __exit__.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._beats: set[Heartbeat] = set()
         self._thread: threading.Thread | None = None
+        #: Set by the thread as it ends (Thread.is_alive() costs several calls a job).
+        self._running = False
         #: When the thread will next look on its own (inf: when woken).
         self._wake_at = float("inf")
 
     def add(self, beat: Heartbeat) -> None:
-        with self._cond:
+        with self._lock:
             self._beats.add(beat)
-            if self._thread is None or not self._thread.is_alive():
+            if not self._running:
                 self._thread = threading.Thread(
                     target=self._run, name="dirqueue-heartbeat", daemon=True
                 )
-                self._thread.start()
+                self._running = True
+                try:
+                    self._thread.start()
+                except BaseException:
+                    self._running = False
+                    raise
             elif beat.next_due < self._wake_at:
                 # Most jobs are added after the thread's next look is due anyway: no
                 # need to wake it (a context switch on every pickup).
                 self._cond.notify()
 
     def remove(self, beat: Heartbeat) -> None:
-        with self._cond:
+        with self._lock:
             self._beats.discard(beat)
 
     def _run(self) -> None:
+        try:
+            self._beat()
+        finally:
+            self._running = False  # Only if touch() raised what it must not: start anew.
+
+    def _beat(self) -> None:
         with self._cond:
             while True:
                 if not self._beats:

@@ -3,8 +3,10 @@ from ``queue/`` only when it must be.
 
 Every name in ``queue/`` is, for this index, in one of three states:
 
-- *waiting*: a candidate, in ``_pending`` (sorted when the queue is ordered), tried in
-  that order;
+- *waiting*: a candidate, tried in order (sorted when the queue is ordered): the
+  names of the last re-read of ``queue/``, packed in a :class:`~dirqueue._scanner.Listing`
+  (a million names take tens of megabytes, not hundreds), and those that arrived since,
+  in ``_pending``;
 - *held*: locked by another worker (seen in ``active/``, or refused when we tried it);
   re-judged now and then, a few at a time, so a dead worker's lock is still broken;
 - *taken*: locked by this process.
@@ -61,7 +63,7 @@ from ._inotify import (
 )
 from ._judge import filesystem_now
 from ._layout import Layout
-from ._scanner import QueueEntry, scan
+from ._scanner import Listing, QueueEntry, scan_packed
 
 __all__ = ["EXACT_RESCAN", "HELD_RECHECK", "SCAN_INTERVAL", "QueueIndex"]
 
@@ -84,6 +86,7 @@ _COMPACT_AT: Final = 4096
 
 _ACTIVE: Final = "active"  # the place of active/'s watch (a queue place is None or a digit)
 _ARRIVED: Final = IN_CREATE | IN_MOVED_TO
+_NOWHERE: Final = "-"  # the place of a watch descriptor that is not ours (any more)
 
 _fork_generation = 0
 #: Every index, whose guard a forked child makes anew: a thread of the parent may have
@@ -116,6 +119,9 @@ class QueueIndex:
         self.guard = threading.RLock()
         _indexes.add(self)
         self._generation = _fork_generation
+        #: The waiting names of the last re-read of queue/, packed.
+        self._listing = Listing()
+        #: The names that arrived since (sorted when ordered), and which of them wait.
         self._pending: list[str] = []
         self._pos = 0
         self._waiting: set[str] = set()
@@ -165,19 +171,42 @@ class QueueIndex:
     def head(self) -> QueueEntry | None:
         """The first waiting job, or None."""
         with self.guard:
-            pending, waiting = self._pending, self._waiting
-            pos = self._pos
-            if pos > _COMPACT_AT and pos * 2 > len(pending):
-                del pending[:pos]  # Trim the names passed (memory, at a million jobs).
-                pos = 0
-            while pos < len(pending):
-                name = pending[pos]
-                if name in waiting:
-                    self._pos = pos
-                    return QueueEntry(name, self._fanout.get(name))
-                pos += 1
-            self._pos = pos
-            return None
+            listed = self._listing.current()
+            arrived = self._first_arrived()
+            if arrived is None or (
+                listed is not None and (not self.config.ordered or listed < arrived)
+            ):
+                name = listed
+            else:
+                name = arrived
+            if name is None:
+                return None
+            return QueueEntry(name, self._fanout.get(name) if self._fanout else None)
+
+    def _first_arrived(self) -> str | None:
+        """The first waiting name of those that arrived since the last re-read."""
+        pending, waiting = self._pending, self._waiting
+        pos = self._pos
+        if pos > _COMPACT_AT and pos * 2 > len(pending):
+            del pending[:pos]  # Trim the names passed (memory, at a million jobs).
+            pos = 0
+        while pos < len(pending):
+            name = pending[pos]
+            if name in waiting:
+                self._pos = pos
+                return name
+            pos += 1
+        self._pos = pos
+        return None
+
+    def _is_waiting(self, name: str) -> bool:
+        return name in self._waiting or self._listing.has(name)
+
+    def _not_waiting(self, name: str) -> None:
+        if name in self._waiting:
+            self._waiting.discard(name)
+        else:
+            self._listing.drop(name)
 
     def held_due(self, before: QueueEntry | None) -> list[QueueEntry]:
         """A few jobs held by others whose locks are due to be judged again.
@@ -204,14 +233,14 @@ class QueueIndex:
     def taken(self, name: str) -> None:
         """We locked job ``name``."""
         with self.guard:
-            self._waiting.discard(name)
+            self._not_waiting(name)
             self._held.pop(name, None)
             self._taken.add(name)
 
     def held(self, name: str) -> None:
         """Another worker holds job ``name`` (judged alive just now)."""
         with self.guard:
-            self._waiting.discard(name)
+            self._not_waiting(name)
             # Moved to the end: the dict stays in the order of the last judgement.
             self._held.pop(name, None)
             self._held[name] = time.monotonic()
@@ -220,9 +249,12 @@ class QueueIndex:
         """Job ``name`` may not be taken now (its group is full, say): pass over it for
         the rest of this pass; :meth:`unpark` makes it waiting again, in its place."""
         with self.guard:
-            self._waiting.discard(name)
-            self._taken.discard(name)
-            self._held.pop(name, None)
+            if name in self._taken:
+                self._taken.discard(name)
+            elif name in self._held:
+                del self._held[name]
+            else:
+                self._not_waiting(name)
             self._parked.add(name)
 
     def unpark(self) -> None:
@@ -232,7 +264,7 @@ class QueueIndex:
                 return
             # In name order: inserted each at its place, so the queue's order holds.
             for name in sorted(self._parked):
-                if name not in self._waiting and name not in self._held:
+                if name not in self._held and not self._is_waiting(name):
                     self._add_waiting(name)
             self._parked.clear()
 
@@ -269,19 +301,26 @@ class QueueIndex:
             self._watching = False
             self._dirty = True
             return
-        if wd not in self._places:
+        place = self._places.get(wd, _NOWHERE)
+        if place == _NOWHERE:
             return
-        place = self._places[wd]
-        if not match_job_name(name):
-            if place is None and mask & IN_ISDIR and name in Layout.QUEUE_SUBDIRS:
+        if mask & IN_ISDIR and not match_job_name(name):
+            if place is None and name in Layout.QUEUE_SUBDIRS:
                 # A fan-out directory came or went: watch it too.
                 self._watching = False
                 self._dirty = True
             return
+        # A name that is not a job's is never waiting, held or taken: only one that
+        # arrives in queue/ must be checked.
         if place == _ACTIVE:
             self._lock_event(name, arrived=bool(mask & _ARRIVED))
         elif mask & _ARRIVED:
-            if name not in self._waiting and name not in self._held and name not in self._taken:
+            if (
+                name not in self._held
+                and name not in self._taken
+                and match_job_name(name)
+                and not self._is_waiting(name)
+            ):
                 if place is not None:
                     self._fanout[name] = place
                 self._add_waiting(name)
@@ -291,7 +330,9 @@ class QueueIndex:
     def _lock_event(self, name: str, *, arrived: bool) -> None:
         """A lock appeared in (or left) active/."""
         if arrived:
-            if name in self._waiting or name in self._parked:
+            if name in self._parked or (
+                name not in self._taken and name not in self._held and self._is_waiting(name)
+            ):
                 self._parked.discard(name)
                 self.held(name)
         elif name in self._held or name in self._taken:
@@ -310,11 +351,17 @@ class QueueIndex:
             pending.insert(random.randint(pos, len(pending)), name)
 
     def _forget(self, name: str) -> None:
-        self._waiting.discard(name)
         self._parked.discard(name)
-        self._held.pop(name, None)
-        self._taken.discard(name)
-        self._fanout.pop(name, None)
+        # A name is in at most one of taken, held and waiting: the first two are small
+        # sets, and the listing is searched only when the name is in neither.
+        if name in self._taken:
+            self._taken.discard(name)
+        elif name in self._held:
+            del self._held[name]
+        else:
+            self._not_waiting(name)
+        if self._fanout:
+            self._fanout.pop(name, None)
 
     # -- re-reading the queue ---------------------------------------------------------
 
@@ -332,24 +379,22 @@ class QueueIndex:
         self._watch()
         mtimes = self._stat_mtimes()
         locked = _locked_names(self.config.layout)
-        entries = scan(self.config.layout, ordered=self.config.ordered)
+        self._listing = Listing()  # The old one's memory back before the new is made.
+        listing, locked_entries, fanout = scan_packed(
+            self.config.layout, ordered=self.config.ordered, locked=locked
+        )
         old_held, old_taken = self._held, self._taken
-        pending: list[str] = []
         held: dict[str, float] = {}
         taken: set[str] = set()
-        fanout: dict[str, str] = {}
-        for name, digit in entries:
-            if digit is not None:
-                fanout[name] = digit
-            if name not in locked:
-                pending.append(name)
-            elif name in old_taken:
+        for name, _ in sorted(locked_entries):
+            if name in old_taken:
                 taken.add(name)
             else:
                 # Judged afresh soon if new to us: its owner may be dead.
                 held[name] = old_held.get(name, 0.0)
-        self._pending, self._pos = pending, 0
-        self._waiting = set(pending)
+        self._listing = listing
+        self._pending, self._pos = [], 0
+        self._waiting = set()
         self._parked.clear()  # Those still there are waiting again, in their place.
         # Oldest judgement first (a stable sort: in queue order among equals).
         held = dict(sorted(held.items(), key=lambda item: item[1]))

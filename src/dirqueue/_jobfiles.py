@@ -133,17 +133,17 @@ def _open_data_with(
     """``opener(name, dir_fd)`` on job ``jobid``'s data file, reached from the job id
     without following a symlink; what is found there that is not a file to read is a
     :class:`CorruptJobError`."""
-    path = config.layout.data_path(jobid)
     parts, base = Layout.data_parts(jobid)
     try:
         return _dirfds.at(config.dir, parts, lambda fd: opener(base, fd))
     except _fs.NotRegularFileError as err:
         raise CorruptJobError(
-            f"data file of job {jobid} {err.strerror}: refusing to read it", path
+            f"data file of job {jobid} {err.strerror}: refusing to read it",
+            config.layout.data_path(jobid),
         ) from None
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise _symlinked_dirs(jobid, path) from None
+            raise _symlinked_dirs(jobid, config.layout.data_path(jobid)) from None
         raise
 
 

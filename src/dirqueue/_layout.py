@@ -7,6 +7,7 @@ of those paths is described in ``docs/format.md``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -160,6 +161,7 @@ class Layout:
         return os.path.join(self.data_dir, c1), os.path.join(self.data_dir, c1, c2)
 
     @staticmethod
+    @functools.lru_cache(maxsize=256)  # Asked four times for each job taken.
     def data_parts(jobid: str) -> tuple[tuple[str, str, str], str]:
         """``(("data", C1, C2), BASE)``: the directories from ``DIR`` to job ``jobid``'s
         data file, and its name there.

@@ -120,18 +120,22 @@ class Picker:
             gate.new_pass()
         # First a few jobs held by others that come before the first waiting one, in
         # case a holder died: a pickup's cost stays flat however many are in progress.
-        for held in index.held_due(index.head()):
+        entry = index.head()
+        for held in index.held_due(entry):
             job = self._admit(held, self._settle(held, self.try_pickup(held)))
             if job is not None:
                 return job
-        while (entry := index.head()) is not None:
+        # The head found above is still the head: trying held jobs changes only those.
+        while entry is not None:
             if not self._may_try(entry):
                 index.park(entry.name)
+                entry = index.head()
                 continue
             job = self._settle(entry, self.try_pickup(entry, seen_free=index.exact))
             job = self._admit(entry, job)
             if job is not None:
                 return job
+            entry = index.head()
         # Nothing to take: this worker may now wait, or exit without a word.
         self.lock_file.let_go()
         return None
