@@ -19,7 +19,9 @@ two steps, and the second is the stale-lock rule itself (:func:`dirqueue._judge.
    (:func:`seal_through`), a heartbeat quiet for decades: stale. A key not yet sealed is an
    enqueue at work, held while the enqueuer lives, for ``active_file_lifetime`` at
    most, and broken at once when its owner line proves the enqueuer dead (killed
-   between the two links).
+   between the two links). Its job is not looked up (step 1 is skipped) while it is
+   so held: a miss that an NFS client's lookup cache kept from before the job's link
+   would hide the job once the key is sealed.
 
 A stale key is removed under the breaker token (``tmp/k.HASH.breaking``), only if it is
 still the file judged (inode and mtime), exactly as a stale lock is broken; releasing
@@ -173,6 +175,14 @@ def _read_key(name: str, dfd: int) -> KeyHolder | None:
 
 def is_held(config: QueueConfig, holder: KeyHolder) -> bool:
     """Whether the key file ``holder`` is still held (see the module's two steps)."""
+    if not holder.sealed and not judge(config, holder.stat, holder.raw).breakable:
+        # An enqueue at work, held job or no job; its job is not looked up. It may not
+        # be linked yet, and an NFS client keeps a miss (a negative lookup cache, for
+        # the attribute-cache time): once the job is in and the key sealed, this host
+        # would miss the job still, judge the sealed key stale, and enqueue a second
+        # job with the key. A job name is looked up only once its key is sealed (so the
+        # job was in before), or its enqueuer is dead or out of time.
+        return True
     if holder.jobid is not None and place_of(config, holder.jobid) is not None:
         return True
     if holder.until is not None and filesystem_now(config) < holder.until and holder.sealed:
