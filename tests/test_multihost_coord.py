@@ -1,0 +1,206 @@
+"""Unique jobs, dependencies and periodic jobs on three hosts that share a queue over
+GlusterFS and NFSv3 (issue 22's "Done when"), with processes SIGKILLed at chosen steps.
+
+The agents (tests/multihost/agent.py ``unique`` and ``work``) write one event a line
+to a log on the local disk with ``O_APPEND``; the simulated hosts share the machine,
+so the log's order is the order of the events across hosts, and the checks are on
+that order: never a job twice, never one early, none stranded; never on speed (the
+bed is shared and slow). ``DQ_MULTIHOST_RESULTS`` collects the figures
+(:func:`_multihost.record`).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from _helpers import wait_for
+from _multihost import HOSTS, KINDS, Hosts, host_cmd, missing, record, shared_queue
+from dirqueue import DirQueue
+
+pytestmark = pytest.mark.multihost
+
+#: Every agent's ``active_file_lifetime``: how long a lock or an unsealed key whose
+#: owner is on another host (so cannot be proven dead) is held after it goes quiet.
+LIFETIME = 6.0
+ENV = {"DQ_AGENT_LIFETIME": str(LIFETIME)}
+#: The NFS clients' attribute (and lookup) cache on the test bed, in seconds.
+ATTR_TIMEOUT = float(os.environ.get("FSP_NFS_ATTR_TIMEOUT", "3"))
+
+
+@pytest.fixture(params=sorted(KINDS))
+def hosts(request: pytest.FixtureRequest) -> Iterator[Hosts]:
+    why = missing(KINDS[request.param], HOSTS, perl=True)
+    if why:
+        pytest.skip(f"no three-host {request.param} test bed: {why}")
+    with shared_queue(request.param, "dq-coord") as h:
+        yield h
+
+
+@dataclass
+class Event:
+    index: int
+    what: str
+    words: list[str]
+    host: str
+    pid: int
+    when: float
+
+
+@dataclass
+class Log:
+    """The agents' log, read back in order."""
+
+    events: list[Event] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, path: Path) -> Log:
+        log = cls()
+        for line in path.read_text().splitlines():
+            what, *words, host, pid, when = line.split()
+            log.events.append(Event(len(log.events), what, words, host, int(pid), float(when)))
+        return log
+
+    def of(self, what: str) -> list[Event]:
+        return [e for e in self.events if e.what == what]
+
+
+def _dq(n: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(host_cmd(n, sys.executable, "-m", "dirqueue", *args),
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+ENQUEUERS = 8
+ENQUEUES = 1000
+KEYS = 100
+
+
+@pytest.mark.timeout(300)
+def test_racing_unique_enqueues_one_job_per_key_at_a_time(hosts: Hosts, tmp_path: Path) -> None:
+    """8 enqueuers on 3 hosts race 1,000 enqueues of 100 keys while a worker on each
+    host runs the jobs. One enqueuer is SIGKILLed between linking a key and linking its
+    job, one between linking its job and sealing its key, and one worker between
+    finishing a job and releasing its key; another worker is SIGKILLed from outside
+    mid-run and started again.
+
+    Per key, the jobs never overlap: each ended (and its key was released) before the
+    next was enqueued or started; an enqueue that began after a job's key was released
+    (by more than an NFS client's attribute cache time) never got that job back; every
+    job ran to its end once. After the kills, once the
+    lifetime has passed, every key can be enqueued again (a new job for each)."""
+    log_path = tmp_path / "log"
+    stop = tmp_path / "stop"
+    workers = {n: hosts.start(n, "work", hosts.qdir(n), str(log_path), str(stop), env=ENV)
+               for n in HOSTS}  # fmt: skip
+    dying_worker = hosts.start(2, "work", hosts.qdir(2), str(log_path), str(stop),
+                               "release:5", env=ENV)  # fmt: skip
+    share = ENQUEUES // ENQUEUERS
+    dies = {0: "claim:5", 4: "seal:3"}
+    enqueuers = [
+        hosts.start(1 + i % 3, "unique", hosts.qdir(1 + i % 3), str(share), str(KEYS),
+                    str(i), str(log_path), *([dies[i]] if i in dies else []), env=ENV)
+        for i in range(ENQUEUERS)
+    ]  # fmt: skip
+    assert ENQUEUES % ENQUEUERS == 0
+    began = time.monotonic()
+    # A worker killed from outside once it has run a few jobs, and started again.
+    assert wait_for(lambda: log_path.exists() and log_path.read_text().count("\nend ") >= 30,
+                    timeout=120)  # fmt: skip
+    hosts.kill(workers[3])
+    workers[3] = hosts.start(3, "work", hosts.qdir(3), str(log_path), str(stop), env=ENV)
+    for i, proc in enumerate(enqueuers):
+        proc.wait(timeout=180)
+        assert proc.returncode == (-9 if i in dies else 0), proc.communicate()[1]
+        if i in dies:
+            # Its successor makes the enqueues it had left (the one killed half-way
+            # counts as made).
+            made = sum(1 for line in log_path.read_text().splitlines()
+                       if line.startswith("pre k") and line.split()[2].startswith(f"{i}-"))
+            n = 1 + i % 3
+            enqueuers.append(hosts.start(n, "unique", hosts.qdir(n), str(share - made),
+                                         str(KEYS), str(100 + i), str(log_path), env=ENV))
+    enqueued_in = time.monotonic() - began
+    stop.touch()
+    for proc in workers.values():
+        hosts.result(proc, timeout=120)
+    dying_worker.wait(timeout=120)
+    assert dying_worker.returncode == -9, dying_worker.communicate()[1]
+    drained_in = time.monotonic() - began
+
+    log = Log.read(log_path)
+    pre = {e.words[1]: e for e in log.of("pre")}  # tag -> event
+    got = {e.words[2]: e for e in log.of("got") if e.words[3] == "new"}  # jobid -> event
+    starts: dict[str, list[Event]] = collections.defaultdict(list)
+    for e in log.of("start"):
+        starts[e.words[1]].append(e)
+    ends = collections.Counter(e.words[1] for e in log.of("end"))
+    end_at = {e.words[1]: e.index for e in log.of("end")}
+    released_at = {e.words[1]: e for e in log.of("released")}
+    key_of = {e.words[1]: e.words[0] for e in log.of("start")}
+
+    # Every job enqueued ran to its end exactly once (a job whose worker was killed
+    # mid-run was taken over and started again, and ended once).
+    assert set(got) <= set(starts), sorted(set(got) - set(starts))[:5]
+    assert all(n == 1 for n in ends.values()), [j for j, n in ends.items() if n != 1][:5]
+    assert set(ends) == set(starts), sorted(set(starts) - set(ends))[:5]
+    # Jobs not acknowledged by an enqueuer: only the one killed before sealing.
+    orphans = set(starts) - set(got)
+    assert len(orphans) <= 1, orphans
+
+    # Per key, no two jobs alive at once: the earlier one ended before the later one
+    # started, and before its enqueue returned.
+    by_key: dict[str, list[str]] = collections.defaultdict(list)
+    for jobid in sorted(starts, key=lambda j: starts[j][0].index):
+        by_key[key_of[jobid]].append(jobid)
+    overlaps = []
+    for key, jobs in by_key.items():
+        for first, then in itertools.pairwise(jobs):
+            later = [starts[then][0].index] + ([got[then].index] if then in got else [])
+            if end_at[first] > min(later):
+                overlaps.append((key, first, then))
+    assert overlaps == []
+
+    # A key released is free: an enqueue that began after the release never got the
+    # old job back, once the attribute cache of the host it ran on may have aged (an
+    # NFS client may show the key and the job's name for that long after they went;
+    # see docs/coordination.md).
+    stale_answers = [
+        (e, pre[e.words[1]].when - released_at[e.words[2]].when) for e in log.of("got")
+        if e.words[3] == "old" and e.words[2] in released_at
+        and pre[e.words[1]].index > released_at[e.words[2]].index
+    ]  # fmt: skip
+    cache = ATTR_TIMEOUT if hosts.kind == "nfs3" else 0.0
+    assert [(e, late) for e, late in stale_answers if late > cache + 0.5] == []
+
+    # After the kills: keys left behind (an unsealed one by the enqueuer killed between
+    # its links, on another host) are stale once the lifetime has passed; then every
+    # key enqueues a new job, from every host.
+    time.sleep(LIFETIME + 1)
+    again = []
+    for k in range(KEYS):
+        q = DirQueue(hosts.qdir(1 + k % 3), active_file_lifetime=LIFETIME)
+        jobid = q.enqueue_string(f"k{k}", unique_key=f"k{k}")
+        again.append(getattr(jobid, "existing", False))
+    assert not any(again), [f"k{k}" for k, old in enumerate(again) if old]
+    fsck = _dq(2, "fsck", "--dir", hosts.qdir(2))
+    assert "stale-key" not in fsck.stdout, fsck.stdout
+
+    new_jobs = len(starts)
+    record(
+        "unique keys racing on 3 hosts", fs=hosts.kind, enqueuers=ENQUEUERS,
+        enqueues=len(pre), keys=KEYS, jobs=new_jobs, overlaps=len(overlaps),
+        answers_within_cache_time=len(stale_answers), runs_per_key=round(new_jobs / KEYS, 1),
+        restarted_jobs=sum(1 for s in starts.values() if len(s) > 1),
+        enqueued_s=round(enqueued_in, 1), drained_s=round(drained_in, 1),
+    )  # fmt: skip
+    print(f"\n{hosts.kind}: {len(pre)} enqueues, {new_jobs} jobs of {KEYS} keys,"
+          f" enqueued in {enqueued_in:.1f} s, drained in {drained_in:.1f} s")
