@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,8 @@ import pytest
 
 from _helpers import wait_for
 from _multihost import HOSTS, KINDS, Hosts, host_cmd, missing, record, shared_queue
-from dirqueue import DirQueue
+from dirqueue import DirQueue, FailedStore
+from dirqueue._deps import scan_waiting
 
 pytestmark = pytest.mark.multihost
 
@@ -204,3 +205,134 @@ def test_racing_unique_enqueues_one_job_per_key_at_a_time(hosts: Hosts, tmp_path
     )  # fmt: skip
     print(f"\n{hosts.kind}: {len(pre)} enqueues, {new_jobs} jobs of {KEYS} keys,"
           f" enqueued in {enqueued_in:.1f} s, drained in {drained_in:.1f} s")
+
+
+#: Parents of the fan-in. The issue asks for 1,000: ``DQ_MULTIHOST_FANIN=1000`` runs
+#: them (passed on both filesystems: 46 s on NFSv3, 129 s on GlusterFS, on the shared
+#: 2-core bed, where 3 workers run about 10-40 jobs/s); 300 keep each run under a
+#: minute or so.
+FANIN = int(os.environ.get("DQ_MULTIHOST_FANIN", "300"))
+
+
+def _wait_log(path: Path, test: Callable[[Log], bool], timeout: float) -> Log:
+    """The log once ``test`` holds of it (read a few times a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = Log.read(path) if path.exists() else Log()
+        if test(log):
+            return log
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"log never got there: last 5 lines {log.events[-5:]}")
+        time.sleep(0.3)
+
+
+def _ran(log: Log, data: str) -> bool:
+    return any(e.words[0] == data for e in log.of("end"))
+
+
+@pytest.mark.timeout(300)
+def test_a_diamond_and_a_fan_in_run_in_dependency_order_across_hosts(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    """Workers on 3 hosts; enqueued from a fourth view of the queue:
+
+    - a diamond A -> B, A -> C, B + C -> D, whose worker running B ("slow") is
+      SIGKILLed: B is taken over after the lifetime, and D waits for it;
+    - a diamond whose B fails: its D goes to failed/ with the reason, never runs, and
+      an E after B with ``allow_failure`` runs;
+    - a fan-in of FANIN parents (one of them failing) and one child with
+      ``allow_failure``.
+
+    No job starts before every one of its parents has ended (its end or failure
+    logged); every job ends once; nothing is left in waiting/ or the queue."""
+    log_path = tmp_path / "log"
+    stop = tmp_path / "stop"
+    workers = [hosts.start(n, "work", hosts.qdir(n), str(log_path), str(stop), env=ENV)
+               for n in HOSTS]  # fmt: skip
+    # No fsyncs for the enqueues (an enqueue over the bed's FUSE mounts takes 50 ms
+    # with them, 10 without): durability is not what is tested here.
+    q = DirQueue(hosts.qdir(1), active_file_lifetime=LIFETIME, durable=False)
+    parents: dict[str, list[str]] = {}  # data -> its parents' data
+    ids: dict[str, str] = {}
+
+    def enqueue(data: str, after: Sequence[str] = (), *, allow_failure: bool = False) -> None:
+        ids[data] = q.enqueue_string(data, depends_on=[ids[p] for p in after],
+                                     allow_failure=allow_failure)  # fmt: skip
+        parents[data] = list(after)
+
+    began = time.monotonic()
+    enqueue("slow-A")  # Slow, so the dependants are all in before it ends.
+    enqueue("slow-B", ["slow-A"])
+    enqueue("C", ["slow-A"])
+    enqueue("D", ["slow-B", "C"])
+    enqueue("slow-A2")
+    enqueue("fail-B2", ["slow-A2"])
+    enqueue("C2", ["slow-A2"])
+    enqueue("D2", ["fail-B2", "C2"])
+    enqueue("E2", ["fail-B2"], allow_failure=True)
+
+    # The worker running slow-B is killed mid-job (mid-chain).
+    log = _wait_log(log_path, lambda lg: any(e.words[0] == "slow-B" for e in lg.of("start")), 120)
+    [b_start] = [e for e in log.of("start") if e.words[0] == "slow-B"]
+    [victim] = [w for w in workers if w.pid == b_start.pid]
+    hosts.kill(victim)
+    killed_at = time.monotonic()
+    workers.remove(victim)
+    workers.append(hosts.start(int(b_start.host[-1]), "work", hosts.qdir(int(b_start.host[-1])),
+                               str(log_path), str(stop), env=ENV))  # fmt: skip
+
+    # The fan-in, enqueued while slow-B's lock waits out its lifetime.
+    for i in range(FANIN):
+        enqueue(f"fail-p{i}" if i == FANIN // 2 else f"p{i}")
+    enqueue("child", [p for p in parents if p.startswith(("p", "fail-p"))], allow_failure=True)
+    enqueued_in = time.monotonic() - killed_at
+
+    log = _wait_log(log_path, lambda lg: all(_ran(lg, d) for d in ("D", "E2", "child")), 240)
+    done_in = time.monotonic() - began
+    stop.touch()
+    for proc in workers:
+        hosts.result(proc, timeout=120)
+    log = Log.read(log_path)
+
+    starts: dict[str, list[Event]] = collections.defaultdict(list)
+    for e in log.of("start"):
+        starts[e.words[0]].append(e)
+    ended = {e.words[0]: e for e in log.of("end") + log.of("raise")}
+    # Never early: each start after every parent's end (or failure).
+    early = [
+        (data, p) for data, ps in parents.items() for s in starts[data] for p in ps
+        if p not in ended or ended[p].index > s.index
+    ]  # fmt: skip
+    assert early == []
+    # Every job but D2 ran and ended once; slow-B started again after the kill.
+    assert set(ended) == set(parents) - {"D2"}, sorted(set(parents) - set(ended) - {"D2"})[:5]
+    assert collections.Counter(e.words[0] for e in log.of("end") + log.of("raise")) == {
+        d: 1 for d in ended
+    }
+    assert len(starts["slow-B"]) == 2
+    assert all(len(starts[d]) == 1 for d in ended if d != "slow-B")
+    # D2 was sent to failed/ with the reason, without running.
+    assert not starts.get("D2")
+    store = FailedStore(DirQueue(hosts.qdir(3)))
+    d2 = store.get(ids["D2"])
+    assert f"parent job {ids['fail-B2']} failed" in d2.error
+    expected = {ids["D2"], ids["fail-B2"], ids[f"fail-p{FANIN // 2}"]}
+    assert {f.jobid for f in store.jobs()} == expected
+    # Nothing stranded, on any host's view.
+    for n in HOSTS:
+        qn = DirQueue(hosts.qdir(n))
+        assert list(qn.jobs()) == []
+        assert scan_waiting(qn.config) == []
+
+    last_parent = max(ended[p].index for p in parents["child"])
+    child_lag = starts["child"][0].when - log.events[last_parent].when
+    record(
+        "dependencies on 3 hosts", fs=hosts.kind, fan_in=FANIN, jobs=len(parents),
+        early=len(early), stranded=0, enqueued_s=round(enqueued_in, 1),
+        all_done_s=round(done_in, 1), killed_worker_at_s=round(killed_at - began, 1),
+        child_started_lines_after_last_parent=starts["child"][0].index - last_parent,
+        child_started_s_after_last_parent=round(child_lag, 3),
+    )  # fmt: skip
+    print(f"\n{hosts.kind}: fan-in of {FANIN} enqueued in {enqueued_in:.1f} s, all done in"
+          f" {done_in:.1f} s; fan-in child started"
+          f" {child_lag:.2f} s after its last parent")
