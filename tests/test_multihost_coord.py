@@ -443,3 +443,77 @@ def test_a_periodic_job_every_2_s_runs_each_slot_once_on_skewed_restarted_hosts(
     )  # fmt: skip
     print(f"\n{hosts.kind}: {len(slots)} slots run once each, {len(missed)} missed (all while"
           f" no server ran); by host {dict(hosts_ran)}")
+
+
+CHAINS = 40
+PERL_KEYS = 20
+
+
+@pytest.mark.timeout(240)
+def test_the_perl_module_never_takes_a_dependant_or_a_duplicate_early(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    """The Perl module's workers on 3 hosts (agent.pl ``work``) and one dirqueue worker
+    share a queue that holds chains a -> b -> c and unique jobs enqueued by two racing
+    enqueuers. IPC::DirQueue opens only queue/: no dependant is taken by anyone before
+    its parent has ended, and a key's jobs never overlap, though the Perl workers
+    that finish unique jobs know nothing of keys (their keys are left sealed, stale at
+    once, and broken by the next enqueue)."""
+    log_path = tmp_path / "log"
+    stop = tmp_path / "stop"
+    perl = [hosts.start_perl(n, "work", hosts.qdir(n), str(log_path), str(stop)) for n in HOSTS]
+    dq_worker = hosts.start(2, "work", hosts.qdir(2), str(log_path), str(stop), env=ENV)
+    enqueuers = [hosts.start(n, "unique", hosts.qdir(n), "150", str(PERL_KEYS), str(n),
+                             str(log_path), env=ENV) for n in (1, 3)]  # fmt: skip
+    q = DirQueue(hosts.qdir(1), active_file_lifetime=LIFETIME, durable=False)
+    parents: dict[str, str] = {}
+    for i in range(CHAINS):
+        a = q.enqueue_string(f"a{i}")
+        b = q.enqueue_string(f"b{i}", depends_on=[a])
+        q.enqueue_string(f"c{i}", depends_on=[b])
+        parents[f"b{i}"], parents[f"c{i}"] = f"a{i}", f"b{i}"
+    for proc in enqueuers:
+        hosts.result(proc, timeout=180)
+    log = _wait_log(log_path, lambda lg: all(_ran(lg, f"c{i}") for i in range(CHAINS)), 180)
+    assert wait_for(lambda: not list(q.jobs()), timeout=120)
+    stop.touch()
+    done = {"perl": sum(hosts.result(p, timeout=120)["done"] for p in perl),
+            "dirqueue": hosts.result(dq_worker, timeout=120)["done"]}
+    log = Log.read(log_path)
+
+    ended = {e.words[0]: e.index for e in log.of("end") if e.words[0] in parents.values()}
+    perl_pids = {p.pid for p in perl}
+    early = [e for e in log.of("start") if e.words[0] in parents
+             and ended.get(parents[e.words[0]], len(log.events)) > e.index]  # fmt: skip
+    assert early == []
+    # The unique jobs: per key, each job ended before the next one started or was
+    # enqueued (what an enqueuer got back says when).
+    got = {e.words[2]: e.index for e in log.of("got") if e.words[3] == "new"}
+    first_start: dict[str, Event] = {}
+    for e in log.of("start"):
+        if e.words[0].startswith("k"):
+            first_start.setdefault(e.words[1], e)
+    end_at = {e.words[1]: e.index for e in log.of("end")}
+    assert set(got) <= set(end_at)  # None stranded.
+    by_key: dict[str, list[str]] = collections.defaultdict(list)
+    for jobid, e in sorted(first_start.items(), key=lambda item: item[1].index):
+        by_key[e.words[0]].append(jobid)
+    overlaps = [
+        (key, one, two) for key, jobs in by_key.items() for one, two in itertools.pairwise(jobs)
+        if end_at[one] > min(first_start[two].index, got.get(two, len(log.events)))
+    ]  # fmt: skip
+    assert overlaps == []
+    starts = collections.Counter(e.words[1] for e in log.of("start"))
+    assert all(n == 1 for n in starts.values())  # Nobody took a job twice.
+    by_perl = [e for e in log.of("start") if e.pid in perl_pids]
+    assert by_perl  # The Perl workers took part.
+    record(
+        "the Perl module beside dependants and unique jobs", fs=hosts.kind,
+        chains=CHAINS, unique_enqueues=300, keys=PERL_KEYS, unique_jobs=len(first_start),
+        early=len(early), overlaps=len(overlaps), by=done,
+        dependants_taken_by_perl=sum(1 for e in by_perl if e.words[0] in parents),
+        unique_jobs_taken_by_perl=sum(1 for e in by_perl if e.words[0].startswith("k")),
+    )  # fmt: skip
+    print(f"\n{hosts.kind}: jobs done {done}; Perl took"
+          f" {sum(1 for e in by_perl if e.words[0] in parents)} dependants and"
+          f" {sum(1 for e in by_perl if e.words[0].startswith('k'))} unique jobs, none early")
