@@ -27,6 +27,7 @@ from .._numbers import parse_seconds
 from .._results import DEFAULT_RESULT_TTL, RESULT_TTL_KEY
 from ..queue import DirQueue
 from ._call import ENCODING_KEY, JSON, PICKLE, TASK_KEY, encode_call
+from ._cron import CronSchedule
 from ._result import TaskResult
 
 __all__ = [
@@ -51,12 +52,14 @@ def lookup_task(name: str) -> Task[Any, Any] | None:
 
 
 #: The tasks this process has made periodic (``@q.periodic``), by name, with their
-#: period in seconds: what ``dq server --periodic`` offers (``dirqueue.coord``).
-_PERIODIC: dict[str, tuple[Task[Any, Any], float]] = {}
+#: period in seconds or their cron schedule: what ``dq server --periodic`` offers
+#: (``dirqueue.coord``).
+_PERIODIC: dict[str, tuple[Task[Any, Any], float | CronSchedule]] = {}
 
 
-def periodic_tasks() -> list[tuple[Task[Any, Any], float]]:
-    """The periodic tasks this process has defined, and their periods, by name."""
+def periodic_tasks() -> list[tuple[Task[Any, Any], float | CronSchedule]]:
+    """The periodic tasks this process has defined, and their periods (seconds) or
+    cron schedules, by name."""
     return [_PERIODIC[name] for name in sorted(_PERIODIC)]
 
 
@@ -253,10 +256,17 @@ class TaskQueue(DirQueue):
         return wrap
 
     def periodic(
-        self, *, every: float | str, name: str | None = None, **options: Any
+        self,
+        *,
+        every: float | str | None = None,
+        cron: str | None = None,
+        name: str | None = None,
+        **options: Any,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Make a function a task run once every ``every`` (seconds, or ``"30s"``,
-        ``"5m"``, ``"1h"``): ``@q.periodic(every="5m")``.
+        ``"5m"``, ``"1h"``): ``@q.periodic(every="5m")``; or at the times of a cron
+        expression, in UTC: ``@q.periodic(cron="*/5 * * * *")`` (needs croniter:
+        ``pip install 'dirqueue[cron]'``).
 
         Nothing runs by itself: every ``dq server --periodic MODULE`` (on any host)
         offers each time slot's job, and the slot's unique key lets exactly one of
@@ -265,12 +275,24 @@ class TaskQueue(DirQueue):
         in the filesystem's clock). Other options are :meth:`task`'s; answers are
         kept for ten periods (at least a minute) unless ``result_ttl`` says otherwise.
         """
-        seconds = parse_seconds("every", every)
-        options.setdefault("result_ttl", max(60.0, 10 * seconds))
+        if (every is None) == (cron is None):
+            raise TypeError(
+                "@q.periodic takes one of every= (e.g. every='5m') and cron="
+                " (e.g. cron='*/5 * * * *')"
+            )
+        schedule: float | CronSchedule
+        if cron is not None:
+            schedule = CronSchedule(cron)
+            # The period, for the answers' keep: the length of one slot (a year in).
+            start = schedule.slot_of(365 * 86400.0)
+            options.setdefault("result_ttl", max(60.0, 10 * (schedule.after(start) - start)))
+        else:
+            schedule = parse_seconds("every", every)
+            options.setdefault("result_ttl", max(60.0, 10 * schedule))
 
         def wrap(function: Callable[P, R]) -> Task[P, R]:
             made: Task[P, R] = self.task(name=name, **options)(function)
-            _PERIODIC[made.name] = (made, seconds)
+            _PERIODIC[made.name] = (made, schedule)
             return made
 
         return wrap
