@@ -134,7 +134,7 @@ def cmd_submit(ctx: Context) -> int:
     try:
         for index, path in enumerate(files, 1):
             when = {"delay": args.delay, "not_before": args.at, "unique_key": args.unique,
-                    "depends_on": args.after}
+                    "unique_while": args.unique_while, "depends_on": args.after}
             if path == "-":
                 jobid = queue.enqueue_fh(sys.stdin.buffer, metadata, args.priority, **when)
             else:

@@ -23,6 +23,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from .._deps import HasJobId
 from .._format import DEFAULT_PRIORITY
 from .._jobsettings import MAX_ATTEMPTS, RETRY_DELAY, TIMEOUT
+from .._keys import UniqueWhile
 from .._numbers import parse_seconds
 from .._results import DEFAULT_RESULT_TTL, RESULT_TTL_KEY
 from ..queue import DirQueue
@@ -92,6 +93,9 @@ class TaskOptions:
     :param unique_key: the key itself, instead of one made from the call; with
         ``unique_ttl``, kept that many seconds even after its job has ended (see
         :meth:`dirqueue.DirQueue.enqueue_string`).
+    :param unique_while: ``"active"`` (the default): the key is held until the job
+        has ended; ``"queued"``: only until it starts, so a call made while the job
+        runs is queued again (once).
     """
 
     retries: int | None = None
@@ -106,6 +110,7 @@ class TaskOptions:
     allow_failure: bool = False
     unique_key: str | None = None
     unique_ttl: float | None = None
+    unique_while: UniqueWhile = "active"
 
     def __post_init__(self) -> None:
         if self.retries is not None and (
@@ -198,7 +203,7 @@ class Task(Generic[P, R]):
         jobid = queue.enqueue_string(
             data, opts.metadata(self.name, encoding), opts.priority,
             delay=opts.delay, not_before=opts.not_before, unique_key=key,
-            unique_ttl=opts.unique_ttl,
+            unique_ttl=opts.unique_ttl, unique_while=opts.unique_while,
             depends_on=opts.depends_on, allow_failure=opts.allow_failure,
         )
         result: TaskResult[R] = TaskResult(queue, jobid)
