@@ -53,6 +53,8 @@ def test_queued_frees_the_key_when_another_process_starts_the_job(tmp_path: Path
         assert holder.stdout is not None
         assert holder.stdin is not None
         assert holder.stdout.readline().strip() == first  # Running, in another process.
+        # Free, and nothing wrong: fsck has nothing to say of the key.
+        assert [f.kind.value for f in q.fsck(min_age=0).findings] == []
         second = q.enqueue_string("c", unique_key="k", unique_while="queued")
         assert second != first
         assert second.existing is False  # type: ignore[attr-defined]
