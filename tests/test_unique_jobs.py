@@ -415,3 +415,22 @@ def test_a_job_looked_up_before_its_link_is_not_judged_gone_by_a_cached_miss(
     assert again == first[0]
     assert again.existing is True  # type: ignore[attr-defined]
     assert len(list(q.jobs())) == 1
+
+
+def test_a_queued_job_missed_by_a_cached_lookup_keeps_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other way an NFS client's kept miss hides a job (see the dependencies'
+    twin test): a host that lost a race to promote a unique dependant (or a delayed
+    job) into queue/ keeps a miss for queue/NAME. The sealed key of a job found
+    nowhere by name is stale; it is now confirmed by a listing first."""
+    q = DirQueue(tmp_path / "q")
+    first = q.enqueue_string("a", unique_key="k")
+    real_place_of = _keys_module.place_of
+    monkeypatch.setattr(
+        _keys_module, "place_of", lambda config, j: None if j == first else real_place_of(config, j)
+    )
+    again = q.enqueue_string("b", unique_key="k")
+    assert again == first
+    assert again.existing is True  # type: ignore[attr-defined]
+    assert [job.jobid for job in q.jobs()] == [first]

@@ -48,7 +48,7 @@ from ._layout import Layout
 from ._lock import BREAK_TOKEN_STALE
 from ._lockfile import unlink_in
 from ._numbers import SECONDS, check_number
-from ._place import place_of
+from ._place import listed_jobs, place_of
 from .errors import DirQueueError
 
 __all__ = [
@@ -207,7 +207,13 @@ def is_held(config: QueueConfig, holder: KeyHolder) -> bool:
         return True
     if holder.until is not None and filesystem_now(config) < holder.until and holder.sealed:
         return True  # Kept: its job went in (and may have run); one job until then.
-    return not judge(config, holder.stat, holder.raw).breakable
+    if not judge(config, holder.stat, holder.raw).breakable:
+        return True
+    # Stale, if its job is truly gone: a look by name may be a miss an NFS client
+    # kept from before the job was moved there (a promotion from waiting/ or
+    # deferred/ that another host won), so a listing, which asks the server, has the
+    # last word.
+    return place is None and holder.jobid is not None and holder.jobid in listed_jobs(config)
 
 
 def claim(
