@@ -165,16 +165,26 @@ def unique(qdir: str, count: int, keys: int, seed: int, logfile: str,  # noqa: P
     _keys.KeyGate.claim = claiming  # type: ignore[method-assign]
     _keys.KeyGate.seal = sealing  # type: ignore[method-assign]
     rng = random.Random(seed)
-    new = 0
+    new = busy = 0
     for i in range(count):
         key = f"k{rng.randrange(keys)}"
         tag = f"{seed}-{i}"
         log("pre", key, tag)
-        jobid = q.enqueue_string(key, unique_key=key)
+        for attempt in range(10):
+            try:
+                jobid = q.enqueue_string(key, unique_key=key)
+                break
+            except _keys.KeyBusyError:
+                # The documented answer to a key that kept changing under heavy
+                # contention (an NFS client's caches can outlast the claim's
+                # patience): try the enqueue again.
+                busy += 1
+                if attempt == 9:
+                    raise
         existing = getattr(jobid, "existing", False)
         new += not existing
         log("got", key, tag, jobid, "old" if existing else "new")
-    return {"enqueued": count, "new": new}
+    return {"enqueued": count, "new": new, "busy": busy}
 
 
 def work(qdir: str, logfile: str, stopfile: str, die: str | None) -> dict[str, object]:
