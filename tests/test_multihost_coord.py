@@ -227,9 +227,10 @@ def test_racing_unique_enqueues_one_job_per_key_at_a_time(hosts: Hosts, tmp_path
 
 
 #: Parents of the fan-in. The issue asks for 1,000: ``DQ_MULTIHOST_FANIN=1000`` runs
-#: them (passed on both filesystems: 46 s on NFSv3, 129 s on GlusterFS, on the shared
-#: 2-core bed, where 3 workers run about 10-40 jobs/s); 300 keep each run under a
-#: minute or so.
+#: them (passed on both filesystems: 67 s on NFSv3, 259 s on GlusterFS, on the shared
+#: 2-core bed under a load of about 20, where 3 workers run 5-40 jobs/s, and where
+#: each finish lists the queue once to confirm its parent gone); 300 keep each run
+#: under a minute or so.
 FANIN = int(os.environ.get("DQ_MULTIHOST_FANIN", "300"))
 
 
