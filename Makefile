@@ -14,7 +14,7 @@ BROWSER_STAMP := $(VENV)/.installed-browser
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,cron]'
 	touch $(STAMP)
 
 demo: $(STAMP)

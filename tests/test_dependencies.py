@@ -270,3 +270,34 @@ def test_a_dependant_that_cannot_be_failed_is_put_back_in_waiting(
     assert scan_waiting(q.config) == []
     assert os.listdir(q.layout.tmp_dir) == []
     assert store.get(child).error == "parent failed"
+
+
+def test_a_parent_missed_by_a_cached_lookup_is_not_taken_for_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found on the three-host NFS bed: two workers promoted the same dependant (B) at
+    once; the loser's rename looked up queue/B before the winner's rename was there,
+    and its NFS client kept that miss (3 s there). Settling B's own dependant (D), it
+    then found B in no directory, took it for ended, and D ran before B had even
+    started. A parent seen gone is now confirmed by listing the directories (which
+    no lookup cache answers) before its dependants move.
+
+    The client's kept miss is played by a ``place_of`` that misses B."""
+    from dirqueue import _deps  # noqa: PLC0415  # the module whose look is faked
+
+    q = DirQueue(tmp_path / "q")
+    b = q.enqueue_string("B")
+    real_place_of = _deps.place_of
+    monkeypatch.setattr(
+        _deps, "place_of", lambda config, job: None if job == b else real_place_of(config, job)
+    )
+    d = q.enqueue_string("D", depends_on=[b])
+    assert scan_waiting(q.config) == [d]  # Still waiting: B is in queue/.
+    job = q.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == b  # D was not promoted beside it.
+    monkeypatch.undo()
+    job.finish()
+    Worker(q, lambda job: None, until_empty=True).run()
+    assert scan_waiting(q.config) == []
+    assert list(q.jobs()) == []

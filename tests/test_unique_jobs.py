@@ -8,6 +8,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -362,3 +363,74 @@ def test_a_release_never_removes_a_newer_key_that_took_the_old_ones_inode(
     assert _keys_module.release(q.config, name, first) is False
     monkeypatch.undo()
     assert q.enqueue_string("c", unique_key="k") == second  # Still held by its job.
+
+
+def test_a_job_looked_up_before_its_link_is_not_judged_gone_by_a_cached_miss(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found on the three-host NFS bed: an enqueue that met a key between its two links
+    looked its job up (not there yet), and the NFS client kept that miss (a negative
+    lookup cache: 3 s there, ``lookupcache=all`` on a kernel client). Once the job was
+    in and the key sealed, the next enqueue on that host still missed the job, judged
+    the sealed key stale, broke it and enqueued a second job with the key.
+
+    The cache is played by a ``place_of`` that keeps every miss; the first enqueue is
+    held between its two links by a gate in its key claim."""
+    q = DirQueue(tmp_path / "q")
+    missed: set[str] = set()
+    real_place_of = _keys_module.place_of
+
+    def caching_place_of(config: Any, jobid: str) -> Any:
+        if jobid in missed:
+            return None  # A miss kept by the client's lookup cache.
+        found = real_place_of(config, jobid)
+        if found is None:
+            missed.add(jobid)
+        return found
+
+    monkeypatch.setattr(_keys_module, "place_of", caching_place_of)
+    claimed, go = threading.Event(), threading.Event()
+    real_claim = _keys_module.KeyGate.claim
+
+    def gated_claim(gate: Any, jobid: str) -> str | None:
+        kept = real_claim(gate, jobid)
+        claimed.set()
+        assert go.wait(30)
+        return kept
+
+    monkeypatch.setattr(_keys_module.KeyGate, "claim", gated_claim)
+    first: list[str] = []
+    enqueuer = threading.Thread(target=lambda: first.append(q.enqueue_string("a", unique_key="k")))
+    enqueuer.start()
+    try:
+        assert claimed.wait(30)
+        monkeypatch.setattr(_keys_module.KeyGate, "claim", real_claim)
+        # Between the links: the key is held (its enqueuer lives), job or no job.
+        between = q.enqueue_string("b", unique_key="k")
+    finally:
+        go.set()
+        enqueuer.join(30)
+    assert between == first[0]
+    again = q.enqueue_string("c", unique_key="k")
+    assert again == first[0]
+    assert again.existing is True  # type: ignore[attr-defined]
+    assert len(list(q.jobs())) == 1
+
+
+def test_a_queued_job_missed_by_a_cached_lookup_keeps_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other way an NFS client's kept miss hides a job (see the dependencies'
+    twin test): a host that lost a race to promote a unique dependant (or a delayed
+    job) into queue/ keeps a miss for queue/NAME. The sealed key of a job found
+    nowhere by name is stale; it is now confirmed by a listing first."""
+    q = DirQueue(tmp_path / "q")
+    first = q.enqueue_string("a", unique_key="k")
+    real_place_of = _keys_module.place_of
+    monkeypatch.setattr(
+        _keys_module, "place_of", lambda config, j: None if j == first else real_place_of(config, j)
+    )
+    again = q.enqueue_string("b", unique_key="k")
+    assert again == first
+    assert again.existing is True  # type: ignore[attr-defined]
+    assert [job.jobid for job in q.jobs()] == [first]

@@ -7,7 +7,8 @@ module's included: IPC::DirQueue opens only ``queue/``, ``data/``, ``active/`` a
 spaces; ``dq.allow_failure: 1`` if a failed parent does not fail it).
 
 A parent has *ended* when it is in none of ``queue/``, ``deferred/`` and ``waiting/``
-(:func:`dirqueue._place.place_of`); it *failed* if ``failed/NAME`` is there then (the
+(:func:`dirqueue._place.place_of`, then confirmed by a listing: a look by name may be
+a miss an NFS client kept); it *failed* if ``failed/NAME`` is there then (the
 failed-job store builds that before it takes the job out of the queue). A parent id
 that names no job at all counts as ended: it ran before its child was submitted.
 
@@ -35,7 +36,7 @@ from ._identity import current_pid
 from ._jobfiles import read_control
 from ._jobsettings import is_dirqueue_only
 from ._layout import Layout
-from ._place import place_of
+from ._place import listed_jobs, place_of
 from .errors import DirQueueError
 
 __all__ = [
@@ -168,20 +169,38 @@ def settle_child(config: QueueConfig, name: str) -> str | None:
         return None
     parents, allow_failure = known
     ended = _ended.setdefault(name, set())
+    gone: list[str] = []
     for parent in parents:
         if parent in ended:
             continue
         state = parent_state(config, parent)
         if state == "running":
+            _confirm_ended(config, gone, ended)
             return None
         if state == "failed" and not allow_failure:
+            if parent in listed_jobs(config):
+                return None  # A miss kept by a lookup cache (see listed_jobs).
             return f"parent job {parent} failed (see 'dq show {parent}')"
-        if state == "done":
-            # A job id is never used again, so a parent that ended well stays ended:
-            # a fan-in of a thousand looks at each parent once, not once per finish.
-            ended.add(parent)
-    _promote(config, name)
+        gone.append(parent)
+    if _confirm_ended(config, gone, ended):
+        _promote(config, name)
     return None
+
+
+def _confirm_ended(config: QueueConfig, gone: list[str], ended: set[str]) -> bool:
+    """Confirm that the parents ``gone`` (found in no directory by name) have ended,
+    by one listing for all of them, and add those to ``ended``; True if all had.
+
+    A look by name may be a miss that an NFS client kept from before the job got
+    there (:func:`dirqueue._place.listed_jobs`). A job id is never used again, so a
+    parent confirmed ended stays ended: a fan-in of a thousand confirms each parent
+    once, not once per finish.
+    """
+    if not gone:
+        return True
+    present = listed_jobs(config)
+    ended.update(parent for parent in gone if parent not in present)
+    return present.isdisjoint(gone)
 
 
 def settle(config: QueueConfig, parent: str | None = None) -> list[tuple[str, str]]:

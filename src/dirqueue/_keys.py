@@ -19,7 +19,9 @@ two steps, and the second is the stale-lock rule itself (:func:`dirqueue._judge.
    (:func:`seal_through`), a heartbeat quiet for decades: stale. A key not yet sealed is an
    enqueue at work, held while the enqueuer lives, for ``active_file_lifetime`` at
    most, and broken at once when its owner line proves the enqueuer dead (killed
-   between the two links).
+   between the two links). Its job is not looked up (step 1 is skipped) while it is
+   so held: a miss that an NFS client's lookup cache kept from before the job's link
+   would hide the job once the key is sealed.
 
 A stale key is removed under the breaker token (``tmp/k.HASH.breaking``), only if it is
 still the file judged (inode and mtime), exactly as a stale lock is broken; releasing
@@ -34,7 +36,7 @@ import errno
 import functools
 import os
 import time
-from typing import Final
+from typing import Final, Literal
 
 from . import _dirfds, _fs, _lock
 from ._config import QueueConfig
@@ -46,7 +48,7 @@ from ._layout import Layout
 from ._lock import BREAK_TOKEN_STALE
 from ._lockfile import unlink_in
 from ._numbers import SECONDS, check_number
-from ._place import place_of
+from ._place import listed_jobs, place_of
 from .errors import DirQueueError
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "KeyBusyError",
     "KeyGate",
     "KeyHolder",
+    "UniqueWhile",
     "claim",
     "holder_of",
     "is_held",
@@ -70,6 +73,13 @@ KEY_META: Final = "dq.unique"
 
 _JOB_PREFIX: Final = "job "
 _UNTIL_PREFIX: Final = "until "
+#: ``while queued``: the key of an enqueue with ``unique_while="queued"``.
+_WHILE_PREFIX: Final = "while "
+
+#: How long a unique job holds its key: until it has ended (``"active"``, the
+#: default), or only until a worker starts it (``"queued"``).
+UniqueWhile = Literal["active", "queued"]
+_UNIQUE_WHILE: Final = ("active", "queued")
 _READ_MAX: Final = 4096
 #: How many times a claim looks again at a key that vanished, was broken under it, or
 #: could not be broken (another process holds its breaker token)...
@@ -102,7 +112,7 @@ class KeyHolder:
     """A key file as found: its stat, the job it names (None if unreadable), its raw
     contents (for the judge)."""
 
-    __slots__ = ("jobid", "raw", "stat", "until")
+    __slots__ = ("jobid", "raw", "stat", "until", "while_queued")
 
     def __init__(self, stat: os.stat_result, raw: bytes) -> None:
         self.stat = stat
@@ -110,9 +120,13 @@ class KeyHolder:
         self.jobid: str | None = None
         #: A kept key (``unique_ttl``): held until then (filesystem clock), job or not.
         self.until: float | None = None
+        #: Held only until its job starts (``unique_while="queued"``).
+        self.while_queued = False
         for line in raw.decode("utf-8", errors="replace").split("\n"):
             if line.startswith(_JOB_PREFIX):
                 self.jobid = line[len(_JOB_PREFIX) :].strip() or None
+            elif line == f"{_WHILE_PREFIX}queued":
+                self.while_queued = True
             elif line.startswith(_UNTIL_PREFIX):
                 with contextlib.suppress(ValueError):
                     self.until = float(line[len(_UNTIL_PREFIX) :])
@@ -129,7 +143,9 @@ class KeyHolder:
 _owner_lines: dict[tuple[str, int], bytes] = {}
 
 
-def _contents(config: QueueConfig, jobid: str, until: float | None) -> bytes:
+def _contents(
+    config: QueueConfig, jobid: str, until: float | None, *, while_queued: bool = False
+) -> bytes:
     who = (config.hostname, current_pid())
     owner = _owner_lines.get(who)
     if owner is None:
@@ -138,6 +154,8 @@ def _contents(config: QueueConfig, jobid: str, until: float | None) -> bytes:
         _owner_lines.clear()  # One process, one identity (a forked child makes its own).
         _owner_lines[who] = owner
     kept = f"{_UNTIL_PREFIX}{until!r}\n" if until is not None else ""
+    if while_queued:
+        kept += f"{_WHILE_PREFIX}queued\n"
     return owner + f"{_JOB_PREFIX}{jobid}\n{kept}".encode()
 
 
@@ -173,11 +191,29 @@ def _read_key(name: str, dfd: int) -> KeyHolder | None:
 
 def is_held(config: QueueConfig, holder: KeyHolder) -> bool:
     """Whether the key file ``holder`` is still held (see the module's two steps)."""
-    if holder.jobid is not None and place_of(config, holder.jobid) is not None:
+    if not holder.sealed and not judge(config, holder.stat, holder.raw).breakable:
+        # An enqueue at work, held job or no job; its job is not looked up. It may not
+        # be linked yet, and an NFS client keeps a miss (a negative lookup cache, for
+        # the attribute-cache time): once the job is in and the key sealed, this host
+        # would miss the job still, judge the sealed key stale, and enqueue a second
+        # job with the key. A job name is looked up only once its key is sealed (so the
+        # job was in before), or its enqueuer is dead or out of time.
+        return True
+    place = place_of(config, holder.jobid) if holder.jobid is not None else None
+    if place is not None and not (holder.while_queued and place == "active"):
+        # (A key held while queued is free once a worker holds its job: the lock in
+        # active/ says so, a Perl worker's too. The worker's release at the end
+        # then finds the key naming another job, or none, and leaves it.)
         return True
     if holder.until is not None and filesystem_now(config) < holder.until and holder.sealed:
         return True  # Kept: its job went in (and may have run); one job until then.
-    return not judge(config, holder.stat, holder.raw).breakable
+    if not judge(config, holder.stat, holder.raw).breakable:
+        return True
+    # Stale, if its job is truly gone: a look by name may be a miss an NFS client
+    # kept from before the job was moved there (a promotion from waiting/ or
+    # deferred/ that another host won), so a listing, which asks the server, has the
+    # last word.
+    return place is None and holder.jobid is not None and holder.jobid in listed_jobs(config)
 
 
 def claim(
@@ -187,10 +223,12 @@ def claim(
     until: float | None = None,
     *,
     kept: list[str] | None = None,
+    while_queued: bool = False,
 ) -> str | None:
     """Link key ``name`` for job ``jobid``; None if it is ours now, else the id of the
     job that holds it. A stale key is broken on the way (and claimed). ``until``
-    (filesystem clock): keep it until then even after the job has ended. With
+    (filesystem clock): keep it until then even after the job has ended;
+    ``while_queued``: hold it only until the job starts. With
     ``kept``, a claim that succeeds leaves its tmp name (another link to the key's
     inode, ours alone) and appends it there, for :func:`seal_through`."""
     layout = config.layout
@@ -204,7 +242,7 @@ def claim(
     done = False
     try:
         try:
-            _fs.write_all(fd, _contents(config, jobid, until))
+            _fs.write_all(fd, _contents(config, jobid, until, while_queued=while_queued))
             if config.durable:
                 os.fsync(fd)
         finally:
@@ -363,11 +401,25 @@ class JobId(str):
 class KeyGate:
     """Unique key ``key`` as the enqueue's gate (:class:`dirqueue._enqueue.Gate`)."""
 
-    def __init__(self, config: QueueConfig, key: str, *, ttl: float | None = None) -> None:
+    def __init__(
+        self,
+        config: QueueConfig,
+        key: str,
+        *,
+        ttl: float | None = None,
+        while_: UniqueWhile = "active",
+    ) -> None:
         if not isinstance(key, str) or not key:
             raise InvalidKeyError(
                 f"unique_key must be a non-empty str, not {key!r}: e.g. 'thumb:a.jpg'", key
             )
+        if while_ not in _UNIQUE_WHILE:
+            raise InvalidKeyError(
+                f"unique_while must be 'active' (the key is held until the job has ended)"
+                f" or 'queued' (until it starts), not {while_!r}",
+                key,
+            )
+        self.while_queued = while_ == "queued"
         self.config = config
         self.name = Layout.key_name(key)
         self.ttl = None if ttl is None else check_number("unique_ttl", ttl, SECONDS)
@@ -377,7 +429,9 @@ class KeyGate:
     def claim(self, jobid: str) -> str | None:
         """See :func:`claim`."""
         until = None if self.ttl is None else filesystem_now(self.config) + self.ttl
-        return claim(self.config, self.name, jobid, until, kept=self._kept)
+        return claim(
+            self.config, self.name, jobid, until, kept=self._kept, while_queued=self.while_queued
+        )
 
     def release(self, jobid: str) -> None:
         """See :func:`release`."""

@@ -14,7 +14,7 @@ from typing import Literal
 from ._config import QueueConfig
 from ._layout import Layout
 
-__all__ = ["Place", "place_of"]
+__all__ = ["Place", "listed_jobs", "place_of"]
 
 Place = Literal["queued", "active", "deferred", "waiting"]
 
@@ -44,3 +44,30 @@ def place_of(config: QueueConfig, jobid: str) -> Place | None:
     # for a retry, while it is held), so looking at the parked ones, then queue/, then
     # the parked ones again sees a job that moves while we look in one of them.
     return parked() or queued() or parked()
+
+
+def listed_jobs(config: QueueConfig) -> set[str]:
+    """The names in ``waiting/``, ``deferred/`` and ``queue/`` (and its fan-out
+    directories), by listing them: the confirmation of a job that :func:`place_of`
+    found nowhere.
+
+    A look by name can be answered from an NFS client's cache of misses (a negative
+    lookup cache, for its attribute-cache time): a name looked up just before
+    another host renamed the job there (two workers promoting one dependant) stays
+    missing on this host for that long. A listing asks the server. Parked ones, then
+    queue/, then the parked ones again, as :func:`place_of` looks.
+    """
+    layout = config.layout
+    queue_dirs = [layout.queue_dir]
+    if config.queue_fanout:
+        queue_dirs += [os.path.join(layout.queue_dir, d) for d in Layout.FANOUT_DIGITS]
+    names: set[str] = set()
+    for directory in (
+        layout.waiting_dir, layout.deferred_dir, *queue_dirs, layout.waiting_dir,
+        layout.deferred_dir,
+    ):  # fmt: skip
+        try:
+            names.update(os.listdir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return names

@@ -29,7 +29,7 @@ from ._format import DEFAULT_PRIORITY, is_job_name, parse_lock_file, validate_me
 from ._jobfiles import check_data, read_control
 from ._jobsettings import DIRQUEUE_ONLY, GROUP, check_group
 from ._judge import read_lock_file
-from ._keys import KEY_META, JobId, KeyGate
+from ._keys import KEY_META, JobId, KeyGate, UniqueWhile
 from ._layout import Layout
 from ._numbers import EPOCH_TIME, SECONDS, SECONDS_OR_ZERO, check_number
 from ._pickup import Picker
@@ -220,6 +220,7 @@ class DirQueue:
         not_before: float | datetime.datetime | None = None,
         unique_key: str | None = None,
         unique_ttl: float | None = None,
+        unique_while: UniqueWhile = "active",
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
@@ -227,9 +228,9 @@ class DirQueue:
     ) -> str:
         """Enqueue ``data`` (``str`` is stored as UTF-8) and return the new job's id.
 
-        Every ``enqueue_*`` takes ``unique_key`` (and ``unique_ttl``), ``depends_on``
-        and ``allow_failure``: see ``docs/coordination.md``; and ``group``, the group
-        whose limits hold for the job: see ``docs/limits.md``.
+        Every ``enqueue_*`` takes ``unique_key`` (and ``unique_ttl``, ``unique_while``),
+        ``depends_on`` and ``allow_failure``: see ``docs/coordination.md``; and ``group``,
+        the group whose limits hold for the job: see ``docs/limits.md``.
         """
         if isinstance(data, str):
             data = data.encode("utf-8")
@@ -238,7 +239,7 @@ class DirQueue:
         payload = bytes(data)
         return self._enqueue(
             writer(payload), metadata, priority, len(payload), _due(delay, not_before),
-            unique_key=unique_key, unique_ttl=unique_ttl,
+            unique_key=unique_key, unique_ttl=unique_ttl, unique_while=unique_while,
             depends_on=depends_on, allow_failure=allow_failure, group=group,
             dirqueue_only=dirqueue_only,
         )
@@ -253,6 +254,7 @@ class DirQueue:
         not_before: float | datetime.datetime | None = None,
         unique_key: str | None = None,
         unique_ttl: float | None = None,
+        unique_while: UniqueWhile = "active",
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
@@ -267,7 +269,7 @@ class DirQueue:
         with fh:
             return self.enqueue_fh(
                 fh, metadata, priority, delay=delay, not_before=not_before,
-                unique_key=unique_key, unique_ttl=unique_ttl,
+                unique_key=unique_key, unique_ttl=unique_ttl, unique_while=unique_while,
                 depends_on=depends_on, allow_failure=allow_failure, group=group,
             dirqueue_only=dirqueue_only,
             )
@@ -282,6 +284,7 @@ class DirQueue:
         not_before: float | datetime.datetime | None = None,
         unique_key: str | None = None,
         unique_ttl: float | None = None,
+        unique_while: UniqueWhile = "active",
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
@@ -299,7 +302,7 @@ class DirQueue:
 
         return self._enqueue(
             lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
-            unique_key=unique_key, unique_ttl=unique_ttl,
+            unique_key=unique_key, unique_ttl=unique_ttl, unique_while=unique_while,
             depends_on=depends_on, allow_failure=allow_failure, group=group,
             dirqueue_only=dirqueue_only,
         )
@@ -314,6 +317,7 @@ class DirQueue:
         not_before: float | datetime.datetime | None = None,
         unique_key: str | None = None,
         unique_ttl: float | None = None,
+        unique_while: UniqueWhile = "active",
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
@@ -334,7 +338,7 @@ class DirQueue:
 
         return self._enqueue(
             lambda fd: write_chunks(fd, chunks()), metadata, priority, 0, _due(delay, not_before),
-            unique_key=unique_key, unique_ttl=unique_ttl,
+            unique_key=unique_key, unique_ttl=unique_ttl, unique_while=unique_while,
             depends_on=depends_on, allow_failure=allow_failure, group=group,
             dirqueue_only=dirqueue_only,
         )
@@ -349,6 +353,7 @@ class DirQueue:
         not_before: float | datetime.datetime | None = None,
         unique_key: str | None = None,
         unique_ttl: float | None = None,
+        unique_while: UniqueWhile = "active",
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
@@ -357,7 +362,7 @@ class DirQueue:
         """Enqueue the chunks of an iterable or generator (``str`` or ``bytes``)."""
         return self._enqueue(
             lambda fd: write_chunks(fd, chunks), metadata, priority, 0, _due(delay, not_before),
-            unique_key=unique_key, unique_ttl=unique_ttl,
+            unique_key=unique_key, unique_ttl=unique_ttl, unique_while=unique_while,
             depends_on=depends_on, allow_failure=allow_failure, group=group,
             dirqueue_only=dirqueue_only,
         )
@@ -411,6 +416,7 @@ class DirQueue:
         *,
         unique_key: str | None = None,
         unique_ttl: float | None = None,
+        unique_while: UniqueWhile = "active",
         depends_on: Iterable[str | HasJobId] | None = None,
         allow_failure: bool = False,
         group: str | None = None,
@@ -424,6 +430,9 @@ class DirQueue:
         ``unique_ttl``: keep the key for that many seconds from now even after its job
         has ended: one job for the key in that time (an idempotent submission, a
         periodic job's time slot).
+        ``unique_while``: ``"active"`` (the default) holds the key until the job has
+        ended, as said; ``"queued"`` only until it starts: once a worker holds it, an
+        enqueue with the key enqueues a new job (one job waiting to run per key).
         ``depends_on``: the job waits in ``waiting/`` until every one of those jobs has
         ended (:mod:`dirqueue._deps`); a parent that ends in ``failed/`` sends it to
         ``failed/`` too, unless ``allow_failure``.
@@ -439,7 +448,7 @@ class DirQueue:
             meta = {**validate_metadata(meta), DIRQUEUE_ONLY: "1"}
         gate = None
         if unique_key is not None:
-            gate = KeyGate(self.config, unique_key, ttl=unique_ttl)
+            gate = KeyGate(self.config, unique_key, ttl=unique_ttl, while_=unique_while)
             holder = gate.held_by() if self.exists else None
             if holder is not None:
                 return JobId(holder, existing=True)

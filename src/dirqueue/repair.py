@@ -38,6 +38,7 @@ from ._jobfiles import check_data, move_aside, read_control, set_aside
 from ._judge import Verdict, filesystem_now, judge
 from ._keys import holder_of, is_held, list_keys, remove_if_stale
 from ._layout import Layout, TmpLockName
+from ._place import place_of
 from ._results import remove_expired
 from ._scanner import QueueEntry, locate, scan
 from .errors import CorruptJobError, DirQueueError, HostAliveError, QueueIOError
@@ -249,6 +250,10 @@ class _Repairer:
         for name in list_keys(self.config):
             holder = holder_of(self.config, name)
             if holder is None or is_held(self.config, holder):
+                continue
+            if holder.while_queued and holder.jobid and place_of(self.config, holder.jobid):
+                # Held only until its job started (unique_while="queued"): free, and
+                # no fault; the next enqueue with the key, or the job's end, removes it.
                 continue
             path = self.layout.key_path(name)
             detail = f"its job {holder.jobid} is gone"

@@ -7,6 +7,10 @@
 #                                             queue stays empty for 2 s; append each
 #                                             job's data to OUT before finishing it
 #   agent.pl hold QDIR READYFILE              take one job, write READYFILE, sleep
+#   agent.pl work QDIR LOG STOPFILE           take jobs until STOPFILE exists and none is
+#                                             left, appending "start DATA JOBID HOST PID
+#                                             TIME" and "end ..." lines to LOG (one
+#                                             write each, O_APPEND: agent.py's format)
 #
 # Each prints one line of JSON on stdout when it ends.
 use strict;
@@ -14,6 +18,7 @@ use warnings;
 use IO::Handle;
 use Sys::Hostname;
 use IPC::DirQueue;
+use Time::HiRes ();
 
 my ($cmd, $qdir) = @ARGV;
 my $q = IPC::DirQueue->new({ dir => $qdir });
@@ -47,6 +52,30 @@ elsif ($cmd eq 'consume') {
         $done++;
     }
     print "{\"consumed\": $done, \"host\": \"$host\"}\n";
+}
+elsif ($cmd eq 'work') {
+    my (undef, undef, $logfile, $stopfile) = @ARGV;
+    open my $log, '>>', $logfile or die "$logfile: $!";
+    $log->autoflush(1);
+    my $line = sub {
+        my ($what, $job) = @_;
+        my $data = $job->get_data();
+        printf $log "%s %s %s %s %d %.6f\n", $what, $data, $job->{jobid}, $host, $$, Time::HiRes::time();
+    };
+    my $done = 0;
+    while (1) {
+        my $job = $q->wait_for_queued_job(1, 0.2);
+        if (!$job) {
+            last if -e $stopfile;
+            next;
+        }
+        $line->('start', $job);
+        Time::HiRes::sleep(0.01);
+        $line->('end', $job);
+        $job->finish();
+        $done++;
+    }
+    print "{\"done\": $done, \"host\": \"$host\"}\n";
 }
 elsif ($cmd eq 'hold') {
     my (undef, undef, $readyfile) = @ARGV;

@@ -10,6 +10,22 @@
                                                time it was taken
     agent.py waits QDIR ROUNDS POLL            ROUNDS times: wait for a job; print (one
                                                JSON line each) its data and when taken
+    agent.py unique QDIR COUNT KEYS SEED LOG [DIE]
+                                               COUNT enqueues of data KEY with
+                                               unique_key KEY (one of KEYS, drawn with
+                                               SEED), logging "pre" and "got" lines
+    agent.py work QDIR LOG STOPFILE [DIE]      a Worker logging "start", "end" (and
+                                               "released", for a key) lines per job,
+                                               until STOPFILE exists and no job is left
+
+LOG is a file on a local disk, written with O_APPEND (one write a line), so the order
+of its lines is the order of the events across all agents of all simulated hosts
+(they share the machine). A job whose data starts with "fail" fails at once (FailJob;
+the others have 3 attempts, so a job whose worker was killed runs again); one whose
+data starts with "slow" sleeps 3 s first. DIE forces a SIGKILL at a chosen step:
+"claim:N" (unique: after the N-th enqueue's key is linked, before its job is),
+"seal:N" (after the N-th job is linked, before its key is sealed), "release:N"
+(work: after the N-th unique job is finished, before its key is released).
 
 The Perl module's counterpart is agent.pl.
 
@@ -21,11 +37,17 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
-from dirqueue import DirQueue
+from dirqueue import DirQueue, FailJob, Job, Worker, _keys
+from dirqueue._deferred import scan_deferred
+from dirqueue._deps import scan_waiting
 
 
 def _queue(qdir: str, **options: object) -> DirQueue:
@@ -98,6 +120,114 @@ def waits(qdir: str, rounds: int, poll: float) -> dict[str, object]:
     return {"rounds": rounds}
 
 
+class _Log:
+    """One event a line, appended with a single write (see the module's docstring)."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.host = socket.gethostname()
+
+    def __call__(self, *words: str) -> None:
+        line = " ".join((*words, self.host, str(os.getpid()), f"{time.time():.6f}"))
+        os.write(self.fd, (line + "\n").encode())
+
+
+def _die_at(die: str | None, step: str) -> Callable[[], None]:
+    """A function to call at ``step``: SIGKILLs this process at its N-th call if
+    ``die`` is "STEP:N", else does nothing."""
+    calls = [0]
+    kind, _, nth = (die or "").partition(":")
+
+    def maybe_die() -> None:
+        calls[0] += 1
+        if kind == step and calls[0] == int(nth):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return maybe_die
+
+
+def unique(qdir: str, count: int, keys: int, seed: int, logfile: str,  # noqa: PLR0917  # the verb's arguments, in order
+           die: str | None) -> dict[str, object]:
+    q = _queue(qdir)
+    log = _Log(logfile)
+    after_claim, before_seal = _die_at(die, "claim"), _die_at(die, "seal")
+    claim, seal = _keys.KeyGate.claim, _keys.KeyGate.seal
+
+    def claiming(gate: _keys.KeyGate, jobid: str) -> str | None:
+        kept = claim(gate, jobid)
+        after_claim()
+        return kept
+
+    def sealing(gate: _keys.KeyGate, jobid: str) -> None:
+        before_seal()
+        seal(gate, jobid)
+
+    _keys.KeyGate.claim = claiming  # type: ignore[method-assign]
+    _keys.KeyGate.seal = sealing  # type: ignore[method-assign]
+    rng = random.Random(seed)
+    new = busy = 0
+    for i in range(count):
+        key = f"k{rng.randrange(keys)}"
+        tag = f"{seed}-{i}"
+        log("pre", key, tag)
+        for attempt in range(10):
+            try:
+                jobid = q.enqueue_string(key, unique_key=key)
+                break
+            except _keys.KeyBusyError:
+                # The documented answer to a key that kept changing under heavy
+                # contention (an NFS client's caches can outlast the claim's
+                # patience): try the enqueue again.
+                busy += 1
+                if attempt == 9:
+                    raise
+        existing = getattr(jobid, "existing", False)
+        new += not existing
+        log("got", key, tag, jobid, "old" if existing else "new")
+    return {"enqueued": count, "new": new, "busy": busy}
+
+
+def work(qdir: str, logfile: str, stopfile: str, die: str | None) -> dict[str, object]:
+    q = _queue(qdir)
+    log = _Log(logfile)
+    before_release = _die_at(die, "release")
+    release = _keys.release
+
+    def releasing(config: Any, name: str, jobid: str) -> bool:
+        before_release()
+        released = release(config, name, jobid)
+        log("released", name, jobid)
+        return released
+
+    _keys.release = releasing  # type: ignore[assignment]
+
+    def handle(job: Job) -> None:
+        data = job.get_data().decode()
+        log("start", data, job.jobid)
+        if data.startswith("slow"):
+            time.sleep(3)
+        time.sleep(0.01)
+        if data.startswith("fail"):
+            log("raise", data, job.jobid)
+            raise FailJob(f"{data} fails, as the test asks")
+        log("end", data, job.jobid)
+
+    worker = Worker(q, handle, max_attempts=3, poll_interval=0.2)
+    done = 0
+    with worker:
+        while True:
+            step = worker.run_once(timeout=0.5)
+            if step.jobid is not None:
+                done += 1
+            elif os.path.exists(stopfile) and not list(q.jobs()) and not _parked(q):
+                break
+    return {"done": done, "host": socket.gethostname()}
+
+
+def _parked(q: DirQueue) -> bool:
+    return bool(scan_waiting(q.config) or scan_deferred(q.config))
+
+
 def main(argv: list[str]) -> int:
     cmd, qdir = argv[1], argv[2]
     if cmd == "produce":
@@ -110,6 +240,11 @@ def main(argv: list[str]) -> int:
         result = wait(qdir, float(argv[3]), *(float(a) for a in argv[4:5]))
     elif cmd == "waits":
         result = waits(qdir, int(argv[3]), float(argv[4]))
+    elif cmd == "unique":
+        result = unique(qdir, int(argv[3]), int(argv[4]), int(argv[5]), argv[6],
+                        argv[7] if len(argv) > 7 else None)
+    elif cmd == "work":
+        result = work(qdir, argv[3], argv[4], argv[5] if len(argv) > 5 else None)
     else:
         print(f"unknown command {cmd!r}", file=sys.stderr)
         return 2

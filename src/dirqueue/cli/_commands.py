@@ -135,8 +135,8 @@ def cmd_submit(ctx: Context) -> int:
     try:
         for index, path in enumerate(files, 1):
             when = {"delay": args.delay, "not_before": args.at, "unique_key": args.unique,
-                    "depends_on": args.after, "group": args.group,
-                    "dirqueue_only": args.dirqueue_only}
+                    "unique_while": args.unique_while, "depends_on": args.after,
+                    "group": args.group, "dirqueue_only": args.dirqueue_only}
             if path == "-":
                 jobid = queue.enqueue_fh(sys.stdin.buffer, metadata, args.priority, **when)
             else:

@@ -324,6 +324,11 @@ def build_parser(prog: str = "dq") -> argparse.ArgumentParser:  # noqa: PLR0915 
         " that job's id, and say so on stderr)",
     )
     p.add_argument(
+        "--unique-while", choices=("active", "queued"), default="active",
+        help="how long a job holds its --unique KEY: until it has ended (active, the"
+        " default) or until a worker starts it (queued)",
+    )
+    p.add_argument(
         "--after", action="append", metavar="JOBID",
         help="wait in waiting/ until job JOBID has ended; repeat for several parents",
     )

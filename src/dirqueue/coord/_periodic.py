@@ -33,7 +33,7 @@ from .._layout import Layout
 from ..errors import DirQueueError
 from ..queue import DirQueue
 
-__all__ = ["PeriodicOfferer", "PeriodicTask", "slot_key", "slot_of"]
+__all__ = ["PeriodicOfferer", "PeriodicTask", "Schedule", "slot_key", "slot_of"]
 
 _log = logging.getLogger("dirqueue")
 
@@ -41,9 +41,33 @@ _log = logging.getLogger("dirqueue")
 _TIDY_SLOTS = (2, 3)
 
 
-def slot_of(now: float, every: float) -> float:
-    """The start of the slot of ``every`` seconds that ``now`` falls in."""
-    return math.floor(now / every) * every
+class Schedule(Protocol):
+    """A cron schedule's slots (:class:`dirqueue.tasks.CronSchedule`); a period in
+    seconds is the other kind of schedule."""
+
+    def slot_of(self, now: float) -> float: ...
+    def after(self, slot: float) -> float: ...
+    def before(self, slot: float) -> float: ...
+
+
+def slot_of(now: float, every: float | Schedule) -> float:
+    """The start of the slot of ``every`` (seconds, or a cron schedule) that ``now``
+    falls in."""
+    if isinstance(every, int | float):
+        return math.floor(now / every) * every
+    return every.slot_of(now)
+
+
+def _after(slot: float, every: float | Schedule) -> float:
+    return slot + every if isinstance(every, int | float) else every.after(slot)
+
+
+def _before(slot: float, every: float | Schedule, back: int) -> float:
+    if isinstance(every, int | float):
+        return slot - back * every
+    for _ in range(back):
+        slot = every.before(slot)
+    return slot
 
 
 def slot_key(name: str, slot: float) -> str:
@@ -84,9 +108,12 @@ class PeriodicOfferer:
     :meth:`tick` often (a worker's ``on_step``: before each job, and at least every
     ``poll_interval`` while idle)."""
 
-    def __init__(self, queue: DirQueue, tasks: Iterable[tuple[PeriodicTask, float]]) -> None:
-        """``tasks``: ``(task, every)`` pairs (:func:`dirqueue.tasks.periodic_tasks`);
-        those of another queue directory are left out."""
+    def __init__(
+        self, queue: DirQueue, tasks: Iterable[tuple[PeriodicTask, float | Schedule]]
+    ) -> None:
+        """``tasks``: ``(task, every)`` pairs, ``every`` in seconds or a cron schedule
+        (:func:`dirqueue.tasks.periodic_tasks`); those of another queue directory are
+        left out."""
         self.queue = queue
         here = os.path.realpath(queue.dir)
         self.tasks = [
@@ -117,15 +144,18 @@ class PeriodicOfferer:
             _log.warning("offering periodic jobs: %s (tried again at the next step)", err)
         return enqueued
 
-    def offer(self, task: PeriodicTask, every: float, slot: float, now: float) -> str | None:
+    def offer(
+        self, task: PeriodicTask, every: float | Schedule, slot: float, now: float
+    ) -> str | None:
         """Enqueue ``task``'s job for ``slot`` unless another offer did; its id, or None."""
-        keep = max(slot + 2 * every - now, every)  # Until the next slot has ended too.
+        after = _after(slot, every)
+        keep = max(_after(after, every) - now, after - slot)  # Till the next slot ends too.
         kwargs: dict[str, Any] = {"slot": slot} if _takes_slot(task) else {}
         result = task.options(unique_key=slot_key(task.name, slot), unique_ttl=keep).submit(
             **kwargs
         )
         for back in _TIDY_SLOTS:
-            name = Layout.key_name(slot_key(task.name, slot - back * every))
+            name = Layout.key_name(slot_key(task.name, _before(slot, every, back)))
             with contextlib.suppress(OSError, DirQueueError):
                 _keys.remove_if_stale(self.queue.config, name)
         if getattr(result.jobid, "existing", False):

@@ -19,13 +19,15 @@ Workers: ``dq server --dir spool/q --tasks myapp.tasks``, or
 
 from ._api import Task, TaskOptions, TaskQueue, lookup_task, periodic_tasks, registered_tasks
 from ._call import BadCallError, TaskArgumentError
+from ._cron import CronSchedule, CronUnavailableError, InvalidCronError
 from ._handler import NotATaskJobError, TaskHandler, UnknownTaskError
 from ._result import NoResultError, ResultTimeoutError, TaskFailed, TaskResult, TaskStatus
 
 # The public names read as dirqueue.tasks.X in tracebacks and reprs, not as the
 # private module each happens to live in.
 for _public in (
-    BadCallError, NoResultError, NotATaskJobError, ResultTimeoutError, Task,
+    BadCallError, CronSchedule, CronUnavailableError, InvalidCronError, NoResultError,
+    NotATaskJobError, ResultTimeoutError, Task,
     TaskArgumentError, TaskFailed, TaskHandler, TaskOptions, TaskQueue, TaskResult,
     UnknownTaskError,
 ):
@@ -33,6 +35,9 @@ for _public in (
 
 __all__ = [
     "BadCallError",
+    "CronSchedule",
+    "CronUnavailableError",
+    "InvalidCronError",
     "NoResultError",
     "NotATaskJobError",
     "ResultTimeoutError",

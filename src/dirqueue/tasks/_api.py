@@ -23,10 +23,12 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from .._deps import HasJobId
 from .._format import DEFAULT_PRIORITY
 from .._jobsettings import MAX_ATTEMPTS, RETRY_DELAY, TIMEOUT, check_group
+from .._keys import UniqueWhile
 from .._numbers import parse_seconds
 from .._results import DEFAULT_RESULT_TTL, RESULT_TTL_KEY
 from ..queue import DirQueue
 from ._call import ENCODING_KEY, JSON, PICKLE, TASK_KEY, encode_call
+from ._cron import CronSchedule
 from ._result import TaskResult
 
 __all__ = [
@@ -51,12 +53,14 @@ def lookup_task(name: str) -> Task[Any, Any] | None:
 
 
 #: The tasks this process has made periodic (``@q.periodic``), by name, with their
-#: period in seconds: what ``dq server --periodic`` offers (``dirqueue.coord``).
-_PERIODIC: dict[str, tuple[Task[Any, Any], float]] = {}
+#: period in seconds or their cron schedule: what ``dq server --periodic`` offers
+#: (``dirqueue.coord``).
+_PERIODIC: dict[str, tuple[Task[Any, Any], float | CronSchedule]] = {}
 
 
-def periodic_tasks() -> list[tuple[Task[Any, Any], float]]:
-    """The periodic tasks this process has defined, and their periods, by name."""
+def periodic_tasks() -> list[tuple[Task[Any, Any], float | CronSchedule]]:
+    """The periodic tasks this process has defined, and their periods (seconds) or
+    cron schedules, by name."""
     return [_PERIODIC[name] for name in sorted(_PERIODIC)]
 
 
@@ -89,6 +93,9 @@ class TaskOptions:
     :param unique_key: the key itself, instead of one made from the call; with
         ``unique_ttl``, kept that many seconds even after its job has ended (see
         :meth:`dirqueue.DirQueue.enqueue_string`).
+    :param unique_while: ``"active"`` (the default): the key is held until the job
+        has ended; ``"queued"``: only until it starts, so a call made while the job
+        runs is queued again (once).
     :param group: the group whose limits hold for the task's jobs (``dq limit``; see
         ``docs/limits.md``).
     :param dirqueue_only: keep the jobs out of Perl workers' sight (``queue/dq/``).
@@ -106,6 +113,7 @@ class TaskOptions:
     allow_failure: bool = False
     unique_key: str | None = None
     unique_ttl: float | None = None
+    unique_while: UniqueWhile = "active"
     group: str | None = None
     dirqueue_only: bool = False
 
@@ -202,7 +210,7 @@ class Task(Generic[P, R]):
         jobid = queue.enqueue_string(
             data, opts.metadata(self.name, encoding), opts.priority,
             delay=opts.delay, not_before=opts.not_before, unique_key=key,
-            unique_ttl=opts.unique_ttl,
+            unique_ttl=opts.unique_ttl, unique_while=opts.unique_while,
             depends_on=opts.depends_on, allow_failure=opts.allow_failure,
             group=opts.group, dirqueue_only=opts.dirqueue_only,
         )
@@ -261,10 +269,17 @@ class TaskQueue(DirQueue):
         return wrap
 
     def periodic(
-        self, *, every: float | str, name: str | None = None, **options: Any
+        self,
+        *,
+        every: float | str | None = None,
+        cron: str | None = None,
+        name: str | None = None,
+        **options: Any,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Make a function a task run once every ``every`` (seconds, or ``"30s"``,
-        ``"5m"``, ``"1h"``): ``@q.periodic(every="5m")``.
+        ``"5m"``, ``"1h"``): ``@q.periodic(every="5m")``; or at the times of a cron
+        expression, in UTC: ``@q.periodic(cron="*/5 * * * *")`` (needs croniter:
+        ``pip install 'dirqueue[cron]'``).
 
         Nothing runs by itself: every ``dq server --periodic MODULE`` (on any host)
         offers each time slot's job, and the slot's unique key lets exactly one of
@@ -273,12 +288,24 @@ class TaskQueue(DirQueue):
         in the filesystem's clock). Other options are :meth:`task`'s; answers are
         kept for ten periods (at least a minute) unless ``result_ttl`` says otherwise.
         """
-        seconds = parse_seconds("every", every)
-        options.setdefault("result_ttl", max(60.0, 10 * seconds))
+        if (every is None) == (cron is None):
+            raise TypeError(
+                "@q.periodic takes one of every= (e.g. every='5m') and cron="
+                " (e.g. cron='*/5 * * * *')"
+            )
+        schedule: float | CronSchedule
+        if cron is not None:
+            schedule = CronSchedule(cron)
+            # The period, for the answers' keep: the length of one slot (a year in).
+            start = schedule.slot_of(365 * 86400.0)
+            options.setdefault("result_ttl", max(60.0, 10 * (schedule.after(start) - start)))
+        else:
+            schedule = parse_seconds("every", every)
+            options.setdefault("result_ttl", max(60.0, 10 * schedule))
 
         def wrap(function: Callable[P, R]) -> Task[P, R]:
             made: Task[P, R] = self.task(name=name, **options)(function)
-            _PERIODIC[made.name] = (made, seconds)
+            _PERIODIC[made.name] = (made, schedule)
             return made
 
         return wrap
