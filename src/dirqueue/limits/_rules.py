@@ -176,6 +176,7 @@ def write_limit(
         clear_limit(config, group)
         return limit
     name = Layout.tmp_limit_name(group, config.hostname, current_pid())
+    created: list[str] = []
 
     def write(tmp_fd: int) -> None:
         fd = _fs.create_exclusive(name, config.queue_file_mode, dir_fd=tmp_fd)
@@ -191,6 +192,7 @@ def write_limit(
                 (Layout.LIMITS,),
                 lambda lfd: os.rename(name, group, src_dir_fd=tmp_fd, dst_dir_fd=lfd),
                 create=True,
+                created=created,
             )
         except BaseException:
             with contextlib.suppress(OSError):
@@ -200,6 +202,10 @@ def write_limit(
     in_queue_dir(config, (Layout.TMP,), write)
     if config.durable:
         _dirfds.at(config.dir, (Layout.LIMITS,), os.fsync)
+        if created:
+            # limits/ made just now is durable only once the queue directory names
+            # it: without this a power loss could lose a set that had returned.
+            _fs.fsync_dir(config.dir)
     return limit
 
 
