@@ -16,7 +16,8 @@ import pytest
 
 from crashcheck._check import Tally, Violation, check_trace
 from crashcheck._scenarios import SCENARIOS, trace
-from dirqueue import DirQueue, FailedStore, _enqueue
+from dirqueue import DirQueue, FailedStore, _deferred, _enqueue
+from dirqueue.limits import _slots
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -122,3 +123,26 @@ def test_repair_removes_the_claim_of_a_requeue_that_reached_the_queue(tmp_path: 
     assert not os.path.exists(claimed)
     assert [f.jobid for f in store.jobs()] == []
     assert jobid in [j.jobid for j in q.jobs()]
+
+
+def test_checker_catches_a_dirqueue_only_job_promoted_where_perl_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deliberately broken: promotion forgets that a deferred job is for dirqueue only,
+    # and puts it back into the plain queue/ (the traced child inherits the patch).
+    monkeypatch.setattr(_deferred, "is_dirqueue_only", lambda control: False)
+    _, found = _violations("promotion, dirqueue_only job", tmp_path)
+    problems = [p for v in found for p in v.problems]
+    assert any("Perl would take it" in p for p in problems), problems
+
+
+def test_checker_catches_a_slot_that_is_never_freed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deliberately broken: a dead worker's slot is never judged and broken, so a
+    # crash between the slot's link and the pickup's end blocks the group (one slot)
+    # for good: its jobs stay queued.
+    monkeypatch.setattr(_slots, "free_stale", lambda config, group, limit: 0)
+    _, found = _violations("pickup, limited group (slots/)", tmp_path)
+    problems = [p for v in found for p in v.problems]
+    assert any("still queued after the drain" in p for p in problems), problems
