@@ -215,8 +215,11 @@ def _drain(q: DirQueue, trace: Trace) -> tuple[Counter[str], list[str]]:
             moved, _due = promote_due(q.config)
             settled = _deps.settle(q.config)
             if not moved and not settled:
-                # A queue object of its own for the last look: the drain's looks in a
+                # Something still queued (a dependant just promoted): a queue object
+                # of its own for the last look, as the drain's looks again in a
                 # directory it scanned a moment ago only after an interval.
+                if not _queued(q):
+                    break
                 q = make_queue(q.dir, trace.queue_options, trace.task_queue)
                 job = q.pickup_queued_job()
                 if job is None:
