@@ -146,3 +146,11 @@ def test_checker_catches_a_slot_that_is_never_freed(
     _, found = _violations("pickup, limited group (slots/)", tmp_path)
     problems = [p for v in found for p in v.problems]
     assert any("still queued after the drain" in p for p in problems), problems
+
+
+def test_a_cleared_limit_stays_cleared(tmp_path: Path) -> None:
+    # Before the fix: dq limit clear did not fsync limits/, so a power loss after it
+    # returned could bring the group's limits back (a one-event operation: few states).
+    tally, found = _violations("dq limit clear (limits/)", tmp_path)
+    assert tally.checked >= 2
+    assert not found, "\n".join(v.problems[0] for v in found)

@@ -149,8 +149,9 @@ def _limits_read(q: DirQueue, trace: Trace, final: bool) -> list[str]:
         allowed = {new} if final else {old, new}
         if got not in allowed:
             what = "absent" if got is None else repr(got)
-            problems.append(f"limits/{group} reads {what}, neither "
-                            + ("the new limits" if final else "the old nor the new"))
+            problems.append(f"limits/{group} reads {what}, "
+                            + ("not what the operation left" if final
+                               else "neither the old nor the new"))
     return problems
 
 

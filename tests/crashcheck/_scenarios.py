@@ -46,7 +46,7 @@ class Expect:
     dirqueue_only: set[str] = field(default_factory=set)
     #: Group -> (its ``limits/GROUP`` before the operation, or None; after it): the
     #: file reads as one of the two before the operation returned, the second after.
-    limits: dict[str, tuple[bytes | None, bytes]] = field(default_factory=dict)
+    limits: dict[str, tuple[bytes | None, bytes | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -320,9 +320,14 @@ def _run_limit_set(q: DirQueue, e: Expect, _: Any) -> None:
     # What ``dq limit set gpu 2 --rate 50/h`` calls (dirqueue.cli._limits).
     old = _limit_bytes(q, _GROUP)
     limits.set_limit(q, _GROUP, 2, rate="50/h")
-    new = _limit_bytes(q, _GROUP)
-    assert new is not None
-    e.limits[_GROUP] = (old, new)
+    e.limits[_GROUP] = (old, _limit_bytes(q, _GROUP))
+
+
+def _run_limit_clear(q: DirQueue, e: Expect, _: Any) -> None:
+    # What ``dq limit clear gpu`` calls.
+    old = _limit_bytes(q, _GROUP)
+    assert limits.clear_limit(q, _GROUP)
+    e.limits[_GROUP] = (old, None)
 
 
 def _setup_dq_held(q: DirQueue, e: Expect) -> Job:
@@ -375,6 +380,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("pickup, rate-limited (starts/)", _setup_rate_queued, _run_pickup),
     Scenario("dq limit set (limits/), new", _one_before, _run_limit_set),
     Scenario("dq limit set (limits/), replaced", _setup_limit_old, _run_limit_set),
+    Scenario("dq limit clear (limits/)", _setup_limit_old, _run_limit_clear),
     Scenario("retry of a dirqueue_only job", _setup_dq_held, _run_retry),
     Scenario("promotion, dirqueue_only job", _setup_dq_due, _run_promote),
     Scenario("servers/ entry of a supervisor", _one_before, _run_announce),

@@ -212,10 +212,15 @@ def write_limit(
 def clear_limit(config: QueueConfig, group: str) -> bool:
     """Remove group ``group``'s limits; True if it had any."""
     check_group(group)
+
+    def unlink(lfd: int) -> None:
+        os.unlink(group, dir_fd=lfd)
+        if config.durable:
+            # Else a power loss after the clear returned could bring the limits back.
+            os.fsync(lfd)
+
     try:
-        _dirfds.at(
-            config.dir, (Layout.LIMITS,), lambda lfd: os.unlink(group, dir_fd=lfd), retry=False
-        )
+        _dirfds.at(config.dir, (Layout.LIMITS,), unlink, retry=False)
     except OSError as err:
         if _fs.is_gone(err) or err.errno in (errno.ENOTDIR, errno.ELOOP):
             return False
