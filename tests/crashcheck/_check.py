@@ -22,8 +22,8 @@ For each state, in order:
    of a lock still in ``active/``, or the stale-lock rule calls it breakable (the next
    pickup of the group frees it); after the drain no job is left queued (a slot or
    token that blocks its group for good would leave one); a group's ``limits/GROUP``
-   reads as the old file or the new one, whole, and as the new one once the
-   operation returned.
+   reads as the old file or the new one (none, after a clear), whole, and as the new
+   one once the operation returned.
 """
 
 from __future__ import annotations
