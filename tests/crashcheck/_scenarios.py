@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dirqueue import DirQueue, FailedStore, Job, Worker, _deps
+from dirqueue import DirQueue, FailedStore, Job, Worker, _deps, limits
+from dirqueue._servers import Announcer
 from dirqueue.tasks import TaskHandler, TaskQueue
 
 from ._recorder import Event, Recorder, Snapshot
@@ -40,6 +41,12 @@ class Expect:
     #: before it returned may leave them in both places, to be taken again (at least
     #: once, as a worker's death mid-job does). After it returned, never.
     moving: set[str] = field(default_factory=set)
+    #: Jobs enqueued with ``dirqueue_only=True``: never in the plain ``queue/`` (nor its
+    #: fan-out), where a Perl worker would take them.
+    dirqueue_only: set[str] = field(default_factory=set)
+    #: Group -> (its ``limits/GROUP`` before the operation, or None; after it): the
+    #: file reads as one of the two before the operation returned, the second after.
+    limits: dict[str, tuple[bytes | None, bytes | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -252,6 +259,99 @@ def _run_task(q: DirQueue, e: Expect, jobid: str) -> None:
     e.results.add(jobid)
 
 
+# -- groups' limits, queue/dq/ and servers/ (the layers merged after the checker) ----
+
+_GROUP = "gpu"
+
+
+def _limit_bytes(q: DirQueue, group: str) -> bytes | None:
+    try:
+        with open(os.path.join(q.layout.limits_dir, group), "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def _run_enqueue_group(q: DirQueue, e: Expect, _: Any) -> None:
+    e.acked.add(_enqueue(q, e, b"a job of a group\n" * 4, group=_GROUP))
+
+
+def _run_enqueue_dq(q: DirQueue, e: Expect, _: Any) -> None:
+    jobid = _enqueue(q, e, b"for dirqueue workers only\n" * 4, group=_GROUP,
+                     dirqueue_only=True)
+    e.acked.add(jobid)
+    e.dirqueue_only.add(jobid)
+
+
+def _setup_limited_queued(q: DirQueue, e: Expect) -> None:
+    # One slot: a slot a crash leaves held (by a dead worker) blocks the group until
+    # the stale-lock rule frees it.
+    q.create()
+    limits.set_limit(q, _GROUP, 1)
+    e.kept.add(_enqueue(q, e, b"a job of a limited group", group=_GROUP))
+    e.kept.add(_enqueue(q, e, b"its next of kin", group=_GROUP))
+
+
+def _setup_limited_held(q: DirQueue, e: Expect) -> Job:
+    q.create()
+    limits.set_limit(q, _GROUP, 1)
+    jobid = _enqueue(q, e, b"a limited job, held", group=_GROUP)
+    e.kept.add(_enqueue(q, e, b"the next of its group", group=_GROUP))
+    job = q.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == jobid
+    return job
+
+
+def _setup_rate_queued(q: DirQueue, e: Expect) -> None:
+    # A rate the drain never reaches: the start token is what is traced.
+    q.create()
+    limits.set_limit(q, "api", rate="100/min")
+    e.kept.add(_enqueue(q, e, b"a rate-limited job", group="api"))
+
+
+def _setup_limit_old(q: DirQueue, e: Expect) -> None:
+    q.create()
+    limits.set_limit(q, _GROUP, 3, rate="10/min")
+    e.kept.add(_enqueue(q, e, b"a job of the group", group=_GROUP))
+
+
+def _run_limit_set(q: DirQueue, e: Expect, _: Any) -> None:
+    # What ``dq limit set gpu 2 --rate 50/h`` calls (dirqueue.cli._limits).
+    old = _limit_bytes(q, _GROUP)
+    limits.set_limit(q, _GROUP, 2, rate="50/h")
+    e.limits[_GROUP] = (old, _limit_bytes(q, _GROUP))
+
+
+def _run_limit_clear(q: DirQueue, e: Expect, _: Any) -> None:
+    # What ``dq limit clear gpu`` calls.
+    old = _limit_bytes(q, _GROUP)
+    assert limits.clear_limit(q, _GROUP)
+    e.limits[_GROUP] = (old, None)
+
+
+def _setup_dq_held(q: DirQueue, e: Expect) -> Job:
+    jobid = _enqueue(q, e, b"dirqueue only, held", dirqueue_only=True)
+    e.kept.add(jobid)
+    e.dirqueue_only.add(jobid)
+    job = q.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == jobid
+    return job
+
+
+def _setup_dq_due(q: DirQueue, e: Expect) -> None:
+    job = _setup_dq_held(q, e)
+    job.retry_later(3600)
+    past = 1_000_000_000  # long due
+    os.utime(os.path.join(q.dir, "deferred", job.jobid), (past, past))
+
+
+def _run_announce(q: DirQueue, e: Expect, _: Any) -> None:
+    # A supervisor's first word (run_workers does this as it starts, and sweeps).
+    Announcer(q.config, 4).update(2)
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("enqueue, new queue", _nothing, _run_enqueue),
     Scenario("enqueue", _one_before, _run_enqueue),
@@ -273,6 +373,17 @@ SCENARIOS: list[Scenario] = [
     Scenario("dependant enqueue (waiting/)", _setup_parent, _run_dependant),
     Scenario("parent finish, dependant promoted", _setup_family, _run_finish_parent),
     Scenario("task run, answer in results/", _setup_task, _run_task, task_queue=True),
+    Scenario("enqueue with group=", _one_before, _run_enqueue_group),
+    Scenario("enqueue, dirqueue_only (queue/dq/)", _one_before, _run_enqueue_dq),
+    Scenario("pickup, limited group (slots/)", _setup_limited_queued, _run_pickup),
+    Scenario("finish, limited group (slot freed)", _setup_limited_held, _run_finish),
+    Scenario("pickup, rate-limited (starts/)", _setup_rate_queued, _run_pickup),
+    Scenario("dq limit set (limits/), new", _one_before, _run_limit_set),
+    Scenario("dq limit set (limits/), replaced", _setup_limit_old, _run_limit_set),
+    Scenario("dq limit clear (limits/)", _setup_limit_old, _run_limit_clear),
+    Scenario("retry of a dirqueue_only job", _setup_dq_held, _run_retry),
+    Scenario("promotion, dirqueue_only job", _setup_dq_due, _run_promote),
+    Scenario("servers/ entry of a supervisor", _one_before, _run_announce),
 ]
 
 

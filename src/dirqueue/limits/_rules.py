@@ -176,6 +176,7 @@ def write_limit(
         clear_limit(config, group)
         return limit
     name = Layout.tmp_limit_name(group, config.hostname, current_pid())
+    created: list[str] = []
 
     def write(tmp_fd: int) -> None:
         fd = _fs.create_exclusive(name, config.queue_file_mode, dir_fd=tmp_fd)
@@ -191,6 +192,7 @@ def write_limit(
                 (Layout.LIMITS,),
                 lambda lfd: os.rename(name, group, src_dir_fd=tmp_fd, dst_dir_fd=lfd),
                 create=True,
+                created=created,
             )
         except BaseException:
             with contextlib.suppress(OSError):
@@ -200,16 +202,25 @@ def write_limit(
     in_queue_dir(config, (Layout.TMP,), write)
     if config.durable:
         _dirfds.at(config.dir, (Layout.LIMITS,), os.fsync)
+        if created:
+            # limits/ made just now is durable only once the queue directory names
+            # it: without this a power loss could lose a set that had returned.
+            _fs.fsync_dir(config.dir)
     return limit
 
 
 def clear_limit(config: QueueConfig, group: str) -> bool:
     """Remove group ``group``'s limits; True if it had any."""
     check_group(group)
+
+    def unlink(lfd: int) -> None:
+        os.unlink(group, dir_fd=lfd)
+        if config.durable:
+            # Else a power loss after the clear returned could bring the limits back.
+            os.fsync(lfd)
+
     try:
-        _dirfds.at(
-            config.dir, (Layout.LIMITS,), lambda lfd: os.unlink(group, dir_fd=lfd), retry=False
-        )
+        _dirfds.at(config.dir, (Layout.LIMITS,), unlink, retry=False)
     except OSError as err:
         if _fs.is_gone(err) or err.errno in (errno.ENOTDIR, errno.ELOOP):
             return False
