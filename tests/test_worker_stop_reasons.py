@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(30)
 def test_stop_reasons_are_the_words_of_the_summary() -> None:
     assert [r.value for r in StopReason] == [
         "queue empty", "njobs reached", "idle timeout", "signal SIGTERM", "signal SIGINT",
-        "signal", "requested", "parent gone",
+        "signal", "requested", "parent gone", "let go",
     ]
     assert StopReason.QUEUE_EMPTY == "queue empty"
     assert f"{StopReason.IDLE_TIMEOUT}" == "idle timeout"
