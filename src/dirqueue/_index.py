@@ -415,6 +415,10 @@ class QueueIndex:
     def _scan(self) -> None:
         """Re-read queue/ and active/ (watching them first, so nothing is missed)."""
         started = time.monotonic()
+        if self._dirty:
+            # The events queued are dropped unread (see _watch): a lock made here among
+            # them must not go unjudged for the times kept of the locks before.
+            self._not_before.clear()
         self._watch()
         mtimes = self._stat_mtimes()
         locked = _locked_names(self.config.layout)
