@@ -204,17 +204,18 @@ def _look_first(
     """Before a lock is written: is the job still queued, and its lock free or stale
     (then broken)? Returns why not, or None; and the judgement of a lock broken.
 
-    ``revalidate`` (a network filesystem): a control file the lstat finds is opened
-    too. The client answers an lstat from its attribute cache, up to ``actimeo``
-    seconds old, so a job another host finished meanwhile still looks queued, and
-    racing consumers wrote, linked and took back a lock on it (some eight calls)
-    before finding its control file gone; an open makes the client ask the server
-    (NFS's close-to-open rule), one call. (Opened only after the lstat: on the test
-    bed, opening first cost more calls than the claims it spared.)
+    ``revalidate`` (a network filesystem): the control file is opened rather than
+    looked at with lstat. The client answers an lstat from its attribute cache, up to
+    ``actimeo`` seconds old, so a job another host finished meanwhile still looks
+    queued, and racing consumers wrote, linked and took back a lock on it (some eight
+    calls) before finding its control file gone; an open makes the client ask the
+    server (NFS's close-to-open rule), one call.
     """
-    if not os.path.lexists(queue_path) or (revalidate and _gone_on_the_server(queue_path)):
+    if revalidate and _gone_on_the_server(queue_path):
+        return Refused.GONE, None
+    if not os.path.lexists(queue_path):
         # Done by another worker since we listed it: a cheap check before the lock
-        # file is written (the lstat first: often the cache knows already).
+        # file is written.
         return Refused.GONE, None
     try:
         lock = _look_in_active(config, jobid)
