@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
 import functools
 import logging
 import os
@@ -143,7 +142,6 @@ def take(
     seen_free: bool = False,
     keeper: LockFileKeeper | None = None,
     alive_until: Callable[[float], None] | None = None,
-    revalidate: bool = False,
 ) -> HeldLock | Refused:
     """Lock job ``jobid`` (control file at ``queue_path``) for this process.
 
@@ -151,15 +149,14 @@ def take(
     change (inotify on a local filesystem) has just seen the job queued and unlocked:
     see :func:`_link_lock_file`. ``alive_until``: told, when the lock there was judged
     alive and is another host's, the time (filesystem's clock) before which that lock
-    cannot become stale (see :func:`break_if_stale`). ``revalidate``: the queue is on
-    a network filesystem, whose cached view may be seconds old: see :func:`_look_first`.
+    cannot become stale (see :func:`break_if_stale`).
     """
     if seen_free and keeper is not None:
         landed = _link_lock_file(config, jobid, keeper)
         if landed is not None:
             return landed
     layout = config.layout
-    refused, broke = _look_first(config, jobid, queue_path, alive_until, revalidate)
+    refused, broke = _look_first(config, jobid, queue_path, alive_until)
     if refused is not None:
         return refused
     pid = current_pid()
@@ -199,20 +196,9 @@ def _look_first(
     jobid: str,
     queue_path: str,
     alive_until: Callable[[float], None] | None = None,
-    revalidate: bool = False,
 ) -> tuple[Refused | None, Judgement | None]:
     """Before a lock is written: is the job still queued, and its lock free or stale
-    (then broken)? Returns why not, or None; and the judgement of a lock broken.
-
-    ``revalidate`` (a network filesystem): the control file is opened rather than
-    looked at with lstat. The client answers an lstat from its attribute cache, up to
-    ``actimeo`` seconds old, so a job another host finished meanwhile still looks
-    queued, and racing consumers wrote, linked and took back a lock on it (some eight
-    calls) before finding its control file gone; an open makes the client ask the
-    server (NFS's close-to-open rule), one call.
-    """
-    if revalidate and _gone_on_the_server(queue_path):
-        return Refused.GONE, None
+    (then broken)? Returns why not, or None; and the judgement of a lock broken."""
     if not os.path.lexists(queue_path):
         # Done by another worker since we listed it: a cheap check before the lock
         # file is written.
@@ -223,21 +209,6 @@ def _look_first(
         return None, None
     may_take, broke = break_if_stale(config, jobid, lock, alive_until)
     return (None if may_take else Refused.HELD), broke
-
-
-def _gone_on_the_server(queue_path: str) -> bool:
-    """True if opening the control file at ``queue_path`` finds it gone (ENOENT, or
-    ESTALE: removed by another host while the client still knew its handle). Anything
-    else (a file we may not read, a symlink planted there) is left for the checks that
-    follow, as without this look."""
-    try:
-        fd = _fs.open_for_reading(queue_path)
-    except FileNotFoundError:
-        return True
-    except OSError as err:
-        return err.errno == errno.ESTALE
-    os.close(fd)
-    return False
 
 
 def _link_lock_file(

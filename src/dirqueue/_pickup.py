@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
-from . import _fs, _lock, _lockfile
+from . import _lock, _lockfile
 from ._config import QueueConfig
 from ._deferred import drop_crashed_twin, promote_due
 from ._deps import settle as settle_dependants
@@ -83,8 +83,6 @@ class Picker:
         self.gates = [factory(config) for factory in _gate_factories]
         #: When (monotonic) to look in deferred/ next.
         self._next_promote = 0.0
-        #: Whether the queue is on a network filesystem (None: not asked yet).
-        self._networked: bool | None = None
 
     def promote(self) -> None:
         """Move deferred jobs that have come due into queue/ (at most every
@@ -246,7 +244,6 @@ class Picker:
                 seen_free=seen_free,
                 keeper=self.lock_file,
                 alive_until=alive_until,
-                revalidate=self._on_network(),
             )
             if isinstance(held, _lock.Refused):
                 return held
@@ -255,13 +252,6 @@ class Picker:
             if isinstance(err, DirQueueError):
                 raise
             raise QueueIOError(f"picking up job {name}", err) from err
-
-    def _on_network(self) -> bool:
-        """True unless the queue is on a filesystem only this kernel writes (asked once:
-        a statfs is a call to the server too)."""
-        if self._networked is None:
-            self._networked = not _fs.is_local_filesystem(self.config.dir)
-        return self._networked
 
     def _open_locked_job(
         self, name: str, queue_path: str, held: _lock.HeldLock
