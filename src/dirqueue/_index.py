@@ -8,7 +8,9 @@ Every name in ``queue/`` is, for this index, in one of three states:
   (a million names take tens of megabytes, not hundreds), and those that arrived since,
   in ``_pending``;
 - *held*: locked by another worker (seen in ``active/``, or refused when we tried it);
-  re-judged now and then, a few at a time, so a dead worker's lock is still broken;
+  re-judged now and then, a few at a time, so a dead worker's lock is still broken
+  (but a lock of another host, judged alive, not before it could be stale: see
+  :meth:`QueueIndex.held`);
 - *taken*: locked by this process.
 
 **Local filesystems** (ext4, XFS, tmpfs, ...): one inotify instance watches ``queue/``
@@ -126,6 +128,11 @@ class QueueIndex:
         self._pos = 0
         self._waiting: set[str] = set()
         self._held: dict[str, float] = {}
+        #: Held names whose lock (another host's, judged alive) cannot be stale before
+        #: this time, in the filesystem's clock: not judged again until then.
+        self._not_before: dict[str, float] = {}
+        #: True while inotify watches active/: a lock made on this host is then seen.
+        self._sees_local_locks = False
         self._taken: set[str] = set()
         self._fanout: dict[str, str] = {}
         #: Waiting jobs a pickup's gate said no to (see :meth:`park`), for this pass.
@@ -221,13 +228,21 @@ class QueueIndex:
                 return []
             self._next_recheck = now + HELD_RECHECK
             limit = before.name if before is not None and self.config.ordered else None
+            not_before = self._not_before
+            fs_now: float | None = None
             due: list[QueueEntry] = []
             # The dict is in the order of the last judgement, oldest first (see held()).
             for name, when in held.items():
                 if now - when < HELD_RECHECK or len(due) == HELD_BATCH:
                     break
-                if limit is None or name < limit:
-                    due.append(QueueEntry(name, self._fanout.get(name)))
+                if limit is not None and name >= limit:
+                    continue
+                if name in not_before:
+                    if fs_now is None:
+                        fs_now = filesystem_now(self.config)
+                    if fs_now < not_before[name]:
+                        continue  # Cannot be stale yet: judging it would cost calls.
+                due.append(QueueEntry(name, self._fanout.get(name)))
             return due
 
     def taken(self, name: str) -> None:
@@ -235,15 +250,31 @@ class QueueIndex:
         with self.guard:
             self._not_waiting(name)
             self._held.pop(name, None)
+            self._not_before.pop(name, None)
             self._taken.add(name)
 
-    def held(self, name: str) -> None:
-        """Another worker holds job ``name`` (judged alive just now)."""
+    def held(self, name: str, stale_not_before: float = 0.0) -> None:
+        """Another worker holds job ``name`` (judged alive just now).
+
+        ``stale_not_before``: the lock judged is another host's, which can go stale only
+        by age, not before this time (the filesystem's clock; see
+        :func:`dirqueue._lock.stale_not_before`): it is not judged again until then. On
+        a network filesystem each judgement is an lstat, an open and a read of the lock,
+        and a few such a pickup were most of a racing consumer's calls. Only while
+        inotify watches ``active/``: the lock may be replaced meanwhile (the job given
+        back and taken again), and a lock made on this host, whose owner's death is seen
+        at once, must be judged as soon as it comes (see :meth:`_lock_event`); another
+        host's new lock is newer, so no sooner stale.
+        """
         with self.guard:
             self._not_waiting(name)
             # Moved to the end: the dict stays in the order of the last judgement.
             self._held.pop(name, None)
             self._held[name] = time.monotonic()
+            if stale_not_before and self._sees_local_locks:
+                self._not_before[name] = stale_not_before
+            else:
+                self._not_before.pop(name, None)
 
     def park(self, name: str) -> None:
         """Job ``name`` may not be taken now (its group is full, say): pass over it for
@@ -253,6 +284,7 @@ class QueueIndex:
                 self._taken.discard(name)
             elif name in self._held:
                 del self._held[name]
+                self._not_before.pop(name, None)
             else:
                 self._not_waiting(name)
             self._parked.add(name)
@@ -294,12 +326,14 @@ class QueueIndex:
         wd, mask, name = event
         if mask & IN_Q_OVERFLOW:
             self._dirty = True  # Events were lost.
+            self._not_before.clear()  # A lock made here among them: judge them all.
             return
         if mask & LOST_WATCH:
             # A watched directory was removed or replaced: watch (and read) it anew.
             self._places.pop(wd, None)
             self._watching = False
             self._dirty = True
+            self._not_before.clear()
             return
         place = self._places.get(wd, _NOWHERE)
         if place == _NOWHERE:
@@ -330,6 +364,9 @@ class QueueIndex:
     def _lock_event(self, name: str, *, arrived: bool) -> None:
         """A lock appeared in (or left) active/."""
         if arrived:
+            # A new lock, made on this host: whatever we knew of the one before says
+            # nothing of it (its owner's death is seen at once; judge it soon).
+            self._not_before.pop(name, None)
             if name in self._parked or (
                 name not in self._taken and name not in self._held and self._is_waiting(name)
             ):
@@ -338,6 +375,7 @@ class QueueIndex:
         elif name in self._held or name in self._taken:
             # A lock removed: the job given back, or a stale lock broken.
             self._held.pop(name, None)
+            self._not_before.pop(name, None)
             self._taken.discard(name)
             self._add_waiting(name)
 
@@ -358,6 +396,7 @@ class QueueIndex:
             self._taken.discard(name)
         elif name in self._held:
             del self._held[name]
+            self._not_before.pop(name, None)
         else:
             self._not_waiting(name)
         if self._fanout:
@@ -376,6 +415,10 @@ class QueueIndex:
     def _scan(self) -> None:
         """Re-read queue/ and active/ (watching them first, so nothing is missed)."""
         started = time.monotonic()
+        if self._dirty:
+            # The events queued are dropped unread (see _watch): a lock made here among
+            # them must not go unjudged for the times kept of the locks before.
+            self._not_before.clear()
         self._watch()
         mtimes = self._stat_mtimes()
         locked = _locked_names(self.config.layout)
@@ -399,6 +442,12 @@ class QueueIndex:
         # Oldest judgement first (a stable sort: in queue order among equals).
         held = dict(sorted(held.items(), key=lambda item: item[1]))
         self._held, self._taken, self._fanout = held, taken, fanout
+        # Kept for the names still locked: a lock replaced since was either made here
+        # (an event said so) or by another host (newer, so no sooner stale).
+        old_not_before = self._not_before
+        self._not_before = {
+            name: until for name, until in old_not_before.items() if name in held
+        } if self._sees_local_locks else {}
         self._mtimes = mtimes
         newest = max(mtimes) / 1e9
         self._mtimes_trusted = filesystem_now(self.config) - newest > _MTIME_TRUST_AFTER
@@ -416,7 +465,7 @@ class QueueIndex:
             self._notifier = open_notifier()
         notifier = self._notifier
         if notifier is None:
-            self._exact = False
+            self._exact = self._sees_local_locks = False
             return
         if not self._watching:
             places: list[tuple[str, str | None]] = [
@@ -425,11 +474,14 @@ class QueueIndex:
             ]
             places += [(os.path.join(layout.queue_dir, d), d) for d in Layout.QUEUE_SUBDIRS]
             watched = 0
+            self._sees_local_locks = False
             for path, place in places:
                 wd = notifier.watch(path)
                 if wd >= 0:
                     self._places[wd] = place
                     watched += place is None or place == _ACTIVE
+                    if place == _ACTIVE:
+                        self._sees_local_locks = True
             self._watching = True
             self._exact = watched == 2 and _fs.is_local_filesystem(layout.queue_dir)
         for _ in notifier.events():
@@ -448,7 +500,8 @@ class QueueIndex:
             if self._notifier is not None:
                 self._notifier.close()
             self._notifier, self._places = None, {}
-            self._notifier_tried = self._watching = False
+            self._notifier_tried = self._watching = self._sees_local_locks = False
+            self._not_before.clear()
             self._dirty = True
 
 

@@ -26,6 +26,7 @@ import functools
 import logging
 import os
 import random
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ __all__ = [
     "break_if_stale",
     "release",
     "remove_judged",
+    "stale_not_before",
     "standing",
     "take",
     "touch",
@@ -139,19 +141,22 @@ def take(
     *,
     seen_free: bool = False,
     keeper: LockFileKeeper | None = None,
+    alive_until: Callable[[float], None] | None = None,
 ) -> HeldLock | Refused:
     """Lock job ``jobid`` (control file at ``queue_path``) for this process.
 
     Breaks the job's lock first if it is stale. ``seen_free``: an index that sees every
     change (inotify on a local filesystem) has just seen the job queued and unlocked:
-    see :func:`_link_lock_file`.
+    see :func:`_link_lock_file`. ``alive_until``: told, when the lock there was judged
+    alive and is another host's, the time (filesystem's clock) before which that lock
+    cannot become stale (see :func:`break_if_stale`).
     """
     if seen_free and keeper is not None:
         landed = _link_lock_file(config, jobid, keeper)
         if landed is not None:
             return landed
     layout = config.layout
-    refused, broke = _look_first(config, jobid, queue_path)
+    refused, broke = _look_first(config, jobid, queue_path, alive_until)
     if refused is not None:
         return refused
     pid = current_pid()
@@ -187,7 +192,10 @@ def take(
 
 
 def _look_first(
-    config: QueueConfig, jobid: str, queue_path: str
+    config: QueueConfig,
+    jobid: str,
+    queue_path: str,
+    alive_until: Callable[[float], None] | None = None,
 ) -> tuple[Refused | None, Judgement | None]:
     """Before a lock is written: is the job still queued, and its lock free or stale
     (then broken)? Returns why not, or None; and the judgement of a lock broken."""
@@ -199,7 +207,7 @@ def _look_first(
         lock = _look_in_active(config, jobid)
     except FileNotFoundError:
         return None, None
-    may_take, broke = break_if_stale(config, jobid, lock)
+    may_take, broke = break_if_stale(config, jobid, lock, alive_until)
     return (None if may_take else Refused.HELD), broke
 
 
@@ -395,20 +403,32 @@ def touch(config: QueueConfig, held: HeldLock) -> bool:
 
 
 def break_if_stale(
-    config: QueueConfig, jobid: str, lock: os.stat_result
+    config: QueueConfig,
+    jobid: str,
+    lock: os.stat_result,
+    alive_until: Callable[[float], None] | None = None,
 ) -> tuple[bool, Judgement | None]:
     """Break job ``jobid``'s lock (as ``lock``) if it is stale.
 
     Returns whether the job may be taken now (the lock is gone), and the judgement of
-    the lock if this call broke it.
+    the lock if this call broke it. ``alive_until`` is told :func:`stale_not_before`
+    of a lock judged alive, when that is a time to come.
     """
     young = filesystem_now(config) - lock.st_mtime <= config.active_file_lifetime
-    if young and _alive_recently(jobid, lock):
-        return False, None  # The common case: judged alive a moment ago.
+    if young:
+        until = _alive_recently(jobid, lock)
+        if until is not None:
+            # The common case: judged alive a moment ago.
+            if until and alive_until is not None:
+                alive_until(until)
+            return False, None
     judged = judge(config, lock, read_lock_file(config, jobid))
     if not judged.breakable:
         if young:
-            _remember_alive(jobid, lock)
+            until = stale_not_before(config, lock, judged)
+            _remember_alive(jobid, lock, until)
+            if until and alive_until is not None:
+                alive_until(until)
         return False, None
     if judged.verdict is not Verdict.DEAD:
         # A random grace (scaled to the lifetime) makes two dequeuers rarely break the
@@ -449,27 +469,53 @@ def _remove_dead_owners_lock_file(config: QueueConfig, lock: os.stat_result,
         _in_tmp(config, remove)
 
 
-#: Locks judged alive lately: jobid -> (inode, mtime_ns, when). A young lock is judged
-#: (its file read, its owner looked up) at most once per _ALIVE_RECHECK per process, so
-#: a pickup that passes a few held jobs costs one lstat each.
-_alive: dict[str, tuple[int, int, float]] = {}
+def stale_not_before(config: QueueConfig, lock: os.stat_result, judged: Judgement) -> float:
+    """The earliest time (filesystem's clock) at which a lock judged alive as ``judged``
+    could be judged breakable; 0.0 when it could be at any moment.
+
+    A lock naming a worker on another host can only go stale by age: from here that
+    worker's death cannot be seen (:func:`dirqueue._identity.owner_is_dead` says no for
+    any other host), so the rule of :func:`dirqueue._judge.judge` breaks it only once
+    its mtime is ``active_file_lifetime`` old, and a heartbeat only makes the mtime
+    later. A lock of this host (or naming none) may be proven dead at any moment (a
+    crashed worker's job is taken back within a pickup or two): 0.0.
+    """
+    owner = judged.owner
+    if (
+        judged.verdict is not Verdict.HELD
+        or not stat.S_ISREG(lock.st_mode)
+        or owner.host is None
+        or owner.host == config.hostname
+    ):
+        return 0.0
+    return lock.st_mtime + config.active_file_lifetime
+
+
+#: Locks judged alive lately: jobid -> (inode, mtime_ns, when, stale_not_before). A
+#: young lock is judged (its file read, its owner looked up) at most once per
+#: _ALIVE_RECHECK per process, so a pickup that passes a few held jobs costs one lstat
+#: each.
+_alive: dict[str, tuple[int, int, float, float]] = {}
 _ALIVE_RECHECK: Final = 0.2
 _ALIVE_MAX: Final = 4096
 
 
-def _alive_recently(jobid: str, lock: os.stat_result) -> bool:
+def _alive_recently(jobid: str, lock: os.stat_result) -> float | None:
+    """None unless ``lock`` was judged alive lately; then its :func:`stale_not_before`."""
     seen = _alive.get(jobid)
-    return (
+    if (
         seen is not None
         and seen[:2] == (lock.st_ino, lock.st_mtime_ns)
         and time.monotonic() - seen[2] < _ALIVE_RECHECK
-    )
+    ):
+        return seen[3]
+    return None
 
 
-def _remember_alive(jobid: str, lock: os.stat_result) -> None:
+def _remember_alive(jobid: str, lock: os.stat_result, until: float) -> None:
     if len(_alive) >= _ALIVE_MAX:
         _alive.clear()
-    _alive[jobid] = (lock.st_ino, lock.st_mtime_ns, time.monotonic())
+    _alive[jobid] = (lock.st_ino, lock.st_mtime_ns, time.monotonic(), until)
 
 
 def remove_judged(config: QueueConfig, jobid: str, lock: os.stat_result) -> bool | None:

@@ -9,7 +9,7 @@ import enum
 import errno
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from . import _lock, _lockfile
@@ -122,7 +122,9 @@ class Picker:
         # case a holder died: a pickup's cost stays flat however many are in progress.
         entry = index.head()
         for held in index.held_due(entry):
-            job = self._admit(held, self._settle(held, self.try_pickup(held)))
+            alive_until: list[float] = []
+            outcome = self.try_pickup(held, alive_until=alive_until.append)
+            job = self._admit(held, self._settle(held, outcome, alive_until))
             if job is not None:
                 return job
         # The head found above is still the head: trying held jobs changes only those.
@@ -131,8 +133,11 @@ class Picker:
                 index.park(entry.name)
                 entry = index.head()
                 continue
-            job = self._settle(entry, self.try_pickup(entry, seen_free=index.exact))
-            job = self._admit(entry, job)
+            alive_until = []
+            outcome = self.try_pickup(
+                entry, seen_free=index.exact, alive_until=alive_until.append
+            )
+            job = self._admit(entry, self._settle(entry, outcome, alive_until))
             if job is not None:
                 return job
             entry = index.head()
@@ -197,24 +202,48 @@ class Picker:
         self.index.close()
         self.lock_file.let_go()
 
-    def _settle(self, entry: QueueEntry, outcome: Job | _lock.Refused) -> Job | None:
-        """Tell the index what a try at ``entry`` found; the job if we took it."""
+    def _settle(
+        self,
+        entry: QueueEntry,
+        outcome: Job | _lock.Refused,
+        alive_until: Sequence[float] = (),
+    ) -> Job | None:
+        """Tell the index what a try at ``entry`` found; the job if we took it.
+
+        ``alive_until``: what :func:`_lock.take` told of the lock it judged alive (the
+        time before which it cannot go stale), so the index does not judge it again
+        before then.
+        """
         if isinstance(outcome, Job):
             self.index.taken(entry.name)
             return outcome
-        if outcome is not _lock.Refused.GONE:
+        if outcome is _lock.Refused.HELD and alive_until:
+            self.index.held(entry.name, stale_not_before=alive_until[-1])
+        elif outcome is not _lock.Refused.GONE:
             self.index.held(entry.name)
         else:
             self.index.gone(entry.name)
         return None
 
-    def try_pickup(self, entry: QueueEntry, *, seen_free: bool = False) -> Job | _lock.Refused:
-        """The job if we took it, else why not (``seen_free``: see :func:`_lock.take`)."""
+    def try_pickup(
+        self,
+        entry: QueueEntry,
+        *,
+        seen_free: bool = False,
+        alive_until: Callable[[float], None] | None = None,
+    ) -> Job | _lock.Refused:
+        """The job if we took it, else why not (``seen_free``, ``alive_until``: see
+        :func:`_lock.take`)."""
         name = entry.name
         queue_path = self.config.layout.queue_path(name, entry.fanout)
         try:
             held = _lock.take(
-                self.config, name, queue_path, seen_free=seen_free, keeper=self.lock_file
+                self.config,
+                name,
+                queue_path,
+                seen_free=seen_free,
+                keeper=self.lock_file,
+                alive_until=alive_until,
             )
             if isinstance(held, _lock.Refused):
                 return held
