@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dirqueue import DirQueue, InvalidGroupError, limits
+from dirqueue import DirQueue, InvalidGroupError, QueueNotFoundError, limits
 from dirqueue.limits import InvalidLimitError
 
 pytestmark = pytest.mark.timeout(120)
@@ -176,6 +176,16 @@ def test_limits_are_checked(tmp_path: Path) -> None:
     ]
     assert limits.clear_limit(queue, "gpu")
     assert [lim.group for lim in limits.list_limits(queue)] == ["mail"]
+
+
+def test_a_limit_on_a_queue_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    # A mistyped path: the error names it and how to make the queue, and makes nothing.
+    queue = DirQueue(tmp_path / "typo")
+    with pytest.raises(QueueNotFoundError, match=r"no queue at .*typo.*create=True"):
+        limits.set_limit(queue, "gpu", 2)
+    assert not (tmp_path / "typo").exists()
+    assert limits.list_limits(queue) == []
+    assert not limits.clear_limit(queue, "gpu")
 
 
 def test_a_rate_holds_across_workers_and_puts_jobs_off_uncounted(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import _pickup
+from ..errors import QueueNotFoundError
 from ..queue import DirQueue
 from . import _rate, _slots
 from ._gate import LimitGate
@@ -49,7 +50,12 @@ def set_limit(
 ) -> Limit:
     """Set ``group``'s limits in ``queue``: at most ``concurrency`` of its jobs active at
     once, and at most ``rate`` starts (``"100/min"``, or ``(count, seconds)``).
-    Replaces what the group had; neither clears it."""
+    Replaces what the group had; neither clears it.
+
+    Raises :class:`~dirqueue.errors.QueueNotFoundError` if the queue directory does
+    not exist: a limit set on a mistyped path would hold nothing back."""
+    if not queue.exists:
+        raise QueueNotFoundError(queue.dir)
     parsed = parse_rate(rate) if isinstance(rate, str) else rate
     return _write_limit(queue.config, group, concurrency=concurrency, rate=parsed)
 
