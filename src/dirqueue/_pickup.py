@@ -217,7 +217,7 @@ class Picker:
         if isinstance(outcome, Job):
             self.index.taken(entry.name)
             return outcome
-        if outcome is _lock.Refused.HELD and alive_until:
+        if outcome in (_lock.Refused.HELD, _lock.Refused.LOST) and alive_until:
             self.index.held(entry.name, stale_not_before=alive_until[-1])
         elif outcome is not _lock.Refused.GONE:
             self.index.held(entry.name)
@@ -244,6 +244,7 @@ class Picker:
                 seen_free=seen_free,
                 keeper=self.lock_file,
                 alive_until=alive_until,
+                unseen_here=self.index.lock_unseen_here,
             )
             if isinstance(held, _lock.Refused):
                 return held
