@@ -39,7 +39,7 @@ from ._identity import current_pid
 from ._jobfiles import in_queue_dir, set_aside
 from ._judge import Judgement, Verdict, filesystem_now, judge, read_lock_file
 from ._layout import Layout, TmpLockName
-from ._lockfile import LockFile, LockFileKeeper, Stamp, write_lock
+from ._lockfile import LockFile, LockFileKeeper, Stamp, write_lock, write_lock_contents
 from ._lockfile import create_file as _create
 from ._lockfile import in_tmp as _in_tmp
 from ._lockfile import unlink_in as _unlink_in
@@ -172,7 +172,7 @@ def take(
     held: HeldLock | None = None
     try:
         try:
-            held = HeldLock(jobid, write_lock(config, fd, pid))
+            held = _written_lock(config, jobid, fd, pid)
         finally:
             os.close(fd)
         if not os.path.lexists(queue_path):
@@ -193,6 +193,24 @@ def take(
     finally:
         with contextlib.suppress(OSError):
             _unlink_in(config, (Layout.TMP,), tmp_lock)
+    return held
+
+
+#: The mtime of a lock whose file we made but whose mtime we have not yet read: any.
+_NOT_READ_YET: Final = (1 << 63) - 1
+
+
+def _written_lock(config: QueueConfig, jobid: str, fd: int, pid: int) -> HeldLock:
+    """Our lock for job ``jobid``, written to ``fd`` (a file made just now in tmp/).
+
+    Its ``fstat`` is taken before the write: over NFS the attributes the create brought
+    back answer it, where after the write it is a GETATTR, one for every claim. What
+    it is known by until the link lands is its inode and owner (nobody can have broken
+    a lock linked a moment ago and put another file in its place); :func:`_is_ours`
+    then reads its mtime as the server gave it (the write's).
+    """
+    held = HeldLock(jobid, os.fstat(fd), Stamp(_NOT_READ_YET))
+    write_lock_contents(config, fd, pid)
     return held
 
 
