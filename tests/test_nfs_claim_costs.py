@@ -6,6 +6,7 @@ between its write and its link, and it stays ours (or is taken back) all the sam
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 import dirqueue._fs
 from _helpers import files_under
-from dirqueue import DirQueue, _lock
+from dirqueue import DirQueue, _claims, _lock
 
 
 @pytest.fixture(autouse=True)
@@ -84,4 +85,81 @@ def test_a_claim_interrupted_after_its_link_takes_its_lock_back(
     job = queue.pickup_queued_job()
     assert job is not None
     assert job.jobid == jobid
+    job.finish()
+
+
+def _lose_the_link_to(
+    qdir: Path, losing: set[str], monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """Have another worker's lock land first on each job in ``losing`` (between our
+    look in active/ and our link); returns the lock files this process writes."""
+    written: list[str] = []
+    real_link, real_written = _lock._link_lock, _lock._written_lock
+
+    def link(config: Any, tmp_lock: str, held: _lock.HeldLock) -> bool:
+        if held.jobid in losing:
+            (qdir / "active" / held.jobid).write_bytes(b"otherhost\n4242\n")
+        return real_link(config, tmp_lock, held)
+
+    def write(config: Any, jobid: str, fd: int, pid: int) -> _lock.HeldLock:
+        written.append(jobid)
+        return real_written(config, jobid, fd, pid)
+
+    monkeypatch.setattr(_lock, "_link_lock", link)
+    monkeypatch.setattr(_lock, "_written_lock", write)
+    return written
+
+
+@pytest.mark.timeout(30)
+def test_a_lock_file_that_lost_its_link_serves_the_next_claim(
+    queue: DirQueue, qdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two claims lost, the third won: one lock file written, not three.
+    first, second, third = (queue.enqueue_string(f"job {n}") for n in range(3))
+    written = _lose_the_link_to(qdir, {first, second}, monkeypatch)
+    job = queue.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == third
+    assert written == [first]
+    assert files_under(qdir / "tmp") == []
+    mine = queue.config.hostname.encode() + b"\n"
+    assert (qdir / "active" / third).read_bytes().startswith(mine)
+    job.finish()
+
+
+@pytest.mark.timeout(30)
+def test_a_spare_lock_file_is_not_left_behind(
+    queue: DirQueue, qdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every claim lost: the pickup finds nothing, and leaves no lock file in tmp/.
+    jobs = {queue.enqueue_string(f"job {n}") for n in range(2)}
+    written = _lose_the_link_to(qdir, jobs, monkeypatch)
+    assert queue.pickup_queued_job() is None
+    assert len(written) == 1
+    assert files_under(qdir / "tmp") == []
+
+
+@pytest.mark.timeout(30)
+def test_a_spare_lock_file_kept_too_long_is_not_used(
+    queue: DirQueue, qdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its mtime would make the lock linked look that much older: a new one is written.
+    first, second = (queue.enqueue_string(f"job {n}") for n in range(2))
+    written = _lose_the_link_to(qdir, {first}, monkeypatch)
+    real_monotonic = time.monotonic
+    later = [0.0]
+    monkeypatch.setattr(_claims.time, "monotonic", lambda: real_monotonic() + later[0])
+    real_look = _lock._look_first
+
+    def look(config: Any, jobid: str, *args: Any) -> Any:
+        if jobid == second:
+            later[0] = _claims.SPARE_FOR
+        return real_look(config, jobid, *args)
+
+    monkeypatch.setattr(_lock, "_look_first", look)
+    job = queue.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == second
+    assert written == [first, second]
+    assert files_under(qdir / "tmp") == []
     job.finish()

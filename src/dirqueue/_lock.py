@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-from . import _fs
+from . import _claims, _fs
 from ._config import QueueConfig
 from ._format import parse_lock_file
 from ._identity import current_pid
@@ -143,6 +143,7 @@ def take(
     keeper: LockFileKeeper | None = None,
     alive_until: Callable[[float], None] | None = None,
     unseen_here: Callable[[str], bool] | None = None,
+    keep_spare: bool = False,
 ) -> HeldLock | Refused:
     """Lock job ``jobid`` (control file at ``queue_path``) for this process.
 
@@ -152,48 +153,71 @@ def take(
     alive and is another host's, the time (filesystem's clock) before which that lock
     cannot become stale (see :func:`break_if_stale`); also of a lock that won the link
     against ours. ``unseen_here(jobid)``: True if a lock there now cannot have been
-    made on this host (see :func:`_young_from_elsewhere`).
+    made on this host (see :func:`dirqueue._claims.young_from_elsewhere`).
+    ``keep_spare``: a lock file whose claim failed once written is kept for this
+    thread's next claim (see :mod:`dirqueue._claims`; the caller removes it with
+    ``drop_spare`` when it stops).
     """
     if seen_free and keeper is not None:
         landed = _link_lock_file(config, jobid, keeper)
         if landed is not None:
+            _claims.drop_spare(config)
             return landed
-    layout = config.layout
     refused, broke = _look_first(config, jobid, queue_path, alive_until, unseen_here)
     if refused is not None:
         return refused
     pid = current_pid()
-    tmp_lock = layout.tmp_lock_name(jobid, config.hostname, pid)
-    try:
-        fd = _in_tmp(config, functools.partial(_create, tmp_lock, config.queue_file_mode))
-    except FileExistsError:
+    made = _lock_to_link(config, jobid, pid)
+    if made is None:
         return Refused.HELD
-    linked = False
-    held: HeldLock | None = None
+    tmp_lock, held = made
+    linked = kept = False
     try:
-        try:
-            held = _written_lock(config, jobid, fd, pid)
-        finally:
-            os.close(fd)
         if not os.path.lexists(queue_path):
+            kept = keep_spare and _claims.keep_spare(config, pid, tmp_lock, held.stat)
             return Refused.GONE
         linked = True
         if not _link_lock(config, tmp_lock, held):
             if unseen_here is not None and alive_until is not None:
                 _note_winner(config, jobid, alive_until, unseen_here)
+            kept = keep_spare and _claims.keep_spare(config, pid, tmp_lock, held.stat)
             return Refused.LOST  # Another worker's lock.
         held.broke = broke
     except BaseException:
         # A lock we may have linked but could not confirm would keep the job from
         # every worker until we die: take it back if it is ours.
-        if linked and held is not None:
+        if linked:
             with contextlib.suppress(OSError):
                 release(config, held)
         raise
     finally:
-        with contextlib.suppress(OSError):
-            _unlink_in(config, (Layout.TMP,), tmp_lock)
+        if not kept:
+            with contextlib.suppress(OSError):
+                _unlink_in(config, (Layout.TMP,), tmp_lock)
     return held
+
+
+def _lock_to_link(config: QueueConfig, jobid: str, pid: int) -> tuple[str, HeldLock] | None:
+    """Our lock for a claim on job ``jobid``, in tmp/: this thread's spare, or a file
+    made and written now. Its name and what it is known by; None if that name was
+    taken."""
+    spare = _claims.take_spare(config, pid)
+    if spare is not None:
+        return spare[0], HeldLock(jobid, spare[1], Stamp(_NOT_READ_YET))
+    name = config.layout.tmp_lock_name(jobid, config.hostname, pid)
+    try:
+        fd = _in_tmp(config, functools.partial(_create, name, config.queue_file_mode))
+    except FileExistsError:
+        return None
+    try:
+        try:
+            return name, _written_lock(config, jobid, fd, pid)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            _unlink_in(config, (Layout.TMP,), name)
+        raise
 
 
 #: The mtime of a lock whose file we made but whose mtime we have not yet read: any.
@@ -232,33 +256,13 @@ def _look_first(
     except FileNotFoundError:
         return None, None
     if unseen_here is not None:
-        until = _young_from_elsewhere(config, jobid, lock, unseen_here)
+        until = _claims.young_from_elsewhere(config, jobid, lock, unseen_here)
         if until:
             if alive_until is not None:
                 alive_until(until)
             return Refused.HELD, None
     may_take, broke = break_if_stale(config, jobid, lock, alive_until)
     return (None if may_take else Refused.HELD), broke
-
-
-def _young_from_elsewhere(
-    config: QueueConfig, jobid: str, lock: os.stat_result, unseen_here: Callable[[str], bool]
-) -> float:
-    """The time (filesystem's clock) before which ``lock`` cannot be judged breakable,
-    without reading it, when that is plain from where it came from; else 0.0.
-
-    Within ``active_file_lifetime`` of its mtime a lock is breakable only if its owner
-    is proven dead, and only a worker of this host can be (see
-    :func:`dirqueue._judge.judge`): a young lock that ``unseen_here`` says was not made
-    on this host is held until its mtime plus the lifetime, whatever it says. So the
-    judge's read of it (an open and a read over NFS, for each job found taken by
-    another host in a racing drain) is spared, and the Perl module does no more:
-    an ``lstat`` of a young lock.
-    """
-    until = lock.st_mtime + config.active_file_lifetime
-    if filesystem_now(config) > until or not unseen_here(jobid):
-        return 0.0
-    return until
 
 
 def _note_winner(
@@ -268,13 +272,13 @@ def _note_winner(
     unseen_here: Callable[[str], bool],
 ) -> None:
     """Our link lost to another lock: tell ``alive_until`` when it could be stale, if
-    that is plain without reading it (:func:`_young_from_elsewhere`). The ``lstat``
-    follows the one that found it not ours, and a client's cache answers it."""
+    that is plain without reading it (:func:`dirqueue._claims.young_from_elsewhere`).
+    The ``lstat`` follows the one that found it not ours: a client's cache answers it."""
     try:
         lock = _look_in_active(config, jobid)
     except FileNotFoundError:
         return
-    until = _young_from_elsewhere(config, jobid, lock, unseen_here)
+    until = _claims.young_from_elsewhere(config, jobid, lock, unseen_here)
     if until:
         alive_until(until)
 
