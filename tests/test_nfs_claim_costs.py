@@ -163,3 +163,29 @@ def test_a_spare_lock_file_kept_too_long_is_not_used(
     assert written == [first, second]
     assert files_under(qdir / "tmp") == []
     job.finish()
+
+
+@pytest.mark.timeout(30)
+def test_a_spare_serves_for_a_while_from_its_write_however_often_it_is_kept(
+    queue: DirQueue, qdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kept again after each claim it lost, it still ages from when it was written.
+    first, second, third = (queue.enqueue_string(f"job {n}") for n in range(3))
+    written = _lose_the_link_to(qdir, {first, second}, monkeypatch)
+    real_monotonic = time.monotonic
+    later = [0.0]
+    monkeypatch.setattr(_claims.time, "monotonic", lambda: real_monotonic() + later[0])
+    real_look = _lock._look_first
+    step = _claims.SPARE_FOR * 0.6
+
+    def look(config: Any, jobid: str, *args: Any) -> Any:
+        later[0] = {first: 0.0, second: step, third: 2 * step}[jobid]
+        return real_look(config, jobid, *args)
+
+    monkeypatch.setattr(_lock, "_look_first", look)
+    job = queue.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == third
+    assert written == [first, third]
+    assert files_under(qdir / "tmp") == []
+    job.finish()

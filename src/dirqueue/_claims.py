@@ -51,7 +51,7 @@ def young_from_elsewhere(
 
 
 #: A claim's lock file in tmp/ that lost its link (or whose job was found gone once it
-#: was written), kept for this thread's next claim: (config, pid, name, stat, when).
+#: was written), kept for this thread's next claim: (config, pid, name, stat, written).
 #: Racing consumers lose a claim or more a job over NFS, and a lock file made, written,
 #: closed and removed is 7 requests of the client; one kept costs nothing until it is
 #: used. Its contents name no job (host and pid alone), so it serves any job of its
@@ -61,17 +61,19 @@ _spares = threading.local()
 SPARE_FOR: Final = 1.0
 
 
-def keep_spare(config: QueueConfig, pid: int, name: str, st: os.stat_result) -> bool:
-    """Keep our lock file ``tmp/name`` (not linked; ``st`` its stat) for this thread's
-    next claim; True."""
-    _spares.lock = (config, pid, name, st, time.monotonic())
+def keep_spare(
+    config: QueueConfig, pid: int, name: str, st: os.stat_result, written: float
+) -> bool:
+    """Keep our lock file ``tmp/name`` (not linked; ``st`` its stat, ``written`` when
+    it was written, by ``time.monotonic()``) for this thread's next claim; True."""
+    _spares.lock = (config, pid, name, st, written)
     return True
 
 
-def take_spare(config: QueueConfig, pid: int) -> tuple[str, os.stat_result] | None:
-    """This thread's spare lock file for ``config``'s queue: its name and its stat
-    (kept no more: the caller uses it, or removes it), or None. One kept too long, or
-    for another queue, is removed."""
+def take_spare(config: QueueConfig, pid: int) -> tuple[str, os.stat_result, float] | None:
+    """This thread's spare lock file for ``config``'s queue: its name, its stat and
+    when it was written (kept no more: the caller uses it, or removes it), or None.
+    One kept too long since it was written, or for another queue, is removed."""
     found = getattr(_spares, "lock", None)
     if found is None:
         return None
@@ -81,7 +83,7 @@ def take_spare(config: QueueConfig, pid: int) -> tuple[str, os.stat_result] | No
         return None  # A forked child's copy: the file names the parent, and is its.
     fresh = time.monotonic() - when < min(SPARE_FOR, config.active_file_lifetime / 10)
     if owner_config.dir == config.dir and fresh:
-        return name, st
+        return name, st, when
     with contextlib.suppress(OSError):
         unlink_in(owner_config, (Layout.TMP,), name)
     return None

@@ -170,17 +170,21 @@ def take(
     made = _lock_to_link(config, jobid, pid)
     if made is None:
         return Refused.HELD
-    tmp_lock, held = made
+    tmp_lock, held, written = made
     linked = kept = False
     try:
         if not os.path.lexists(queue_path):
-            kept = keep_spare and _claims.keep_spare(config, pid, tmp_lock, held.stat)
+            kept = keep_spare and _claims.keep_spare(
+                config, pid, tmp_lock, held.stat, written
+            )
             return Refused.GONE
         linked = True
         if not _link_lock(config, tmp_lock, held):
             if unseen_here is not None and alive_until is not None:
                 _note_winner(config, jobid, alive_until, unseen_here)
-            kept = keep_spare and _claims.keep_spare(config, pid, tmp_lock, held.stat)
+            kept = keep_spare and _claims.keep_spare(
+                config, pid, tmp_lock, held.stat, written
+            )
             return Refused.LOST  # Another worker's lock.
         held.broke = broke
     except BaseException:
@@ -197,13 +201,16 @@ def take(
     return held
 
 
-def _lock_to_link(config: QueueConfig, jobid: str, pid: int) -> tuple[str, HeldLock] | None:
+def _lock_to_link(
+    config: QueueConfig, jobid: str, pid: int
+) -> tuple[str, HeldLock, float] | None:
     """Our lock for a claim on job ``jobid``, in tmp/: this thread's spare, or a file
-    made and written now. Its name and what it is known by; None if that name was
-    taken."""
+    made and written now. Its name, what it is known by and when it was written
+    (``time.monotonic()``); None if that name was taken."""
     spare = _claims.take_spare(config, pid)
     if spare is not None:
-        return spare[0], HeldLock(jobid, spare[1], Stamp(_NOT_READ_YET))
+        return spare[0], HeldLock(jobid, spare[1], Stamp(_NOT_READ_YET)), spare[2]
+    written = time.monotonic()
     name = config.layout.tmp_lock_name(jobid, config.hostname, pid)
     try:
         fd = _in_tmp(config, functools.partial(_create, name, config.queue_file_mode))
@@ -211,7 +218,7 @@ def _lock_to_link(config: QueueConfig, jobid: str, pid: int) -> tuple[str, HeldL
         return None
     try:
         try:
-            return name, _written_lock(config, jobid, fd, pid)
+            return name, _written_lock(config, jobid, fd, pid), written
         finally:
             os.close(fd)
     except BaseException:
