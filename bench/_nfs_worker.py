@@ -17,6 +17,7 @@ floor, bench/_peer_queues.py). The Perl module's side is bench/_peers_perl.pl.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -71,6 +72,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per mode the ben
     take = _taker(peer, qdir)
     if mode == "drain":
         start, count, errors = time.time(), 0, 0
+        began = os.times()
         while True:
             try:
                 if take() is None:
@@ -84,8 +86,10 @@ def main(argv: list[str]) -> int:  # noqa: PLR0912 - one branch per mode the ben
                     raise
                 continue
             count += 1
+        used = os.times()
+        cpu = used.user + used.system - began.user - began.system
         print(json.dumps({"count": count, "start": start, "end": time.time(),
-                          "errors": errors}))
+                          "errors": errors, "cpu": cpu}))
         return 0
     if mode == "polls":
         count, gap = int(argv[4]), float(argv[5])

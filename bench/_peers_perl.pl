@@ -34,6 +34,7 @@ if ($mode eq 'enqueue') {
 }
 elsif ($mode eq 'drain') {
     my ($count, $previous, $out_of_order) = (0, -1, 0);
+    my ($user0, $system0) = times;
     my $start = time;
     while (my $job = $queue->pickup_queued_job()) {
         my $number = substr($job->get_data(), 0, 10) + 0;
@@ -43,8 +44,10 @@ elsif ($mode eq 'drain') {
         $job->finish();
     }
     my $end = time;
-    printf "{\"seconds\": %.6f, \"count\": %d, \"out_of_order\": %d, \"start\": %.6f, \"end\": %.6f}\n",
-        $end - $start, $count, $out_of_order, $start, $end;
+    my ($user, $system) = times;
+    printf "{\"seconds\": %.6f, \"count\": %d, \"out_of_order\": %d, \"start\": %.6f, \"end\": %.6f, \"cpu\": %.3f}\n",
+        $end - $start, $count, $out_of_order, $start, $end,
+        $user + $system - $user0 - $system0;
 }
 elsif ($mode eq 'consume') {
     my ($donefile) = @args;

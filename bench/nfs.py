@@ -21,6 +21,13 @@ path component on every path-based call, since nfsfuse keeps no handle cache) is
 counted: a kernel client resolves paths from its dentry cache. GlusterFS's calls are not
 counted (no client-side counter here), nor CephFS's; their rates are.
 
+``--only dirqueue,base,perl --base-src /tmp/base/src`` runs one more taker, dirqueue
+imported from another build (``git archive main src | tar -x -C /tmp/base``), interleaved
+with the others: a change's before and after in one run. Each drain also reports the CPU
+milliseconds a job of the consumers' drain loops, of the clients serving the mounts
+(nfsfuse, glusterfs) and of the file servers (shared with others' work), every request
+the clients served (those answered locally too) and the load average.
+
 Every figure includes the processes' start (opening the queue) and each consumer's last,
 empty pickup. The bed is shared with other work and nfsfuse is Python: jobs/s are
 relative figures; read the ratios within one run. Prints tables, writes JSON to
@@ -51,7 +58,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _multihost import HOSTS, KINDS, counting_mount, host_cmd, missing
 
 WORKER = str(Path(__file__).resolve().parent / "_nfs_worker.py")
-PEERS = {"dirqueue": "dirqueue", "bare": "bare floor", "perl": "Perl IPC::DirQueue"}
+PEERS = {"dirqueue": "dirqueue", "bare": "bare floor", "perl": "Perl IPC::DirQueue",
+         "base": "dirqueue, --base-src"}
+#: Where the ``base`` taker's dirqueue is imported from (``--base-src``): a build to
+#: compare with, run interleaved with the others (e.g. ``git archive main src | tar -x``).
+BASE_SRC: list[str] = []
 #: Requests nfsfuse answers without a call to the server.
 LOCAL = {"flush", "opendir", "releasedir", "access", "release", "init", "destroy", "ioctl"}
 #: What each counted request is on the wire.
@@ -71,6 +82,9 @@ def _say(message: str) -> None:
 def _argv(peer: str, mode: str, qdir: str, *args: object) -> list[str]:
     if peer == "perl":
         return ["perl", f"-I{PERL_LIB}", str(PERL_SCRIPT), mode, qdir, *map(str, args)]
+    if peer == "base":
+        return ["env", f"PYTHONPATH={BASE_SRC[0]}", sys.executable, WORKER, mode, "dirqueue",
+                qdir, *map(str, args)]
     return [sys.executable, WORKER, mode, peer, qdir, *map(str, args)]
 
 
@@ -85,6 +99,24 @@ class Bed:
 
     def __init__(self, fs: str, mounts: Sequence[str], counters: Sequence[Counter]) -> None:
         self.fs, self.mounts, self.counters = fs, list(mounts), list(counters)
+
+    def client_cpu(self) -> float:
+        """CPU seconds (user and system) used so far by the client processes serving
+        this bed's mounts (nfsfuse, glusterfs): the processes naming a mount point.
+        On GlusterFS the mounts are the bed's shared ones, so others' work counts too."""
+        ticks, mounts = 0, set(self.mounts)
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    args = fh.read().decode(errors="replace").split("\0")
+                if mounts.isdisjoint(args):
+                    continue
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+            except OSError:
+                continue
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def counts(self) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -127,21 +159,56 @@ def _finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[dict[str
     return results
 
 
+#: The file servers' processes, by the name the kernel knows them by.
+SERVERS = {"nfs3": ("ganesha.nfsd",), "glusterfs": ("glusterfsd", "glusterd"),
+           "cephfs": ("ceph-mds", "ceph-osd", "ceph-mon")}
+
+
+def _server_cpu(fs: str) -> float:
+    """CPU seconds used so far by the bed's file servers (shared with others' work)."""
+    ticks, names = 0, SERVERS.get(fs, ())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        name = text[text.find("(") + 1:text.rfind(")")]
+        if name in names:
+            fields = text.rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def drain(bed: Bed, peer: str, consumers: int, jobs: int, timeout: float) -> dict[str, Any]:
     """``consumers`` processes, host 1, 2, 3, 1, ... in turn, drain ``jobs`` jobs."""
     with bed.queue() as qdir:
         _finish([_run(host_cmd(1, sys.executable, WORKER, "fill", qdir(1), str(jobs)),
                       timeout)], timeout)
         before = bed.counts() if bed.counters else {}
+        client_before = bed.client_cpu()
+        server_before = _server_cpu(bed.fs)
         hosts = [HOSTS[i % len(HOSTS)] for i in range(consumers)]
         procs = [_run(host_cmd(n, *_argv(peer, "drain", qdir(n))), timeout) for n in hosts]
         results = _finish(procs, timeout)
-        calls = _calls(before, bed.counts()) if bed.counters else {}
+        after = bed.counts() if bed.counters else {}
+        calls = _calls(before, after) if bed.counters else {}
+        client_cpu = bed.client_cpu() - client_before
+        server_cpu = _server_cpu(bed.fs) - server_before
+        # Every request the clients served, those answered locally (release, flush,
+        # opendir...) too: each is a round trip through the host's one-threaded client.
+        requests = sum(after.values()) - sum(before.values())
     taken = sum(r["count"] for r in results)
     seconds = max(r["end"] for r in results) - min(r["start"] for r in results)
     return {"taken": taken, "all_taken": taken == jobs, "seconds": seconds,
             "rate": taken / seconds if seconds > 0 else None, "calls": calls,
             "calls_per_job": sum(calls.values()) / jobs if calls else None,
+            # CPU milliseconds a job: the consumers' drain loops, the clients' serving.
+            "cpu_ms": 1000 * sum(r.get("cpu", 0) for r in results) / jobs,
+            "client_cpu_ms": 1000 * client_cpu / jobs,
+            "server_cpu_ms": 1000 * server_cpu / jobs,
+            "requests_per_job": requests / jobs if calls else None,
+            "load": os.getloadavg()[0],
             "per_consumer": [r["count"] for r in results],
             "failed_calls": sum(r.get("errors", 0) for r in results)}
 
@@ -211,7 +278,10 @@ def summarise(runs: dict[str, list[dict[str, Any]]], peers: Sequence[str]
                            for r in results
                            if (r.get("calls_per_job") or r.get("calls_per_poll")) is not None])
             ok = sum(bool(r.get("all_taken", True)) for r in results)
-            stats[peer] = {"rate": rate, "calls": per, "rounds": len(results), "all_taken": ok}
+            stats[peer] = {"rate": rate, "calls": per, "rounds": len(results), "all_taken": ok,
+                           "cpu_ms": _median([r["cpu_ms"] for r in results if "cpu_ms" in r]),
+                           "client_cpu_ms": _median([r["client_cpu_ms"] for r in results
+                                                     if "client_cpu_ms" in r])}
             if peer == "dirqueue":
                 base_rate, base_calls = rate, per
         medians[key] = stats
@@ -232,9 +302,13 @@ def summarise(runs: dict[str, list[dict[str, Any]]], peers: Sequence[str]
             unit = results[0].get("polls") or results[0].get("taken") or 1
             per_kind = {kind: _median([r["calls"].get(kind, 0) / unit for r in results])
                         for kind in sorted({k for r in results for k in r["calls"]})}
+            cpu = ""
+            if stats[peer]["cpu_ms"] is not None:
+                cpu = (f"; CPU ms a job: consumers {stats[peer]['cpu_ms']:.1f},"
+                       f" clients {stats[peer]['client_cpu_ms']:.1f}")
             kinds_rows.append([fs, what, PEERS[peer],
                                ", ".join(f"{WIRE.get(k, k)} {v:.2f}"
-                                         for k, v in per_kind.items() if v)])
+                                         for k, v in per_kind.items() if v) + cpu])
     return rows, kinds_rows, medians
 
 
@@ -257,17 +331,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="seconds from the queue's making to the first idle poll counted")
     ap.add_argument("--attr-timeout", type=float, default=3.0,
                     help="the counting NFS mounts' attribute cache (s; the bed's is 3)")
+    ap.add_argument("--base-src", type=Path,
+                    help="the base taker's src directory: dirqueue imported from there,"
+                         " run as one more taker (add base to --only)")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", type=Path)
     return ap.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912 - a step per kind of run
     args = parse_args(argv)
     # A SIGTERM unwinds like Ctrl-C: the counting mounts are unmounted, the queues removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     peers = [p for p in args.only.split(",") if p]
+    if "base" in peers:
+        if args.base_src is None:
+            _say("the base taker needs --base-src")
+            return 2
+        BASE_SRC[:] = [str(args.base_src.resolve())]
     if "perl" in peers and perl_missing():
         _say(f"skipped the Perl module: {perl_missing()}")
         peers.remove("perl")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+import dirqueue._fs
 import dirqueue._index
-from dirqueue import DirQueue, _lock
+from dirqueue import DirQueue, Job, _lock
 from dirqueue._format import format_lock
 from dirqueue._identity import this_process
 from dirqueue._judge import Judgement, filesystem_now
@@ -131,3 +132,109 @@ def test_stale_not_before_is_the_lock_mtime_plus_the_lifetime_for_another_host_o
     here = dirqueue._judge.judge(config, st, mine)
     assert isinstance(here, Judgement)
     assert _lock.stale_not_before(config, st, here) == 0.0
+
+
+# -- on a network filesystem: locks another host made, met on jobs seen waiting -------
+
+
+@pytest.fixture
+def network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As over NFS: the index knows inotify misses other hosts' changes (it sees this
+    host's), and re-reads queue/ only when the test says so."""
+    notifier = dirqueue._index.open_notifier()
+    if notifier is None:
+        pytest.skip("no inotify here: the index cannot see this host's locks arrive")
+    notifier.close()
+    monkeypatch.setattr(dirqueue._fs, "is_local_filesystem", lambda path: False)
+    monkeypatch.setattr(dirqueue._index, "SCAN_INTERVAL", 3600.0)
+
+
+def _lock_from_elsewhere(queue: DirQueue, jobid: str, content: bytes) -> None:
+    """Put ``content`` at active/JOBID as another host would: this host's inotify never
+    tells of it (the events the test's own writes made are dropped unread)."""
+    fresh = Path(queue.dir) / "tmp" / "from-elsewhere"
+    fresh.write_bytes(content)
+    os.rename(fresh, Path(queue.dir) / "active" / jobid)
+    notifier = queue._picker.index.notifier()
+    assert notifier is not None
+    notifier.events()
+
+
+def _two_jobs_one_taken(queue: DirQueue) -> tuple[Job, str]:
+    first = queue.enqueue_string("first")
+    second = queue.enqueue_string("second")
+    job = queue.pickup_queued_job()
+    assert job is not None
+    assert job.jobid == first
+    return job, second
+
+
+def test_another_hosts_young_lock_on_a_job_seen_waiting_is_not_read(
+    qdir: Path, judged: list[str], network: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Young, and not made here: nothing in it could make it breakable before its mtime
+    # plus the lifetime, so it is not read (an open and a read over NFS) until then.
+    queue = DirQueue(qdir)
+    job, second = _two_jobs_one_taken(queue)
+    _lock_from_elsewhere(queue, second, OTHER_HOST)
+    for _ in range(3):
+        assert queue.pickup_queued_job() is None
+    assert judged == []
+    real_now = filesystem_now
+    monkeypatch.setattr(
+        dirqueue._index, "filesystem_now", lambda config: real_now(config) + 601.0
+    )
+    assert queue.pickup_queued_job() is None
+    assert judged == [second]
+    job.finish()
+
+
+def test_a_lock_that_won_the_link_against_ours_is_not_read_when_made_elsewhere(
+    qdir: Path, judged: list[str], network: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another host links its lock between our look in active/ and our link.
+    queue = DirQueue(qdir)
+    job, second = _two_jobs_one_taken(queue)
+    real_link = _lock._link_lock
+
+    def beaten(config: object, tmp_lock: str, held: _lock.HeldLock) -> bool:
+        _lock_from_elsewhere(queue, held.jobid, OTHER_HOST)
+        return real_link(config, tmp_lock, held)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_lock, "_link_lock", beaten)
+    assert queue.pickup_queued_job() is None
+    monkeypatch.setattr(_lock, "_link_lock", real_link)
+    for _ in range(3):
+        assert queue.pickup_queued_job() is None
+    assert judged == []
+    assert sorted(os.listdir(Path(qdir) / "active")) == sorted([job.jobid, second])
+    job.finish()
+
+
+def test_a_dead_local_workers_lock_made_just_before_our_look_is_broken_at_once(
+    qdir: Path, judged: list[str], network: None, dead_pid: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Made on this host after the pickup read the events, before it looked in active/:
+    # the event is read before deciding the lock came from elsewhere, so it is judged,
+    # and its owner found dead.
+    queue = DirQueue(qdir)
+    job, second = _two_jobs_one_taken(queue)
+    me = this_process()
+    dead = format_lock(socket.gethostname(), dead_pid, True, boot=me.boot, pidns=me.pidns)
+    real_look = _lock._look_first
+
+    def locked_just_before(config: object, jobid: str, *args: object) -> object:
+        if jobid == second and not judged:
+            fresh = Path(queue.dir) / "tmp" / "dying"
+            fresh.write_bytes(dead)
+            os.rename(fresh, Path(queue.dir) / "active" / jobid)
+        return real_look(config, jobid, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_lock, "_look_first", locked_just_before)
+    taken = queue.pickup_queued_job()
+    assert taken is not None
+    assert taken.jobid == second
+    assert judged == [second]
+    taken.finish()
+    job.finish()

@@ -245,6 +245,25 @@ class QueueIndex:
                 due.append(QueueEntry(name, self._fanout.get(name)))
             return due
 
+    def lock_unseen_here(self, name: str) -> bool:
+        """True if a lock found at ``active/NAME`` cannot have been made on this host,
+        so that its owner's death could not be seen from here either.
+
+        So only on a network filesystem while inotify watches ``active/`` (a lock made
+        on this host is then seen arriving), and only for a job this index holds as
+        waiting: no lock was listed for it at the last re-read, which came after the
+        watch began, and none has arrived since (the events queued are read first).
+        A lock of this host made through another mount of the same export is not seen
+        either: see docs/scaling.md.
+        """
+        with self.guard:
+            notifier = self._notifier
+            if notifier is None or self._exact or not self._sees_local_locks or self._dirty:
+                return False
+            for event in notifier.events():
+                self._apply(event)
+            return not self._dirty and self._is_waiting(name)
+
     def taken(self, name: str) -> None:
         """We locked job ``name``."""
         with self.guard:

@@ -32,14 +32,14 @@ import time
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-from . import _fs
+from . import _claims, _fs
 from ._config import QueueConfig
 from ._format import parse_lock_file
 from ._identity import current_pid
 from ._jobfiles import in_queue_dir, set_aside
 from ._judge import Judgement, Verdict, filesystem_now, judge, read_lock_file
 from ._layout import Layout, TmpLockName
-from ._lockfile import LockFile, LockFileKeeper, Stamp, write_lock
+from ._lockfile import LockFile, LockFileKeeper, Stamp, write_lock, write_lock_contents
 from ._lockfile import create_file as _create
 from ._lockfile import in_tmp as _in_tmp
 from ._lockfile import unlink_in as _unlink_in
@@ -142,6 +142,8 @@ def take(
     seen_free: bool = False,
     keeper: LockFileKeeper | None = None,
     alive_until: Callable[[float], None] | None = None,
+    unseen_here: Callable[[str], bool] | None = None,
+    keep_spare: bool = False,
 ) -> HeldLock | Refused:
     """Lock job ``jobid`` (control file at ``queue_path``) for this process.
 
@@ -149,45 +151,97 @@ def take(
     change (inotify on a local filesystem) has just seen the job queued and unlocked:
     see :func:`_link_lock_file`. ``alive_until``: told, when the lock there was judged
     alive and is another host's, the time (filesystem's clock) before which that lock
-    cannot become stale (see :func:`break_if_stale`).
+    cannot become stale (see :func:`break_if_stale`); also of a lock that won the link
+    against ours. ``unseen_here(jobid)``: True if a lock there now cannot have been
+    made on this host (see :func:`dirqueue._claims.young_from_elsewhere`).
+    ``keep_spare``: a lock file whose claim failed once written is kept for this
+    thread's next claim (see :mod:`dirqueue._claims`; the caller removes it with
+    ``drop_spare`` when it stops).
     """
     if seen_free and keeper is not None:
         landed = _link_lock_file(config, jobid, keeper)
         if landed is not None:
+            _claims.drop_spare(config)
             return landed
-    layout = config.layout
-    refused, broke = _look_first(config, jobid, queue_path, alive_until)
+    refused, broke = _look_first(config, jobid, queue_path, alive_until, unseen_here)
     if refused is not None:
         return refused
     pid = current_pid()
-    tmp_lock = layout.tmp_lock_name(jobid, config.hostname, pid)
-    try:
-        fd = _in_tmp(config, functools.partial(_create, tmp_lock, config.queue_file_mode))
-    except FileExistsError:
+    made = _lock_to_link(config, jobid, pid)
+    if made is None:
         return Refused.HELD
-    linked = False
-    held: HeldLock | None = None
+    tmp_lock, held, written = made
+    linked = kept = False
     try:
-        try:
-            held = HeldLock(jobid, write_lock(config, fd, pid))
-        finally:
-            os.close(fd)
         if not os.path.lexists(queue_path):
+            kept = keep_spare and _claims.keep_spare(
+                config, pid, tmp_lock, held.stat, written
+            )
             return Refused.GONE
         linked = True
         if not _link_lock(config, tmp_lock, held):
+            if unseen_here is not None and alive_until is not None:
+                _note_winner(config, jobid, alive_until, unseen_here)
+            kept = keep_spare and _claims.keep_spare(
+                config, pid, tmp_lock, held.stat, written
+            )
             return Refused.LOST  # Another worker's lock.
         held.broke = broke
     except BaseException:
         # A lock we may have linked but could not confirm would keep the job from
         # every worker until we die: take it back if it is ours.
-        if linked and held is not None:
+        if linked:
             with contextlib.suppress(OSError):
                 release(config, held)
         raise
     finally:
+        if not kept:
+            with contextlib.suppress(OSError):
+                _unlink_in(config, (Layout.TMP,), tmp_lock)
+    return held
+
+
+def _lock_to_link(
+    config: QueueConfig, jobid: str, pid: int
+) -> tuple[str, HeldLock, float] | None:
+    """Our lock for a claim on job ``jobid``, in tmp/: this thread's spare, or a file
+    made and written now. Its name, what it is known by and when it was written
+    (``time.monotonic()``); None if that name was taken."""
+    spare = _claims.take_spare(config, pid)
+    if spare is not None:
+        return spare[0], HeldLock(jobid, spare[1], Stamp(_NOT_READ_YET)), spare[2]
+    written = time.monotonic()
+    name = config.layout.tmp_lock_name(jobid, config.hostname, pid)
+    try:
+        fd = _in_tmp(config, functools.partial(_create, name, config.queue_file_mode))
+    except FileExistsError:
+        return None
+    try:
+        try:
+            return name, _written_lock(config, jobid, fd, pid), written
+        finally:
+            os.close(fd)
+    except BaseException:
         with contextlib.suppress(OSError):
-            _unlink_in(config, (Layout.TMP,), tmp_lock)
+            _unlink_in(config, (Layout.TMP,), name)
+        raise
+
+
+#: The mtime of a lock whose file we made but whose mtime we have not yet read: any.
+_NOT_READ_YET: Final = (1 << 63) - 1
+
+
+def _written_lock(config: QueueConfig, jobid: str, fd: int, pid: int) -> HeldLock:
+    """Our lock for job ``jobid``, written to ``fd`` (a file made just now in tmp/).
+
+    Its ``fstat`` is taken before the write: over NFS the attributes the create brought
+    back answer it, where after the write it is a GETATTR, one for every claim. What
+    it is known by until the link lands is its inode and owner (nobody can have broken
+    a lock linked a moment ago and put another file in its place); :func:`_is_ours`
+    then reads its mtime as the server gave it (the write's).
+    """
+    held = HeldLock(jobid, os.fstat(fd), Stamp(_NOT_READ_YET))
+    write_lock_contents(config, fd, pid)
     return held
 
 
@@ -196,6 +250,7 @@ def _look_first(
     jobid: str,
     queue_path: str,
     alive_until: Callable[[float], None] | None = None,
+    unseen_here: Callable[[str], bool] | None = None,
 ) -> tuple[Refused | None, Judgement | None]:
     """Before a lock is written: is the job still queued, and its lock free or stale
     (then broken)? Returns why not, or None; and the judgement of a lock broken."""
@@ -207,8 +262,32 @@ def _look_first(
         lock = _look_in_active(config, jobid)
     except FileNotFoundError:
         return None, None
+    if unseen_here is not None:
+        until = _claims.young_from_elsewhere(config, jobid, lock, unseen_here)
+        if until:
+            if alive_until is not None:
+                alive_until(until)
+            return Refused.HELD, None
     may_take, broke = break_if_stale(config, jobid, lock, alive_until)
     return (None if may_take else Refused.HELD), broke
+
+
+def _note_winner(
+    config: QueueConfig,
+    jobid: str,
+    alive_until: Callable[[float], None],
+    unseen_here: Callable[[str], bool],
+) -> None:
+    """Our link lost to another lock: tell ``alive_until`` when it could be stale, if
+    that is plain without reading it (:func:`dirqueue._claims.young_from_elsewhere`).
+    The ``lstat`` follows the one that found it not ours: a client's cache answers it."""
+    try:
+        lock = _look_in_active(config, jobid)
+    except FileNotFoundError:
+        return
+    until = _claims.young_from_elsewhere(config, jobid, lock, unseen_here)
+    if until:
+        alive_until(until)
 
 
 def _link_lock_file(

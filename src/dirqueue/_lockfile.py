@@ -224,6 +224,12 @@ _lock_contents: dict[tuple[str, int, bool], bytes] = {}
 
 def write_lock(config: QueueConfig, fd: int, pid: int) -> os.stat_result:
     """Write our lock's contents to ``fd``; return its stat."""
+    write_lock_contents(config, fd, pid)
+    return os.fstat(fd)
+
+
+def write_lock_contents(config: QueueConfig, fd: int, pid: int) -> None:
+    """Write our lock's contents to ``fd`` (empty on a full disk)."""
     key = (config.hostname, pid, config.lock_heartbeat)
     content = _lock_contents.get(key)
     if content is None:
@@ -240,7 +246,6 @@ def write_lock(config: QueueConfig, fd: int, pid: int) -> os.stat_result:
         # the queue and free space. It names no owner, so it is judged by its age
         # alone, which our heartbeat keeps young.
         os.ftruncate(fd, 0)
-    return os.fstat(fd)
 
 
 def in_tmp(config: QueueConfig, operation: Callable[[int], _T]) -> _T:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
-from . import _lock, _lockfile
+from . import _claims, _lock, _lockfile
 from ._config import QueueConfig
 from ._deferred import drop_crashed_twin, promote_due
 from ._deps import settle as settle_dependants
@@ -123,7 +123,7 @@ class Picker:
         entry = index.head()
         for held in index.held_due(entry):
             alive_until: list[float] = []
-            outcome = self.try_pickup(held, alive_until=alive_until.append)
+            outcome = self.try_pickup(held, alive_until=alive_until.append, keep_spare=True)
             job = self._admit(held, self._settle(held, outcome, alive_until))
             if job is not None:
                 return job
@@ -135,7 +135,7 @@ class Picker:
                 continue
             alive_until = []
             outcome = self.try_pickup(
-                entry, seen_free=index.exact, alive_until=alive_until.append
+                entry, seen_free=index.exact, alive_until=alive_until.append, keep_spare=True
             )
             job = self._admit(entry, self._settle(entry, outcome, alive_until))
             if job is not None:
@@ -143,6 +143,7 @@ class Picker:
             entry = index.head()
         # Nothing to take: this worker may now wait, or exit without a word.
         self.lock_file.let_go()
+        _claims.drop_spare(self.config)
         return None
 
     def pickup_named(self, jobid: str, *, gated: bool = False) -> Job | None:
@@ -201,6 +202,7 @@ class Picker:
         """Release the index's inotify descriptor, and this queue object's lock file."""
         self.index.close()
         self.lock_file.let_go()
+        _claims.drop_spare(self.config)
 
     def _settle(
         self,
@@ -217,7 +219,7 @@ class Picker:
         if isinstance(outcome, Job):
             self.index.taken(entry.name)
             return outcome
-        if outcome is _lock.Refused.HELD and alive_until:
+        if outcome in (_lock.Refused.HELD, _lock.Refused.LOST) and alive_until:
             self.index.held(entry.name, stale_not_before=alive_until[-1])
         elif outcome is not _lock.Refused.GONE:
             self.index.held(entry.name)
@@ -231,9 +233,10 @@ class Picker:
         *,
         seen_free: bool = False,
         alive_until: Callable[[float], None] | None = None,
+        keep_spare: bool = False,
     ) -> Job | _lock.Refused:
-        """The job if we took it, else why not (``seen_free``, ``alive_until``: see
-        :func:`_lock.take`)."""
+        """The job if we took it, else why not (``seen_free``, ``alive_until``,
+        ``keep_spare``: see :func:`_lock.take`)."""
         name = entry.name
         queue_path = self.config.layout.queue_path(name, entry.fanout)
         try:
@@ -244,6 +247,8 @@ class Picker:
                 seen_free=seen_free,
                 keeper=self.lock_file,
                 alive_until=alive_until,
+                unseen_here=self.index.lock_unseen_here,
+                keep_spare=keep_spare,
             )
             if isinstance(held, _lock.Refused):
                 return held
