@@ -11,7 +11,11 @@ processes, in turns, every round reported (the target is >= 5x in every round)::
     .venv/bin/python bench/disk.py [--fs ext4,xfs] [--rounds 3] [--jobs 5000]
                                    [--sizes 1000,10000] [--many-jobs 4000]
                                    [--durable-jobs 300] [--durable-only]
-                                   [--markdown] [--json PATH]
+                                   [--src NAME=PATH ...] [--markdown] [--json PATH]
+
+With ``--src NAME=PATH`` (a ``src`` directory, e.g. ``git archive main src`` unpacked),
+the durable batch runs that build too, in the same rounds, beside this tree's: its
+ratios are then a comparison on the same filesystem at the same moment.
 
 The image is removed and the filesystem unmounted at the end, on error too. A
 filesystem whose mkfs is missing (mkfs.xfs: Debian's xfsprogs, installed when missing
@@ -108,20 +112,27 @@ def durable_once(qdir: str, jobs: int, batch: int) -> float:
     return (jobs // batch * batch) / (time.perf_counter() - start)
 
 
-def durable(mnt: str, rounds: int, jobs: int, batch_jobs: int) -> list[dict[str, float]]:
-    """Single and batched durable enqueues in turns, each in a fresh process and queue."""
-    results = []
+def durable(mnt: str, rounds: int, jobs: int, batch_jobs: int,
+            builds: Sequence[tuple[str, str]] = ()) -> dict[str, list[dict[str, float]]]:
+    """Single and batched durable enqueues in turns, each in a fresh process and queue,
+    for this tree's build and each of ``builds`` (name, src path), round after round."""
+    results: dict[str, list[dict[str, float]]] = {}
+    everyone = [("this tree", str(BENCH.parent / "src")), *builds]
     for _ in range(rounds):
-        rates = {}
-        for name, batch, n in (("single", 1, jobs), ("batch of 100", 100, batch_jobs)):
-            qdir = tempfile.mkdtemp(prefix="dq-durable-", dir=mnt)
-            out = subprocess.run([sys.executable, __file__, "_durable", qdir, str(n), str(batch)],
-                                 capture_output=True, text=True, check=True, timeout=1800)
-            rates[name] = float(out.stdout.strip().splitlines()[-1])
-            shutil.rmtree(qdir, ignore_errors=True)
-        rates["ratio"] = rates["batch of 100"] / rates["single"]
-        results.append(rates)
-        _say(f"  durable: {rates}")
+        for build, src in everyone:
+            env = {**os.environ, "PYTHONPATH": src}
+            rates = {}
+            for name, batch, n in (("single", 1, jobs), ("batch of 100", 100, batch_jobs)):
+                qdir = tempfile.mkdtemp(prefix="dq-durable-", dir=mnt)
+                out = subprocess.run(
+                    [sys.executable, __file__, "_durable", qdir, str(n), str(batch)],
+                    capture_output=True, text=True, check=True, timeout=1800, env=env)
+                rates[name] = float(out.stdout.strip().splitlines()[-1])
+                shutil.rmtree(qdir, ignore_errors=True)
+            rates["ratio"] = rates["batch of 100"] / rates["single"]
+            rates["load"] = os.getloadavg()[0]
+            results.setdefault(build, []).append(rates)
+            _say(f"  durable, {build}: {rates}")
     return results
 
 
@@ -177,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch-jobs", type=int, default=3000, help="jobs enqueued 100 at a time")
     ap.add_argument("--durable-only", action="store_true",
                     help="only the durable batch against single durable enqueues")
+    ap.add_argument("--src", action="append", default=[], metavar="NAME=PATH",
+                    help="another build's src directory, for the durable batch too")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", type=Path)
@@ -194,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["filesystems"][fs] = {
                 "machine": machine(mnt),
                 "peers": None if args.durable_only else peers(mnt, args),
-                "durable": durable(mnt, args.rounds, args.durable_jobs, args.batch_jobs)}
+                "durable": durable(mnt, args.rounds, args.durable_jobs, args.batch_jobs,
+                                   [(n, p) for n, _, p in (s.partition("=") for s in args.src)])}
     show = _markdown if args.markdown else print_table
     for fs, r in report["filesystems"].items():
         if r["peers"] is None:
@@ -206,15 +220,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
     durable_rows = []
     for fs, r in report["filesystems"].items():
-        rounds = r["durable"]
-        durable_rows.append([
-            fs, f"{statistics.median(x['single'] for x in rounds):,.0f}",
-            f"{statistics.median(x['batch of 100'] for x in rounds):,.0f}",
-            ", ".join(f"{x['ratio']:.1f}" for x in rounds),
-            "yes" if all(x["ratio"] >= 5 for x in rounds) else "NO"])
+        for build, rounds in r["durable"].items():
+            durable_rows.append([
+                fs if len(r["durable"]) == 1 else f"{fs}, {build}",
+                f"{statistics.median(x['single'] for x in rounds):,.0f}",
+                f"{statistics.median(x['batch of 100'] for x in rounds):,.0f}",
+                ", ".join(f"{x['ratio']:.1f}" for x in rounds),
+                "yes" if all(x["ratio"] >= 5 for x in rounds) else "NO",
+                ", ".join(f"{x['load']:.1f}" for x in rounds)])
     if durable_rows:
         show(["durable=True", "single enqueue (jobs/s)", "enqueue_many(100) (jobs/s)",
-              "ratio, each round", ">= 5x every round"], durable_rows)
+              "ratio, each round", ">= 5x every round", "load average, each round"],
+             durable_rows)
     for fs, why in report["skipped"].items():
         print(f"{fs}: skipped, {why}")
     if args.json:

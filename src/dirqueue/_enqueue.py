@@ -99,7 +99,7 @@ class AlreadyQueued(Exception):
         self.jobid = jobid
 
 
-@dataclass
+@dataclass(slots=True)
 class _Staged:
     """A job being enqueued: what it has written so far, so a failure can undo it."""
 
@@ -330,7 +330,8 @@ def _run(
     if (
         config.queue_fanout
         or not _mtime_follows.get(config.dir, False)
-        or any(st.due is not None or len(st.queue_parts) > 1 for st in staged)
+        or staged[0].due is not None  # The same for every job of a batch.
+        or any(len(st.queue_parts) > 1 for st in staged)
     ):
         bump_queue_mtime(config)
     return [st.jobid for st in staged]

@@ -157,7 +157,10 @@ def link_open_file(fd: int, name: str, dir_fd: int) -> None:
 
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte of ``data`` to ``fd`` (``os.write`` may write fewer)."""
-    view = memoryview(data)
+    written = os.write(fd, data)
+    if written == len(data):  # The usual case: all of it at once.
+        return
+    view = memoryview(data)[written:]
     while view:
         written = os.write(fd, view)
         view = view[written:]
