@@ -543,6 +543,8 @@ def unlink_quietly(path: str) -> bool:
 #: renameat2(2)'s flags: fail if the new name is taken; swap two names atomically
 #: (Linux 3.15; local filesystems).
 _RENAME_NOREPLACE: Final = 1
+_FS_ENCODING: Final = sys.getfilesystemencoding()
+_FS_ERRORS: Final = sys.getfilesystemencodeerrors()
 _RENAME_EXCHANGE: Final = 2
 #: libc's renameat2, or None where it has none (looked up once).
 _RENAMEAT2: list[Callable[..., int] | None] = []
@@ -572,12 +574,15 @@ def rename_noreplace(
     to a retried request can report EEXIST although the rename was done (a verified
     link, :func:`link_verified`, is the answer there).
     """
-    fn = _renameat2()
+    fn = _RENAMEAT2[0] if _RENAMEAT2 else _renameat2()
     if fn is None:
         return None
     src_fd = _AT_FDCWD if src_dir_fd is None else src_dir_fd
     dst_fd = _AT_FDCWD if dst_dir_fd is None else dst_dir_fd
-    if fn(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+    # os.fsencode's own steps, without its call (this is once per enqueue).
+    encoded_src = src.encode(_FS_ENCODING, _FS_ERRORS)
+    encoded_dst = dst.encode(_FS_ENCODING, _FS_ERRORS)
+    if fn(src_fd, encoded_src, dst_fd, encoded_dst, _RENAME_NOREPLACE) == 0:
         return True
     err = ctypes.get_errno()
     if err == errno.EEXIST:
