@@ -167,6 +167,7 @@ def durable(mnt: str, rounds: int, jobs: int, batch_jobs: int,
                 single, batched = out.stdout.strip().splitlines()[-1].split()
                 rates = {"single": float(single), "batch of 100": float(batched)}
                 shutil.rmtree(qdir, ignore_errors=True)
+                os.sync()  # The removal on disk now, not in the next measurement's fsyncs.
             for name, batch, n in (("single", 1, jobs), ("batch of 100", 100, batch_jobs)):
                 if interleaved:
                     break
@@ -176,6 +177,7 @@ def durable(mnt: str, rounds: int, jobs: int, batch_jobs: int,
                     capture_output=True, text=True, check=True, timeout=1800, env=env)
                 rates[name] = float(out.stdout.strip().splitlines()[-1])
                 shutil.rmtree(qdir, ignore_errors=True)
+                os.sync()  # The removal on disk now, not in the next measurement's fsyncs.
             rates["ratio"] = rates["batch of 100"] / rates["single"]
             rates["load"] = os.getloadavg()[0]
             results.setdefault(build, []).append(rates)
