@@ -11,7 +11,16 @@ processes, in turns, every round reported (the target is >= 5x in every round)::
     .venv/bin/python bench/disk.py [--fs ext4,xfs] [--rounds 3] [--jobs 5000]
                                    [--sizes 1000,10000] [--many-jobs 4000]
                                    [--durable-jobs 300] [--durable-only]
+                                   [--interleaved] [--src NAME=PATH ...]
                                    [--markdown] [--json PATH]
+
+With ``--interleaved`` each round measures both in one process, in ten slices taken in
+turns, so that both meet the same load (one after the other, a round's ratio also
+measures how the load moved between them).
+
+With ``--src NAME=PATH`` (a ``src`` directory, e.g. ``git archive main src`` unpacked),
+the durable batch runs that build too, in the same rounds, beside this tree's: its
+ratios are then a comparison on the same filesystem at the same moment.
 
 The image is removed and the filesystem unmounted at the end, on error too. A
 filesystem whose mkfs is missing (mkfs.xfs: Debian's xfsprogs, installed when missing
@@ -108,20 +117,71 @@ def durable_once(qdir: str, jobs: int, batch: int) -> float:
     return (jobs // batch * batch) / (time.perf_counter() - start)
 
 
-def durable(mnt: str, rounds: int, jobs: int, batch_jobs: int) -> list[dict[str, float]]:
-    """Single and batched durable enqueues in turns, each in a fresh process and queue."""
-    results = []
+#: Slices a round of the interleaved measure is cut into.
+_SLICES = 10
+
+
+def durable_interleaved(qdir: str, jobs: int, batch_jobs: int) -> tuple[float, float]:
+    """(single, batched) enqueues per second with ``durable=True``, measured in turns
+    within one process and queue: a tenth of the single enqueues, then a tenth of the
+    batches of 100, ten times over, each kind's time summed. Both kinds then meet the
+    same moments of a machine whose load swings from one second to the next; measured
+    one after the other (:func:`durable_once`), a round's ratio says as much about the
+    load's swing between the two as about the batch."""
+    from dirqueue import DirQueue  # noqa: PLC0415 - only the measuring process needs it
+
+    q = DirQueue(qdir, durable=True, create=True)
+    q.enqueue_string("warm up: the directories and the kept handles")
+    payload = b"." * 100
+    spent = {"single": 0.0, "batch": 0.0}
+    singles, batches = jobs // _SLICES, max(1, batch_jobs // 100 // _SLICES)
+    for _ in range(_SLICES):
+        start = time.perf_counter()
+        for _ in range(singles):
+            q.enqueue_string(payload)
+        middle = time.perf_counter()
+        for _ in range(batches):
+            q.enqueue_many([payload] * 100)
+        spent["single"] += middle - start
+        spent["batch"] += time.perf_counter() - middle
+    return (singles * _SLICES / spent["single"], batches * 100 * _SLICES / spent["batch"])
+
+
+def durable(mnt: str, rounds: int, jobs: int, batch_jobs: int,
+            builds: Sequence[tuple[str, str]] = (), *,
+            interleaved: bool = False) -> dict[str, list[dict[str, float]]]:
+    """Single and batched durable enqueues in turns, each in a fresh process and queue
+    (with ``interleaved``, both in one, in slices: :func:`durable_interleaved`), for
+    this tree's build and each of ``builds`` (name, src path), round after round."""
+    results: dict[str, list[dict[str, float]]] = {}
+    everyone = [("this tree", str(BENCH.parent / "src")), *builds]
     for _ in range(rounds):
-        rates = {}
-        for name, batch, n in (("single", 1, jobs), ("batch of 100", 100, batch_jobs)):
-            qdir = tempfile.mkdtemp(prefix="dq-durable-", dir=mnt)
-            out = subprocess.run([sys.executable, __file__, "_durable", qdir, str(n), str(batch)],
-                                 capture_output=True, text=True, check=True, timeout=1800)
-            rates[name] = float(out.stdout.strip().splitlines()[-1])
-            shutil.rmtree(qdir, ignore_errors=True)
-        rates["ratio"] = rates["batch of 100"] / rates["single"]
-        results.append(rates)
-        _say(f"  durable: {rates}")
+        for build, src in everyone:
+            env = {**os.environ, "PYTHONPATH": src}
+            rates = {}
+            if interleaved:
+                qdir = tempfile.mkdtemp(prefix="dq-durable-", dir=mnt)
+                out = subprocess.run(
+                    [sys.executable, __file__, "_interleaved", qdir, str(jobs), str(batch_jobs)],
+                    capture_output=True, text=True, check=True, timeout=1800, env=env)
+                single, batched = out.stdout.strip().splitlines()[-1].split()
+                rates = {"single": float(single), "batch of 100": float(batched)}
+                shutil.rmtree(qdir, ignore_errors=True)
+                os.sync()  # The removal on disk now, not in the next measurement's fsyncs.
+            for name, batch, n in (("single", 1, jobs), ("batch of 100", 100, batch_jobs)):
+                if interleaved:
+                    break
+                qdir = tempfile.mkdtemp(prefix="dq-durable-", dir=mnt)
+                out = subprocess.run(
+                    [sys.executable, __file__, "_durable", qdir, str(n), str(batch)],
+                    capture_output=True, text=True, check=True, timeout=1800, env=env)
+                rates[name] = float(out.stdout.strip().splitlines()[-1])
+                shutil.rmtree(qdir, ignore_errors=True)
+                os.sync()  # The removal on disk now, not in the next measurement's fsyncs.
+            rates["ratio"] = rates["batch of 100"] / rates["single"]
+            rates["load"] = os.getloadavg()[0]
+            results.setdefault(build, []).append(rates)
+            _say(f"  durable, {build}: {rates}")
     return results
 
 
@@ -177,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch-jobs", type=int, default=3000, help="jobs enqueued 100 at a time")
     ap.add_argument("--durable-only", action="store_true",
                     help="only the durable batch against single durable enqueues")
+    ap.add_argument("--interleaved", action="store_true",
+                    help="single and batched durable enqueues in slices, in turns, in one"
+                         " process: both meet the same load")
+    ap.add_argument("--src", action="append", default=[], metavar="NAME=PATH",
+                    help="another build's src directory, for the durable batch too")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", type=Path)
@@ -194,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["filesystems"][fs] = {
                 "machine": machine(mnt),
                 "peers": None if args.durable_only else peers(mnt, args),
-                "durable": durable(mnt, args.rounds, args.durable_jobs, args.batch_jobs)}
+                "durable": durable(mnt, args.rounds, args.durable_jobs, args.batch_jobs,
+                                   [(n, p) for n, _, p in (s.partition("=") for s in args.src)],
+                                   interleaved=args.interleaved)}
     show = _markdown if args.markdown else print_table
     for fs, r in report["filesystems"].items():
         if r["peers"] is None:
@@ -206,15 +273,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
     durable_rows = []
     for fs, r in report["filesystems"].items():
-        rounds = r["durable"]
-        durable_rows.append([
-            fs, f"{statistics.median(x['single'] for x in rounds):,.0f}",
-            f"{statistics.median(x['batch of 100'] for x in rounds):,.0f}",
-            ", ".join(f"{x['ratio']:.1f}" for x in rounds),
-            "yes" if all(x["ratio"] >= 5 for x in rounds) else "NO"])
+        for build, rounds in r["durable"].items():
+            durable_rows.append([
+                fs if len(r["durable"]) == 1 else f"{fs}, {build}",
+                f"{statistics.median(x['single'] for x in rounds):,.0f}",
+                f"{statistics.median(x['batch of 100'] for x in rounds):,.0f}",
+                ", ".join(f"{x['ratio']:.1f}" for x in rounds),
+                "yes" if all(x["ratio"] >= 5 for x in rounds) else "NO",
+                ", ".join(f"{x['load']:.1f}" for x in rounds)])
     if durable_rows:
         show(["durable=True", "single enqueue (jobs/s)", "enqueue_many(100) (jobs/s)",
-              "ratio, each round", ">= 5x every round"], durable_rows)
+              "ratio, each round", ">= 5x every round", "load average, each round"],
+             durable_rows)
     for fs, why in report["skipped"].items():
         print(f"{fs}: skipped, {why}")
     if args.json:
@@ -235,5 +305,8 @@ def _markdown(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "_durable":
         print(durable_once(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+        sys.exit(0)
+    if len(sys.argv) == 5 and sys.argv[1] == "_interleaved":
+        print(*durable_interleaved(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
         sys.exit(0)
     sys.exit(main())

@@ -27,6 +27,7 @@ def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
     events: list[tuple[str, str]] = []
     real = {name: getattr(os, name) for name in ("fsync", "link", "unlink", "open")}
     real_syncfs = _fs.syncfs
+    real_rename = _fs.rename_noreplace
     fd_paths: dict[int, str] = {}
     root = os.path.realpath(q.dir)
 
@@ -67,6 +68,13 @@ def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
         target = os.path.normpath(where(dst, kw.get("dst_dir_fd")))
         events.append(("link", target if kw.get("dst_dir_fd") is not None else rel(target)))
 
+    def rename_noreplace(src: str, dst: str, **kw: Any) -> bool | None:
+        done = real_rename(src, dst, **kw)
+        if done:
+            target = os.path.normpath(where(dst, kw.get("dst_dir_fd")))
+            events.append(("rename", target))
+        return done
+
     def unlink(path: str, **kw: Any) -> None:
         real["unlink"](path, **kw)
         dir_fd = kw.get("dir_fd")
@@ -79,18 +87,31 @@ def recording(q: DirQueue) -> Iterator[list[tuple[str, str]]]:
         for name, fn in patched.items():
             setattr(os, name, fn)
         _fs.syncfs = syncfs  # type: ignore[assignment]
+        _fs.rename_noreplace = rename_noreplace  # type: ignore[assignment]
         yield events
     finally:
         for name, fn in real.items():
             setattr(os, name, fn)
         _fs.syncfs = real_syncfs  # type: ignore[assignment]
+        _fs.rename_noreplace = real_rename  # type: ignore[assignment]
+
+
+@pytest.fixture(params=["rename", "link"])
+def way_in(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a control file goes into queue/: a rename that never replaces (a local
+    filesystem), a link (NFS, or a kernel without RENAME_NOREPLACE)."""
+    if request.param == "link":
+        monkeypatch.setattr(_fs, "rename_noreplace", lambda src, dst, **kw: None)
+    return str(request.param)
 
 
 def _data_rel(q: DirQueue, jobid: str) -> str:
     return os.path.relpath(q.layout.data_path(jobid), q.dir)
 
 
-def test_enqueue_fsyncs_data_control_and_directories_before_unlinking_tmp(tmp_path: Path) -> None:
+def test_enqueue_fsyncs_data_control_and_directories_before_unlinking_tmp(
+    tmp_path: Path, way_in: str
+) -> None:
     q = DirQueue(tmp_path / "q")
     q.enqueue_string("warm up: the directories exist")
     with recording(q) as events:
@@ -102,10 +123,11 @@ def test_enqueue_fsyncs_data_control_and_directories_before_unlinking_tmp(tmp_pa
         ("fsync", data),                     # 3. the data's bytes,
         ("fsync", f"tmp/{jobid}.ctrl"),     #    the control file's bytes,
         ("fsync", data_dir),                 #    and the data file's name, on disk
-        ("link", f"queue/{jobid}"),          # 4. visible
+        (way_in, f"queue/{jobid}"),          # 4. visible (renamed: the tmp name gone)
         ("fsync", "queue"),                  # 5. durable; only now...
-        ("unlink", f"tmp/{jobid}.ctrl"),    # 6. ...is the tmp name removed
     ]
+    if way_in == "link":
+        expected.append(("unlink", f"tmp/{jobid}.ctrl"))  # 6. ...is the tmp name removed
     assert [(call, path.replace(os.sep, "/")) for call, path in events] == expected
 
 
@@ -141,7 +163,9 @@ def whole_fs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     return True
 
 
-def test_batch_fsyncs_directories_once_for_all_jobs(tmp_path: Path, whole_fs: bool) -> None:
+def test_batch_fsyncs_directories_once_for_all_jobs(
+    tmp_path: Path, whole_fs: bool, way_in: str
+) -> None:
     q = DirQueue(tmp_path / "q")
     q.enqueue_string("warm up")
     n = 20
@@ -158,7 +182,8 @@ def test_batch_fsyncs_directories_once_for_all_jobs(tmp_path: Path, whole_fs: bo
     assert dir_fsyncs(single) == 2 * n
     assert file_fsyncs(single) == 2 * n
     ctrl_links = [i for i, (call, path) in enumerate(batch)
-                  if call == "link" and path.startswith("queue")]
+                  if call == way_in and path.startswith("queue")]
+    assert len(ctrl_links) == n
     queue_sync = batch.index(("fsync", "queue"))
     first_ctrl_link, last_ctrl_link = ctrl_links[0], ctrl_links[-1]
     if whole_fs:

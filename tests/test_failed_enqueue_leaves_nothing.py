@@ -146,17 +146,27 @@ def test_failure_writing_the_control_file(
     assert_unchanged(busy_queue, before)
 
 
-def test_failure_linking_into_queue(busy_queue: DirQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("way", ["rename", "link"])
+def test_failure_linking_into_queue(
+    busy_queue: DirQueue, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    # The control file (tmp/NAME.ctrl) goes into queue/ by a rename that never replaces
+    # on a local filesystem, by a verified link where there is none (NFS): each failing.
     before = files_under(busy_queue.dir)
     real_link = fs.link_verified
 
     def link_verified(src: str, target: str, src_stat: object = None, **kw: Any) -> str:
-        # The control file (tmp/NAME.ctrl) is what gets linked into queue/.
         if src.endswith(".ctrl"):
             raise PermissionError(errno.EACCES, "Permission denied", target)
         return real_link(src, target, src_stat, **kw)  # type: ignore[arg-type]
 
+    def rename_noreplace(src: str, dst: str, **kw: Any) -> bool | None:
+        if way == "link":
+            return None  # As where renameat2 has no RENAME_NOREPLACE.
+        raise PermissionError(errno.EACCES, "Permission denied", dst)
+
     monkeypatch.setattr(fs, "link_verified", link_verified)
+    monkeypatch.setattr(fs, "rename_noreplace", rename_noreplace)
     with pytest.raises(QueueIOError) as info:
         busy_queue.enqueue_string("data")
     assert info.value.errno == errno.EACCES

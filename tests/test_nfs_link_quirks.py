@@ -38,9 +38,18 @@ def link_then_fail(err: int) -> Any:
 def test_enqueue_keeps_a_link_that_reported_failure_but_happened(
     queue: DirQueue, qdir: Path, monkeypatch: pytest.MonkeyPatch, err: int
 ) -> None:
-    monkeypatch.setattr("dirqueue._fs.os.link", link_then_fail(err))
+    calls: list[str] = []
+    failing = link_then_fail(err)
+
+    def link(src: str, dst: str, **kwargs: Any) -> None:
+        calls.append(src)
+        failing(src, dst, **kwargs)
+
+    monkeypatch.setattr("dirqueue._fs.os.link", link)
     jobid = queue.enqueue_string("linked after all", {"k": "v"})
     monkeypatch.undo()
+    # Over NFS the control file is linked (no rename: a lost reply could hide one).
+    assert calls == [f"{jobid}.ctrl"]
     # No rename after a phantom collision: the first name was kept, once.
     assert f".{os.getpid()}." not in jobid
     assert [job.jobid for job in queue.jobs()] == [jobid]

@@ -155,5 +155,10 @@ def write_chunks(fd: int, chunks: Iterable[Chunk]) -> int:
 
 
 def writer(payload: bytes) -> DataWriter:
-    """A :data:`DataWriter` of one ``bytes`` payload."""
-    return lambda fd: write_chunks(fd, [payload])
+    """A :data:`DataWriter` of one ``bytes`` payload (written whole: nothing to gather)."""
+
+    def write(fd: int) -> int:
+        _fs.write_all(fd, payload)
+        return len(payload)
+
+    return write

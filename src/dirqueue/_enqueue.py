@@ -16,11 +16,13 @@ a whole job or no job.
 3. Both files are fsynced, then ``data/C1/C2`` and the parent of every directory made
    for it: the job's bytes, its control file and its data file's name are all on disk
    before the control file can be reached from ``queue/``.
-4. ``tmp/NAME.ctrl`` is linked to ``queue/NAME``: the job becomes visible, whole.
+4. ``tmp/NAME.ctrl`` is moved to ``queue/NAME``: the job becomes visible, whole. On a
+   local filesystem by one rename that never replaces (the tmp name goes with it);
+   elsewhere by a link checked by inode (:func:`_put_control`).
 5. ``queue/`` (or ``queue/X``, and ``queue/`` too if X was made) is fsynced: the job's
    name survives power loss. Only now does the enqueue return.
-6. The tmp name is unlinked and ``queue/``'s mtime bumped. A crash here leaves stray
-   tmp files (removed by repair), never a broken job.
+6. A linked tmp name is unlinked and ``queue/``'s mtime bumped. A crash here leaves
+   stray tmp files (removed by repair), never a broken job.
 
 A crash before step 4 leaves no job: only tmp files and perhaps a data file no control
 file names, which repair removes once they are old enough that no enqueue can still be
@@ -97,7 +99,7 @@ class AlreadyQueued(Exception):
         self.jobid = jobid
 
 
-@dataclass
+@dataclass(slots=True)
 class _Staged:
     """A job being enqueued: what it has written so far, so a failure can undo it."""
 
@@ -328,7 +330,8 @@ def _run(
     if (
         config.queue_fanout
         or not _mtime_follows.get(config.dir, False)
-        or any(st.due is not None or len(st.queue_parts) > 1 for st in staged)
+        or staged[0].due is not None  # The same for every job of a batch.
+        or any(len(st.queue_parts) > 1 for st in staged)
     ):
         bump_queue_mtime(config)
     return [st.jobid for st in staged]
@@ -555,11 +558,40 @@ def _link_control(
     return _dirfds.at(
         config.dir,
         parts,
-        lambda dir_fd: _fs.link_verified(st.tmp_ctrl, st.jobid, src_dir_fd=tmp_fd,
-                                         dst_dir_fd=dir_fd),
+        functools.partial(_put_control, config, st, tmp_fd),
         create=True,
         created=st.new_queue_dirs,
     )
+
+
+#: Queue directory -> whether control files go into queue/ by a rename that never
+#: replaces (a local filesystem that has it); else by a verified link.
+_renames: dict[str, bool] = {}
+
+
+def _put_control(config: QueueConfig, st: _Staged, tmp_fd: int, dir_fd: int) -> _fs.LinkResult:
+    """``tmp/`` (``tmp_fd``) ``st.tmp_ctrl`` in as ``NAME`` in ``dir_fd``, never over a
+    file there (EXISTS: another job has the name).
+
+    On a local filesystem, one rename that never replaces: the name moves, and the tmp
+    name goes with it (one call and one change of a directory where a link and an
+    unlink take two; ``st.tmp_ctrl`` is then empty). Elsewhere a link, verified by
+    inode (over NFS a retried link can report failure although it worked), whose tmp
+    name step 6 unlinks.
+    """
+    moves = _renames.get(config.dir)
+    if moves is None:
+        moves = _renames[config.dir] = _fs.is_local_filesystem(config.layout.tmp_dir)
+    if moves:
+        moved = _fs.rename_noreplace(st.tmp_ctrl, st.jobid, src_dir_fd=tmp_fd,
+                                     dst_dir_fd=dir_fd)
+        if moved is not None:
+            if not moved:
+                return _fs.LinkResult.EXISTS
+            st.tmp_ctrl = ""
+            return _fs.LinkResult.LINKED
+        _renames[config.dir] = False  # This filesystem cannot: link from now on.
+    return _fs.link_verified(st.tmp_ctrl, st.jobid, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
 
 
 def _roll_back(config: QueueConfig, staged: list[_Staged]) -> None:

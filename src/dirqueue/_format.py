@@ -249,14 +249,26 @@ class ControlFile:
         altered (``Z\\xfcrich`` as ``Z\\xef\\xbf\\xbdrich``) when a worker rewrites
         the file to count an attempt.
         """
+        if self.source is None:
+            # A new control file (every enqueue): one string, encoded once.
+            text = (
+                f"{QDFN}: {self.data_path}\n{QDSB}: {self.size_bytes}\n"
+                f"{QSTT}: {self.submitted_secs}\n{QSTM}: {self.submitted_usecs}\n"
+                f"{QSHN}: {self.hostname}\n"
+            )
+            if self.extra_system or self.metadata:
+                text += "".join(
+                    f"{key}: {value}\n"
+                    for fields in (self.extra_system, self.metadata)
+                    for key, value in fields.items()
+                )
+            return text.encode("utf-8")
         lines = [f"{QDFN}: {self.data_path}\n", f"{QDSB}: {self.size_bytes}\n"]
         lines.append(f"{QSTT}: {self.submitted_secs}\n")
         lines.append(f"{QSTM}: {self.submitted_usecs}\n")
         lines.append(f"{QSHN}: {self.hostname}\n")
         lines.extend(f"{key}: {value}\n" for key, value in self.extra_system.items())
         lines.extend(f"{key}: {value}\n" for key, value in self.metadata.items())
-        if self.source is None:
-            return "".join(lines).encode("utf-8")
         as_read = _lines_as_read(self.source)
         return b"".join(as_read.get(line) or line.encode("utf-8") for line in lines)
 

@@ -37,6 +37,7 @@ __all__ = [
     "open_regular_stat",
     "read_limited",
     "read_whole",
+    "rename_noreplace",
     "same_file",
     "syncfs",
     "syncfs_covers",
@@ -156,7 +157,10 @@ def link_open_file(fd: int, name: str, dir_fd: int) -> None:
 
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte of ``data`` to ``fd`` (``os.write`` may write fewer)."""
-    view = memoryview(data)
+    written = os.write(fd, data)
+    if written == len(data):  # The usual case: all of it at once.
+        return
+    view = memoryview(data)[written:]
     while view:
         written = os.write(fd, view)
         view = view[written:]
@@ -536,10 +540,56 @@ def unlink_quietly(path: str) -> bool:
     return True
 
 
-#: renameat2(2)'s flag: swap two names atomically (Linux 3.15; local filesystems).
+#: renameat2(2)'s flags: fail if the new name is taken; swap two names atomically
+#: (Linux 3.15; local filesystems).
+_RENAME_NOREPLACE: Final = 1
+_FS_ENCODING: Final = sys.getfilesystemencoding()
+_FS_ERRORS: Final = sys.getfilesystemencodeerrors()
 _RENAME_EXCHANGE: Final = 2
 #: libc's renameat2, or None where it has none (looked up once).
 _RENAMEAT2: list[Callable[..., int] | None] = []
+
+
+def _renameat2() -> Callable[..., int] | None:
+    if not _RENAMEAT2:
+        found = getattr(libc(), "renameat2", None)  # glibc 2.28 and later
+        if found is not None:
+            found.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                              ctypes.c_uint)
+            found.restype = ctypes.c_int
+        _RENAMEAT2.append(found)
+    return _RENAMEAT2[0]
+
+
+def rename_noreplace(
+    src: str, dst: str, *, src_dir_fd: int | None = None, dst_dir_fd: int | None = None
+) -> bool | None:
+    """Rename ``src`` to ``dst`` (each relative to its directory descriptor, if given)
+    unless ``dst`` exists: True if renamed, False if ``dst`` is taken (nothing done),
+    None where the system or filesystem cannot (nothing done: NFS, FUSE, not Linux).
+
+    One step where a ``link`` then an ``unlink`` of the old name take two: the name
+    moves, and no moment shows both. Like ``link``, and unlike ``rename``, it never
+    replaces a file already at ``dst``. Not for network filesystems, where a lost reply
+    to a retried request can report EEXIST although the rename was done (a verified
+    link, :func:`link_verified`, is the answer there).
+    """
+    fn = _RENAMEAT2[0] if _RENAMEAT2 else _renameat2()
+    if fn is None:
+        return None
+    src_fd = _AT_FDCWD if src_dir_fd is None else src_dir_fd
+    dst_fd = _AT_FDCWD if dst_dir_fd is None else dst_dir_fd
+    # os.fsencode's own steps, without its call (this is once per enqueue).
+    encoded_src = src.encode(_FS_ENCODING, _FS_ERRORS)
+    encoded_dst = dst.encode(_FS_ENCODING, _FS_ERRORS)
+    if fn(src_fd, encoded_src, dst_fd, encoded_dst, _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        return False
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return None
+    raise OSError(err, os.strerror(err), src)
 
 
 def exchange(a: str, b: str, *, a_dir_fd: int | None = None, b_dir_fd: int | None = None) -> bool:
@@ -551,14 +601,7 @@ def exchange(a: str, b: str, *, a_dir_fd: int | None = None, b_dir_fd: int | Non
     missing. A holder replacing a job's control file by a rename, after checking that
     the job is still its own, would bring back a job finished by another in between.
     """
-    if not _RENAMEAT2:
-        found = getattr(libc(), "renameat2", None)  # glibc 2.28 and later
-        if found is not None:
-            found.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                              ctypes.c_uint)
-            found.restype = ctypes.c_int
-        _RENAMEAT2.append(found)
-    fn = _RENAMEAT2[0]
+    fn = _renameat2()
     if fn is None:
         return False
     a_fd = _AT_FDCWD if a_dir_fd is None else a_dir_fd

@@ -441,6 +441,12 @@ class DirQueue:
         Perl workers' sight (in ``queue/dq/``, which they never read), so that only
         workers that keep the limits take it.
         """
+        if (
+            group is None and not dirqueue_only and unique_key is None and depends_on is None
+        ):
+            # A plain job (most enqueues): none of the coordination below applies.
+            return enqueue(self.config, [(write_data, metadata, priority)], size_hint,
+                           self.create, due=due)[0]
         meta = metadata
         if group is not None:
             meta = {**validate_metadata(meta), GROUP: check_group(group)}

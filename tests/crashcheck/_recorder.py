@@ -1,10 +1,11 @@
 """The recorder: the file-system calls a queue operation makes, as a trace of events.
 
 The engine calls ``os`` functions by attribute (``os.open``, ``os.link``...), also
-through ``shutil.rmtree``, and two primitives of :mod:`dirqueue._fs` go through ctypes
-(``syncfs`` and ``exchange``, a ``renameat2``). Patching those names while one operation
-runs, in its own thread only, sees every call that changes the queue; the directory
-walks made by ``openat2`` (ctypes too) only open directories, which changes nothing.
+through ``shutil.rmtree``, and three primitives of :mod:`dirqueue._fs` go through
+ctypes (``syncfs``, and ``exchange`` and ``rename_noreplace``, each a ``renameat2``).
+Patching those names while one operation runs, in its own thread only, sees every
+call that changes the queue; the directory walks made by ``openat2`` (ctypes too) only
+open directories, which changes nothing.
 ``strace -f -e trace=file,desc`` of the same operations agreed
 (``python -m crashcheck --strace``, see docs/durability.md).
 
@@ -301,6 +302,20 @@ class Recorder:
             return done
         return exchange
 
+    def _rename_noreplace(self, real: Callable[..., bool | None]) -> Callable[..., bool | None]:
+        def rename_noreplace(src: str, dst: str, *, src_dir_fd: int | None = None,
+                             dst_dir_fd: int | None = None) -> bool | None:
+            if not self._mine():
+                return real(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+            st = self._lstat(src, src_dir_fd)
+            a, b = self.rel(src, src_dir_fd), self.rel(dst, dst_dir_fd)
+            done = real(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+            if done and st and a is not None and b is not None:
+                self.calls.append(("rename_noreplace", f"{a} -> {b}"))
+                self.events.append(("rename", self.inode(st), a, b))
+            return done
+        return rename_noreplace
+
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
         """Patch the calls for the current thread while the block runs."""
@@ -328,6 +343,7 @@ class Recorder:
         patch(os, "utime", self._utime)
         patch(_fs, "syncfs", self._syncfs)
         patch(_fs, "exchange", self._exchange)
+        patch(_fs, "rename_noreplace", self._rename_noreplace)
         try:
             yield
         finally:
