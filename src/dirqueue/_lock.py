@@ -36,7 +36,7 @@ from . import _fs
 from ._config import QueueConfig
 from ._format import parse_lock_file
 from ._identity import current_pid
-from ._jobfiles import in_queue_dir, set_aside
+from ._jobfiles import in_queue_dir, on_name_in, set_aside
 from ._judge import Judgement, Verdict, filesystem_now, judge, read_lock_file
 from ._layout import Layout, TmpLockName
 from ._lockfile import LockFile, LockFileKeeper, Stamp, write_lock
@@ -317,12 +317,7 @@ def _in_active(config: QueueConfig, operation: Callable[[int], _T]) -> _T:
 
 def _look_in_active(config: QueueConfig, jobid: str) -> os.stat_result:
     """lstat ``active/jobid`` (``FileNotFoundError`` if nothing is there)."""
-    return in_queue_dir(
-        config,
-        (Layout.ACTIVE,),
-        lambda fd: os.lstat(jobid, dir_fd=fd),
-        missing_is_an_answer=True,
-    )
+    return on_name_in(config, (Layout.ACTIVE,), os.lstat, jobid, missing_is_an_answer=True)
 
 
 

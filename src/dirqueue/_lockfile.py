@@ -25,7 +25,7 @@ from . import _fs
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import current_pid, this_process
-from ._jobfiles import in_queue_dir
+from ._jobfiles import in_queue_dir, on_name_in
 from ._layout import Layout, TmpLockName
 
 __all__ = [
@@ -253,6 +253,4 @@ def create_file(name: str, mode: int, dir_fd: int) -> int:
 
 
 def unlink_in(config: QueueConfig, parts: tuple[str, ...], name: str) -> None:
-    in_queue_dir(
-        config, parts, lambda fd: os.unlink(name, dir_fd=fd), missing_is_an_answer=True
-    )
+    on_name_in(config, parts, os.unlink, name, missing_is_an_answer=True)
