@@ -118,11 +118,6 @@ def open_data(config: QueueConfig, jobid: str) -> int:
     return _open_data_stat(config, jobid)[0]
 
 
-def _open_data(config: QueueConfig, jobid: str) -> int:
-    """Job ``jobid``'s data file opened for reading (not proved regular)."""
-    return _open_data_with(config, jobid, _fs.open_for_reading)
-
-
 def _open_data_stat(config: QueueConfig, jobid: str) -> tuple[int, os.stat_result]:
     """Job ``jobid``'s data file opened for reading, proved regular, and its fstat."""
     return _open_data_with(config, jobid, _fs.open_regular_stat)
@@ -164,7 +159,7 @@ def read_data(config: QueueConfig, jobid: str, size: int | None) -> bytes:
     # one read of size + 1 bytes shows a file that grew, and anything that is not a
     # regular file (a FIFO, a directory put there since) reads as the wrong size, or
     # not at all. Only then is the file asked what it is, to say so.
-    fd = _open_data(config, jobid)
+    fd = _open_data_with(config, jobid, _fs.open_for_reading)
     try:
         try:
             data = _fs.read_whole(fd, size, size + 1)

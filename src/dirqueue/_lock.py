@@ -126,11 +126,14 @@ class HeldLock:
 
     def matches(self, st: os.stat_result) -> bool:
         """True if ``st`` (an lstat of ``active/NAME``) is our lock as we left it."""
-        with self._stamp.guard:
+        mine = self.stat
+        stamp = self._stamp
+        with stamp.guard:
             return (
-                _fs.same_file(st, self.stat)
-                and st.st_uid == self.stat.st_uid
-                and st.st_mtime_ns <= self._stamp.mtime_ns
+                st.st_ino == mine.st_ino  # _fs.same_file, without a call per look
+                and st.st_dev == mine.st_dev
+                and st.st_uid == mine.st_uid
+                and st.st_mtime_ns <= stamp.mtime_ns
             )
 
 
