@@ -238,7 +238,10 @@ def _link_lock_file(
         held = HeldLock(jobid, lock_file.stat, lock_file.stamp, lock_file)
         try:
             lock_file.freshen()
-            _in_active(config, functools.partial(_fs.link_open_file, lock_file.fd, jobid))
+            on_name_in(
+                config, (Layout.ACTIVE,), functools.partial(_fs.link_open_file, lock_file.fd),
+                jobid,
+            )
         except BaseException as err:
             # Whatever link() said (a retry through a fresh directory descriptor can
             # answer EEXIST for our own first try), our inode there means ours: no
