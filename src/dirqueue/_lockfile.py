@@ -64,8 +64,9 @@ class LockFile:
 
     Every lock of one process says the same (``HOST\nPID\n``), so one file serves
     them all. Taking a job is then a ``link()`` (after an ``utime``: the lock must look
-    fresh, see :meth:`freshen`), instead of a new file to create, write, link and close:
-    three system calls fewer, and no inode to allocate, which on a disk is most of a pickup's cost.
+    fresh, see :meth:`freshen`), instead of a new file to create, write, link and
+    close: three system calls fewer, and no inode to allocate, which on a disk is most
+    of a pickup's cost.
     The file is kept open, so its inode number cannot go to another file while a job of
     ours is linked to it. If its name is removed (by ``repair()``, say) it still serves
     while a job is linked to it; with no name left, a new one is made.
@@ -132,9 +133,9 @@ def fresh_enough_ns(lifetime: float) -> int:
     few dozen microseconds, and so spares an ``utimensat`` per job. The window is
     measured against the mtime we gave (our clock, as the file's): a clock stepped
     back, or forward past it, makes a new ``utime``, never a lock that looks older.
-    (No ``mtime`` breaks the break token's check either: a breaker unlinks a lock only
-    if its mtime is the one it judged stale, a lifetime old, while a window's mtime
-    is a moment old.)
+    Nor does it weaken a breaker's check (it unlinks a lock only if the mtime there is
+    still the one it judged stale): a lock judged stale had an mtime a lifetime old,
+    and the next job we link to that file gives it a new one, as before.
     """
     return int(min(FRESH_ENOUGH, lifetime / 1000) * 1e9)
 
