@@ -9,12 +9,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from _helpers import lock_without_owner_line
-from dirqueue import DirQueue
+from dirqueue import DirQueue, _lockfile
 from dirqueue._fs import is_local_filesystem
 from dirqueue._layout import TmpLockName
 from dirqueue.repair import FindingKind
@@ -188,3 +189,29 @@ def test_finished_jobs_and_idle_pickups_hold_no_descriptors(q: DirQueue) -> None
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["900"]
     assert os.listdir(q.layout.tmp_dir) == []
+
+
+def test_a_lock_linked_a_moment_after_the_last_is_not_touched_again(q: DirQueue) -> None:
+    # Every lock must look fresh when linked; one whose file was given its mtime less
+    # than FRESH_ENOUGH ago does, and a drain spares an utimensat per job. Past the
+    # window the file is given the time now again.
+    jobids = [q.enqueue_string(str(n)) for n in range(3)]
+    first = q.pickup_queued_job()
+    second = q.pickup_queued_job()
+    assert first is not None
+    assert second is not None
+    lock = Path(q.layout.active_path(jobids[0]))
+    stamped = lock.stat().st_mtime_ns
+    assert Path(q.layout.active_path(jobids[1])).stat().st_mtime_ns == stamped
+    time.sleep(_lockfile.FRESH_ENOUGH * 1.5)  # The window has passed.
+    third = q.pickup_queued_job()
+    assert third is not None
+    assert lock.stat().st_mtime_ns > stamped  # One file: every lock of ours is fresh.
+    assert time.time_ns() - lock.stat().st_mtime_ns < _lockfile.FRESH_ENOUGH * 1e9
+    for job in (first, second, third):
+        job.finish()
+
+
+def test_the_window_is_a_thousandth_of_a_short_lifetime() -> None:
+    assert _lockfile.fresh_enough_ns(600) == int(_lockfile.FRESH_ENOUGH * 1e9)
+    assert _lockfile.fresh_enough_ns(1) == 1_000_000

@@ -32,13 +32,14 @@ class Heartbeat:
 
     def __init__(self, touch: Callable[[], bool], interval: float) -> None:
         self.touch = touch
-        self.interval = max(_MIN_INTERVAL, interval)
-        self.next_due = time.monotonic() + self.interval
-        _beater().add(self)
+        self.interval = interval = max(_MIN_INTERVAL, interval)
+        self.next_due = time.monotonic() + interval
+        # Made and stopped once per job taken: the beater looked up without a call.
+        (_state.get("beater") or _beater()).add(self)
 
     def stop(self) -> None:
         """Stop touching the lock. Once this returns, no touch of it is under way."""
-        _beater().remove(self)
+        (_state.get("beater") or _beater()).remove(self)
 
 
 class _Beater:

@@ -32,6 +32,7 @@ __all__ = [
     "create_control",
     "in_queue_dir",
     "move_aside",
+    "on_name_in",
     "open_data",
     "read_control",
     "read_data",
@@ -81,7 +82,7 @@ def check_data(
     """
     parts, base = Layout.data_parts(jobid)
     try:
-        st = _dirfds.at(config.dir, parts, lambda fd: os.lstat(base, dir_fd=fd))
+        st = _dirfds.call(config.layout.dir, parts, os.lstat, base)
     except FileNotFoundError as err:
         path = config.layout.data_path(jobid)
         if not os.path.lexists(queue_path):
@@ -117,25 +118,20 @@ def open_data(config: QueueConfig, jobid: str) -> int:
     return _open_data_stat(config, jobid)[0]
 
 
-def _open_data(config: QueueConfig, jobid: str) -> int:
-    """Job ``jobid``'s data file opened for reading (not proved regular)."""
-    return _open_data_with(config, jobid, _fs.open_for_reading)
-
-
 def _open_data_stat(config: QueueConfig, jobid: str) -> tuple[int, os.stat_result]:
     """Job ``jobid``'s data file opened for reading, proved regular, and its fstat."""
     return _open_data_with(config, jobid, _fs.open_regular_stat)
 
 
 def _open_data_with(
-    config: QueueConfig, jobid: str, opener: Callable[[str, int], _T]
+    config: QueueConfig, jobid: str, opener: Callable[..., _T]
 ) -> _T:
-    """``opener(name, dir_fd)`` on job ``jobid``'s data file, reached from the job id
+    """``opener(name, dir_fd=fd)`` on job ``jobid``'s data file, reached from the job id
     without following a symlink; what is found there that is not a file to read is a
     :class:`CorruptJobError`."""
     parts, base = Layout.data_parts(jobid)
     try:
-        return _dirfds.at(config.dir, parts, lambda fd: opener(base, fd))
+        return _dirfds.call(config.layout.dir, parts, opener, base)
     except _fs.NotRegularFileError as err:
         raise CorruptJobError(
             f"data file of job {jobid} {err.strerror}: refusing to read it",
@@ -163,7 +159,7 @@ def read_data(config: QueueConfig, jobid: str, size: int | None) -> bytes:
     # one read of size + 1 bytes shows a file that grew, and anything that is not a
     # regular file (a FIFO, a directory put there since) reads as the wrong size, or
     # not at all. Only then is the file asked what it is, to say so.
-    fd = _open_data(config, jobid)
+    fd = _open_data_with(config, jobid, _fs.open_for_reading)
     try:
         try:
             data = _fs.read_whole(fd, size, size + 1)
@@ -190,7 +186,7 @@ def unlink_data(config: QueueConfig, jobid: str) -> bool:
     """Remove job ``jobid``'s data file; never through a symlinked directory."""
     parts, base = Layout.data_parts(jobid)
     try:
-        _dirfds.at(config.dir, parts, lambda fd: os.unlink(base, dir_fd=fd))
+        _dirfds.call(config.layout.dir, parts, os.unlink, base)
     except FileNotFoundError:
         return False
     return True
@@ -221,19 +217,42 @@ def in_queue_dir(
             config.dir, parts, operation, create=True, retry=not missing_is_an_answer
         )
     except OSError as err:
-        where = config.layout.path(*parts)
-        if err.errno in (errno.ELOOP, errno.ENOTDIR) and err.filename in (
-            "/".join(parts),
-            where,
-        ):
-            # The directory itself (not a name in it) is a symlink: say so, and how to mend it.
-            raise OSError(
-                err.errno,
-                "is a symlink or not a directory: a queue's subdirectories must be real"
-                " directories (run 'dq fsck --repair')",
-                where,
-            ) from None
+        _raise_if_dir_symlinked(config, parts, err)
         raise
+
+
+def on_name_in(
+    config: QueueConfig,
+    parts: tuple[str, ...],
+    function: Callable[..., _T],
+    name: str,
+    *,
+    missing_is_an_answer: bool = False,
+) -> _T:
+    """``function(name, dir_fd=fd)`` in ``DIR/parts...``: :func:`in_queue_dir` for one
+    call on one name, without a closure (see :func:`dirqueue._dirfds.call`)."""
+    try:
+        return _dirfds.call(
+            config.layout.dir, parts, function, name, create=True, retry=not missing_is_an_answer
+        )
+    except OSError as err:
+        _raise_if_dir_symlinked(config, parts, err)
+        raise
+
+
+def _raise_if_dir_symlinked(config: QueueConfig, parts: tuple[str, ...], err: OSError) -> None:
+    where = config.layout.path(*parts)
+    if err.errno in (errno.ELOOP, errno.ENOTDIR) and err.filename in (
+        "/".join(parts),
+        where,
+    ):
+        # The directory itself (not a name in it) is a symlink: say so, and how to mend it.
+        raise OSError(
+            err.errno,
+            "is a symlink or not a directory: a queue's subdirectories must be real"
+            " directories (run 'dq fsck --repair')",
+            where,
+        ) from None
 
 
 def create_control(

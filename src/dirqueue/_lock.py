@@ -36,7 +36,7 @@ from . import _claims, _fs
 from ._config import QueueConfig
 from ._format import parse_lock_file
 from ._identity import current_pid
-from ._jobfiles import in_queue_dir, set_aside
+from ._jobfiles import in_queue_dir, on_name_in, set_aside
 from ._judge import Judgement, Verdict, filesystem_now, judge, read_lock_file
 from ._layout import Layout, TmpLockName
 from ._lockfile import LockFile, LockFileKeeper, Stamp, write_lock, write_lock_contents
@@ -126,11 +126,14 @@ class HeldLock:
 
     def matches(self, st: os.stat_result) -> bool:
         """True if ``st`` (an lstat of ``active/NAME``) is our lock as we left it."""
-        with self._stamp.guard:
+        mine = self.stat
+        stamp = self._stamp
+        with stamp.guard:
             return (
-                _fs.same_file(st, self.stat)
-                and st.st_uid == self.stat.st_uid
-                and st.st_mtime_ns <= self._stamp.mtime_ns
+                st.st_ino == mine.st_ino  # _fs.same_file, without a call per look
+                and st.st_dev == mine.st_dev
+                and st.st_uid == mine.st_uid
+                and st.st_mtime_ns <= stamp.mtime_ns
             )
 
 
@@ -314,7 +317,10 @@ def _link_lock_file(
         held = HeldLock(jobid, lock_file.stat, lock_file.stamp, lock_file)
         try:
             lock_file.freshen()
-            _in_active(config, functools.partial(_fs.link_open_file, lock_file.fd, jobid))
+            on_name_in(
+                config, (Layout.ACTIVE,), functools.partial(_fs.link_open_file, lock_file.fd),
+                jobid,
+            )
         except BaseException as err:
             # Whatever link() said (a retry through a fresh directory descriptor can
             # answer EEXIST for our own first try), our inode there means ours: no
@@ -396,12 +402,7 @@ def _in_active(config: QueueConfig, operation: Callable[[int], _T]) -> _T:
 
 def _look_in_active(config: QueueConfig, jobid: str) -> os.stat_result:
     """lstat ``active/jobid`` (``FileNotFoundError`` if nothing is there)."""
-    return in_queue_dir(
-        config,
-        (Layout.ACTIVE,),
-        lambda fd: os.lstat(jobid, dir_fd=fd),
-        missing_is_an_answer=True,
-    )
+    return on_name_in(config, (Layout.ACTIVE,), os.lstat, jobid, missing_is_an_answer=True)
 
 
 

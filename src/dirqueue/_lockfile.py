@@ -25,14 +25,16 @@ from . import _fs
 from ._config import QueueConfig
 from ._format import format_lock
 from ._identity import current_pid, this_process
-from ._jobfiles import in_queue_dir
+from ._jobfiles import in_queue_dir, on_name_in
 from ._layout import Layout, TmpLockName
 
 __all__ = [
+    "FRESH_ENOUGH",
     "LockFile",
     "LockFileKeeper",
     "Stamp",
     "create_file",
+    "fresh_enough_ns",
     "in_tmp",
     "unlink_in",
     "write_lock",
@@ -61,15 +63,18 @@ class LockFile:
     to (on a local filesystem): ``tmp/lock.TIME.HOST.PID.active``.
 
     Every lock of one process says the same (``HOST\nPID\n``), so one file serves
-    them all. Taking a job is then an ``utime`` (the lock must look fresh) and a
-    ``link()``, instead of a new file to create, write, link and close: three system
-    calls fewer, and no inode to allocate, which on a disk is most of a pickup's cost.
+    them all. Taking a job is then a ``link()`` (after an ``utime``: the lock must look
+    fresh, see :meth:`freshen`), instead of a new file to create, write, link and
+    close: three system calls fewer, and no inode to allocate, which on a disk is most
+    of a pickup's cost.
     The file is kept open, so its inode number cannot go to another file while a job of
     ours is linked to it. If its name is removed (by ``repair()``, say) it still serves
     while a job is linked to it; with no name left, a new one is made.
     """
 
-    __slots__ = ("config", "fd", "guard", "holding", "name", "named", "pid", "stamp", "stat")
+    __slots__ = (
+        "config", "fd", "fresh_ns", "guard", "holding", "name", "named", "pid", "stamp", "stat"
+    )
 
     def __init__(
         self, fd: int, config: QueueConfig, name: str, pid: int, st: os.stat_result
@@ -86,14 +91,19 @@ class LockFile:
         self.pid = pid
         self.stat = st
         self.stamp = Stamp(st.st_mtime_ns)
+        self.fresh_ns = fresh_enough_ns(config.active_file_lifetime)
 
     def freshen(self) -> None:
-        """Give the file (every lock of ours linked to it) the time now as its mtime."""
-        with self.stamp.guard:
+        """Give the file (every lock of ours linked to it) the time now as its mtime,
+        unless we gave it one a moment ago (see :func:`fresh_enough_ns`)."""
+        stamp = self.stamp
+        with stamp.guard:
             now = time.time_ns()
+            if 0 <= now - stamp.mtime_ns < self.fresh_ns:
+                return
             os.utime(self.fd, ns=(now, now))
             # The filesystem may keep it coarser, never later: matches() allows that.
-            self.stamp.mtime_ns = now
+            stamp.mtime_ns = now
 
     def unlink(self) -> None:
         """Remove the file's name (jobs still linked to it keep their locks)."""
@@ -105,6 +115,29 @@ class LockFile:
     def __del__(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+#: The longest a lock linked from our lock file may look older than it is (seconds):
+#: see :func:`fresh_enough_ns`.
+FRESH_ENOUGH: Final = 0.1
+
+
+def fresh_enough_ns(lifetime: float) -> int:
+    """How recent (ns) the mtime we last gave our lock file may be for a job linked to
+    it to keep it as it is: :data:`FRESH_ENOUGH`, and no more than a thousandth of the
+    lock's lifetime.
+
+    A lock must look fresh when it is linked, but one given its mtime a moment ago
+    does: a job linked a tenth of a second after the last ``utime`` looks a tenth of a
+    second older than it is, out of a lifetime of minutes. A drain links a job every
+    few dozen microseconds, and so spares an ``utimensat`` per job. The window is
+    measured against the mtime we gave (our clock, as the file's): a clock stepped
+    back, or forward past it, makes a new ``utime``, never a lock that looks older.
+    Nor does it weaken a breaker's check (it unlinks a lock only if the mtime there is
+    still the one it judged stale): a lock judged stale had an mtime a lifetime old,
+    and the next job we link to that file gives it a new one, as before.
+    """
+    return int(min(FRESH_ENOUGH, lifetime / 1000) * 1e9)
 
 
 class LockFileKeeper:
@@ -258,6 +291,4 @@ def create_file(name: str, mode: int, dir_fd: int) -> int:
 
 
 def unlink_in(config: QueueConfig, parts: tuple[str, ...], name: str) -> None:
-    in_queue_dir(
-        config, parts, lambda fd: os.unlink(name, dir_fd=fd), missing_is_an_answer=True
-    )
+    on_name_in(config, parts, os.unlink, name, missing_is_an_answer=True)

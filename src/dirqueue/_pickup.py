@@ -128,14 +128,20 @@ class Picker:
             if job is not None:
                 return job
         # The head found above is still the head: trying held jobs changes only those.
+        queue_path = self.config.layout.queue_path
         while entry is not None:
-            if not self._may_try(entry):
+            path = queue_path(entry.name, entry.fanout)
+            if not self._may_try(entry, path):
                 index.park(entry.name)
                 entry = index.head()
                 continue
             alive_until = []
             outcome = self.try_pickup(
-                entry, seen_free=index.exact, alive_until=alive_until.append, keep_spare=True
+                entry,
+                seen_free=index.exact,
+                alive_until=alive_until.append,
+                keep_spare=True,
+                queue_path=path,
             )
             job = self._admit(entry, self._settle(entry, outcome, alive_until))
             if job is not None:
@@ -157,11 +163,14 @@ class Picker:
                 return job
         return None
 
-    def _may_try(self, entry: QueueEntry) -> bool:
-        if not self.gates:
-            return True
-        path = self.config.layout.queue_path(entry.name, entry.fanout)
-        return all(gate.may_try(entry.name, path) for gate in self.gates)
+    def _may_try(self, entry: QueueEntry, path: str) -> bool:
+        """Whether every gate lets us try ``entry`` (its control file at ``path``)."""
+        name = entry.name
+        # A loop, not all() over a generator: asked for every job taken.
+        for gate in self.gates:  # noqa: SIM110
+            if not gate.may_try(name, path):
+                return False
+        return True
 
     def _admit(self, entry: QueueEntry, job: Job | None) -> Job | None:
         """``job`` if every gate lets us take it; else given back (parked) or put off."""
@@ -234,11 +243,14 @@ class Picker:
         seen_free: bool = False,
         alive_until: Callable[[float], None] | None = None,
         keep_spare: bool = False,
+        queue_path: str | None = None,
     ) -> Job | _lock.Refused:
         """The job if we took it, else why not (``seen_free``, ``alive_until``,
-        ``keep_spare``: see :func:`_lock.take`)."""
+        ``keep_spare``: see :func:`_lock.take`; ``queue_path``: the entry's, if the
+        caller has it)."""
         name = entry.name
-        queue_path = self.config.layout.queue_path(name, entry.fanout)
+        if queue_path is None:
+            queue_path = self.config.layout.queue_path(name, entry.fanout)
         try:
             held = _lock.take(
                 self.config,

@@ -207,7 +207,8 @@ class Job:
             raise JobStateError(
                 f"cannot {action} job {self.jobid}: it was already {self._state}", self.jobid
             )
-        self._taken_over_if_forked()
+        if self._holder_pid != current_pid():
+            self._take_over_after_fork()  # As _taken_over_if_forked, held and active.
         return self._held
 
     def _taken_over_if_forked(self) -> None:

@@ -486,7 +486,8 @@ class DirQueue:
         finish it or return it to the queue.
         """
         if path is None:
-            self._open_for_pickup()
+            if not self._dirs_ready:  # Once made, nothing to check per pickup.
+                self._open_for_pickup()
             return self._picker.pickup()
         jobid = Layout.jobid_from_path(path)
         if not is_job_name(jobid):
