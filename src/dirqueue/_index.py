@@ -280,7 +280,10 @@ class QueueIndex:
     def taken(self, name: str) -> None:
         """We locked job ``name``."""
         with self.guard:
-            self._not_waiting(name)
+            if name in self._waiting:  # _not_waiting, without its call (once a job)
+                self._waiting.discard(name)
+            else:
+                self._listing.drop(name)
             self._held.pop(name, None)
             self._not_before.pop(name, None)
             self._taken.add(name)

@@ -109,7 +109,8 @@ class Picker:
 
     def pickup(self) -> Job | None:
         """Take the next waiting job, or None if there is none we can take."""
-        self.promote()
+        if time.monotonic() >= self._next_promote:  # (Asked as promote() would.)
+            self.promote()
         index = self.index
         for gate in self.gates:
             gate.new_pass()
