@@ -92,6 +92,8 @@ def take_spare(config: QueueConfig, pid: int) -> tuple[str, os.stat_result, floa
 def drop_spare(config: QueueConfig) -> None:
     """Remove this thread's spare lock file, if any (a pickup found nothing to take, or
     took a job without it: none is left behind in tmp/)."""
+    if getattr(_spares, "lock", None) is None:
+        return  # The usual case, once a job taken: no call to find none.
     spare = take_spare(config, current_pid())
     if spare is not None:
         with contextlib.suppress(OSError):

@@ -55,6 +55,7 @@ from ._config import QueueConfig
 from ._format import match_job_name
 from ._inotify import (
     IN_CREATE,
+    IN_DELETE,
     IN_ISDIR,
     IN_MOVED_TO,
     IN_Q_OVERFLOW,
@@ -166,8 +167,7 @@ class QueueIndex:
                 self._forget_the_parents()
             notifier = self._notifier
             if notifier is not None and not self._dirty:
-                for event in notifier.events():
-                    self._apply(event)
+                self._apply_all(notifier.events())
             if self._dirty:
                 self._scan()
                 return
@@ -175,11 +175,24 @@ class QueueIndex:
             if time.monotonic() - self._scanned_at >= interval and self._changed():
                 self._scan()
 
+    def begin_pass(self) -> tuple[QueueEntry | None, list[QueueEntry]]:
+        """A pickup's first look, under one hold of the guard: :meth:`refresh`,
+        :meth:`unpark`, then the :meth:`head` and the held jobs :meth:`held_due`
+        before it (the calls skipped where there is nothing parked or held: asked
+        once a job taken)."""
+        with self.guard:
+            self.refresh()
+            if self._parked:
+                self.unpark()
+            entry = self.head()
+            return entry, self.held_due(entry) if self._held else []
+
     def head(self) -> QueueEntry | None:
         """The first waiting job, or None."""
         with self.guard:
             listed = self._listing.current()
-            arrived = self._first_arrived()
+            # (No call where nothing has arrived since the last re-read: a deep drain.)
+            arrived = self._first_arrived() if self._pending else None
             if arrived is None or (
                 listed is not None and (not self.config.ordered or listed < arrived)
             ):
@@ -267,7 +280,10 @@ class QueueIndex:
     def taken(self, name: str) -> None:
         """We locked job ``name``."""
         with self.guard:
-            self._not_waiting(name)
+            if name in self._waiting:  # _not_waiting, without its call (once a job)
+                self._waiting.discard(name)
+            else:
+                self._listing.drop(name)
             self._held.pop(name, None)
             self._not_before.pop(name, None)
             self._taken.add(name)
@@ -340,6 +356,37 @@ class QueueIndex:
             return self._notifier
 
     # -- events -----------------------------------------------------------------------
+
+    def _apply_all(self, events: list[Event]) -> None:
+        """Apply ``events``, oldest first.
+
+        Most are this process's own, three a job taken and finished: its lock arriving
+        in active/ (the name is taken already), its control file leaving queue/, its
+        lock leaving active/ (the name forgotten by then). Those are settled here, each
+        exactly as :meth:`_apply` would settle it, without its calls; any other event
+        (and any of these in another state) goes through :meth:`_apply`. Nothing is
+        skipped unread: an event of another process on the same name is applied in its
+        order, as before.
+        """
+        places, taken, held = self._places, self._taken, self._held
+        parked = self._parked
+        for event in events:
+            wd, mask, name = event
+            place = places.get(wd, _NOWHERE)
+            if place == _ACTIVE:
+                if mask == IN_CREATE:
+                    if name in taken and name not in parked and name not in self._not_before:
+                        continue  # A lock of ours (or one made over it): nothing changes.
+                elif mask == IN_DELETE and name not in held and name not in taken:
+                    continue  # No lock of a job we know as held or taken: nothing changes.
+            elif mask == IN_DELETE and place != _NOWHERE and name in taken:
+                # Our job's control file removed (finished): what _forget does for it.
+                parked.discard(name)
+                taken.discard(name)
+                if self._fanout:
+                    self._fanout.pop(name, None)
+                continue
+            self._apply(event)
 
     def _apply(self, event: Event) -> None:
         wd, mask, name = event

@@ -109,19 +109,18 @@ class Picker:
 
     def pickup(self) -> Job | None:
         """Take the next waiting job, or None if there is none we can take."""
-        self.promote()
+        if time.monotonic() >= self._next_promote:  # (Asked as promote() would.)
+            self.promote()
         index = self.index
-        try:
-            index.refresh()
-        except OSError as err:
-            raise QueueIOError(f"listing the jobs in {self.config.layout.queue_dir}", err) from err
-        index.unpark()
         for gate in self.gates:
             gate.new_pass()
         # First a few jobs held by others that come before the first waiting one, in
         # case a holder died: a pickup's cost stays flat however many are in progress.
-        entry = index.head()
-        for held in index.held_due(entry):
+        try:
+            entry, due = index.begin_pass()
+        except OSError as err:
+            raise QueueIOError(f"listing the jobs in {self.config.layout.queue_dir}", err) from err
+        for held in due:
             alive_until: list[float] = []
             outcome = self.try_pickup(held, alive_until=alive_until.append, keep_spare=True)
             job = self._admit(held, self._settle(held, outcome, alive_until))

@@ -154,7 +154,8 @@ class Job:
         Raises :class:`CorruptJobError` rather than follow a symlink out of the queue,
         or read a data file that is not the size its control file records.
         """
-        self._taken_over_if_forked()
+        if self._holder_pid != current_pid():  # (The usual case without a call.)
+            self._taken_over_if_forked()
         return read_data(self._config, self.jobid, self._control.size_bytes)
 
     def open_data(self) -> BinaryIO:
@@ -363,8 +364,16 @@ class Job:
                 failed,
             ) from failed
         self._state = "finished"
-        self._released()
-        self._release_key()
+        self._let_go_finished()
+
+    def _let_go_finished(self) -> None:
+        """What a finished job gives back: what it held, and its unique key (each
+        asked only if there is one: a plain job has neither, and finishes once a job
+        taken)."""
+        if self.on_release:
+            self._released()
+        if self.metadata.get(KEY_META):
+            self._release_key()
 
     def _released(self) -> None:
         """Run (once) what waits for this process to let go of the job."""
